@@ -1,0 +1,37 @@
+// Parses alknet-agent's command line and layers defaults, config file and flags into one config.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/config/config.h"
+#include "server/config/config_schema.h"
+
+namespace alknet::agent {
+
+struct CommandLine {
+  std::string command = "serve";              // "serve" (default); later "connect"
+  std::optional<std::string> config_file;     // --config FILE
+  bool print_config = false;                  // --print-config: print the effective YAML, exit
+  bool help = false;                          // --help / -h
+  bool version = false;                       // --version
+  // Schema flags in the order given: (field, value). "--flag=value" and "--flag value" both work.
+  std::vector<std::pair<const config::FieldSpec*, std::string>> settings;
+};
+
+// Unknown flags, missing values and a second positional command are errors naming the flag.
+absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv);
+
+// Embedded default YAML, then the config file, then the flags (a list flag given on the command
+// line replaces that list from earlier sources). Resolves defaults and validates.
+absl::StatusOr<config::AgentConfig> BuildConfig(const CommandLine& command_line,
+                                                std::string_view default_yaml);
+
+// Usage text listing every flag from the schema table.
+std::string UsageText();
+
+}  // namespace alknet::agent

@@ -1,0 +1,49 @@
+// The one configuration structure: the YAML file, the command-line flags and (later) the
+// admin API all read and write this schema. docs/configuration.md documents every field.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "server/common/log.h"
+#include "server/common/net_address.h"
+
+namespace alknet::config {
+
+// Pre-authentication and shutdown bounds (OpenSSH LoginGraceTime / MaxStartups analogues).
+struct Limits {
+  absl::Duration login_grace_time = absl::Seconds(30);  // drop connections not authenticated by then
+  int max_startups = 100;             // unauthenticated connections across all sources
+  int per_source_max_startups = 10;   // unauthenticated connections from one source IP
+  int max_sessions = 10000;           // authenticated sessions (0 = unlimited)
+  int max_channels_per_session = 1024;
+  absl::Duration connect_timeout = absl::Seconds(10);  // outbound connect for direct-tcpip
+  absl::Duration shutdown_grace = absl::Seconds(10);   // SIGTERM: drain channels up to this long
+};
+
+struct LogConfig {
+  LogLevel level = LogLevel::kInfo;
+  LogFormat format = LogFormat::kText;
+};
+
+struct AgentConfig {
+  std::string state_dir = "./var";             // host key and state live here
+  std::vector<EndpointUrl> listen;             // empty: tcp://127.0.0.1:2222
+  std::vector<std::string> host_keys;          // empty: <state_dir>/ssh_host_ed25519_key (generated)
+  std::vector<std::string> authorized_keys;    // empty: <state_dir>/authorized_keys
+  int workers = 0;                             // event-loop threads; 0 = one per core
+  Limits limits;
+  LogConfig log;
+
+  bool operator==(const AgentConfig&) const;
+};
+
+// Fills the defaults that depend on other fields (listen, host_keys, authorized_keys, workers).
+void ResolveDefaults(AgentConfig& config);
+
+// Cross-field checks after all sources are applied (positive limits, non-empty listeners...).
+absl::Status Validate(const AgentConfig& config);
+
+}  // namespace alknet::config
