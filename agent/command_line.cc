@@ -1,1 +1,145 @@
-// placeholder: filled in by the module's author
+// Parses alknet-agent's command line and layers defaults, config file and flags into one config.
+#include "agent/command_line.h"
+
+#include <algorithm>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "server/common/strings.h"
+#include "server/config/config_yaml.h"
+
+namespace alknet::agent {
+namespace {
+
+constexpr std::string_view kDefaultSource = "<embedded default>";
+
+absl::Status MissingValue(std::string_view flag) {
+  return absl::InvalidArgumentError(absl::StrCat("flag '", Sv(flag), "' needs a value"));
+}
+
+}  // namespace
+
+absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) {
+  CommandLine result;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg.size() < 2 || arg[0] != '-' || arg == "--") {
+      if (i == 1) {
+        if (arg != "serve") {
+          return absl::InvalidArgumentError(
+              absl::StrCat("unknown command '", Sv(arg), "' (see --help)"));
+        }
+        result.command = std::string(arg);
+        continue;
+      }
+      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", Sv(arg), "'"));
+    }
+
+    std::string_view name = arg;
+    std::optional<std::string_view> inline_value;
+    if (size_t eq = arg.find('='); eq != std::string_view::npos && absl::StartsWith(Sv(arg), "--")) {
+      name = arg.substr(0, eq);
+      inline_value = arg.substr(eq + 1);
+    }
+    // The value of a flag: after '=' or the next argument (which must not look like a flag).
+    auto take_value = [&]() -> absl::StatusOr<std::string> {
+      if (inline_value.has_value()) return std::string(*inline_value);
+      if (i + 1 >= argc || absl::StartsWith(argv[i + 1], "--")) return MissingValue(name);
+      return std::string(argv[++i]);
+    };
+    auto no_value = [&]() -> absl::Status {
+      if (inline_value.has_value()) {
+        return absl::InvalidArgumentError(absl::StrCat("flag '", Sv(name), "' takes no value"));
+      }
+      return absl::OkStatus();
+    };
+
+    if (name == "--help" || name == "-h") {
+      if (absl::Status status = no_value(); !status.ok()) return status;
+      result.help = true;
+    } else if (name == "--version") {
+      if (absl::Status status = no_value(); !status.ok()) return status;
+      result.version = true;
+    } else if (name == "--print-config") {
+      if (absl::Status status = no_value(); !status.ok()) return status;
+      result.print_config = true;
+    } else if (name == "--config") {
+      if (result.config_file.has_value()) {
+        return absl::InvalidArgumentError("flag '--config' given more than once");
+      }
+      absl::StatusOr<std::string> value = take_value();
+      if (!value.ok()) return value.status();
+      if (value->empty()) return absl::InvalidArgumentError("flag '--config' needs a file name");
+      result.config_file = *std::move(value);
+    } else if (const config::FieldSpec* field = config::FindFieldByFlag(name); field != nullptr) {
+      absl::StatusOr<std::string> value = take_value();
+      if (!value.ok()) return value.status();
+      result.settings.emplace_back(field, *std::move(value));
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag '", Sv(name), "' (see --help)"));
+    }
+  }
+  return result;
+}
+
+absl::StatusOr<config::AgentConfig> BuildConfig(const CommandLine& command_line,
+                                                std::string_view default_yaml) {
+  config::AgentConfig result;
+  if (absl::Status status = config::ApplyYaml(default_yaml, kDefaultSource, result);
+      !status.ok()) {
+    return status;
+  }
+  if (command_line.config_file.has_value()) {
+    if (absl::Status status = config::ApplyYamlFile(*command_line.config_file, result);
+        !status.ok()) {
+      return status;
+    }
+  }
+  // The first occurrence of a list flag replaces the list from the file; later ones append.
+  std::vector<const config::FieldSpec*> cleared;
+  for (const auto& [field, value] : command_line.settings) {
+    if (field->kind == config::FieldKind::kList &&
+        std::find(cleared.begin(), cleared.end(), field) == cleared.end()) {
+      config::ClearListField(result, *field);
+      cleared.push_back(field);
+    }
+    if (absl::Status status = config::SetField(result, *field, value); !status.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(Sv(field->flag), ": ", status.message()));
+    }
+  }
+  config::ResolveDefaults(result);
+  if (absl::Status status = config::Validate(result); !status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid configuration: ", status.message()));
+  }
+  return result;
+}
+
+std::string UsageText() {
+  std::string text =
+      "Usage: alknet-agent [serve] [--config FILE] [--print-config] [flags...]\n"
+      "\n"
+      "Runs the alknet SSH tunnel agent. Settings come from the embedded defaults, then the\n"
+      "--config file, then the flags below (later sources win; a list flag given on the\n"
+      "command line replaces that list from the file, and may be repeated).\n"
+      "Flags take their value as '--flag value' or '--flag=value'.\n"
+      "\n"
+      "Commands:\n"
+      "  serve                      run the agent (the default)\n"
+      "\n"
+      "Options:\n"
+      "  --config FILE              YAML configuration file (docs/configuration.md)\n"
+      "  --print-config             print the effective configuration as YAML and exit\n"
+      "  -h, --help                 show this help and exit\n"
+      "  --version                  print the version and exit\n"
+      "\n"
+      "Configuration flags:\n";
+  for (const config::FieldSpec& field : config::Fields()) {
+    absl::StrAppend(&text, "  ", Sv(field.flag), " VALUE\n      ", Sv(field.yaml_path), ": ",
+                    Sv(field.help), "\n");
+  }
+  return text;
+}
+
+}  // namespace alknet::agent

@@ -1,10 +1,12 @@
 // Matches source addresses against from= pattern lists and destinations against permitopen=.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "server/auth/authorized_keys.h"
 
 namespace alknet::auth {
@@ -17,6 +19,9 @@ bool SourceAllowed(const std::vector<std::string>& patterns, std::string_view ip
 
 // True when `text` is a syntactically valid from= entry (used by the parser to reject lines).
 bool IsValidSourcePattern(std::string_view entry);
+
+// Like IsValidSourcePattern, but says what is wrong (for the parser's error messages).
+absl::Status CheckSourcePattern(std::string_view entry);
 
 // sshd semantics for permitopen: host compared case-insensitively as a literal ("*" any),
 // port equal or any_port. An empty list allows everything.

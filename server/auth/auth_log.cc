@@ -1,1 +1,65 @@
-// placeholder: filled in by the module's author
+// The one-line auth event, stable for fail2ban: never contains a tunnel destination.
+#include "server/auth/auth_log.h"
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace alknet::auth {
+namespace {
+
+constexpr std::string_view kComponent = "auth";
+
+// Writes the line at Info (accepted) or Warn (rejected); the message is empty, all content
+// is in the fields.
+template <typename... Fields>
+void Emit(Logger& logger, bool accepted, Fields&&... fields) {
+  if (accepted) {
+    logger.Info(kComponent, "", {std::forward<Fields>(fields)...});
+  } else {
+    logger.Warn(kComponent, "", {std::forward<Fields>(fields)...});
+  }
+}
+
+// Appends the optional key and key_type fields (each left out when empty) after `leading`.
+template <typename... Fields>
+void EmitWithKey(Logger& logger, const AuthEvent& event, Fields&&... leading) {
+  const bool has_key = !event.fingerprint.empty();
+  const bool has_key_type = !event.key_type.empty();
+  if (has_key && has_key_type) {
+    Emit(logger, event.accepted, std::forward<Fields>(leading)...,
+         LogField{"key", std::string(event.fingerprint)},
+         LogField{"key_type", std::string(event.key_type)});
+  } else if (has_key) {
+    Emit(logger, event.accepted, std::forward<Fields>(leading)...,
+         LogField{"key", std::string(event.fingerprint)});
+  } else if (has_key_type) {
+    Emit(logger, event.accepted, std::forward<Fields>(leading)...,
+         LogField{"key_type", std::string(event.key_type)});
+  } else {
+    Emit(logger, event.accepted, std::forward<Fields>(leading)...);
+  }
+}
+
+}  // namespace
+
+void LogAuthEvent(Logger& logger, const AuthEvent& event) {
+  const LogLevel level = event.accepted ? LogLevel::kInfo : LogLevel::kWarning;
+  if (!logger.Enabled(level)) return;
+  LogField method{"method", std::string(event.method)};
+  LogField user{"user", std::string(event.user)};
+  LogField source{"src", std::string(event.source_ip)};
+  LogField port{"port", absl::StrCat(event.source_port)};
+  LogField transport{"transport", std::string(event.transport)};
+  if (event.accepted) {
+    EmitWithKey(logger, event, LogField{"result", "accepted"}, std::move(method), std::move(user),
+                std::move(source), std::move(port), std::move(transport));
+  } else {
+    EmitWithKey(logger, event, LogField{"result", "rejected"},
+                LogField{"reason", std::string(event.reason)}, std::move(method), std::move(user),
+                std::move(source), std::move(port), std::move(transport));
+  }
+}
+
+}  // namespace alknet::auth

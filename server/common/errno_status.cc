@@ -1,5 +1,6 @@
 // Turns errno values from system calls into absl::Status values.
 #include "server/common/errno_status.h"
+#include "server/common/strings.h"
 
 #include <cerrno>
 #include <cstring>
@@ -9,7 +10,7 @@
 namespace alknet {
 
 absl::Status ErrnoStatus(std::string_view what, int err) {
-  std::string message = absl::StrCat(what, ": ", std::strerror(err));
+  std::string message = absl::StrCat(Sv(what), ": ", std::strerror(err));
   switch (err) {
     case ENOENT: return absl::NotFoundError(message);
     case EACCES:

@@ -1,5 +1,6 @@
 // Leveled, structured log lines (text or JSON) written to one injected sink.
 #include "server/common/log.h"
+#include "server/common/strings.h"
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -42,20 +43,20 @@ void AppendEscaped(std::string& out, std::string_view value) {
 }  // namespace
 
 absl::StatusOr<LogLevel> ParseLogLevel(std::string_view name) {
-  std::string lower = absl::AsciiStrToLower(name);
+  std::string lower = absl::AsciiStrToLower(Sv(name));
   if (lower == "debug") return LogLevel::kDebug;
   if (lower == "info") return LogLevel::kInfo;
   if (lower == "warn" || lower == "warning") return LogLevel::kWarning;
   if (lower == "error") return LogLevel::kError;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown log level '", name, "' (expected debug, info, warn or error)"));
+      absl::StrCat("unknown log level '", Sv(name), "' (expected debug, info, warn or error)"));
 }
 
 absl::StatusOr<LogFormat> ParseLogFormat(std::string_view name) {
   if (name == "text") return LogFormat::kText;
   if (name == "json") return LogFormat::kJson;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown log format '", name, "' (expected text or json)"));
+      absl::StrCat("unknown log format '", Sv(name), "' (expected text or json)"));
 }
 
 std::string_view LogLevelName(LogLevel level) {
@@ -74,7 +75,7 @@ void Logger::Write(LogLevel level, std::string_view component, std::string_view 
   line.reserve(256);
   std::string time = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
   if (format_ == LogFormat::kJson) {
-    absl::StrAppend(&line, "{\"time\":\"", time, "\",\"level\":\"", LogLevelName(level),
+    absl::StrAppend(&line, "{\"time\":\"", time, "\",\"level\":\"", Sv(LogLevelName(level)),
                     "\",\"component\":\"");
     AppendEscaped(line, component);
     line += "\",\"msg\":\"";
@@ -89,10 +90,10 @@ void Logger::Write(LogLevel level, std::string_view component, std::string_view 
     }
     line += "}\n";
   } else {
-    absl::StrAppend(&line, time, " ", LogLevelName(level), " ", component, ":");
-    if (!message.empty()) absl::StrAppend(&line, " ", message);
+    absl::StrAppend(&line, time, " ", Sv(LogLevelName(level)), " ", Sv(component), ":");
+    if (!message.empty()) absl::StrAppend(&line, " ", Sv(message));
     for (const LogField& field : fields) {
-      absl::StrAppend(&line, " ", field.key, "=");
+      absl::StrAppend(&line, " ", Sv(field.key), "=");
       if (NeedsQuotes(field.value)) {
         line += '"';
         AppendEscaped(line, field.value);

@@ -1,5 +1,6 @@
 // Parses and formats endpoints: "host:port", "[v6]:port", "tcp://host:port", sockaddrs.
 #include "server/common/net_address.h"
+#include "server/common/strings.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -23,30 +24,30 @@ absl::StatusOr<HostPort> ParseHostPort(std::string_view text, bool allow_zero) {
     size_t close = text.find(']');
     if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
       return absl::InvalidArgumentError(
-          absl::StrCat("'", text, "' is not [IPv6]:port"));
+          absl::StrCat("'", Sv(text), "' is not [IPv6]:port"));
     }
     result.host = std::string(text.substr(1, close - 1));
     port_text = text.substr(close + 2);
   } else {
     size_t colon = text.rfind(':');
     if (colon == std::string_view::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("'", text, "' has no :port"));
+      return absl::InvalidArgumentError(absl::StrCat("'", Sv(text), "' has no :port"));
     }
     if (text.substr(0, colon).find(':') != std::string_view::npos) {
       return absl::InvalidArgumentError(
-          absl::StrCat("'", text, "': IPv6 addresses need brackets, as in [::1]:22"));
+          absl::StrCat("'", Sv(text), "': IPv6 addresses need brackets, as in [::1]:22"));
     }
     result.host = std::string(text.substr(0, colon));
     port_text = text.substr(colon + 1);
   }
   if (result.host.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("'", text, "' has an empty host"));
+    return absl::InvalidArgumentError(absl::StrCat("'", Sv(text), "' has an empty host"));
   }
   uint32_t port = 0;
-  if (port_text.empty() || port_text.size() > 5 || !absl::SimpleAtoi(port_text, &port) ||
+  if (port_text.empty() || port_text.size() > 5 || !absl::SimpleAtoi(Sv(port_text), &port) ||
       port > 65535 || (!allow_zero && port == 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("'", text, "' has an invalid port '",
-                                                   port_text, "'"));
+    return absl::InvalidArgumentError(absl::StrCat("'", Sv(text), "' has an invalid port '",
+                                                   Sv(port_text), "'"));
   }
   result.port = static_cast<uint16_t>(port);
   return result;
@@ -60,13 +61,13 @@ absl::StatusOr<EndpointUrl> ParseEndpointUrl(std::string_view text) {
   size_t sep = text.find("://");
   if (sep == std::string_view::npos) {
     return absl::InvalidArgumentError(
-        absl::StrCat("'", text, "' is not scheme://host:port (e.g. tcp://127.0.0.1:2222)"));
+        absl::StrCat("'", Sv(text), "' is not scheme://host:port (e.g. tcp://127.0.0.1:2222)"));
   }
   EndpointUrl url;
   url.scheme = std::string(text.substr(0, sep));
   if (url.scheme != "tcp") {
     return absl::InvalidArgumentError(
-        absl::StrCat("'", text, "': unsupported transport '", url.scheme, "' (supported: tcp)"));
+        absl::StrCat("'", Sv(text), "': unsupported transport '", url.scheme, "' (supported: tcp)"));
   }
   auto address = ParseHostPort(text.substr(sep + 3));
   if (!address.ok()) return address.status();

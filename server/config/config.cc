@@ -1,1 +1,145 @@
-// placeholder: filled in by the module's author
+// AgentConfig equality, the defaults that depend on other fields, and cross-field validation.
+#include "server/config/config.h"
+
+#include <algorithm>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/strings.h"
+#include "server/config/duration.h"
+
+namespace alknet::config {
+namespace {
+
+bool operator==(const Limits& a, const Limits& b) {
+  return a.login_grace_time == b.login_grace_time && a.max_startups == b.max_startups &&
+         a.per_source_max_startups == b.per_source_max_startups &&
+         a.max_sessions == b.max_sessions &&
+         a.max_channels_per_session == b.max_channels_per_session &&
+         a.connect_timeout == b.connect_timeout && a.shutdown_grace == b.shutdown_grace;
+}
+
+bool operator==(const LogConfig& a, const LogConfig& b) {
+  return a.level == b.level && a.format == b.format;
+}
+
+std::string JoinPath(const std::string& dir, std::string_view name) {
+  if (!dir.empty() && dir.back() == '/') return absl::StrCat(dir, Sv(name));
+  return absl::StrCat(dir, "/", Sv(name));
+}
+
+absl::Status FieldError(std::string_view field, const absl::Status& status) {
+  return absl::InvalidArgumentError(absl::StrCat(Sv(field), ": ", status.message()));
+}
+
+}  // namespace
+
+bool AgentConfig::operator==(const AgentConfig& other) const {
+  return state_dir == other.state_dir && listen == other.listen &&
+         host_keys == other.host_keys && authorized_keys == other.authorized_keys &&
+         workers == other.workers && limits == other.limits && log == other.log;
+}
+
+absl::Status CheckRange(int value, IntRange range) {
+  if (value < range.min || value > range.max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", value, "' is out of range (", range.min, "..", range.max, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRange(absl::Duration value, DurationRange range) {
+  bool low = range.min_exclusive ? value <= range.min : value < range.min;
+  if (low || value > range.max) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", config::FormatDuration(value), "' is out of range (must be ",
+        range.min_exclusive ? "> " : ">= ", config::FormatDuration(range.min), " and <= ",
+        config::FormatDuration(range.max), ")"));
+  }
+  return absl::OkStatus();
+}
+
+void ResolveDefaults(AgentConfig& config) {
+  if (config.listen.empty()) {
+    config.listen.push_back(EndpointUrl{"tcp", HostPort{"127.0.0.1", 2222}});
+  }
+  if (config.host_keys.empty()) {
+    config.host_keys.push_back(JoinPath(config.state_dir, "ssh_host_ed25519_key"));
+  }
+  if (config.authorized_keys.empty()) {
+    config.authorized_keys.push_back(JoinPath(config.state_dir, "authorized_keys"));
+  }
+  if (config.workers == 0) {
+    unsigned cores = std::thread::hardware_concurrency();
+    config.workers = static_cast<int>(
+        std::clamp<unsigned>(cores, 1, static_cast<unsigned>(kWorkersRange.max)));
+  }
+}
+
+absl::Status Validate(const AgentConfig& config) {
+  if (config.state_dir.empty()) return absl::InvalidArgumentError("state_dir: must not be empty");
+  if (config.listen.empty()) return absl::InvalidArgumentError("listen: no listen address");
+  for (size_t i = 0; i < config.listen.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (config.listen[i] == config.listen[j]) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "listen: '", config.listen[i].ToString(), "' is listed more than once"));
+      }
+    }
+  }
+  if (config.host_keys.empty()) return absl::InvalidArgumentError("host_keys: no host key");
+  for (const std::string& path : config.host_keys) {
+    if (path.empty()) return absl::InvalidArgumentError("host_keys: empty path");
+  }
+  if (config.authorized_keys.empty()) {
+    return absl::InvalidArgumentError("authorized_keys: no authorized_keys file");
+  }
+  for (const std::string& path : config.authorized_keys) {
+    if (path.empty()) return absl::InvalidArgumentError("authorized_keys: empty path");
+  }
+
+  struct IntCheck {
+    std::string_view field;
+    int value;
+    IntRange range;
+  };
+  const Limits& limits = config.limits;
+  for (const IntCheck& check : {
+           IntCheck{"workers", config.workers, kWorkersRange},
+           IntCheck{"limits.max_startups", limits.max_startups, kMaxStartupsRange},
+           IntCheck{"limits.per_source_max_startups", limits.per_source_max_startups,
+                    kPerSourceMaxStartupsRange},
+           IntCheck{"limits.max_sessions", limits.max_sessions, kMaxSessionsRange},
+           IntCheck{"limits.max_channels_per_session", limits.max_channels_per_session,
+                    kMaxChannelsPerSessionRange},
+       }) {
+    if (absl::Status status = CheckRange(check.value, check.range); !status.ok()) {
+      return FieldError(check.field, status);
+    }
+  }
+
+  struct DurationCheck {
+    std::string_view field;
+    absl::Duration value;
+    DurationRange range;
+  };
+  for (const DurationCheck& check : {
+           DurationCheck{"limits.login_grace_time", limits.login_grace_time,
+                         kLoginGraceTimeRange},
+           DurationCheck{"limits.connect_timeout", limits.connect_timeout, kConnectTimeoutRange},
+           DurationCheck{"limits.shutdown_grace", limits.shutdown_grace, kShutdownGraceRange},
+       }) {
+    if (absl::Status status = CheckRange(check.value, check.range); !status.ok()) {
+      return FieldError(check.field, status);
+    }
+  }
+
+  if (limits.per_source_max_startups > limits.max_startups) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "limits.per_source_max_startups (", limits.per_source_max_startups,
+        ") must not exceed limits.max_startups (", limits.max_startups, ")"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace alknet::config

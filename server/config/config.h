@@ -40,6 +40,30 @@ struct AgentConfig {
   bool operator==(const AgentConfig&) const;
 };
 
+// Accepted ranges (inclusive unless noted), shared by the YAML/flag setters and Validate.
+struct IntRange {
+  int min;
+  int max;
+};
+inline constexpr IntRange kWorkersRange{0, 256};
+inline constexpr IntRange kMaxStartupsRange{1, 100000};
+inline constexpr IntRange kPerSourceMaxStartupsRange{1, 100000};
+inline constexpr IntRange kMaxSessionsRange{0, 1000000};
+inline constexpr IntRange kMaxChannelsPerSessionRange{1, 100000};
+
+struct DurationRange {
+  absl::Duration min;
+  bool min_exclusive;  // true: the value must be greater than min
+  absl::Duration max;  // inclusive
+};
+inline constexpr DurationRange kLoginGraceTimeRange{absl::ZeroDuration(), true, absl::Hours(1)};
+inline constexpr DurationRange kConnectTimeoutRange{absl::ZeroDuration(), true, absl::Minutes(5)};
+inline constexpr DurationRange kShutdownGraceRange{absl::ZeroDuration(), false, absl::Hours(1)};
+
+// Range checks; errors read "'<value>' is out of range (...)" without a field name.
+absl::Status CheckRange(int value, IntRange range);
+absl::Status CheckRange(absl::Duration value, DurationRange range);
+
 // Fills the defaults that depend on other fields (listen, host_keys, authorized_keys, workers).
 void ResolveDefaults(AgentConfig& config);
 

@@ -1,1 +1,293 @@
-// placeholder: filled in by the module's author
+// The field table of AgentConfig: YAML path, flag, kind, help, and how to set, clear and print.
+#include "server/config/config_schema.h"
+
+#include <array>
+#include <cstdint>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "server/common/strings.h"
+#include "server/config/duration.h"
+#include "yaml-cpp/yaml.h"
+
+namespace alknet::config {
+namespace {
+
+// Error text of a setter: no field name, SetField prefixes it.
+absl::Status Bad(std::string_view message) { return absl::InvalidArgumentError(Sv(message)); }
+
+std::string Shown(std::string_view value) {
+  constexpr size_t kMaxShown = 100;
+  if (value.size() > kMaxShown) return absl::StrCat(absl::CHexEscape(Sv(value.substr(0, kMaxShown))), "...");
+  return absl::CHexEscape(Sv(value));
+}
+
+// Strict decimal: optional '-', then digits; nothing else (no '+', spaces, hex or '_').
+absl::Status ParseInt(std::string_view text, IntRange range, int& out) {
+  std::string_view digits = text;
+  bool negative = !digits.empty() && digits.front() == '-';
+  if (negative) digits.remove_prefix(1);
+  if (digits.empty()) return Bad(absl::StrCat("'", Shown(text), "' is not an integer"));
+  for (char c : digits) {
+    if (c < '0' || c > '9') return Bad(absl::StrCat("'", Shown(text), "' is not an integer"));
+  }
+  int64_t value = 0;
+  for (char c : digits) {
+    value = value * 10 + (c - '0');
+    if (value > int64_t{1} << 40) {
+      return Bad(absl::StrCat("'", Shown(text), "' is out of range (", range.min, "..",
+                              range.max, ")"));
+    }
+  }
+  if (negative) value = -value;
+  if (value < range.min || value > range.max) {
+    return Bad(absl::StrCat("'", Shown(text), "' is out of range (", range.min, "..", range.max,
+                            ")"));
+  }
+  out = static_cast<int>(value);
+  return absl::OkStatus();
+}
+
+absl::Status ParseBoundedDuration(std::string_view text, DurationRange range,
+                                  absl::Duration& out) {
+  absl::StatusOr<absl::Duration> value = ParseDuration(text);
+  if (!value.ok()) return value.status();
+  if (!CheckRange(*value, range).ok()) {
+    return Bad(absl::StrCat("'", Shown(text), "' is out of range (must be ",
+                            range.min_exclusive ? "> " : ">= ", config::FormatDuration(range.min),
+                            " and <= ", config::FormatDuration(range.max), ")"));
+  }
+  out = *value;
+  return absl::OkStatus();
+}
+
+absl::Status ParsePath(std::string_view text, std::string& out) {
+  if (text.empty()) return Bad("the path must not be empty");
+  if (text.find('\0') != std::string_view::npos) return Bad("the path contains a NUL byte");
+  out = std::string(text);
+  return absl::OkStatus();
+}
+
+std::string_view LogLevelText(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug: return "debug";
+    case LogLevel::kInfo: return "info";
+    case LogLevel::kWarning: return "warn";
+    case LogLevel::kError: return "error";
+  }
+  return "info";
+}
+
+std::string_view LogFormatText(LogFormat format) {
+  return format == LogFormat::kJson ? "json" : "text";
+}
+
+using Setter = absl::Status (*)(AgentConfig&, std::string_view);
+using Clearer = void (*)(AgentConfig&);
+using Printer = std::vector<std::string> (*)(const AgentConfig&);  // one string per element
+
+struct FieldDef {
+  FieldSpec spec;
+  Setter set;
+  Clearer clear;  // list fields only
+  Printer print;
+};
+
+template <typename T>
+std::vector<std::string> Strings(const std::vector<T>& values) {
+  std::vector<std::string> out;
+  for (const T& value : values) {
+    if constexpr (std::is_same_v<T, std::string>) {
+      out.push_back(value);
+    } else {
+      out.push_back(value.ToString());
+    }
+  }
+  return out;
+}
+
+#define ALKNET_INT_FIELD(member, range)                                          \
+  [](AgentConfig& c, std::string_view v) { return ParseInt(v, range, c.member); }, \
+      nullptr, [](const AgentConfig& c) {                                       \
+        return std::vector<std::string>{absl::StrCat(c.member)};                \
+      }
+#define ALKNET_DURATION_FIELD(member, range)                                                  \
+  [](AgentConfig& c, std::string_view v) { return ParseBoundedDuration(v, range, c.member); }, \
+      nullptr, [](const AgentConfig& c) {                                                    \
+        return std::vector<std::string>{config::FormatDuration(c.member)};                           \
+      }
+
+const std::array<FieldDef, 14>& Table() {
+  static const std::array<FieldDef, 14> table = {{
+      {{"state_dir", "--state-dir", FieldKind::kScalar,
+        "directory for the generated host key and other state (default ./var)"},
+       [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); }, nullptr,
+       [](const AgentConfig& c) { return std::vector<std::string>{c.state_dir}; }},
+      {{"listen", "--listen", FieldKind::kList,
+        "address to accept SSH on, tcp://host:port; repeatable (default tcp://127.0.0.1:2222)"},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         absl::StatusOr<EndpointUrl> url = ParseEndpointUrl(v);
+         if (!url.ok()) return url.status();
+         c.listen.push_back(*std::move(url));
+         return absl::OkStatus();
+       },
+       [](AgentConfig& c) { c.listen.clear(); },
+       [](const AgentConfig& c) { return Strings(c.listen); }},
+      {{"host_keys", "--host-key", FieldKind::kList,
+        "host private key file; repeatable (default <state_dir>/ssh_host_ed25519_key)"},
+       [](AgentConfig& c, std::string_view v) {
+         std::string path;
+         absl::Status status = ParsePath(v, path);
+         if (status.ok()) c.host_keys.push_back(std::move(path));
+         return status;
+       },
+       [](AgentConfig& c) { c.host_keys.clear(); },
+       [](const AgentConfig& c) { return Strings(c.host_keys); }},
+      {{"authorized_keys", "--authorized-keys", FieldKind::kList,
+        "authorized_keys file of the clients allowed in; repeatable "
+        "(default <state_dir>/authorized_keys)"},
+       [](AgentConfig& c, std::string_view v) {
+         std::string path;
+         absl::Status status = ParsePath(v, path);
+         if (status.ok()) c.authorized_keys.push_back(std::move(path));
+         return status;
+       },
+       [](AgentConfig& c) { c.authorized_keys.clear(); },
+       [](const AgentConfig& c) { return Strings(c.authorized_keys); }},
+      {{"workers", "--workers", FieldKind::kScalar,
+        "event-loop threads, 0..256; 0 means one per CPU core (default 0)"},
+       ALKNET_INT_FIELD(workers, kWorkersRange)},
+      {{"limits.login_grace_time", "--login-grace-time", FieldKind::kScalar,
+        "drop connections not authenticated within this time, >0 and <=1h (default 30s)"},
+       ALKNET_DURATION_FIELD(limits.login_grace_time, kLoginGraceTimeRange)},
+      {{"limits.max_startups", "--max-startups", FieldKind::kScalar,
+        "unauthenticated connections across all sources, 1..100000 (default 100)"},
+       ALKNET_INT_FIELD(limits.max_startups, kMaxStartupsRange)},
+      {{"limits.per_source_max_startups", "--per-source-max-startups", FieldKind::kScalar,
+        "unauthenticated connections from one source IP, 1..100000 and <= max_startups "
+        "(default 10)"},
+       ALKNET_INT_FIELD(limits.per_source_max_startups, kPerSourceMaxStartupsRange)},
+      {{"limits.max_sessions", "--max-sessions", FieldKind::kScalar,
+        "authenticated sessions, 0..1000000; 0 means unlimited (default 10000)"},
+       ALKNET_INT_FIELD(limits.max_sessions, kMaxSessionsRange)},
+      {{"limits.max_channels_per_session", "--max-channels-per-session", FieldKind::kScalar,
+        "open channels per session, 1..100000 (default 1024)"},
+       ALKNET_INT_FIELD(limits.max_channels_per_session, kMaxChannelsPerSessionRange)},
+      {{"limits.connect_timeout", "--connect-timeout", FieldKind::kScalar,
+        "timeout of outbound connects for direct-tcpip, >0 and <=5m (default 10s)"},
+       ALKNET_DURATION_FIELD(limits.connect_timeout, kConnectTimeoutRange)},
+      {{"limits.shutdown_grace", "--shutdown-grace", FieldKind::kScalar,
+        "on SIGTERM, let open channels drain this long, 0..1h (default 10s)"},
+       ALKNET_DURATION_FIELD(limits.shutdown_grace, kShutdownGraceRange)},
+      {{"log.level", "--log-level", FieldKind::kScalar,
+        "log level: debug, info, warn or error (default info)"},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         absl::StatusOr<LogLevel> level = ParseLogLevel(v);
+         if (!level.ok()) return level.status();
+         c.log.level = *level;
+         return absl::OkStatus();
+       },
+       nullptr,
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{std::string(LogLevelText(c.log.level))};
+       }},
+      {{"log.format", "--log-format", FieldKind::kScalar,
+        "log line format: text or json (default text)"},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         absl::StatusOr<LogFormat> format = ParseLogFormat(v);
+         if (!format.ok()) return format.status();
+         c.log.format = *format;
+         return absl::OkStatus();
+       },
+       nullptr,
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{std::string(LogFormatText(c.log.format))};
+       }},
+  }};
+  return table;
+}
+
+#undef ALKNET_INT_FIELD
+#undef ALKNET_DURATION_FIELD
+
+const FieldDef* FindDef(const FieldSpec& field) {
+  for (const FieldDef& def : Table()) {
+    if (def.spec.yaml_path == field.yaml_path) return &def;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+const std::vector<FieldSpec>& Fields() {
+  static const std::vector<FieldSpec> fields = [] {
+    std::vector<FieldSpec> out;
+    for (const FieldDef& def : Table()) out.push_back(def.spec);
+    return out;
+  }();
+  return fields;
+}
+
+const FieldSpec* FindFieldByYamlPath(std::string_view path) {
+  for (const FieldSpec& field : Fields()) {
+    if (field.yaml_path == path) return &field;
+  }
+  return nullptr;
+}
+
+const FieldSpec* FindFieldByFlag(std::string_view flag) {
+  for (const FieldSpec& field : Fields()) {
+    if (field.flag == flag) return &field;
+  }
+  return nullptr;
+}
+
+absl::Status SetField(AgentConfig& config, const FieldSpec& field, std::string_view value) {
+  const FieldDef* def = FindDef(field);
+  if (def == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown field '", Sv(field.yaml_path), "'"));
+  }
+  absl::Status status = def->set(config, value);
+  if (status.ok()) return status;
+  return absl::InvalidArgumentError(absl::StrCat(Sv(field.yaml_path), ": ", status.message()));
+}
+
+void ClearListField(AgentConfig& config, const FieldSpec& field) {
+  const FieldDef* def = FindDef(field);
+  if (def != nullptr && def->clear != nullptr) def->clear(config);
+}
+
+std::string ToYaml(const AgentConfig& config) {
+  YAML::Emitter out;
+  out << YAML::Comment("alknet-agent configuration; see docs/configuration.md") << YAML::Newline;
+  out << YAML::BeginMap;
+  std::string_view section;  // the open nested mapping ("limits"), empty at the root
+  for (const FieldDef& def : Table()) {
+    std::string_view path = def.spec.yaml_path;
+    size_t dot = path.find('.');
+    std::string_view def_section = dot == std::string_view::npos ? "" : path.substr(0, dot);
+    std::string_view key = dot == std::string_view::npos ? path : path.substr(dot + 1);
+    if (def_section != section) {
+      if (!section.empty()) out << YAML::EndMap;
+      if (!def_section.empty()) {
+        out << YAML::Key << std::string(def_section) << YAML::Value << YAML::BeginMap;
+      }
+      section = def_section;
+    }
+    out << YAML::Key << std::string(key) << YAML::Value;
+    std::vector<std::string> values = def.print(config);
+    if (def.spec.kind == FieldKind::kList) {
+      if (values.empty()) out << YAML::Flow;
+      out << YAML::BeginSeq;
+      for (const std::string& value : values) out << value;
+      out << YAML::EndSeq;
+    } else {
+      out << values.front();
+    }
+  }
+  if (!section.empty()) out << YAML::EndMap;
+  out << YAML::EndMap;
+  return absl::StrCat(out.c_str(), "\n");
+}
+
+}  // namespace alknet::config

@@ -1,1 +1,138 @@
-// placeholder: filled in by the module's author
+// The tunnel engine: listeners on an acceptor loop, a fixed pool of worker loops.
+#include "server/engine/server_engine.h"
+
+#include <chrono>
+#include <future>
+
+#include "absl/strings/str_cat.h"
+#include "server/ssh/host_key.h"
+
+namespace alknet {
+
+ServerEngine::ServerEngine(const config::AgentConfig& config, Logger& logger, auth::KeyStore& keys)
+    : config_(config), logger_(logger), keys_(keys),
+      limiter_(config.limits.max_startups, config.limits.per_source_max_startups) {}
+
+ServerEngine::~ServerEngine() {
+  if (started_) Shutdown(absl::ZeroDuration());
+}
+
+absl::Status ServerEngine::Start() {
+  auto host_keys = LoadOrCreateHostKeys(config_.host_keys);
+  if (!host_keys.ok()) return host_keys.status();
+  for (const HostKeyInfo& key : *host_keys) {
+    logger_.Info("engine", key.generated ? "generated host key" : "loaded host key",
+                 {{"path", key.path}, {"type", key.type}, {"fingerprint", key.fingerprint}});
+  }
+
+  auto acceptor_loop = EventLoop::Create();
+  if (!acceptor_loop.ok()) return acceptor_loop.status();
+  acceptor_loop_ = *std::move(acceptor_loop);
+
+  for (const EndpointUrl& url : config_.listen) {
+    auto listener = Listener::Bind(url, tcp_transport_);
+    if (!listener.ok()) return listener.status();
+    listeners_.push_back(*std::move(listener));
+  }
+
+  resolver_ = std::make_unique<Resolver>(2);
+  SessionLimits limits;
+  limits.login_grace_time = config_.limits.login_grace_time;
+  limits.max_channels = config_.limits.max_channels_per_session;
+  limits.connect_timeout = config_.limits.connect_timeout;
+  int worker_count = config_.workers > 0 ? config_.workers : 1;
+  for (int i = 0; i < worker_count; ++i) {
+    auto worker = Worker::Create(i, logger_, keys_, *resolver_, config_.host_keys, limits);
+    if (!worker.ok()) return worker.status();
+    workers_.push_back(*std::move(worker));
+  }
+  for (auto& worker : workers_) worker->StartThread();
+
+  for (auto& listener : listeners_) {
+    absl::Status started = listener->Start(
+        *acceptor_loop_, [this](UniqueFd fd, StreamInfo info, ServerTransport& transport) {
+          OnAccept(std::move(fd), std::move(info), transport);
+        });
+    if (!started.ok()) return started;
+    logger_.Info("engine", "listening", {{"address", listener->bound().ToString()}});
+  }
+  acceptor_thread_ = std::thread([this] { acceptor_loop_->Run(); });
+  started_ = true;
+  logger_.Info("engine", "started", {{"workers", absl::StrCat(workers_.size())}});
+  return absl::OkStatus();
+}
+
+void ServerEngine::OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& transport) {
+  int max_sessions = config_.limits.max_sessions;
+  if (max_sessions > 0 && active_sessions() >= max_sessions) {
+    logger_.Warn("engine", "connection refused",
+                 {{"src", info.peer.ip}, {"port", absl::StrCat(info.peer.port)},
+                  {"reason", "max-sessions"}});
+    return;
+  }
+  StartupVerdict verdict;
+  std::unique_ptr<StartupTicket> ticket = limiter_.TryAdmit(info.peer.ip, &verdict);
+  if (ticket == nullptr) {
+    // Dropped before any SSH byte, like sshd past MaxStartups.
+    logger_.Warn("engine", "connection refused",
+                 {{"src", info.peer.ip}, {"port", absl::StrCat(info.peer.port)},
+                  {"reason", verdict == StartupVerdict::kGlobalLimit ? "max-startups"
+                                                                      : "per-source-max-startups"}});
+    return;
+  }
+  // Least-loaded worker, ties broken round-robin.
+  size_t best = next_worker_++ % workers_.size();
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    if (workers_[i]->session_count() < workers_[best]->session_count()) best = i;
+  }
+  workers_[best]->Adopt(std::move(fd), std::move(info), transport, std::move(ticket));
+}
+
+void ServerEngine::Shutdown(absl::Duration grace) {
+  if (!started_) return;
+  started_ = false;
+  // 1. Stop accepting.
+  std::promise<void> listeners_closed;
+  acceptor_loop_->Post([this, &listeners_closed] {
+    for (auto& listener : listeners_) listener->Close();
+    listeners_closed.set_value();
+  });
+  listeners_closed.get_future().wait();
+  acceptor_loop_->Stop();
+  acceptor_thread_.join();
+  logger_.Info("engine", "stopped accepting; draining",
+               {{"sessions", absl::StrCat(active_sessions())},
+                {"grace", absl::FormatDuration(grace)}});
+  // 2. Drain: sessions disconnect as their channels finish.
+  for (auto& worker : workers_) worker->BeginShutdown();
+  auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(grace);
+  while (active_sessions() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  // 3. Disconnect whatever is left, then stop the loops.
+  int remaining = active_sessions();
+  for (auto& worker : workers_) worker->TerminateAll();
+  auto hard_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (active_sessions() > 0 && std::chrono::steady_clock::now() < hard_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  for (auto& worker : workers_) worker->Stop();
+  resolver_.reset();
+  workers_.clear();
+  listeners_.clear();
+  logger_.Info("engine", "stopped", {{"disconnected_at_deadline", absl::StrCat(remaining)}});
+}
+
+std::vector<EndpointUrl> ServerEngine::bound_endpoints() const {
+  std::vector<EndpointUrl> endpoints;
+  for (const auto& listener : listeners_) endpoints.push_back(listener->bound());
+  return endpoints;
+}
+
+int ServerEngine::active_sessions() const {
+  int total = 0;
+  for (const auto& worker : workers_) total += worker->session_count();
+  return total;
+}
+
+}  // namespace alknet

@@ -1,1 +1,124 @@
-// placeholder: filled in by the module's author
+// One worker thread: an event loop that owns the SSH sessions handed to it.
+#include "server/engine/worker.h"
+
+#include <libssh/libssh.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/ssh/libssh_status.h"
+
+namespace alknet {
+
+absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(int index, Logger& logger,
+                                                       auth::KeyStore& keys, Resolver& resolver,
+                                                       const std::vector<std::string>& host_keys,
+                                                       SessionLimits limits) {
+  auto loop = EventLoop::Create();
+  if (!loop.ok()) return loop.status();
+  std::unique_ptr<Worker> worker(
+      new Worker(index, logger, keys, *std::move(loop), resolver, limits));
+  worker->bind_ = ssh_bind_new();
+  if (worker->bind_ == nullptr) return absl::ResourceExhaustedError("ssh_bind_new failed");
+  for (const std::string& path : host_keys) {
+    ssh_key key = nullptr;
+    if (ssh_pki_import_privkey_file(path.c_str(), nullptr, nullptr, nullptr, &key) != SSH_OK) {
+      return absl::InvalidArgumentError(absl::StrCat("cannot load host key ", path));
+    }
+    // The bind takes ownership of the key.
+    int rc = ssh_bind_options_set(worker->bind_, SSH_BIND_OPTIONS_IMPORT_KEY, key);
+    if (rc != SSH_OK) {
+      ssh_key_free(key);
+      return SshStatus(rc, worker->bind_, absl::StrCat("host key ", path));
+    }
+  }
+  return worker;
+}
+
+Worker::Worker(int index, Logger& logger, auth::KeyStore& keys, std::unique_ptr<EventLoop> loop,
+               Resolver& resolver, SessionLimits limits)
+    : index_(index), logger_(logger), loop_(std::move(loop)), connector_(*loop_, resolver),
+      environment_{*loop_, logger, keys, connector_, *scratch_, limits} {}
+
+Worker::~Worker() {
+  Stop();
+  std::vector<SshServerSession*> remaining;
+  for (auto& [raw, session] : sessions_) remaining.push_back(raw);
+  for (SshServerSession* session : remaining) session->Terminate("agent stopped");
+  sessions_.clear();
+  loop_.reset();  // runs deferred deletes while libssh objects are still valid
+  if (bind_ != nullptr) ssh_bind_free(bind_);
+}
+
+void Worker::StartThread() {
+  thread_ = std::thread([this] {
+    ssh_set_log_level(SSH_LOG_NOLOG);  // libssh's log level is per thread
+    loop_->Run();
+  });
+}
+
+void Worker::Adopt(UniqueFd fd, StreamInfo info, ServerTransport& transport,
+                   std::unique_ptr<StartupTicket> ticket) {
+  // std::function needs copyable captures: share the move-only pieces.
+  auto shared_fd = std::make_shared<UniqueFd>(std::move(fd));
+  std::shared_ptr<StartupTicket> shared_ticket(std::move(ticket));
+  loop_->Post([this, shared_fd, info = std::move(info), &transport, shared_ticket]() mutable {
+    if (shutting_down_) return;
+    transport.Establish(*loop_, std::move(*shared_fd), std::move(info),
+                        [this, shared_ticket](absl::StatusOr<ConnectedStream> stream) {
+                          if (!stream.ok()) {
+                            logger_.Info("transport", "handshake failed",
+                                         {{"error", std::string(stream.status().message())}});
+                            return;
+                          }
+                          StartSession(*std::move(stream), shared_ticket);
+                        });
+  });
+}
+
+void Worker::StartSession(ConnectedStream stream, std::shared_ptr<StartupTicket> ticket) {
+  SshServerSession::Callbacks callbacks;
+  callbacks.on_authenticated = [ticket] { ticket->Release(); };
+  callbacks.on_closed = [this](SshServerSession* session) {
+    auto it = sessions_.find(session);
+    if (it == sessions_.end()) return;
+    loop_->DeleteLater(std::move(it->second));
+    sessions_.erase(it);
+    session_count_.fetch_sub(1);
+  };
+  StreamInfo info = stream.info;
+  auto session = std::make_unique<SshServerSession>(environment_, std::move(stream), std::move(callbacks));
+  SshServerSession* raw = session.get();
+  sessions_.emplace(raw, std::move(session));
+  session_count_.fetch_add(1);
+  absl::Status started = raw->Start(bind_);
+  if (!started.ok()) {
+    logger_.Warn("session", "ssh start failed",
+                 {{"src", info.peer.ip}, {"error", std::string(started.message())}});
+    raw->Terminate("start failed");
+  }
+}
+
+void Worker::BeginShutdown() {
+  loop_->Post([this] {
+    shutting_down_ = true;
+    std::vector<SshServerSession*> sessions;
+    for (auto& [raw, session] : sessions_) sessions.push_back(raw);
+    for (SshServerSession* session : sessions) session->BeginShutdown();
+  });
+}
+
+void Worker::TerminateAll() {
+  loop_->Post([this] {
+    std::vector<SshServerSession*> sessions;
+    for (auto& [raw, session] : sessions_) sessions.push_back(raw);
+    for (SshServerSession* session : sessions) session->Terminate("shutdown deadline");
+  });
+}
+
+void Worker::Stop() {
+  if (thread_.joinable()) {
+    loop_->Stop();
+    thread_.join();
+  }
+}
+
+}  // namespace alknet

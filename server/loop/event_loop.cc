@@ -1,1 +1,162 @@
-// placeholder: filled in by the module's author
+// One epoll-driven event loop per thread: fd watches, timers, cross-thread tasks, deferred deletes.
+#include "server/loop/event_loop.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "server/common/errno_status.h"
+
+namespace alknet {
+
+absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create() {
+  UniqueFd epoll_fd(epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_fd.valid()) return ErrnoStatus("epoll_create1", errno);
+  UniqueFd wake_fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wake_fd.valid()) return ErrnoStatus("eventfd", errno);
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.fd = wake_fd.get();
+  if (epoll_ctl(epoll_fd.get(), EPOLL_CTL_ADD, wake_fd.get(), &event) != 0) {
+    return ErrnoStatus("epoll_ctl(eventfd)", errno);
+  }
+  return std::unique_ptr<EventLoop>(new EventLoop(std::move(epoll_fd), std::move(wake_fd)));
+}
+
+EventLoop::EventLoop(UniqueFd epoll_fd, UniqueFd wake_fd)
+    : epoll_fd_(std::move(epoll_fd)), wake_fd_(std::move(wake_fd)),
+      loop_thread_(std::this_thread::get_id()) {}
+
+EventLoop::~EventLoop() {
+  RunDeferredDeletes();
+}
+
+absl::Status EventLoop::Watch(int fd, uint32_t events, FdHandler* handler) {
+  epoll_event event{};
+  event.events = events;
+  event.data.fd = fd;
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &event) != 0) {
+    return ErrnoStatus("epoll_ctl(ADD)", errno);
+  }
+  handlers_[fd] = handler;
+  return absl::OkStatus();
+}
+
+absl::Status EventLoop::Modify(int fd, uint32_t events) {
+  epoll_event event{};
+  event.events = events;
+  event.data.fd = fd;
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, fd, &event) != 0) {
+    return ErrnoStatus("epoll_ctl(MOD)", errno);
+  }
+  return absl::OkStatus();
+}
+
+void EventLoop::Unwatch(int fd) {
+  if (handlers_.erase(fd) > 0) epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+}
+
+EventLoop::TimerId EventLoop::AddTimer(absl::Duration after, std::function<void()> callback) {
+  TimerId id = next_timer_id_++;
+  Clock::time_point due = Clock::now() + absl::ToChronoNanoseconds(after);
+  timer_queue_.emplace(due, id);
+  timers_.emplace(id, std::make_pair(due, std::move(callback)));
+  return id;
+}
+
+void EventLoop::CancelTimer(TimerId id) {
+  auto it = timers_.find(id);
+  if (it == timers_.end()) return;
+  auto range = timer_queue_.equal_range(it->second.first);
+  for (auto q = range.first; q != range.second; ++q) {
+    if (q->second == id) {
+      timer_queue_.erase(q);
+      break;
+    }
+  }
+  timers_.erase(it);
+}
+
+void EventLoop::Post(std::function<void()> task) {
+  {
+    absl::MutexLock lock(&posted_mu_);
+    posted_.push_back(std::move(task));
+  }
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t ignored = write(wake_fd_.get(), &one, sizeof(one));
+}
+
+void EventLoop::Stop() {
+  {
+    absl::MutexLock lock(&posted_mu_);
+    stop_requested_ = true;
+  }
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t ignored = write(wake_fd_.get(), &one, sizeof(one));
+}
+
+int EventLoop::NextTimeoutMs() const {
+  if (timer_queue_.empty()) return -1;
+  auto wait = timer_queue_.begin()->first - Clock::now();
+  if (wait <= Clock::duration::zero()) return 0;
+  // Round up so a timer never fires early and we never spin on a sub-millisecond remainder.
+  return static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(wait).count());
+}
+
+void EventLoop::RunDueTimers() {
+  Clock::time_point now = Clock::now();
+  while (!timer_queue_.empty() && timer_queue_.begin()->first <= now) {
+    TimerId id = timer_queue_.begin()->second;
+    timer_queue_.erase(timer_queue_.begin());
+    auto it = timers_.find(id);
+    if (it == timers_.end()) continue;
+    std::function<void()> callback = std::move(it->second.second);
+    timers_.erase(it);
+    callback();
+  }
+}
+
+void EventLoop::RunPostedTasks() {
+  std::vector<std::function<void()>> tasks;
+  {
+    absl::MutexLock lock(&posted_mu_);
+    tasks.swap(posted_);
+    if (stop_requested_) stopping_ = true;
+  }
+  for (auto& task : tasks) task();
+}
+
+void EventLoop::RunDeferredDeletes() {
+  while (!deferred_deletes_.empty()) {
+    std::vector<std::function<void()>> deletes;
+    deletes.swap(deferred_deletes_);
+    for (auto& run : deletes) run();
+  }
+}
+
+void EventLoop::Run() {
+  loop_thread_ = std::this_thread::get_id();
+  constexpr int kMaxEvents = 256;
+  epoll_event events[kMaxEvents];
+  while (!stopping_) {
+    int count = epoll_wait(epoll_fd_.get(), events, kMaxEvents, NextTimeoutMs());
+    if (count < 0 && errno != EINTR) break;
+    for (int i = 0; i < count; ++i) {
+      int fd = events[i].data.fd;
+      if (fd == wake_fd_.get()) {
+        uint64_t value;
+        [[maybe_unused]] ssize_t ignored = read(wake_fd_.get(), &value, sizeof(value));
+        continue;
+      }
+      auto it = handlers_.find(fd);
+      if (it == handlers_.end()) continue;  // unwatched earlier in this batch
+      it->second->OnFdEvents(events[i].events);
+    }
+    RunDueTimers();
+    RunPostedTasks();
+    RunDeferredDeletes();
+  }
+}
+
+}  // namespace alknet

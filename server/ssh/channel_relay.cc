@@ -1,1 +1,249 @@
-// placeholder: filled in by the module's author
+// Moves bytes between one SSH channel and one socket, both ways, with bounded buffers.
+#include "server/ssh/channel_relay.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace alknet {
+namespace {
+
+// write(2) that retries EINTR; returns bytes written, 0 on EAGAIN, -1 on a real error.
+ssize_t WriteSome(int fd, const void* data, size_t len) {
+  for (;;) {
+    ssize_t n = ::send(fd, data, len, MSG_NOSIGNAL);
+    if (n >= 0) return n;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    if (errno == ENOTSOCK) {
+      n = ::write(fd, data, len);
+      if (n >= 0) return n;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    }
+    return -1;
+  }
+}
+
+}  // namespace
+
+ChannelRelay::ChannelRelay(EventLoop& loop, RelayOwner& owner, RelayScratch& scratch,
+                           ssh_channel channel, UniqueFd target)
+    : loop_(loop), owner_(owner), scratch_(scratch), channel_(channel), target_(std::move(target)) {}
+
+ChannelRelay::~ChannelRelay() { Close(); }
+
+bool ChannelRelay::Start() {
+  ssh_callbacks_init(&callbacks_);
+  callbacks_.userdata = this;
+  callbacks_.channel_data_function = &ChannelRelay::OnChannelData;
+  callbacks_.channel_eof_function = &ChannelRelay::OnChannelEof;
+  callbacks_.channel_close_function = &ChannelRelay::OnChannelClose;
+  if (ssh_set_channel_callbacks(channel_, &callbacks_) != SSH_OK) return false;
+  interest_ = EPOLLIN;
+  return loop_.Watch(target_.get(), interest_, this).ok();
+}
+
+int ChannelRelay::OnChannelData(ssh_session, ssh_channel, void* data, uint32_t len, int is_stderr,
+                                void* self_ptr) {
+  auto* self = static_cast<ChannelRelay*>(self_ptr);
+  if (self->finished_ || self->failed_ || self->target_write_shut_ || is_stderr) return len;
+  if (self->libssh_holds_data_ || !self->to_target_pending_.empty()) {
+    // Keep order: older bytes wait in libssh's buffer, which freezes our window.
+    self->libssh_holds_data_ = true;
+    self->RequestPump();
+    return 0;
+  }
+  ssize_t written = WriteSome(self->target_.get(), data, len);
+  if (written < 0) {
+    self->failed_ = true;
+    self->RequestPump();
+    return len;
+  }
+  self->counters_.to_target += static_cast<uint64_t>(written);
+  if (static_cast<uint32_t>(written) < len) {
+    self->libssh_holds_data_ = true;
+    self->RequestPump();  // arm EPOLLOUT after the poll returns
+  }
+  return static_cast<int>(written);
+}
+
+void ChannelRelay::OnChannelEof(ssh_session, ssh_channel, void* self_ptr) {
+  auto* self = static_cast<ChannelRelay*>(self_ptr);
+  self->remote_eof_ = true;
+  self->RequestPump();
+}
+
+void ChannelRelay::OnChannelClose(ssh_session, ssh_channel, void* self_ptr) {
+  auto* self = static_cast<ChannelRelay*>(self_ptr);
+  self->remote_closed_ = true;
+  self->RequestPump();
+}
+
+void ChannelRelay::RequestPump() {
+  if (attention_requested_ || finished_) return;
+  attention_requested_ = true;
+  owner_.NeedsAttention(this);
+}
+
+bool ChannelRelay::WantsPump() const {
+  return !finished_ && (window_blocked_ || !to_channel_pending_.empty());
+}
+
+void ChannelRelay::OnFdEvents(uint32_t events) {
+  if (finished_) return;
+  if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) WriteToTarget();
+  if (!finished_ && (events & (EPOLLIN | EPOLLERR | EPOLLHUP))) ReadFromTarget();
+  Pump();
+  owner_.AfterRelayIo();
+}
+
+void ChannelRelay::ReadFromTarget() {
+  if (failed_ || target_eof_ || remote_closed_) return;
+  if (!FlushToChannel()) return;
+  uint32_t window = ssh_channel_window_size(channel_);
+  if (window == 0) {
+    window_blocked_ = true;
+    return;
+  }
+  window_blocked_ = false;
+  size_t want = std::min<size_t>(window, RelayScratch::kSize);
+  ssize_t n;
+  do {
+    n = ::read(target_.get(), scratch_.data, want);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK) failed_ = true;
+    return;
+  }
+  if (n == 0) {
+    target_eof_ = true;
+    return;
+  }
+  int accepted = ssh_channel_write(channel_, scratch_.data, static_cast<uint32_t>(n));
+  if (accepted < 0) {
+    failed_ = true;
+    return;
+  }
+  counters_.from_target += static_cast<uint64_t>(accepted);
+  if (accepted < n) {
+    // A rekey or a shrinking window cut the write short: keep the rest, stop reading until sent.
+    to_channel_pending_.assign(reinterpret_cast<char*>(scratch_.data) + accepted, n - accepted);
+  }
+}
+
+bool ChannelRelay::FlushToChannel() {
+  if (to_channel_pending_.empty()) return true;
+  uint32_t window = ssh_channel_window_size(channel_);
+  if (window == 0) {
+    window_blocked_ = true;
+    return false;
+  }
+  uint32_t len = static_cast<uint32_t>(std::min<size_t>(to_channel_pending_.size(), window));
+  int accepted = ssh_channel_write(channel_, to_channel_pending_.data(), len);
+  if (accepted < 0) {
+    failed_ = true;
+    return false;
+  }
+  counters_.from_target += static_cast<uint64_t>(accepted);
+  to_channel_pending_.erase(0, static_cast<size_t>(accepted));
+  return to_channel_pending_.empty();
+}
+
+void ChannelRelay::WriteToTarget() {
+  if (failed_ || target_write_shut_) return;
+  while (!to_target_pending_.empty()) {
+    ssize_t written = WriteSome(target_.get(), to_target_pending_.data(), to_target_pending_.size());
+    if (written < 0) {
+      failed_ = true;
+      return;
+    }
+    if (written == 0) return;
+    counters_.to_target += static_cast<uint64_t>(written);
+    to_target_pending_.erase(0, static_cast<size_t>(written));
+  }
+  // Our buffer is empty: pull what we left in libssh's buffer (this also reopens our window).
+  while (libssh_holds_data_) {
+    int available = ssh_channel_poll(channel_, 0);
+    if (available <= 0) {  // 0 = empty, SSH_EOF / SSH_ERROR: nothing more to move
+      libssh_holds_data_ = false;
+      return;
+    }
+    size_t want = std::min<size_t>(static_cast<size_t>(available), RelayScratch::kSize);
+    int n = ssh_channel_read_nonblocking(channel_, scratch_.data, static_cast<uint32_t>(want), 0);
+    if (n <= 0) {
+      libssh_holds_data_ = false;
+      return;
+    }
+    ssize_t written = WriteSome(target_.get(), scratch_.data, static_cast<size_t>(n));
+    if (written < 0) {
+      failed_ = true;
+      return;
+    }
+    counters_.to_target += static_cast<uint64_t>(written);
+    if (written < n) {
+      to_target_pending_.assign(reinterpret_cast<char*>(scratch_.data) + written, n - written);
+      return;
+    }
+  }
+}
+
+void ChannelRelay::MaybeFinishHalfCloses() {
+  if (target_eof_ && !channel_eof_sent_ && to_channel_pending_.empty()) {
+    ssh_channel_send_eof(channel_);
+    channel_eof_sent_ = true;
+  }
+  if (remote_eof_ && !target_write_shut_ && !libssh_holds_data_ && to_target_pending_.empty()) {
+    ::shutdown(target_.get(), SHUT_WR);
+    target_write_shut_ = true;
+  }
+}
+
+void ChannelRelay::Pump() {
+  attention_requested_ = false;
+  if (finished_) return;
+  if (!failed_ && !remote_closed_) {
+    if (!to_channel_pending_.empty() || window_blocked_) {
+      if (FlushToChannel() && ssh_channel_window_size(channel_) > 0) window_blocked_ = false;
+    }
+    if (libssh_holds_data_ && to_target_pending_.empty()) WriteToTarget();
+    MaybeFinishHalfCloses();
+  }
+  if (failed_ || remote_closed_ || (channel_eof_sent_ && target_write_shut_)) {
+    Close();
+    return;
+  }
+  UpdateInterest();
+  if (WantsPump()) RequestPump();  // waiting on the window or a rekey: retry after the next poll
+}
+
+void ChannelRelay::UpdateInterest() {
+  uint32_t wanted = 0;
+  if (!target_eof_ && !window_blocked_ && to_channel_pending_.empty()) wanted |= EPOLLIN;
+  if (!target_write_shut_ && (libssh_holds_data_ || !to_target_pending_.empty())) wanted |= EPOLLOUT;
+  if (wanted != interest_) {
+    interest_ = wanted;
+    (void)loop_.Modify(target_.get(), wanted);
+  }
+}
+
+void ChannelRelay::Fail() { failed_ = true; }
+
+void ChannelRelay::Close() {
+  if (finished_) return;
+  finished_ = true;
+  if (target_.valid()) {
+    loop_.Unwatch(target_.get());
+    target_.reset();
+  }
+  if (channel_ != nullptr) {
+    ssh_remove_channel_callbacks(channel_, &callbacks_);
+    if (!channel_eof_sent_ && !remote_closed_ && !failed_) ssh_channel_send_eof(channel_);
+    ssh_channel_close(channel_);
+    ssh_channel_free(channel_);
+    channel_ = nullptr;
+  }
+}
+
+}  // namespace alknet

@@ -1,0 +1,59 @@
+// The tunnel engine: listeners on an acceptor loop, a fixed pool of worker loops, the shared
+// key store and pre-auth limiter. Knows no gRPC and no main(); the agent wires it up.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "server/auth/key_set.h"
+#include "server/common/log.h"
+#include "server/config/config.h"
+#include "server/engine/startup_limiter.h"
+#include "server/engine/worker.h"
+#include "server/forward/resolver.h"
+#include "server/loop/event_loop.h"
+#include "server/transport/listener.h"
+#include "server/transport/tcp_transport.h"
+
+namespace alknet {
+
+class ServerEngine {
+ public:
+  // `keys` is shared with whoever reloads it (SIGHUP, later the admin API).
+  ServerEngine(const config::AgentConfig& config, Logger& logger, auth::KeyStore& keys);
+  ~ServerEngine();
+
+  // Binds every listener and starts the workers. Any bind failure fails the whole start.
+  absl::Status Start();
+
+  // Stops accepting, lets open channels finish up to `grace`, then disconnects the rest and
+  // stops every thread. Blocking; call from the controlling thread.
+  void Shutdown(absl::Duration grace);
+
+  std::vector<EndpointUrl> bound_endpoints() const;
+  int active_sessions() const;
+  int unauthenticated() const { return limiter_.unauthenticated(); }
+
+ private:
+  void OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& transport);
+
+  config::AgentConfig config_;
+  Logger& logger_;
+  auth::KeyStore& keys_;
+  StartupLimiter limiter_;
+  std::unique_ptr<Resolver> resolver_;
+  TcpTransport tcp_transport_;
+  std::unique_ptr<EventLoop> acceptor_loop_;
+  std::thread acceptor_thread_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  size_t next_worker_ = 0;
+  bool started_ = false;
+};
+
+}  // namespace alknet

@@ -1,0 +1,65 @@
+// One worker thread: an event loop that owns the SSH sessions handed to it and everything
+// they use (libssh bind, relay scratch buffer, outbound connector). No session ever moves.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <libssh/server.h>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "server/auth/key_set.h"
+#include "server/common/log.h"
+#include "server/engine/startup_limiter.h"
+#include "server/forward/outbound_connector.h"
+#include "server/loop/event_loop.h"
+#include "server/ssh/channel_relay.h"
+#include "server/ssh/ssh_server_session.h"
+#include "server/transport/transport.h"
+
+namespace alknet {
+
+class Worker {
+ public:
+  static absl::StatusOr<std::unique_ptr<Worker>> Create(int index, Logger& logger,
+                                                        auth::KeyStore& keys, Resolver& resolver,
+                                                        const std::vector<std::string>& host_keys,
+                                                        SessionLimits limits);
+  ~Worker();
+
+  void StartThread();
+  // Thread-safe: hands an accepted connection to this worker (its transport establishes it here).
+  void Adopt(UniqueFd fd, StreamInfo info, ServerTransport& transport,
+             std::unique_ptr<StartupTicket> ticket);
+  // Thread-safe: stop taking channels, disconnect sessions as they go idle.
+  void BeginShutdown();
+  // Thread-safe: disconnect every remaining session now.
+  void TerminateAll();
+  // Thread-safe: stop the loop and join the thread (after TerminateAll).
+  void Stop();
+
+  int session_count() const { return session_count_.load(); }
+
+ private:
+  Worker(int index, Logger& logger, auth::KeyStore& keys, std::unique_ptr<EventLoop> loop,
+         Resolver& resolver, SessionLimits limits);
+  void StartSession(ConnectedStream stream, std::shared_ptr<StartupTicket> ticket);
+
+  int index_;
+  Logger& logger_;
+  std::unique_ptr<EventLoop> loop_;
+  ssh_bind bind_ = nullptr;
+  std::unique_ptr<RelayScratch> scratch_ = std::make_unique<RelayScratch>();
+  OutboundConnector connector_;
+  SessionEnvironment environment_;
+  absl::flat_hash_map<SshServerSession*, std::unique_ptr<SshServerSession>> sessions_;
+  bool shutting_down_ = false;
+  std::atomic<int> session_count_{0};
+  std::thread thread_;
+};
+
+}  // namespace alknet

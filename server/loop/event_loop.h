@@ -1,0 +1,88 @@
+// One epoll-driven event loop per thread: fd watches, timers, cross-thread tasks, deferred deletes.
+#pragma once
+
+#include <sys/epoll.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/common/unique_fd.h"
+
+namespace alknet {
+
+// Receives readiness for one watched fd. Handlers may be unwatched (and deleted with
+// EventLoop::DeleteLater) from inside any callback; no event reaches them afterwards.
+class FdHandler {
+ public:
+  virtual ~FdHandler() = default;
+  virtual void OnFdEvents(uint32_t epoll_events) = 0;
+};
+
+class EventLoop {
+ public:
+  using Clock = std::chrono::steady_clock;
+  using TimerId = uint64_t;
+
+  static absl::StatusOr<std::unique_ptr<EventLoop>> Create();
+  ~EventLoop();
+
+  // fd registration (loop thread only). `events` is a mask of EPOLLIN / EPOLLOUT.
+  absl::Status Watch(int fd, uint32_t events, FdHandler* handler);
+  absl::Status Modify(int fd, uint32_t events);
+  void Unwatch(int fd);
+
+  // One-shot timers (loop thread only). Cancelling an unknown or fired timer is a no-op.
+  TimerId AddTimer(absl::Duration after, std::function<void()> callback);
+  void CancelTimer(TimerId id);
+
+  // Thread-safe: runs `task` on the loop thread soon, in posting order.
+  void Post(std::function<void()> task);
+
+  // Destroys `object` after the current batch of events, when no callback can still use it.
+  template <typename T>
+  void DeleteLater(std::unique_ptr<T> object) {
+    std::shared_ptr<T> holder(std::move(object));
+    deferred_deletes_.push_back([holder]() mutable { holder.reset(); });
+  }
+
+  // Runs until Stop(); Stop is thread-safe.
+  void Run();
+  void Stop();
+  bool IsLoopThread() const { return std::this_thread::get_id() == loop_thread_; }
+
+ private:
+  EventLoop(UniqueFd epoll_fd, UniqueFd wake_fd);
+  int NextTimeoutMs() const;
+  void RunDueTimers();
+  void RunPostedTasks();
+  void RunDeferredDeletes();
+
+  UniqueFd epoll_fd_;
+  UniqueFd wake_fd_;
+  std::thread::id loop_thread_;
+  bool stopping_ = false;
+
+  // fd -> handler; the epoll data carries the fd, so an unwatched fd's stale events are dropped.
+  absl::flat_hash_map<int, FdHandler*> handlers_;
+
+  std::multimap<Clock::time_point, TimerId> timer_queue_;
+  absl::flat_hash_map<TimerId, std::pair<Clock::time_point, std::function<void()>>> timers_;
+  TimerId next_timer_id_ = 1;
+
+  absl::Mutex posted_mu_;
+  std::vector<std::function<void()>> posted_ ABSL_GUARDED_BY(posted_mu_);
+  bool stop_requested_ ABSL_GUARDED_BY(posted_mu_) = false;
+
+  std::vector<std::function<void()>> deferred_deletes_;
+};
+
+}  // namespace alknet

@@ -1,0 +1,101 @@
+// Moves bytes between one SSH channel and one socket, both ways, with bounded buffers:
+// socket -> channel never exceeds the peer's SSH window; channel -> socket stops consuming
+// (so libssh stops growing our window) while the socket is not writable.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <libssh/callbacks.h>
+#include <libssh/libssh.h>
+
+#include "server/common/unique_fd.h"
+#include "server/loop/event_loop.h"
+
+namespace alknet {
+
+// One scratch buffer per worker loop, shared by every relay on it: no per-packet allocation.
+struct RelayScratch {
+  static constexpr size_t kSize = 64 * 1024;
+  alignas(64) uint8_t data[kSize];
+};
+
+class ChannelRelay;
+
+// The session that owns relays: told when a relay needs a Pump() after the current poll.
+class RelayOwner {
+ public:
+  virtual ~RelayOwner() = default;
+  virtual void NeedsAttention(ChannelRelay* relay) = 0;
+  // A relay moved data by itself (socket event): let the owner service libssh state.
+  virtual void AfterRelayIo() = 0;
+};
+
+struct RelayCounters {
+  uint64_t to_target = 0;    // bytes written to the socket
+  uint64_t from_target = 0;  // bytes written to the channel
+};
+
+class ChannelRelay final : public FdHandler {
+ public:
+  ChannelRelay(EventLoop& loop, RelayOwner& owner, RelayScratch& scratch, ssh_channel channel,
+               UniqueFd target);
+  ~ChannelRelay() override;
+
+  // Installs channel callbacks and watches the socket.
+  bool Start();
+
+  // Runs outside libssh callbacks: applies EOF/close seen in callbacks, retries writes that a
+  // rekey or a full window cut short, re-arms reading when the window reopened.
+  void Pump();
+
+  // True while the relay waits for something only a later Pump() can notice.
+  bool WantsPump() const;
+
+  // Closes socket and channel (no more callbacks into this object). Idempotent.
+  void Close();
+  bool finished() const { return finished_; }
+  const RelayCounters& counters() const { return counters_; }
+
+  void OnFdEvents(uint32_t events) override;
+
+ private:
+  static int OnChannelData(ssh_session, ssh_channel, void* data, uint32_t len, int is_stderr,
+                           void* self);
+  static void OnChannelEof(ssh_session, ssh_channel, void* self);
+  static void OnChannelClose(ssh_session, ssh_channel, void* self);
+
+  void ReadFromTarget();
+  void WriteToTarget();
+  bool FlushToChannel();  // true when nothing is left pending
+  void MaybeFinishHalfCloses();
+  void UpdateInterest();
+  void Fail();
+  void RequestPump();
+
+  EventLoop& loop_;
+  RelayOwner& owner_;
+  RelayScratch& scratch_;
+  ssh_channel channel_;
+  UniqueFd target_;
+  ssh_channel_callbacks_struct callbacks_{};
+
+  std::string to_target_pending_;   // bytes already taken from libssh, not yet on the socket
+  std::string to_channel_pending_;  // bytes read from the socket, not yet accepted by libssh
+  bool libssh_holds_data_ = false;  // we left data in libssh's channel buffer
+  bool window_blocked_ = false;
+  bool target_eof_ = false;         // socket said EOF; channel EOF sent once pending drains
+  bool channel_eof_sent_ = false;
+  bool remote_eof_ = false;         // peer sent channel EOF
+  bool target_write_shut_ = false;
+  bool remote_closed_ = false;
+  bool failed_ = false;
+  bool finished_ = false;
+  bool attention_requested_ = false;
+  uint32_t interest_ = 0;
+  RelayCounters counters_;
+
+  friend class SshServerSession;
+};
+
+}  // namespace alknet

@@ -1,0 +1,119 @@
+// One SSH server session on one worker loop: key exchange, public-key auth, direct-tcpip
+// channels answered after the outbound connect, and the relays that carry them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <libssh/libssh.h>
+#include <libssh/server.h>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "server/auth/key_set.h"
+#include "server/common/log.h"
+#include "server/forward/outbound_connector.h"
+#include "server/loop/event_loop.h"
+#include "server/ssh/channel_relay.h"
+#include "server/transport/transport.h"
+
+namespace alknet {
+
+// Limits a session enforces itself (a snapshot of the engine's configuration).
+struct SessionLimits {
+  absl::Duration login_grace_time = absl::Seconds(30);
+  int max_channels = 1024;
+  int max_auth_attempts = 6;  // sshd's MaxAuthTries default
+  absl::Duration connect_timeout = absl::Seconds(10);
+};
+
+// What a worker lends each of its sessions; outlives them.
+struct SessionEnvironment {
+  EventLoop& loop;
+  Logger& logger;
+  auth::KeyStore& keys;
+  OutboundConnector& connector;
+  RelayScratch& scratch;
+  SessionLimits limits;
+};
+
+class SshServerSession final : public FdHandler, public RelayOwner {
+ public:
+  struct Callbacks {
+    std::function<void()> on_authenticated;                // e.g. release the pre-auth slot
+    std::function<void(SshServerSession*)> on_closed;       // owner removes and deletes later
+  };
+
+  SshServerSession(SessionEnvironment& env, ConnectedStream stream, Callbacks callbacks);
+  ~SshServerSession() override;
+
+  // Hands the stream to libssh (which takes ownership of the fd) and starts the key exchange.
+  absl::Status Start(ssh_bind bind);
+
+  // Refuses new channels and disconnects once the open ones are done.
+  void BeginShutdown();
+  // Sends SSH disconnect and closes everything now. `reason` goes to the log.
+  void Terminate(std::string_view reason);
+
+  bool authenticated() const { return authenticated_; }
+  size_t open_channels() const { return relays_.size() + pending_opens_.size(); }
+  const StreamInfo& info() const { return info_; }
+
+  void OnFdEvents(uint32_t events) override;
+  void NeedsAttention(ChannelRelay* relay) override;
+  void AfterRelayIo() override { Service(); }
+
+ private:
+  struct PendingOpen {
+    ssh_message message = nullptr;
+    std::unique_ptr<ConnectAttempt> attempt;
+  };
+
+  void Service();
+  void ProcessMessages();
+  void HandleMessage(ssh_message message);  // frees the message unless it keeps it
+  bool HandleAuth(ssh_message message);
+  bool HandlePublicKeyAuth(ssh_message message, const std::string& user);
+  bool HandleDirectTcpip(ssh_message message);  // true: message kept for an async reply
+  void OnConnectDone(uint64_t open_id, absl::StatusOr<UniqueFd> result);
+  void PumpRelays();
+  void UpdateSocketInterest();
+  void RecordAuthFailure(std::string_view reason, std::string_view method, std::string_view user,
+                         std::string_view fingerprint, std::string_view key_type);
+  void RefuseChannel(ssh_message message, std::string_view reason);
+
+  SessionEnvironment& env_;
+  StreamInfo info_;
+  int fd_ = -1;
+  UniqueFd stream_fd_;  // owned until libssh takes it in Start()
+  Callbacks callbacks_;
+
+  ssh_session session_ = nullptr;
+  ssh_event event_ = nullptr;
+  uint32_t interest_ = 0;
+  EventLoop::TimerId grace_timer_ = 0;
+  absl::Time started_ = absl::Now();
+
+  bool authenticated_ = false;
+  bool shutting_down_ = false;
+  bool closed_ = false;
+  bool in_service_ = false;
+  int auth_failures_ = 0;
+  std::string user_;
+  std::string key_blob_;
+  std::string key_fingerprint_;
+
+  uint64_t next_open_id_ = 1;
+  absl::flat_hash_map<uint64_t, PendingOpen> pending_opens_;
+  absl::flat_hash_map<ChannelRelay*, std::unique_ptr<ChannelRelay>> relays_;
+  std::vector<ChannelRelay*> attention_;
+  uint64_t channels_opened_ = 0;
+  uint64_t bytes_to_targets_ = 0;
+  uint64_t bytes_from_targets_ = 0;
+};
+
+}  // namespace alknet
