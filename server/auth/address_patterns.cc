@@ -20,13 +20,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/common/strings.h"
 
 namespace alknet::auth {
 namespace {
-
-// Debian's Abseil has its own absl::string_view class rather than an alias of
-// std::string_view, so std::string_view values are converted explicitly at the boundary.
-absl::string_view ToAbsl(std::string_view text) { return absl::string_view(text.data(), text.size()); }
 
 constexpr size_t kMaxPatternLength = 255;
 // "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255" is 45 characters.
@@ -118,12 +115,12 @@ absl::StatusOr<Cidr> ParseCidr(std::string_view text) {
   }
   if (!address.has_value()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("'", absl::CHexEscape(ToAbsl(address_text)), "' is not an IPv4 or IPv6 address"));
+        absl::StrCat("'", absl::CHexEscape(Sv(address_text)), "' is not an IPv4 or IPv6 address"));
   }
   if (prefix_text.empty() || prefix_text.size() > 3 ||
       !std::all_of(prefix_text.begin(), prefix_text.end(), absl::ascii_isdigit)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("invalid prefix length '", absl::CHexEscape(ToAbsl(prefix_text)), "'"));
+        absl::StrCat("invalid prefix length '", absl::CHexEscape(Sv(prefix_text)), "'"));
   }
   size_t prefix_length = 0;
   for (char digit : prefix_text) prefix_length = prefix_length * 10 + (digit - '0');
@@ -230,7 +227,7 @@ bool DestinationAllowed(const std::vector<HostPortPattern>& patterns, std::strin
                         uint16_t port) {
   if (patterns.empty()) return true;
   for (const HostPortPattern& pattern : patterns) {
-    const bool host_matches = pattern.host == "*" || absl::EqualsIgnoreCase(pattern.host, ToAbsl(host));
+    const bool host_matches = pattern.host == "*" || absl::EqualsIgnoreCase(pattern.host, Sv(host));
     const bool port_matches = pattern.any_port || pattern.port == port;
     if (host_matches && port_matches) return true;
   }

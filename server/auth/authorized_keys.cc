@@ -26,6 +26,7 @@
 #include "server/auth/address_patterns.h"
 #include "server/auth/fingerprint.h"
 #include "server/common/errno_status.h"
+#include "server/common/strings.h"
 #include "server/common/unique_fd.h"
 
 namespace alknet::auth {
@@ -43,25 +44,23 @@ constexpr std::string_view kCertificateSuffix = "-cert-v01@openssh.com";
 // ---------------------------------------------------------------------------------------------
 // Small text helpers.
 
-// Debian's Abseil has its own absl::string_view class rather than an alias of
-// std::string_view, so std::string_view values are converted explicitly at the boundary.
-absl::string_view ToAbsl(std::string_view text) { return absl::string_view(text.data(), text.size()); }
+// Passes std::string_view to Abseil as absl::string_view (see server/common/strings.h).
+absl::string_view AbslArg(std::string_view text) { return Sv(text); }
 template <typename T>
-const T& ToAbsl(const T& value) {
+const T& AbslArg(const T& value) {
   return value;
 }
-std::string_view ToStd(absl::string_view text) { return std::string_view(text.data(), text.size()); }
 
 // absl::StrCat that also takes std::string_view.
 template <typename... Parts>
 std::string Cat(const Parts&... parts) {
-  return absl::StrCat(ToAbsl(parts)...);
+  return absl::StrCat(AbslArg(parts)...);
 }
 
 // User text for an error message: escaped (no control bytes reach logs) and bounded.
 std::string Show(std::string_view text) {
-  if (text.size() <= kMaxShownLength) return absl::CHexEscape(ToAbsl(text));
-  return Cat(absl::CHexEscape(ToAbsl(text.substr(0, kMaxShownLength))), "...");
+  if (text.size() <= kMaxShownLength) return absl::CHexEscape(Sv(text));
+  return Cat(absl::CHexEscape(Sv(text.substr(0, kMaxShownLength))), "...");
 }
 
 bool IsBlank(char c) { return c == ' ' || c == '\t'; }
@@ -82,7 +81,7 @@ std::string_view TakeWord(std::string_view& text) {
 }
 
 absl::Status LineError(std::string_view message) {
-  return absl::InvalidArgumentError(ToAbsl(message));
+  return absl::InvalidArgumentError(Sv(message));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -121,8 +120,8 @@ const KeyTypeInfo* FindSupportedKeyType(std::string_view name) {
 }
 
 bool IsCertificateType(std::string_view name) {
-  return absl::EndsWith(ToAbsl(name), ToAbsl(kCertificateSuffix)) ||
-         absl::EndsWith(ToAbsl(name), "-cert-v00@openssh.com");
+  return absl::EndsWith(Sv(name), Sv(kCertificateSuffix)) ||
+         absl::EndsWith(Sv(name), "-cert-v00@openssh.com");
 }
 
 bool IsKnownKeyTypeName(std::string_view name) {
@@ -367,7 +366,7 @@ bool& PermissionField(KeyOptions& options, Permission permission) {
 // The permission flag a lower-case option name sets, and to what.
 std::optional<std::pair<Permission, bool>> LookupPermissionFlag(std::string_view lower_name) {
   bool value = true;
-  if (absl::StartsWith(ToAbsl(lower_name), "no-")) {
+  if (absl::StartsWith(Sv(lower_name), "no-")) {
     lower_name.remove_prefix(3);
     value = false;
   }
@@ -500,7 +499,7 @@ absl::StatusOr<absl::Time> ParseExpiryTime(std::string_view text) {
   if (digits.size() > 1 && (digits.back() == 'Z' || digits.back() == 'z')) {
     utc = true;
     digits.remove_suffix(1);
-  } else if (digits.size() > 3 && absl::EndsWithIgnoreCase(ToAbsl(digits), "UTC")) {
+  } else if (digits.size() > 3 && absl::EndsWithIgnoreCase(Sv(digits), "UTC")) {
     utc = true;
     digits.remove_suffix(3);
   }
@@ -572,7 +571,7 @@ class OptionParser {
 
  private:
   absl::Status Apply(std::string_view name, const std::optional<std::string>& value) {
-    const std::string lower = absl::AsciiStrToLower(ToAbsl(name));
+    const std::string lower = absl::AsciiStrToLower(Sv(name));
     if (Contains(kUnsupportedOptions, lower)) {
       return LineError(Cat("unsupported option '", Show(name), "'"));
     }
@@ -612,7 +611,7 @@ class OptionParser {
       if (seen_principals_) return Duplicate(option);
       seen_principals_ = true;
       for (absl::string_view piece : absl::StrSplit(value, ',')) {
-        const std::string_view principal = ToStd(piece);
+        const std::string_view principal = StdSv(piece);
         // An empty name would match nothing in sshd; dropping it could widen the list.
         if (principal.empty()) return LineError("principals: empty principal name");
         options_.principals.emplace_back(principal);
@@ -621,7 +620,7 @@ class OptionParser {
       if (seen_from_) return Duplicate(option);
       seen_from_ = true;
       for (absl::string_view piece : absl::StrSplit(value, ',')) {
-        const std::string_view entry = ToStd(piece);
+        const std::string_view entry = StdSv(piece);
         if (absl::Status s = CheckSourcePattern(entry); !s.ok()) {
           return LineError(
               Cat("from: invalid pattern '", Show(entry), "': ", s.message()));
@@ -655,8 +654,8 @@ class OptionParser {
 // by something that looks like base64 key data is a key type we do not know, not an option.
 bool LooksLikeUnknownKeyType(std::string_view first_word, std::string_view after) {
   if (first_word.find_first_of("=,\"") != std::string_view::npos) return false;
-  if (IsKnownOptionName(absl::AsciiStrToLower(ToAbsl(first_word)))) return false;
-  return absl::StartsWith(ToAbsl(after), "AAAA");
+  if (IsKnownOptionName(absl::AsciiStrToLower(Sv(first_word)))) return false;
+  return absl::StartsWith(Sv(after), "AAAA");
 }
 
 absl::Status CheckLineBasics(std::string_view line) {
@@ -669,7 +668,7 @@ absl::Status CheckLineBasics(std::string_view line) {
 }
 
 bool IsBlankOrComment(std::string_view line) {
-  const std::string_view content = ToStd(absl::StripLeadingAsciiWhitespace(ToAbsl(line)));
+  const std::string_view content = StdSv(absl::StripLeadingAsciiWhitespace(Sv(line)));
   return content.empty() || content.front() == '#';
 }
 
@@ -677,7 +676,7 @@ bool IsBlankOrComment(std::string_view line) {
 
 absl::StatusOr<AuthorizedKey> ParseAuthorizedKeyLine(std::string_view line) {
   if (absl::Status s = CheckLineBasics(line); !s.ok()) return s;
-  std::string_view rest = ToStd(absl::StripTrailingAsciiWhitespace(ToAbsl(SkipBlanks(line))));
+  std::string_view rest = StdSv(absl::StripTrailingAsciiWhitespace(Sv(SkipBlanks(line))));
   if (rest.empty()) return LineError("empty line");
   if (rest.front() == '#') return LineError("comment line");
 

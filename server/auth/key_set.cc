@@ -3,6 +3,8 @@
 
 #include <utility>
 
+#include "server/common/strings.h"
+
 namespace alknet::auth {
 
 KeySet::KeySet(std::vector<AuthorizedKey> keys) : keys_(std::move(keys)) {
@@ -14,8 +16,7 @@ KeySet::KeySet(std::vector<AuthorizedKey> keys) : keys_(std::move(keys)) {
 }
 
 const AuthorizedKey* KeySet::Find(std::string_view blob) const {
-  // Debian's Abseil has its own absl::string_view, which the heterogeneous lookup takes.
-  auto it = by_blob_.find(absl::string_view(blob.data(), blob.size()));
+  auto it = by_blob_.find(Sv(blob));
   if (it == by_blob_.end()) return nullptr;
   return &keys_[it->second];
 }

@@ -1,1 +1,283 @@
-// placeholder: filled in by the module's author
+// Runs real programs for interop tests: the alknet-agent binary, ssh, curl; temp dirs; free ports.
+#include "tests/support/agent_process.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+namespace alknet::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int DecodeWaitStatus(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+std::vector<char*> ArgvPointers(const std::vector<std::string>& argv) {
+  std::vector<char*> pointers;
+  for (const std::string& arg : argv) pointers.push_back(const_cast<char*>(arg.c_str()));
+  pointers.push_back(nullptr);
+  return pointers;
+}
+
+}  // namespace
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string pattern = std::string(base != nullptr ? base : "/tmp") + "/alknet-test-XXXXXX";
+  char* made = mkdtemp(pattern.data());
+  if (made == nullptr) std::abort();
+  path_ = made;
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
+}
+
+void WriteFile(const std::string& path, std::string_view contents, int mode) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
+  out.close();
+  chmod(path.c_str(), static_cast<mode_t>(mode));
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+CommandResult RunCommand(const std::vector<std::string>& argv, std::string_view input,
+                         std::chrono::milliseconds timeout) {
+  CommandResult result;
+  int in_pipe[2], out_pipe[2], err_pipe[2];
+  if (pipe2(in_pipe, O_CLOEXEC) != 0 || pipe2(out_pipe, O_CLOEXEC) != 0 ||
+      pipe2(err_pipe, O_CLOEXEC) != 0) {
+    return result;
+  }
+  std::vector<char*> args = ArgvPointers(argv);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(in_pipe[0], 0);
+    dup2(out_pipe[1], 1);
+    dup2(err_pipe[1], 2);
+    setsid();  // no controlling terminal: ssh can never prompt
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  close(in_pipe[0]);
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+  fcntl(in_pipe[1], F_SETFL, O_NONBLOCK);
+  size_t written = 0;
+  if (input.empty()) {
+    close(in_pipe[1]);
+    in_pipe[1] = -1;
+  }
+  auto deadline = Clock::now() + timeout;
+  bool out_open = true, err_open = true;
+  char buffer[65536];
+  while (out_open || err_open) {
+    pollfd fds[3];
+    int count = 0;
+    if (out_open) fds[count++] = {out_pipe[0], POLLIN, 0};
+    if (err_open) fds[count++] = {err_pipe[0], POLLIN, 0};
+    if (in_pipe[1] >= 0) fds[count++] = {in_pipe[1], POLLOUT, 0};
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) {
+      result.timed_out = true;
+      kill(pid, SIGKILL);
+      break;
+    }
+    if (poll(fds, count, static_cast<int>(std::min<long>(left.count(), 1000))) < 0) continue;
+    for (int i = 0; i < count; ++i) {
+      if (fds[i].revents == 0) continue;
+      if (fds[i].fd == in_pipe[1]) {
+        ssize_t n = write(in_pipe[1], input.data() + written, input.size() - written);
+        if (n > 0) written += static_cast<size_t>(n);
+        if (n < 0 && errno != EAGAIN) written = input.size();
+        if (written == input.size()) {
+          close(in_pipe[1]);
+          in_pipe[1] = -1;
+        }
+        continue;
+      }
+      ssize_t n = read(fds[i].fd, buffer, sizeof(buffer));
+      std::string& sink = fds[i].fd == out_pipe[0] ? result.out : result.err;
+      if (n > 0) {
+        sink.append(buffer, static_cast<size_t>(n));
+      } else {
+        (fds[i].fd == out_pipe[0] ? out_open : err_open) = false;
+      }
+    }
+  }
+  if (in_pipe[1] >= 0) close(in_pipe[1]);
+  close(out_pipe[0]);
+  close(err_pipe[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  result.exit_code = DecodeWaitStatus(status);
+  return result;
+}
+
+BackgroundProcess::BackgroundProcess(const std::vector<std::string>& argv, const std::string& log_dir,
+                                     std::string_view name, bool stdin_pipe) {
+  stdout_path_ = log_dir + "/" + std::string(name) + ".out";
+  stderr_path_ = log_dir + "/" + std::string(name) + ".err";
+  int in_pipe[2] = {-1, -1};
+  if (stdin_pipe && pipe2(in_pipe, O_CLOEXEC) != 0) std::abort();
+  std::vector<char*> args = ArgvPointers(argv);
+  pid_ = fork();
+  if (pid_ == 0) {
+    int out = open(stdout_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int err = open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int in = stdin_pipe ? in_pipe[0] : open("/dev/null", O_RDONLY);
+    dup2(in, 0);
+    dup2(out, 1);
+    dup2(err, 2);
+    setsid();
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  if (stdin_pipe) {
+    close(in_pipe[0]);
+    stdin_fd_ = in_pipe[1];
+  }
+}
+
+BackgroundProcess::~BackgroundProcess() {
+  if (stdin_fd_ >= 0) close(stdin_fd_);
+  if (!exit_code_) {
+    kill(pid_, SIGKILL);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+  }
+}
+
+std::string BackgroundProcess::Stdout() const { return ReadFile(stdout_path_); }
+std::string BackgroundProcess::Stderr() const { return ReadFile(stderr_path_); }
+void BackgroundProcess::Signal(int signal_number) {
+  if (!exit_code_) kill(pid_, signal_number);
+}
+
+bool BackgroundProcess::running() {
+  if (exit_code_) return false;
+  int status = 0;
+  if (waitpid(pid_, &status, WNOHANG) == pid_) {
+    exit_code_ = DecodeWaitStatus(status);
+    return false;
+  }
+  return true;
+}
+
+std::optional<int> BackgroundProcess::Wait(std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (running()) {
+    if (Clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return exit_code_;
+}
+
+AgentProcess::AgentProcess(const TempDir& dir, std::vector<std::string> extra_args) {
+  std::vector<std::string> argv = {ALKNET_AGENT_BINARY, "--state-dir", dir.File("state"),
+                                   "--listen", "tcp://127.0.0.1:0", "--workers", "2"};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  process_ = std::make_unique<BackgroundProcess>(argv, dir.path(), "agent");
+  const std::string marker = "listening address=tcp://127.0.0.1:";
+  auto deadline = Clock::now() + std::chrono::seconds(15);
+  while (Clock::now() < deadline) {
+    std::string log = Log();
+    size_t at = log.find(marker);
+    if (at != std::string::npos) {
+      port_ = static_cast<uint16_t>(std::atoi(log.c_str() + at + marker.size()));
+      return;
+    }
+    if (!process_->running()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ADD_FAILURE() << "agent did not start listening; log:\n" << Log();
+}
+
+bool AgentProcess::WaitForLog(std::string_view needle, std::chrono::milliseconds timeout) const {
+  auto deadline = Clock::now() + timeout;
+  do {
+    if (Log().find(needle) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  } while (Clock::now() < deadline);
+  return false;
+}
+
+long AgentProcess::RssKb() const {
+  std::string status = ReadFile("/proc/" + std::to_string(process_->pid()) + "/status");
+  size_t at = status.find("VmRSS:");
+  return at == std::string::npos ? -1 : std::atol(status.c_str() + at + 6);
+}
+
+uint16_t PickFreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+  socklen_t len = sizeof(address);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &len);
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
+int ConnectTcp(uint16_t port, const char* source_ip) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (source_ip != nullptr) {
+    sockaddr_in source{};
+    source.sin_family = AF_INET;
+    inet_pton(AF_INET, source_ip, &source.sin_addr);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&source), sizeof(source)) != 0) {
+      close(fd);
+      return -1;
+    }
+  }
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool WaitForPort(uint16_t port, std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    int fd = ConnectTcp(port);
+    if (fd >= 0) {
+      close(fd);
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+}  // namespace alknet::testing

@@ -1,1 +1,41 @@
-// placeholder: filled in by the module's author
+// Keys made by the real ssh-keygen, and the argv prefix for the stock OpenSSH client.
+#include "tests/support/ssh_keys.h"
+
+#include <gtest/gtest.h>
+
+namespace alknet::testing {
+
+TestKey MakeKey(const TempDir& dir, const std::string& name, const std::string& type) {
+  TestKey key;
+  key.private_path = dir.File(name);
+  std::vector<std::string> argv = {"ssh-keygen", "-q", "-t", type, "-N", "", "-C", name, "-f",
+                                   key.private_path};
+  if (type == "rsa") argv.insert(argv.end(), {"-b", "2048"});
+  CommandResult made = RunCommand(argv);
+  EXPECT_EQ(made.exit_code, 0) << made.err;
+  key.public_line = ReadFile(key.private_path + ".pub");
+  while (!key.public_line.empty() && key.public_line.back() == '\n') key.public_line.pop_back();
+  CommandResult listed = RunCommand({"ssh-keygen", "-l", "-E", "sha256", "-f", key.private_path + ".pub"});
+  size_t start = listed.out.find("SHA256:");
+  key.fingerprint = listed.out.substr(start, listed.out.find(' ', start) - start);
+  return key;
+}
+
+std::vector<std::string> SshArgs(uint16_t port, const TestKey& key) {
+  return {"ssh",
+          "-F", "/dev/null",
+          "-o", "StrictHostKeyChecking=no",
+          "-o", "UserKnownHostsFile=/dev/null",
+          "-o", "GlobalKnownHostsFile=/dev/null",
+          "-o", "LogLevel=ERROR",
+          "-o", "BatchMode=yes",
+          "-o", "IdentitiesOnly=yes",
+          "-o", "IdentityAgent=none",
+          "-o", "ConnectTimeout=10",
+          "-o", "ExitOnForwardFailure=yes",
+          "-p", std::to_string(port),
+          "-i", key.private_path,
+          "-l", "tester"};
+}
+
+}  // namespace alknet::testing

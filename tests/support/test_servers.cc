@@ -1,1 +1,133 @@
-// placeholder: filled in by the module's author
+// In-process loopback servers that tunnels in tests reach: echo, HTTP, endless source.
+#include "tests/support/test_servers.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace alknet::testing {
+
+LoopbackServer::LoopbackServer() {
+  listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+  listen(listen_fd_, 512);
+  socklen_t len = sizeof(address);
+  getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &len);
+  port_ = ntohs(address.sin_port);
+}
+
+LoopbackServer::~LoopbackServer() = default;
+
+void LoopbackServer::StartAccepting() {
+  acceptor_ = std::thread([this] {
+    while (!stopping_) {
+      pollfd pfd{listen_fd_, POLLIN, 0};
+      if (poll(&pfd, 1, 100) <= 0) continue;
+      int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      connections_.fetch_add(1);
+      std::lock_guard<std::mutex> lock(mu_);
+      open_fds_.push_back(fd);
+      handlers_.emplace_back([this, fd] { Serve(fd); });
+    }
+  });
+}
+
+void LoopbackServer::StopAccepting() {
+  stopping_ = true;
+  if (acceptor_.joinable()) acceptor_.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (int fd : open_fds_) shutdown(fd, SHUT_RDWR);  // unblock handlers
+  }
+  for (auto& handler : handlers_) handler.join();
+  for (int fd : open_fds_) close(fd);
+  close(listen_fd_);
+}
+
+void EchoServer::Serve(int fd) {
+  char buffer[65536];
+  for (;;) {
+    ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n <= 0) break;
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = send(fd, buffer + off, static_cast<size_t>(n - off), MSG_NOSIGNAL);
+      if (w <= 0) return;
+      off += w;
+    }
+  }
+  shutdown(fd, SHUT_WR);
+}
+
+void HttpServer::Serve(int fd) {
+  std::string request;
+  char buffer[4096];
+  while (request.find("\r\n\r\n") == std::string::npos) {
+    ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n <= 0) return;
+    request.append(buffer, static_cast<size_t>(n));
+  }
+  std::string response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " +
+                         std::to_string(body_.size()) + "\r\nConnection: close\r\n\r\n" + body_;
+  for (size_t off = 0; off < response.size();) {
+    ssize_t w = send(fd, response.data() + off, response.size() - off, MSG_NOSIGNAL);
+    if (w <= 0) return;
+    off += static_cast<size_t>(w);
+  }
+  shutdown(fd, SHUT_WR);
+}
+
+void SourceServer::Serve(int fd) {
+  static const std::string chunk(65536, 'x');
+  for (;;) {
+    ssize_t w = send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+    if (w <= 0) return;
+    bytes_sent_.fetch_add(static_cast<uint64_t>(w));
+  }
+}
+
+std::string PatternBytes(size_t size, uint32_t seed) {
+  std::string bytes(size, '\0');
+  uint32_t state = seed * 2654435761u + 1;
+  for (size_t i = 0; i < size; ++i) {
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    bytes[i] = static_cast<char>(state & 0xff);
+  }
+  return bytes;
+}
+
+bool EchoRoundTrip(int fd, const std::string& payload) {
+  std::string received;
+  received.reserve(payload.size());
+  std::thread writer([fd, &payload] {
+    for (size_t off = 0; off < payload.size();) {
+      ssize_t w = send(fd, payload.data() + off, std::min<size_t>(payload.size() - off, 1 << 20),
+                       MSG_NOSIGNAL);
+      if (w <= 0) return;
+      off += static_cast<size_t>(w);
+    }
+    shutdown(fd, SHUT_WR);
+  });
+  char buffer[65536];
+  while (received.size() < payload.size()) {
+    ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n <= 0) break;
+    received.append(buffer, static_cast<size_t>(n));
+  }
+  writer.join();
+  return received == payload;
+}
+
+}  // namespace alknet::testing

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages alknet needs.
+#   --build  compiler, CMake/Ninja and the libraries the agent and tests link against
+#   --test   everything in --build plus the peers the test suite runs against
+#            (OpenSSH client/server, curl, socat, ncat, python3) and clang with its
+#            runtime libraries for the ASan/UBSan and libFuzzer builds.
+# Idempotent: when every package is already installed it only runs dpkg-query.
+set -euo pipefail
+
+BUILD_PACKAGES=(
+  build-essential cmake ninja-build pkg-config ccache
+  libssh-dev libssl-dev libabsl-dev libyaml-cpp-dev libgtest-dev libgmock-dev
+)
+TEST_PACKAGES=(
+  openssh-client openssh-server curl socat python3 ncat
+  clang libclang-rt-14-dev
+)
+
+usage() {
+  echo "usage: $0 --build | --test" >&2
+  echo "  --build  install build dependencies" >&2
+  echo "  --test   install build dependencies and test peers (OpenSSH, curl, socat, ncat, clang, ...)" >&2
+}
+
+mode=""
+for arg in "$@"; do
+  case "$arg" in
+    --build) mode=${mode:-build} ;;
+    --test) mode=test ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "install-deps: unknown argument: $arg" >&2; usage; exit 2 ;;
+  esac
+done
+if [[ -z "$mode" ]]; then
+  usage
+  exit 2
+fi
+
+packages=("${BUILD_PACKAGES[@]}")
+if [[ "$mode" == test ]]; then
+  packages+=("${TEST_PACKAGES[@]}")
+fi
+
+if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-deps: dpkg-query/apt-get not found; this script supports Debian 12 (bookworm) only" >&2
+  exit 1
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+  if [[ "$status" != installed ]]; then
+    missing+=("$pkg")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: all ${#packages[@]} $mode packages already installed"
+  exit 0
+fi
+
+if [[ $(id -u) -eq 0 ]]; then
+  as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+  as_root=(sudo)
+else
+  echo "install-deps: missing packages: ${missing[*]}" >&2
+  echo "install-deps: installing them needs root; run this script as root or install sudo" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "install-deps: installed ${missing[*]}"

@@ -1,0 +1,92 @@
+// Runs real programs for interop tests: the alknet-agent binary, ssh, curl; temp dirs; free ports.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace alknet::testing {
+
+// A fresh directory under $TMPDIR, removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string File(std::string_view name) const { return path_ + "/" + std::string(name); }
+
+ private:
+  std::string path_;
+};
+
+void WriteFile(const std::string& path, std::string_view contents, int mode = 0600);
+std::string ReadFile(const std::string& path);
+
+struct CommandResult {
+  int exit_code = -1;  // 128+signal when killed
+  std::string out;
+  std::string err;
+  bool timed_out = false;
+};
+
+// Runs argv to completion with `input` on stdin; kills it after `timeout`.
+CommandResult RunCommand(const std::vector<std::string>& argv, std::string_view input = "",
+                         std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+// A child process running in the background; killed (SIGKILL) and reaped on destruction.
+// stdout/stderr go to files inside `log_dir` so they can be read while it runs.
+class BackgroundProcess {
+ public:
+  BackgroundProcess(const std::vector<std::string>& argv, const std::string& log_dir,
+                    std::string_view name, bool stdin_pipe = false);
+  ~BackgroundProcess();
+  pid_t pid() const { return pid_; }
+  std::string Stdout() const;
+  std::string Stderr() const;
+  void Signal(int signal_number);
+  // Waits for exit; the exit code (128+signal if killed) or nullopt on timeout.
+  std::optional<int> Wait(std::chrono::milliseconds timeout);
+  bool running();
+  int stdin_fd() const { return stdin_fd_; }
+
+ private:
+  pid_t pid_ = -1;
+  int stdin_fd_ = -1;
+  std::optional<int> exit_code_;
+  std::string stdout_path_;
+  std::string stderr_path_;
+};
+
+// The alknet-agent binary under test with its own state dir, listening on an ephemeral port.
+class AgentProcess {
+ public:
+  // Starts the agent with --state-dir, --listen tcp://127.0.0.1:0 and `extra_args`; waits until it
+  // logs the bound address (or fails the test).
+  AgentProcess(const TempDir& dir, std::vector<std::string> extra_args = {});
+  uint16_t port() const { return port_; }
+  std::string Log() const { return process_->Stderr(); }
+  // Polls the log until it contains `needle`.
+  bool WaitForLog(std::string_view needle,
+                  std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+  BackgroundProcess& process() { return *process_; }
+  long RssKb() const;
+
+ private:
+  std::unique_ptr<BackgroundProcess> process_;
+  uint16_t port_ = 0;
+};
+
+// A loopback TCP port that was free a moment ago (for ssh -L / -D listeners, which cannot take 0).
+uint16_t PickFreePort();
+// Polls until 127.0.0.1:port accepts a connection.
+bool WaitForPort(uint16_t port, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+// Connects to 127.0.0.1:port (optionally from `source_ip`); -1 on failure.
+int ConnectTcp(uint16_t port, const char* source_ip = nullptr);
+
+}  // namespace alknet::testing
