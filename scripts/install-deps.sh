@@ -25,8 +25,8 @@ usage() {
 mode=""
 for arg in "$@"; do
   case "$arg" in
-    --build) mode=${mode:-build} ;;
-    --test) mode=test ;;
+    --build) mode=${mode:-"build"} ;;
+    --test) mode="test" ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install-deps: unknown argument: $arg" >&2; usage; exit 2 ;;
   esac

@@ -196,7 +196,7 @@ std::string Suggestion(std::string_view key, std::string_view prefix) {
     std::string_view path = field.yaml_path;
     size_t dot = path.rfind('.');
     std::string_view leaf = dot == std::string_view::npos ? path : path.substr(dot + 1);
-    if (leaf != normalized) continue;
+    if (leaf != normalized && path != normalized) continue;
     if (dot == std::string_view::npos) {
       return absl::StrCat(" (did you mean '", Sv(leaf), "' at the top level?)");
     }
@@ -254,13 +254,16 @@ class Applier {
         }
       }
       seen.push_back(key_node);
+      // Dotted keys ("limits.max_startups") are not schema keys: sections nest.
+      bool dotted = key.scalar.find('.') != std::string::npos;
       std::string path = absl::StrCat(Sv(prefix), key.scalar);
-      if (const FieldSpec* field = FindFieldByYamlPath(path); field != nullptr) {
+      if (const FieldSpec* field = dotted ? nullptr : FindFieldByYamlPath(path);
+          field != nullptr) {
         if (absl::Status status = ApplyField(*field, *key_node, *value_node, config);
             !status.ok()) {
           return status;
         }
-      } else if (IsSection(path)) {
+      } else if (!dotted && IsSection(path)) {
         const Node& value = value_node->Target();
         if (value.kind == Node::Kind::kNull) continue;  // "limits:" with nothing under it
         if (value.kind != Node::Kind::kMap) {

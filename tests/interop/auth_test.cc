@@ -1,1 +1,201 @@
-// placeholder: filled in by the module's author
+// Authentication against the real agent with the stock OpenSSH client: accepted keys, refusals
+// with their fail2ban-friendly log lines, key options, and what is never offered or allowed.
+#include <signal.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tests/support/agent_process.h"
+#include "tests/support/ssh_keys.h"
+#include "tests/support/test_servers.h"
+
+namespace alknet::testing {
+namespace {
+
+using ::testing::ContainsRegex;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+class AuthTest : public ::testing::Test {
+ protected:
+  void StartAgent(const std::string& authorized_keys, std::vector<std::string> extra = {}) {
+    WriteFile(dir_.File("authorized_keys"), authorized_keys);
+    extra.insert(extra.end(), {"--authorized-keys", dir_.File("authorized_keys")});
+    agent_ = std::make_unique<AgentProcess>(dir_, extra);
+    ASSERT_NE(agent_->port(), 0);
+  }
+
+  // ssh -W to the echo server: exit code and stderr tell whether auth and the channel worked.
+  CommandResult EchoThrough(const TestKey& key, const std::string& destination = "",
+                            std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = SshArgs(agent_->port(), key);
+    for (std::string& arg : argv) {
+      if (arg == "LogLevel=ERROR") arg = "LogLevel=INFO";
+    }
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.insert(argv.end(), {"-W", destination.empty() ? "127.0.0.1:" + std::to_string(echo_.port())
+                                                       : destination,
+                             "127.0.0.1"});
+    return RunCommand(argv, "ping\n");
+  }
+
+  TempDir dir_;
+  EchoServer echo_;
+  std::unique_ptr<AgentProcess> agent_;
+};
+
+TEST_F(AuthTest, AuthorizedKeyIsAcceptedAndLoggedOnOneLine) {
+  TestKey key = MakeKey(dir_, "good");
+  StartAgent(key.public_line + "\n");
+  CommandResult result = EchoThrough(key);
+  EXPECT_EQ(result.exit_code, 0) << result.err << agent_->Log();
+  EXPECT_EQ(result.out, "ping\n");
+  EXPECT_THAT(agent_->Log(),
+              ContainsRegex("INFO auth: result=accepted method=publickey user=tester "
+                            "src=127\\.0\\.0\\.1 port=[0-9]+ transport=tcp key=" +
+                            key.fingerprint.substr(0, 12)));
+  EXPECT_THAT(agent_->Log(), HasSubstr("key=" + key.fingerprint + " key_type=ssh-ed25519"));
+}
+
+TEST_F(AuthTest, RsaAndEcdsaUserKeysWork) {
+  TestKey rsa = MakeKey(dir_, "rsa_key", "rsa");
+  TestKey ecdsa = MakeKey(dir_, "ecdsa_key", "ecdsa");
+  StartAgent(rsa.public_line + "\n" + ecdsa.public_line + "\n");
+  EXPECT_EQ(EchoThrough(rsa).out, "ping\n");
+  EXPECT_EQ(EchoThrough(ecdsa).out, "ping\n");
+}
+
+TEST_F(AuthTest, UnknownKeyIsRefusedWithFail2banLine) {
+  TestKey known = MakeKey(dir_, "known");
+  TestKey stranger = MakeKey(dir_, "stranger");
+  StartAgent(known.public_line + "\n");
+  CommandResult result = EchoThrough(stranger);
+  EXPECT_EQ(result.exit_code, 255);
+  EXPECT_THAT(result.err, HasSubstr("Permission denied (publickey)"));
+  EXPECT_TRUE(agent_->WaitForLog("result=rejected reason=unknown-key"));
+  // The documented fail2ban failregex matches it.
+  EXPECT_THAT(agent_->Log(), ContainsRegex("auth: result=rejected .* src=127\\.0\\.0\\.1 port=[0-9]+"));
+  EXPECT_THAT(agent_->Log(), HasSubstr("key=" + stranger.fingerprint));
+}
+
+TEST_F(AuthTest, ExpiredKeyIsRefused) {
+  TestKey key = MakeKey(dir_, "old");
+  StartAgent("expiry-time=\"20200101\" " + key.public_line + "\n");
+  CommandResult result = EchoThrough(key);
+  EXPECT_EQ(result.exit_code, 255);
+  EXPECT_TRUE(agent_->WaitForLog("result=rejected reason=key-expired"));
+}
+
+TEST_F(AuthTest, FutureExpiryStillWorks) {
+  TestKey key = MakeKey(dir_, "fresh");
+  StartAgent("expiry-time=\"29991231\" " + key.public_line + "\n");
+  EXPECT_EQ(EchoThrough(key).out, "ping\n");
+}
+
+TEST_F(AuthTest, FromMismatchIsRefusedAndMatchingSourceIsAccepted) {
+  TestKey key = MakeKey(dir_, "pinned");
+  StartAgent("from=\"127.0.0.2,10.0.0.0/8\" " + key.public_line + "\n");
+  CommandResult from_wrong = EchoThrough(key);
+  EXPECT_EQ(from_wrong.exit_code, 255);
+  EXPECT_TRUE(agent_->WaitForLog("result=rejected reason=from-mismatch"));
+  // Same key from the listed source address: in.
+  CommandResult from_listed = EchoThrough(key, "", {"-b", "127.0.0.2"});
+  EXPECT_EQ(from_listed.exit_code, 0) << from_listed.err;
+  EXPECT_EQ(from_listed.out, "ping\n");
+}
+
+TEST_F(AuthTest, PermitOpenAllowsOnlyListedDestinations) {
+  EchoServer other;
+  TestKey key = MakeKey(dir_, "limited");
+  StartAgent("permitopen=\"127.0.0.1:" + std::to_string(echo_.port()) + "\" " + key.public_line + "\n");
+  EXPECT_EQ(EchoThrough(key).out, "ping\n");
+  CommandResult refused = EchoThrough(key, "127.0.0.1:" + std::to_string(other.port()));
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_THAT(refused.err, HasSubstr("open failed"));
+  EXPECT_TRUE(agent_->WaitForLog("reason=permitopen-mismatch"));
+  EXPECT_EQ(other.connections(), 0);
+}
+
+TEST_F(AuthTest, RestrictAndNoPortForwardingRefuseChannels) {
+  TestKey restricted = MakeKey(dir_, "restricted");
+  TestKey no_forwarding = MakeKey(dir_, "noforward");
+  TestKey reenabled = MakeKey(dir_, "reenabled");
+  StartAgent("restrict " + restricted.public_line + "\n" +
+             "no-port-forwarding " + no_forwarding.public_line + "\n" +
+             "restrict,port-forwarding " + reenabled.public_line + "\n");
+  EXPECT_THAT(EchoThrough(restricted).err, HasSubstr("open failed"));
+  EXPECT_THAT(EchoThrough(no_forwarding).err, HasSubstr("open failed"));
+  EXPECT_TRUE(agent_->WaitForLog("reason=port-forwarding-disabled"));
+  EXPECT_EQ(EchoThrough(reenabled).out, "ping\n");
+  EXPECT_EQ(echo_.connections(), 1);
+}
+
+TEST_F(AuthTest, ExecAndShellAreRefusedEvenWithCommandOption) {
+  TestKey key = MakeKey(dir_, "commander");
+  StartAgent("command=\"/bin/echo forced\" " + key.public_line + "\n");
+  std::vector<std::string> argv = SshArgs(agent_->port(), key);
+  argv.insert(argv.end(), {"127.0.0.1", "true"});
+  CommandResult exec = RunCommand(argv);
+  EXPECT_NE(exec.exit_code, 0);
+  EXPECT_THAT(exec.out, Not(HasSubstr("forced")));
+  std::vector<std::string> shell = SshArgs(agent_->port(), key);
+  shell.insert(shell.end(), {"-T", "127.0.0.1"});
+  EXPECT_NE(RunCommand(shell, "echo hi\n").exit_code, 0);
+  EXPECT_TRUE(agent_->WaitForLog("reason=channel-type-not-supported"));
+}
+
+TEST_F(AuthTest, PasswordAndKeyboardInteractiveAreNeverOffered) {
+  TestKey key = MakeKey(dir_, "someone");
+  StartAgent(key.public_line + "\n");
+  std::vector<std::string> argv = {"ssh", "-F", "/dev/null", "-v",
+                                   "-o", "StrictHostKeyChecking=no",
+                                   "-o", "UserKnownHostsFile=/dev/null",
+                                   "-o", "PreferredAuthentications=password,keyboard-interactive",
+                                   "-o", "PubkeyAuthentication=no",
+                                   "-o", "NumberOfPasswordPrompts=1",
+                                   "-p", std::to_string(agent_->port()), "-N", "tester@127.0.0.1"};
+  CommandResult result = RunCommand(argv, "", std::chrono::seconds(20));
+  EXPECT_EQ(result.exit_code, 255);
+  EXPECT_THAT(result.err, HasSubstr("Authentications that can continue: publickey\r\n"));
+  EXPECT_THAT(result.err, Not(HasSubstr("password:")));
+  EXPECT_THAT(result.err, HasSubstr("Permission denied (publickey)"));
+}
+
+TEST_F(AuthTest, MalformedAuthorizedKeysLinesAreReportedAndSkipped) {
+  TestKey good = MakeKey(dir_, "survivor");
+  StartAgent("# comment line\n"
+             "ssh-ed25519 not-base64!!! broken\n"
+             "bogus-option " + good.public_line + "\n" +
+             good.public_line + "\n");
+  EXPECT_TRUE(agent_->WaitForLog("keys: skipped bad line at=" + dir_.File("authorized_keys") + ":2"));
+  EXPECT_THAT(agent_->Log(), HasSubstr(dir_.File("authorized_keys") + ":3"));
+  EXPECT_THAT(agent_->Log(), HasSubstr("loaded authorized keys count=1"));
+  EXPECT_EQ(EchoThrough(good).out, "ping\n");
+}
+
+TEST_F(AuthTest, SighupReloadsKeysWithoutDroppingSessions) {
+  TestKey first = MakeKey(dir_, "first");
+  TestKey second = MakeKey(dir_, "second");
+  StartAgent(first.public_line + "\n");
+  EXPECT_EQ(EchoThrough(second).exit_code, 255);
+  // A session of the first key stays up across the reload and keeps forwarding.
+  uint16_t local = PickFreePort();
+  std::vector<std::string> argv = SshArgs(agent_->port(), first);
+  argv.insert(argv.end(), {"-N", "-L", std::to_string(local) + ":127.0.0.1:" +
+                           std::to_string(echo_.port()), "127.0.0.1"});
+  BackgroundProcess session(argv, dir_.path(), "ssh_first");
+  ASSERT_TRUE(WaitForPort(local));
+  WriteFile(dir_.File("authorized_keys"), first.public_line + "\n" + second.public_line + "\n");
+  agent_->process().Signal(SIGHUP);
+  ASSERT_TRUE(agent_->WaitForLog("loaded authorized keys count=2"));
+  EXPECT_EQ(EchoThrough(second).out, "ping\n");
+  int fd = ConnectTcp(local);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(1 << 20, 3)));
+  close(fd);
+  EXPECT_TRUE(session.running());
+}
+
+}  // namespace
+}  // namespace alknet::testing

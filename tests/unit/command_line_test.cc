@@ -6,12 +6,17 @@
 #include <cstdio>
 #include <fstream>
 #include <initializer_list>
+#include <ostream>
 #include <string>
 #include <vector>
 
 #include "agent/default_config.h"
 #include "gtest/gtest.h"
 #include "server/config/config_yaml.h"
+
+namespace alknet::config {
+void PrintTo(const AgentConfig& config, std::ostream* os);  // in config_test.cc
+}  // namespace alknet::config
 
 namespace alknet::agent {
 namespace {
@@ -101,6 +106,8 @@ struct ParseErrorCase {
   std::vector<const char*> args;
   std::string error;
 };
+
+void PrintTo(const ParseErrorCase& c, std::ostream* os) { *os << c.name; }
 
 class ParseCommandLineErrorTest : public testing::TestWithParam<ParseErrorCase> {};
 
@@ -216,6 +223,8 @@ struct ListFlagCase {
   std::vector<EndpointUrl> listen;
 };
 
+void PrintTo(const ListFlagCase& c, std::ostream* os) { *os << c.name; }
+
 class ListFlagTest : public testing::TestWithParam<ListFlagCase> {};
 
 TEST_P(ListFlagTest, FirstFlagReplacesFileListLaterOnesAppend) {
@@ -252,6 +261,8 @@ struct BuildErrorCase {
   std::vector<const char*> args;
   std::string error;
 };
+
+void PrintTo(const BuildErrorCase& c, std::ostream* os) { *os << c.name; }
 
 class BuildConfigErrorTest : public testing::TestWithParam<BuildErrorCase> {};
 

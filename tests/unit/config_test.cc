@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <ostream>
 #include <set>
 #include <string>
 
@@ -12,6 +13,10 @@
 #include "server/config/config_yaml.h"
 
 namespace alknet::config {
+
+// gtest prints configs as their YAML (also used by command_line_test.cc).
+void PrintTo(const AgentConfig& config, std::ostream* os) { *os << "\n" << ToYaml(config); }
+
 namespace {
 
 absl::Status Apply(const std::string& yaml, AgentConfig& config) {
@@ -167,6 +172,8 @@ struct ListCase {
   std::vector<std::string> host_keys;
 };
 
+void PrintTo(const ListCase& c, std::ostream* os) { *os << c.name; }
+
 class ConfigYamlListTest : public testing::TestWithParam<ListCase> {};
 
 TEST_P(ConfigYamlListTest, ReplacesEarlierList) {
@@ -204,6 +211,8 @@ struct ErrorCase {
   std::string yaml;
   std::string error;  // the whole message
 };
+
+void PrintTo(const ErrorCase& c, std::ostream* os) { *os << c.name; }
 
 class ConfigYamlErrorTest : public testing::TestWithParam<ErrorCase> {};
 
@@ -308,7 +317,8 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"UnderLog", "log:\n  level: info\n  file: /tmp/x\n",
                   "agent.yaml:3:3: unknown key 'file' under 'log'"},
         ErrorCase{"DottedPathIsNotAKey", "limits.max_startups: 5\n",
-                  "agent.yaml:1:1: unknown key 'limits.max_startups' under 'root'"},
+                  "agent.yaml:1:1: unknown key 'limits.max_startups' under 'root' (did you mean "
+                  "'max_startups' under 'limits'?)"},
         ErrorCase{"ControlCharacters", "\"a\\tb\": 1\n",
                   "agent.yaml:1:1: unknown key 'a\\tb' under 'root'"}),
     ErrorCaseName);
@@ -363,8 +373,9 @@ INSTANTIATE_TEST_SUITE_P(
                   "agent.yaml:3:2: end of map not found"},
         ErrorCase{"UndefinedAlias", "workers: *nope\n",
                   "agent.yaml:1:10: the referenced anchor is not defined"},
+        // The root mapping is level 1, so the 64th bracket opens level 65.
         ErrorCase{"TooDeep", "workers: " + std::string(70, '[') + std::string(70, ']') + "\n",
-                  "agent.yaml:1:74: nested deeper than 64 levels"}),
+                  "agent.yaml:1:73: nested deeper than 64 levels"}),
     ErrorCaseName);
 
 TEST(ConfigYamlTest, ErrorLeavesConfigUnchanged) {
@@ -545,6 +556,8 @@ struct ValidateCase {
   void (*mutate)(AgentConfig&);
   std::string error;  // empty: valid
 };
+
+void PrintTo(const ValidateCase& c, std::ostream* os) { *os << c.name; }
 
 class ValidateTest : public testing::TestWithParam<ValidateCase> {};
 

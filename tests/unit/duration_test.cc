@@ -1,6 +1,7 @@
 // Tests the config duration syntax: parsing, rejection of bad input, and shortest printing.
 #include "server/config/duration.h"
 
+#include <ostream>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -12,6 +13,8 @@ struct ParseCase {
   std::string text;
   absl::Duration expected;
 };
+
+void PrintTo(const ParseCase& c, std::ostream* os) { *os << "'" << c.text << "'"; }
 
 class ParseDurationValidTest : public testing::TestWithParam<ParseCase> {};
 
@@ -43,6 +46,8 @@ struct BadCase {
   std::string error;  // substring of the message
 };
 
+void PrintTo(const BadCase& c, std::ostream* os) { *os << "'" << c.text << "'"; }
+
 class ParseDurationInvalidTest : public testing::TestWithParam<BadCase> {};
 
 TEST_P(ParseDurationInvalidTest, Rejects) {
@@ -68,12 +73,14 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"9223372037", "too large"}, BadCase{"2562048h", "too large"},
         BadCase{"99999999999999999999s", "too large"},
         BadCase{"2562047h47m16s854ms775us808ns", "too large"},
-        BadCase{std::string("5\0s", 3), "unexpected character '\\000'"}));
+        BadCase{std::string("5\0s", 3), "unexpected character '\\x00'"}));
 
 struct FormatCase {
   absl::Duration duration;
   std::string text;
 };
+
+void PrintTo(const FormatCase& c, std::ostream* os) { *os << "'" << c.text << "'"; }
 
 class FormatDurationTest : public testing::TestWithParam<FormatCase> {};
 

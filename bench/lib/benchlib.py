@@ -1,0 +1,373 @@
+"""Shared machinery of the alknet benchmarks (python3 stdlib only).
+
+Starts alknet-agent and a private OpenSSH sshd side by side on loopback, builds the ssh client
+command lines both use, reads process CPU and memory from /proc, and cleans everything up.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_DIR = os.path.dirname(BENCH_DIR)
+BUILD_DIR = os.environ.get("BUILD_DIR", os.path.join(REPO_DIR, "build"))
+ENDPOINTS = os.path.join(BENCH_DIR, "lib", "endpoints.py")
+SSHD = "/usr/sbin/sshd"
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def env_int(name, default):
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(port):
+    """True when something listens on 127.0.0.1:port (read from /proc/net/tcp)."""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if parts[1] == want and parts[3] == "0A":
+                return True
+    return False
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+
+
+# ----------------------------------------------------------------------------------- /proc
+
+
+def _stat_fields(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        data = f.read()
+    # Fields after "(comm)"; index 0 is field 3 (state) of proc(5).
+    return data[data.rindex(")") + 2:].split()
+
+
+def cpu_seconds(pid, children=False):
+    """utime+stime of a process (all threads); with children, plus cutime+cstime (reaped)."""
+    f = _stat_fields(pid)
+    ticks = int(f[11]) + int(f[12])
+    if children:
+        ticks += int(f[13]) + int(f[14])
+    return ticks / CLK_TCK
+
+
+def children_of(pid):
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if int(_stat_fields(entry)[1]) == pid:
+                kids.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return kids
+
+
+def descendants_of(pid):
+    out, todo = [], [pid]
+    while todo:
+        for kid in children_of(todo.pop()):
+            out.append(kid)
+            todo.append(kid)
+    return out
+
+
+def tree_cpu_seconds(pid):
+    """CPU of a process and everything under it, live (utime+stime) and reaped (cutime+cstime)."""
+    total = 0.0
+    for p in [pid] + descendants_of(pid):
+        try:
+            total += cpu_seconds(p, children=True)
+        except OSError:
+            pass
+    return total
+
+
+def status_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/{pid}/status")
+
+
+def rss_kib(pid):
+    return status_kib(pid, "VmRSS")
+
+
+def pss_kib(pid):
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"Pss not in /proc/{pid}/smaps_rollup")
+
+
+def cmdline(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def children_cpu_seconds():
+    """CPU of this process's reaped children (the ssh clients we ran)."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def fmt_ratio(a, b):
+    if not b:
+        return "n/a"
+    return f"{a / b:.2f}"
+
+
+def print_table(headers, rows, out=sys.stdout):
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(str(cell)))
+    line = "  ".join(h.ljust(widths[i]) for i, h in enumerate(headers))
+    print(line, file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for row in rows:
+        print("  ".join(str(c).rjust(widths[i]) if i else str(c).ljust(widths[i])
+                        for i, c in enumerate(row)), file=out)
+    out.flush()
+
+
+class Bench:
+    """Owns the temp dir, the key, the servers and every process started; cleans up on exit."""
+
+    def __init__(self, name):
+        self.name = name
+        self.procs = []          # (Popen, label), killed in reverse order on close
+        self.tmp = tempfile.mkdtemp(prefix=f"alknet-bench-{name}-")
+        self.key = os.path.join(self.tmp, "id_ed25519")
+        self.agent = None
+        self.agent_port = None
+        self.sshd = None
+        self.sshd_port = None
+        self.user = os.environ.get("BENCH_USER", "root")
+        self.kex = os.environ.get("KEX", "curve25519-sha256")
+        self._closed = False
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alknet-bench",
+                        "-f", self.key], check=True)
+        shutil.copy(self.key + ".pub", os.path.join(self.tmp, "authorized_keys"))
+
+    def _on_signal(self, signum, frame):
+        raise SystemExit(128 + signum)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+    # ------------------------------------------------------------------ processes
+
+    def spawn(self, argv, label, **kwargs):
+        p = subprocess.Popen(argv, **kwargs)
+        self.procs.append((p, label))
+        return p
+
+    def stop(self, proc, timeout=5.0):
+        """Stops one process we started, and any of its descendants, by pid."""
+        if proc.poll() is None:
+            kids = descendants_of(proc.pid)
+            try:
+                proc.terminate()
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            for kid in kids:
+                try:
+                    os.kill(kid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        self.procs = [(p, l) for (p, l) in self.procs if p is not proc]
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        for proc, label in reversed(list(self.procs)):
+            try:
+                self.stop(proc)
+            except Exception as e:  # keep cleaning up
+                log(f"stopping {label}: {e}")
+        if os.environ.get("KEEP_TMP") == "1":
+            log(f"kept {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def endpoint(self, mode, *args):
+        """Starts a target server from endpoints.py on a free port; returns its port."""
+        port = free_port()
+        self.spawn([sys.executable, ENDPOINTS, mode, "--port", str(port), *map(str, args)],
+                   f"endpoint-{mode}")
+        wait_until(lambda: listening(port), 10, f"{mode} endpoint on port {port}")
+        return port
+
+    # ------------------------------------------------------------------ servers
+
+    def start_agent(self, workers=None, extra=()):
+        binary = os.environ.get("ALKNET_AGENT", os.path.join(BUILD_DIR, "agent", "alknet-agent"))
+        if not os.access(binary, os.X_OK):
+            raise RuntimeError(f"{binary} not found: build it (ninja -C build alknet-agent)")
+        workers = workers if workers is not None else env_int("WORKERS", 2)
+        logfile = self.path("agent.log")
+        self.agent_log = logfile
+        with open(logfile, "w") as out:
+            self.agent = self.spawn(
+                [binary, "--state-dir", self.path("agent-state"), "--listen", "tcp://127.0.0.1:0",
+                 "--authorized-keys", self.path("authorized_keys"), "--workers", str(workers),
+                 "--log-level", os.environ.get("AGENT_LOG_LEVEL", "info"), *extra],
+                "alknet-agent", stdout=out, stderr=subprocess.STDOUT)
+        pattern = re.compile(r"engine: listening address=tcp://127\.0\.0\.1:(\d+)")
+
+        def ready():
+            if self.agent.poll() is not None:
+                raise RuntimeError(f"alknet-agent exited: {open(logfile).read()}")
+            m = pattern.search(open(logfile).read())
+            if m:
+                self.agent_port = int(m.group(1))
+            return self.agent_port is not None
+
+        wait_until(ready, 15, "alknet-agent to listen")
+        log(f"alknet-agent pid={self.agent.pid} port={self.agent_port} workers={workers}")
+        return self.agent
+
+    def start_sshd(self):
+        hostkey = self.path("sshd_host_ed25519_key")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostkey], check=True)
+        self.sshd_port = free_port()
+        config = self.path("sshd_config")
+        with open(config, "w") as f:
+            f.write(f"""Port {self.sshd_port}
+ListenAddress 127.0.0.1
+HostKey {hostkey}
+AuthorizedKeysFile {self.path('authorized_keys')}
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+AllowTcpForwarding yes
+PidFile {self.path('sshd.pid')}
+LogLevel {os.environ.get('SSHD_LOG_LEVEL', 'INFO')}
+""")
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        subprocess.run([SSHD, "-t", "-f", config], check=True)
+        logfile = self.path("sshd.log")
+        self.sshd_log = logfile
+        with open(logfile, "w") as out:
+            self.sshd = self.spawn([SSHD, "-D", "-e", "-f", config], "sshd",
+                                   stdout=out, stderr=subprocess.STDOUT)
+
+        def ready():
+            if self.sshd.poll() is not None:
+                raise RuntimeError(f"sshd exited: {open(logfile).read()}")
+            return listening(self.sshd_port)
+
+        wait_until(ready, 15, "sshd to listen")
+        log(f"sshd pid={self.sshd.pid} port={self.sshd_port}")
+        return self.sshd
+
+    def servers(self):
+        """[(label, port, pid)] of both servers."""
+        return [("alknet", self.agent_port, self.agent.pid), ("sshd", self.sshd_port, self.sshd.pid)]
+
+    # ------------------------------------------------------------------ ssh client
+
+    def ssh_argv(self, port, cipher, *extra, log_level="ERROR"):
+        argv = ["ssh", "-F", "/dev/null", "-i", self.key, "-p", str(port), "-c", cipher,
+                "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "BatchMode=yes",
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", f"LogLevel={log_level}", "-o", "ExitOnForwardFailure=yes",
+                "-o", "HostKeyAlgorithms=ssh-ed25519", "-o", "Compression=no"]
+        if self.kex and self.kex != "default":
+            argv += ["-o", f"KexAlgorithms={self.kex}"]
+        return argv + list(extra) + [f"{self.user}@127.0.0.1"]
+
+    def negotiated(self, port, cipher, closer_port):
+        """Runs one verbose ssh -W and returns 'kex=... cipher=...' as the client saw them."""
+        r = subprocess.run(self.ssh_argv(port, cipher, "-W", f"127.0.0.1:{closer_port}",
+                                         log_level="DEBUG1"),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, timeout=30, text=True)
+        kex = re.search(r"kex: algorithm: (\S+)", r.stderr)
+        ciph = re.search(r"kex: server->client cipher: (\S+)", r.stderr)
+        if r.returncode != 0 or not kex or not ciph:
+            raise RuntimeError(f"probe ssh to port {port} failed (rc={r.returncode}):\n{r.stderr}")
+        return f"kex={kex.group(1)} cipher={ciph.group(1)}"
+
+    def wait_sshd_idle(self, timeout=10.0):
+        """Waits until the sshd master has no per-connection children left."""
+        wait_until(lambda: not children_of(self.sshd.pid), timeout, "sshd children to exit")
+
+
+def machine_line():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    ssh_v = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
+    rev = subprocess.run(["git", "-C", REPO_DIR, "describe", "--always", "--dirty"],
+                         capture_output=True, text=True).stdout.strip() or "?"
+    libssh = "?"
+    try:
+        libssh = subprocess.run(["pkg-config", "--modversion", "libssh"], capture_output=True,
+                                text=True).stdout.strip() or "?"
+    except OSError:
+        pass
+    return (f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  host={socket.gethostname()}  "
+            f"cpus={os.cpu_count()}  cpu={cpu}\n"
+            f"alknet: {rev} (libssh {libssh})  client/sshd: {ssh_v}")

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Builds alknet and runs the whole test suite:
+#   1. deps   install build + test packages (scripts/install-deps.sh --test)
+#   2. build  RelWithDebInfo build in ./build, ctest (unit, integration, interop)
+#   3. asan   ASan+UBSan build in ./build-asan, ctest                (skipped by --quick)
+#   4. fuzz   clang libFuzzer build in ./build-fuzz, each fuzzer runs for
+#             ALKNET_FUZZ_SECONDS (default 20) on a copy of its corpus  (skipped by --quick)
+# Options:
+#   --quick      skip the asan and fuzz stages
+#   --label L    run only tests labelled L (ctest -L L)
+# Re-running reuses the build directories. Exits non-zero on the first failing stage.
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+
+usage() {
+  sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+}
+
+quick=0
+label=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --label)
+      if [[ $# -lt 2 || -z "$2" ]]; then
+        echo "test.sh: --label needs a value (unit, integration or interop)" >&2
+        exit 2
+      fi
+      label=$2
+      shift
+      ;;
+    --label=*) label=${1#--label=} ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "test.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+fuzz_seconds=${ALKNET_FUZZ_SECONDS:-20}
+if ! [[ "$fuzz_seconds" =~ ^[0-9]+$ ]] || [[ "$fuzz_seconds" -lt 1 ]]; then
+  echo "test.sh: ALKNET_FUZZ_SECONDS must be a positive integer, got '$fuzz_seconds'" >&2
+  exit 2
+fi
+
+ctest_args=(--output-on-failure -j2 --no-tests=error)
+if [[ -n "$label" ]]; then
+  ctest_args+=(-L "$label")
+fi
+
+FUZZERS=(authorized_keys_fuzzer config_yaml_fuzzer)
+
+# ---- stages -------------------------------------------------------------------------
+
+stage_deps() {
+  bash scripts/install-deps.sh --test
+}
+
+stage_build() {
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DALKNET_BUILD_TESTS=ON -DALKNET_SANITIZE=OFF -DALKNET_FUZZ=OFF
+  ninja -C build
+  ctest --test-dir build "${ctest_args[@]}"
+}
+
+# Prints "CC CXX" for the first compiler pair that builds and runs an ASan+UBSan program.
+pick_sanitizer_compiler() {
+  local probe_dir pair cc cxx
+  probe_dir=$(mktemp -d)
+  printf '#include <vector>\nint main() { std::vector<int> v(2); return v[1]; }\n' >"$probe_dir/probe.cc"
+  for pair in "gcc g++" "clang clang++"; do
+    read -r cc cxx <<<"$pair"
+    command -v "$cxx" >/dev/null 2>&1 || continue
+    if "$cxx" -std=c++20 -fsanitize=address,undefined -fno-omit-frame-pointer \
+        "$probe_dir/probe.cc" -o "$probe_dir/probe" >/dev/null 2>&1 \
+        && "$probe_dir/probe" >/dev/null 2>&1; then
+      rm -rf "$probe_dir"
+      echo "$cc $cxx"
+      return 0
+    fi
+  done
+  rm -rf "$probe_dir"
+  return 1
+}
+
+stage_asan() {
+  local compilers cc cxx
+  local -a with_compiler=()
+  if [[ -f build-asan/CMakeCache.txt ]]; then
+    # An existing build directory keeps the compiler it was configured with.
+    echo "test.sh: reusing build-asan/ (compiler: $(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' build-asan/CMakeCache.txt))"
+  else
+    if ! compilers=$(pick_sanitizer_compiler); then
+      echo "test.sh: neither g++ nor clang++ can build and run an -fsanitize=address,undefined program" >&2
+      echo "test.sh: (g++ needs libasan/libubsan from build-essential; clang++ needs libclang-rt-14-dev)" >&2
+      return 1
+    fi
+    read -r cc cxx <<<"$compilers"
+    echo "test.sh: ASan+UBSan build with $cxx"
+    with_compiler=(env "CC=$cc" "CXX=$cxx")
+  fi
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  "${with_compiler[@]}" cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DALKNET_BUILD_TESTS=ON -DALKNET_SANITIZE=ON -DALKNET_FUZZ=OFF
+  ninja -C build-asan
+  ctest --test-dir build-asan "${ctest_args[@]}"
+}
+
+stage_fuzz() {
+  if ! command -v clang++ >/dev/null 2>&1; then
+    echo "test.sh: clang++ not found; the fuzz build needs clang (scripts/install-deps.sh --test)" >&2
+    return 1
+  fi
+  local fuzzer
+  for fuzzer in "${FUZZERS[@]}"; do
+    if [[ ! -f "tests/fuzz/$fuzzer.cc" ]]; then
+      echo "test.sh: tests/fuzz/$fuzzer.cc is missing" >&2
+      return 1
+    fi
+  done
+  if [[ -f build-fuzz/CMakeCache.txt ]] \
+      && ! grep -q '^CMAKE_CXX_COMPILER:[A-Z]*=.*clang++' build-fuzz/CMakeCache.txt; then
+    echo "test.sh: build-fuzz/ was configured without clang++; remove build-fuzz/ and re-run" >&2
+    return 1
+  fi
+  # Fuzz targets are defined in tests/CMakeLists.txt, so tests stay on; only the
+  # fuzzers are built.
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DALKNET_BUILD_TESTS=ON -DALKNET_FUZZ=ON -DALKNET_SANITIZE=OFF
+  ninja -C build-fuzz "${FUZZERS[@]}"
+
+  local work
+  work=$(mktemp -d)
+  # Stages run in a subshell, so this fires when the stage ends.
+  # shellcheck disable=SC2064  # expand $work now
+  trap "rm -rf '$work'" EXIT
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  for fuzzer in "${FUZZERS[@]}"; do
+    local name=${fuzzer%_fuzzer}
+    local corpus=$work/$name artifacts=$repo_root/build-fuzz/artifacts/$name
+    mkdir -p "$corpus" "$artifacts"
+    if [[ -d "tests/fuzz/corpus/$name" ]]; then
+      cp -R "tests/fuzz/corpus/$name/." "$corpus/"
+    else
+      echo "test.sh: warning: no seed corpus tests/fuzz/corpus/$name/; starting from empty" >&2
+    fi
+    echo "test.sh: running $fuzzer for ${fuzz_seconds}s on $(find "$corpus" -type f | wc -l) seed inputs"
+    if ! "build-fuzz/tests/$fuzzer" -max_total_time="$fuzz_seconds" -timeout=25 \
+        -print_final_stats=1 -artifact_prefix="$artifacts/" "$corpus"; then
+      echo "test.sh: $fuzzer found a failure; reproducer(s) in $artifacts/" >&2
+      echo "test.sh: rerun one with: build-fuzz/tests/$fuzzer $artifacts/<file>" >&2
+      return 1
+    fi
+  done
+}
+
+# ---- driver -------------------------------------------------------------------------
+
+summary=()
+
+run_stage() {
+  local name=$1 fn=$2 start rc elapsed
+  echo
+  echo "==== test.sh: stage '$name' ===="
+  start=$(date +%s)
+  set +e
+  (set -e; "$fn")
+  rc=$?
+  set -e
+  elapsed=$(($(date +%s) - start))
+  if [[ $rc -ne 0 ]]; then
+    summary+=("$name: FAILED (${elapsed}s)")
+    echo "==== test.sh: stage '$name' FAILED (exit $rc) after ${elapsed}s ====" >&2
+    print_summary
+    exit 1
+  fi
+  summary+=("$name: ok (${elapsed}s)")
+  echo "==== test.sh: stage '$name' passed in ${elapsed}s ===="
+}
+
+print_summary() {
+  echo
+  echo "==== test.sh: summary ===="
+  local line
+  for line in "${summary[@]}"; do
+    echo "  $line"
+  done
+}
+
+total_start=$(date +%s)
+run_stage deps stage_deps
+run_stage build stage_build
+if [[ $quick -eq 1 ]]; then
+  summary+=("asan: skipped (--quick)" "fuzz: skipped (--quick)")
+else
+  run_stage asan stage_asan
+  run_stage fuzz stage_fuzz
+fi
+print_summary
+echo "==== test.sh: all stages passed in $(($(date +%s) - total_start))s ===="
