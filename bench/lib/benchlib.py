@@ -164,9 +164,12 @@ def print_table(headers, rows, out=sys.stdout):
     line = "  ".join(h.ljust(widths[i]) for i, h in enumerate(headers))
     print(line, file=out)
     print("  ".join("-" * w for w in widths), file=out)
+    def numeric(cell):
+        return bool(re.fullmatch(r"[-+]?[\d.,]+[x%]?|n/a|-|[\d.]+ / [\d.]+", str(cell)))
+
     for row in rows:
-        print("  ".join(str(c).rjust(widths[i]) if i else str(c).ljust(widths[i])
-                        for i, c in enumerate(row)), file=out)
+        print("  ".join(str(c).rjust(widths[i]) if i and numeric(c) else str(c).ljust(widths[i])
+                        for i, c in enumerate(row)).rstrip(), file=out)
     out.flush()
 
 
@@ -190,6 +193,9 @@ class Bench:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alknet-bench",
                         "-f", self.key], check=True)
         shutil.copy(self.key + ".pub", os.path.join(self.tmp, "authorized_keys"))
+        # sshd reads authorized_keys as the logged-in user: let a non-root login reach it.
+        os.chmod(self.tmp, 0o711)
+        os.chmod(os.path.join(self.tmp, "authorized_keys"), 0o644)
 
     def _on_signal(self, signum, frame):
         raise SystemExit(128 + signum)
@@ -349,6 +355,11 @@ LogLevel {os.environ.get('SSHD_LOG_LEVEL', 'INFO')}
         wait_until(lambda: not children_of(self.sshd.pid), timeout, "sshd children to exit")
 
 
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return "loadavg=" + " ".join(f.read().split()[:3])
+
+
 def machine_line():
     cpu = "?"
     try:
@@ -369,5 +380,5 @@ def machine_line():
     except OSError:
         pass
     return (f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  host={socket.gethostname()}  "
-            f"cpus={os.cpu_count()}  cpu={cpu}\n"
+            f"cpus={os.cpu_count()}  cpu={cpu}  {loadavg()}\n"
             f"alknet: {rev} (libssh {libssh})  client/sshd: {ssh_v}")

@@ -61,9 +61,46 @@ absl::Status ParseBoundedDuration(std::string_view text, DurationRange range,
   return absl::OkStatus();
 }
 
+// Strict UTF-8: no overlong forms, surrogates or code points above U+10FFFF.
+bool IsValidUtf8(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    size_t extra = 0;
+    uint32_t code_point = 0;
+    uint32_t min = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      extra = 1, code_point = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      extra = 2, code_point = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      extra = 3, code_point = c & 0x07, min = 0x10000;
+    } else {
+      return false;
+    }
+    if (text.size() - i <= extra) return false;
+    for (size_t k = 1; k <= extra; ++k) {
+      unsigned char next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xC0) != 0x80) return false;
+      code_point = (code_point << 6) | (next & 0x3F);
+    }
+    if (code_point < min || code_point > 0x10FFFF ||
+        (code_point >= 0xD800 && code_point <= 0xDFFF)) {
+      return false;
+    }
+    i += extra + 1;
+  }
+  return true;
+}
+
+// Paths are kept as given, but must be printable as YAML: valid UTF-8, no NUL.
 absl::Status ParsePath(std::string_view text, std::string& out) {
   if (text.empty()) return Bad("the path must not be empty");
   if (text.find('\0') != std::string_view::npos) return Bad("the path contains a NUL byte");
+  if (!IsValidUtf8(text)) return Bad(absl::StrCat("'", Shown(text), "' is not valid UTF-8"));
   out = std::string(text);
   return absl::OkStatus();
 }

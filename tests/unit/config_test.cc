@@ -131,6 +131,20 @@ TEST(SetFieldTest, ErrorsNameFieldAndValue) {
   EXPECT_EQ(config, AgentConfig{});
 }
 
+TEST(SetFieldTest, PathsMustBeUtf8WithoutNul) {
+  const FieldSpec& host_key = *FindFieldByFlag("--host-key");
+  AgentConfig config;
+  for (std::string valid : {"/k/\xc3\xbcn\xc3\xaf", "/k/\xf0\x9f\x98\x80", "/k/\x7f"}) {
+    EXPECT_TRUE(SetField(config, host_key, valid).ok()) << valid;
+  }
+  for (std::string invalid : {std::string("/k\0x", 4), std::string("/k\xc0\xaf"),
+                              std::string("/k\xed\xa0\x80"), std::string("/k\xf4\x90\x80\x80"),
+                              std::string("/k\xe2\x82"), std::string("/k\x80")}) {
+    EXPECT_FALSE(SetField(config, host_key, invalid).ok()) << invalid;
+  }
+  EXPECT_EQ(config.host_keys.size(), 3u);
+}
+
 TEST(SetFieldTest, ClearListFieldClearsOnlyLists) {
   AgentConfig config = NonDefaultConfig();
   ClearListField(config, *FindFieldByYamlPath("listen"));
@@ -233,6 +247,8 @@ INSTANTIATE_TEST_SUITE_P(
     testing::Values(
         ErrorCase{"EmptyStateDir", "state_dir: ''\n",
                   "agent.yaml:1:12: state_dir: the path must not be empty"},
+        ErrorCase{"StateDirNotUtf8", "state_dir: /a\xff\n",
+                  "agent.yaml:1:12: state_dir: '/a\\xff' is not valid UTF-8"},
         ErrorCase{"ListenWithoutScheme", "listen:\n  - 127.0.0.1:22\n",
                   "agent.yaml:2:5: listen: '127.0.0.1:22' is not scheme://host:port (e.g. "
                   "tcp://127.0.0.1:2222)"},
