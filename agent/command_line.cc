@@ -38,7 +38,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
 
     std::string_view name = arg;
     std::optional<std::string_view> inline_value;
-    if (size_t eq = arg.find('='); eq != std::string_view::npos && absl::StartsWith(Sv(arg), "--")) {
+    if (size_t eq = arg.find('=');
+        eq != std::string_view::npos && absl::StartsWith(Sv(arg), "--")) {
       name = arg.substr(0, eq);
       inline_value = arg.substr(eq + 1);
     }
@@ -86,8 +87,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
 absl::StatusOr<config::AgentConfig> BuildConfig(const CommandLine& command_line,
                                                 std::string_view default_yaml) {
   config::AgentConfig result;
-  if (absl::Status status = config::ApplyYaml(default_yaml, kDefaultSource, result);
-      !status.ok()) {
+  if (absl::Status status = config::ApplyYaml(default_yaml, kDefaultSource, result); !status.ok()) {
     return status;
   }
   if (command_line.config_file.has_value()) {
@@ -110,8 +110,7 @@ absl::StatusOr<config::AgentConfig> BuildConfig(const CommandLine& command_line,
   }
   config::ResolveDefaults(result);
   if (absl::Status status = config::Validate(result); !status.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid configuration: ", status.message()));
+    return absl::InvalidArgumentError(absl::StrCat("invalid configuration: ", status.message()));
   }
   return result;
 }

@@ -56,5 +56,12 @@ if [[ ! -e "$keys_file" ]]; then
 fi
 
 echo "run-agent: starting alknet-agent (pid $$; 'kill -HUP $$' reloads $keys_file)"
-echo "run-agent: connect with e.g.  ssh -N -D 1080 -p 2222 127.0.0.1   (then curl --socks5-hostname 127.0.0.1:1080 URL)"
+listen_hint="-p 2222 127.0.0.1"
+for arg in "$@"; do
+  case "$arg" in
+    --listen|--listen=*|--config|--config=*) listen_hint="-p PORT HOST  (the address it logs as 'listening')" ;;
+  esac
+done
+echo "run-agent: connect with e.g.  ssh -N -D 1080 $listen_hint"
+echo "run-agent: then e.g.  curl --socks5-hostname 127.0.0.1:1080 http://internal/"
 exec "$agent" "$@"

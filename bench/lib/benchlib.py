@@ -259,7 +259,7 @@ class Bench:
     # ------------------------------------------------------------------ servers
 
     def start_agent(self, workers=None, extra=()):
-        binary = os.environ.get("ALKNET_AGENT", os.path.join(BUILD_DIR, "agent", "alknet-agent"))
+        binary = agent_binary()
         if not os.access(binary, os.X_OK):
             raise RuntimeError(f"{binary} not found: build it (ninja -C build alknet-agent)")
         workers = workers if workers is not None else env_int("WORKERS", 2)
@@ -360,6 +360,58 @@ def loadavg():
         return "loadavg=" + " ".join(f.read().split()[:3])
 
 
+def system_busy(seconds=2.0):
+    """Fraction of all CPUs busy over `seconds` (from /proc/stat)."""
+    def sample():
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        idle = vals[3] + vals[4]
+        return sum(vals[:8]), idle
+    t0, i0 = sample()
+    time.sleep(seconds)
+    t1, i1 = sample()
+    return 1 - (i1 - i0) / max(t1 - t0, 1)
+
+
+def _busy_seconds():
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:]]
+    return (sum(vals[:8]) - vals[3] - vals[4]) / CLK_TCK, sum(vals[:8]) / CLK_TCK
+
+
+class ForeignLoad:
+    """CPU used on the machine by processes outside this benchmark's own tree, over a span."""
+
+    def __init__(self):
+        self.busy0, self.total0 = _busy_seconds()
+        self.ours0 = tree_cpu_seconds(os.getpid())
+
+    def report(self):
+        busy1, total1 = _busy_seconds()
+        ours = tree_cpu_seconds(os.getpid()) - self.ours0
+        foreign = max(0.0, (busy1 - self.busy0) - ours)
+        span = max(total1 - self.total0, 1e-9)
+        return (f"cpu used by other processes during the run: {foreign:.1f} s "
+                f"({foreign / span:.0%} of the machine; the benchmark itself {ours / span:.0%})")
+
+
+def wait_for_quiet():
+    """With QUIET_WAIT=S, waits up to S seconds for the machine to be <QUIET_BUSY% busy (10)."""
+    limit = float(os.environ.get("QUIET_WAIT", "0"))
+    threshold = float(os.environ.get("QUIET_BUSY", "10")) / 100
+    deadline = time.monotonic() + limit
+    busy = system_busy()
+    while busy > threshold and time.monotonic() < deadline:
+        log(f"machine {busy:.0%} busy with other work; waiting for it to calm down")
+        time.sleep(10)
+        busy = system_busy()
+    return busy
+
+
+def agent_binary():
+    return os.environ.get("ALKNET_AGENT", os.path.join(BUILD_DIR, "agent", "alknet-agent"))
+
+
 def machine_line():
     cpu = "?"
     try:
@@ -371,14 +423,16 @@ def machine_line():
     except OSError:
         pass
     ssh_v = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
-    rev = subprocess.run(["git", "-C", REPO_DIR, "describe", "--always", "--dirty"],
-                         capture_output=True, text=True).stdout.strip() or "?"
+    rev = os.environ.get("ALKNET_REV") or subprocess.run(
+        ["git", "-C", REPO_DIR, "describe", "--always", "--dirty"],
+        capture_output=True, text=True).stdout.strip() or "?"
     libssh = "?"
     try:
         libssh = subprocess.run(["pkg-config", "--modversion", "libssh"], capture_output=True,
                                 text=True).stdout.strip() or "?"
     except OSError:
         pass
+    busy = wait_for_quiet()
     return (f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  host={socket.gethostname()}  "
-            f"cpus={os.cpu_count()}  cpu={cpu}  {loadavg()}\n"
-            f"alknet: {rev} (libssh {libssh})  client/sshd: {ssh_v}")
+            f"cpus={os.cpu_count()}  cpu={cpu}  {loadavg()}  busy-before-start={busy:.0%}  nice={os.nice(0)}\n"
+            f"alknet: {rev} (libssh {libssh}) agent={agent_binary()}\nclient/sshd: {ssh_v}")

@@ -68,3 +68,9 @@ bench_raise_fd_limit() {
 bench_python() {
   if command -v python3 >/dev/null 2>&1; then echo python3; else echo /usr/bin/python3; fi
 }
+
+# Prefix that runs the benchmark (servers and clients alike) at BENCH_NICE priority, e.g. -10 to
+# keep background compiles on a shared machine from distorting it. Empty: normal priority.
+bench_nice() {
+  if [ -n "${BENCH_NICE:-}" ]; then echo "nice -n ${BENCH_NICE}"; fi
+}

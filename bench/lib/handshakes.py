@@ -43,6 +43,7 @@ def main():
         closer = bench.endpoint("closer")
         print("== alknet handshake benchmark: full ssh connection setups, alknet-agent vs OpenSSH sshd ==")
         print(bl.machine_line())
+        foreign = bl.ForeignLoad()
         print(f"N={n} connections per mode, parallel={parallel}, cipher={cipher}, "
               f"client kex={bench.kex}, hostkey=ssh-ed25519, user key=ssh-ed25519, "
               f"agent workers={os.environ.get('WORKERS', '2')}")
@@ -103,6 +104,8 @@ def main():
         bl.print_table(["mode", "alknet conn/s", "sshd conn/s", "ratio", "alknet srv ms/conn",
                         "sshd srv ms/conn", "ratio", "sshd÷alknet", "client ms/conn (alk/sshd)",
                         "failed (alk/sshd)"], rows)
+        print(f"finished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {bl.loadavg()}; "
+              f"{foreign.report()}")
         if failures:
             print()
             print("FAILED CONNECTIONS (first 5):")

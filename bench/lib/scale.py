@@ -138,6 +138,7 @@ def main():
         agent = bench.agent.pid
         print("== alknet scale benchmark: idle sessions and concurrent channels, one libssh client ==")
         print(bl.machine_line())
+        foreign = bl.ForeignLoad()
         print(f"sessions={sessions} channels={channels} cipher={cipher} client kex={bench.kex} "
               f"agent workers={os.environ.get('WORKERS', '2')} open-files limit="
               f"{os.sysconf('SC_OPEN_MAX')}")
@@ -187,7 +188,7 @@ def main():
         client_rss = bl.rss_kib(helper.proc.pid)
         helper.finish()
         time.sleep(settle * 2)
-        rss3 = bl.rss_kib(agent)
+        rss3, fds3 = bl.rss_kib(agent), fd_count(agent)
         if bench.agent.poll() is not None:
             raise RuntimeError(f"alknet-agent died (rc={bench.agent.returncode})")
 
@@ -212,8 +213,11 @@ def main():
                          f"{(rss2 - rss1) / max(nch, 1):.1f}", "per channel"])
             rows.append(["  sessions + channels", "", f"{(rss2 - rss0) / max(opened, 1):.1f}",
                          f"per session (with {nch // max(opened, 1)} channels each)"])
-        rows.append(["after the client disconnected", f"{rss3}", "", ""])
+        rows.append(["after the client disconnected", f"{rss3}", "",
+                     f"(agent fds {fds3}, {fds0} before the ramp)"])
         bl.print_table(["state", "agent RSS KiB", "delta KiB", "per"], rows)
+        if fds3 > fds0 + 2:
+            problems.append(f"agent still holds {fds3} fds after the client left ({fds0} before)")
         print(f"agent CPU per handshake during the {opened}-session ramp: "
               f"{(cpu1 - cpu0) * 1000 / max(opened, 1):.2f} ms "
               f"(sequential libssh client, {got['ms'] / max(opened, 1):.1f} ms wall per session)")
@@ -241,6 +245,8 @@ def main():
               "pages shared with the sshd master and\n  libraries in every process; PSS splits "
               "them, so sshd's real marginal cost lies between the two.)")
 
+        print(f"finished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {bl.loadavg()}; "
+              f"{foreign.report()}")
         if problems:
             print()
             print("PROBLEMS:")

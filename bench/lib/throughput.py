@@ -7,6 +7,7 @@ WORKERS (2), WARMUP_MB (32, pattern-checked), KEX (curve25519-sha256), STALL_TIM
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
@@ -39,6 +40,7 @@ def main():
         closer = bench.endpoint("closer")
         print("== alknet throughput benchmark: ssh -N -L, alknet-agent vs OpenSSH sshd ==")
         print(bl.machine_line())
+        foreign = bl.ForeignLoad()
         print(f"size={size_mb} MiB per transfer, runs={runs}, agent workers={os.environ.get('WORKERS', '2')}, "
               f"client kex={bench.kex}, target=python3 source/sink on 127.0.0.1:{proto}")
 
@@ -130,6 +132,8 @@ def main():
         bl.print_table(["cipher", "direction", "alknet cpu s/GiB", "sshd cpu s/GiB",
                         "ratio", "client cpu (alknet)", "client cpu (sshd)"], rows)
 
+        print(f"finished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {bl.loadavg()}; "
+              f"{foreign.report()}")
         if problems:
             print()
             print("PROBLEMS:")

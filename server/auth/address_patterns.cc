@@ -49,8 +49,8 @@ std::optional<IpAddress> ParseIpAddress(std::string_view text) {
   }
   if (inet_pton(AF_INET6, terminated.c_str(), address.bytes.data()) != 1) return std::nullopt;
   address.family = AF_INET6;
-  static constexpr std::array<uint8_t, 12> kV4MappedPrefix = {0, 0, 0, 0, 0, 0,
-                                                             0, 0, 0, 0, 0xff, 0xff};
+  static constexpr std::array<uint8_t, 12> kV4MappedPrefix = {0, 0, 0, 0, 0,    0,
+                                                              0, 0, 0, 0, 0xff, 0xff};
   if (std::memcmp(address.bytes.data(), kV4MappedPrefix.data(), kV4MappedPrefix.size()) == 0) {
     IpAddress v4;
     v4.family = AF_INET;
@@ -125,15 +125,15 @@ absl::StatusOr<Cidr> ParseCidr(std::string_view text) {
   size_t prefix_length = 0;
   for (char digit : prefix_text) prefix_length = prefix_length * 10 + (digit - '0');
   if (prefix_length > address->bit_count()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "prefix length %d is too long for %s (at most %d)", prefix_length,
-        address->family == AF_INET ? "IPv4" : "IPv6", address->bit_count()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("prefix length %d is too long for %s (at most %d)", prefix_length,
+                        address->family == AF_INET ? "IPv4" : "IPv6", address->bit_count()));
   }
   const IpAddress network = NetworkOf(*address, prefix_length);
   if (network.bytes != address->bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "host bits are set (inconsistent mask length; the network is '", FormatIpAddress(network),
-        "/", prefix_length, "')"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("host bits are set (inconsistent mask length; the network is '",
+                     FormatIpAddress(network), "/", prefix_length, "')"));
   }
   return Cidr{*address, prefix_length};
 }

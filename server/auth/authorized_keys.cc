@@ -34,9 +34,9 @@ namespace {
 
 constexpr size_t kMaxLineLength = 8 * 1024;
 constexpr off_t kMaxFileSize = 16 * 1024 * 1024;
-constexpr size_t kMaxShownLength = 100;  // longest user text quoted in an error message
-constexpr size_t kMaxHostLength = 1024;  // sshd: strlen(host) < NI_MAXHOST
-constexpr size_t kRsaMinimumBits = 1024;  // sshd's SSH_RSA_MINIMUM_MODULUS_SIZE
+constexpr size_t kMaxShownLength = 100;    // longest user text quoted in an error message
+constexpr size_t kMaxHostLength = 1024;    // sshd: strlen(host) < NI_MAXHOST
+constexpr size_t kRsaMinimumBits = 1024;   // sshd's SSH_RSA_MINIMUM_MODULUS_SIZE
 constexpr size_t kRsaMaximumBits = 16384;  // sshd's SSH_RSA_MAXIMUM_MODULUS_SIZE
 constexpr size_t kEd25519KeySize = 32;
 constexpr std::string_view kCertificateSuffix = "-cert-v01@openssh.com";
@@ -80,9 +80,7 @@ std::string_view TakeWord(std::string_view& text) {
   return word;
 }
 
-absl::Status LineError(std::string_view message) {
-  return absl::InvalidArgumentError(Sv(message));
-}
+absl::Status LineError(std::string_view message) { return absl::InvalidArgumentError(Sv(message)); }
 
 // ---------------------------------------------------------------------------------------------
 // Key types.
@@ -133,8 +131,8 @@ bool IsKnownKeyTypeName(std::string_view name) {
 absl::StatusOr<const KeyTypeInfo*> AcceptableKeyType(std::string_view name) {
   if (IsCertificateType(name)) {
     return LineError(Cat("certificate key type '", Show(name),
-                                  "' is not accepted in authorized_keys (list the CA key with "
-                                  "cert-authority instead)"));
+                         "' is not accepted in authorized_keys (list the CA key with "
+                         "cert-authority instead)"));
   }
   const KeyTypeInfo* info = FindSupportedKeyType(name);
   if (info == nullptr) return LineError(Cat("unsupported key type '", Show(name), "'"));
@@ -206,7 +204,9 @@ absl::Status ValidateRsaKey(WireReader& reader) {
     return LineError("RSA modulus is invalid (even)");
   }
   const size_t bits = MpintBits(modulus);
-  if (bits < kRsaMinimumBits) return LineError(absl::StrFormat("RSA key too short (%d bits)", bits));
+  if (bits < kRsaMinimumBits) {
+    return LineError(absl::StrFormat("RSA key too short (%d bits)", bits));
+  }
   if (bits > kRsaMaximumBits) return LineError(absl::StrFormat("RSA key too long (%d bits)", bits));
   return absl::OkStatus();
 }
@@ -223,11 +223,12 @@ bool IsValidEcPublicPoint(const KeyTypeInfo& info, std::string_view point) {
   std::array<OSSL_PARAM, 3> params = {
       OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
                                        const_cast<char*>(info.openssl_group), 0),
-      OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY,
-                                        const_cast<char*>(point.data()), point.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, const_cast<char*>(point.data()),
+                                        point.size()),
       OSSL_PARAM_construct_end()};
   bool valid = false;
-  std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> ctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+  std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> ctx(
+      EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
   EVP_PKEY* raw_pkey = nullptr;
   if (ctx != nullptr && EVP_PKEY_fromdata_init(ctx.get()) == 1 &&
       EVP_PKEY_fromdata(ctx.get(), &raw_pkey, EVP_PKEY_PUBLIC_KEY, params.data()) == 1) {
@@ -246,8 +247,8 @@ absl::Status ValidateEcdsaKey(const KeyTypeInfo& info, WireReader& reader) {
   std::string_view point;
   if (!reader.ReadString(curve)) return Truncated("ECDSA curve name");
   if (curve != info.curve) {
-    return LineError(Cat("ECDSA curve '", Show(curve), "' does not match key type '",
-                                  info.name, "'"));
+    return LineError(
+        Cat("ECDSA curve '", Show(curve), "' does not match key type '", info.name, "'"));
   }
   if (!reader.ReadString(point)) return Truncated("ECDSA public key");
   if (point.size() != info.point_size) {
@@ -286,14 +287,20 @@ absl::Status ValidateKeyBlob(const KeyTypeInfo& info, std::string_view blob) {
   if (!reader.ReadString(inner_type)) return Truncated("key type");
   if (inner_type != info.name) {
     return LineError(Cat("key type '", info.name,
-                                  "' does not match the type inside the key blob ('",
-                                  Show(inner_type), "')"));
+                         "' does not match the type inside the key blob ('", Show(inner_type),
+                         "')"));
   }
   absl::Status status;
   switch (info.kind) {
-    case KeyKind::kEd25519: status = ValidateEd25519Key(reader); break;
-    case KeyKind::kRsa: status = ValidateRsaKey(reader); break;
-    case KeyKind::kEcdsa: status = ValidateEcdsaKey(info, reader); break;
+    case KeyKind::kEd25519:
+      status = ValidateEd25519Key(reader);
+      break;
+    case KeyKind::kRsa:
+      status = ValidateRsaKey(reader);
+      break;
+    case KeyKind::kEcdsa:
+      status = ValidateEcdsaKey(info, reader);
+      break;
     case KeyKind::kSkEd25519:
       status = ValidateEd25519Key(reader);
       if (status.ok()) status = ValidateSecurityKeyApplication(reader);
@@ -346,19 +353,24 @@ constexpr std::array<PermissionFlag, 5> kPermissionFlags = {{
 
 // sshd options we refuse because we would not enforce them.
 constexpr std::array<std::string_view, 6> kUnsupportedOptions = {
-    "environment",    "tunnel", "verify-required", "no-verify-required",
-    "touch-required", "no-touch-required"};
+    "environment",        "tunnel",         "verify-required",
+    "no-verify-required", "touch-required", "no-touch-required"};
 
 constexpr std::array<std::string_view, 6> kValueOptions = {
     "command", "principals", "from", "expiry-time", "permitopen", "permitlisten"};
 
 bool& PermissionField(KeyOptions& options, Permission permission) {
   switch (permission) {
-    case Permission::kPortForwarding: return options.port_forwarding;
-    case Permission::kAgentForwarding: return options.agent_forwarding;
-    case Permission::kX11Forwarding: return options.x11_forwarding;
-    case Permission::kPty: return options.pty;
-    case Permission::kUserRc: return options.user_rc;
+    case Permission::kPortForwarding:
+      return options.port_forwarding;
+    case Permission::kAgentForwarding:
+      return options.agent_forwarding;
+    case Permission::kX11Forwarding:
+      return options.x11_forwarding;
+    case Permission::kPty:
+      return options.pty;
+    case Permission::kUserRc:
+      return options.user_rc;
   }
   return options.user_rc;  // unreachable
 }
@@ -383,8 +395,8 @@ bool Contains(const std::array<std::string_view, N>& names, std::string_view nam
 
 bool IsKnownOptionName(std::string_view lower_name) {
   return lower_name == "restrict" || lower_name == "cert-authority" ||
-         LookupPermissionFlag(lower_name).has_value() || Contains(kUnsupportedOptions, lower_name) ||
-         Contains(kValueOptions, lower_name);
+         LookupPermissionFlag(lower_name).has_value() ||
+         Contains(kUnsupportedOptions, lower_name) || Contains(kValueOptions, lower_name);
 }
 
 // Reads a double-quoted option value starting at text[pos]; `pos` ends after the closing quote.
@@ -392,8 +404,7 @@ bool IsKnownOptionName(std::string_view lower_name) {
 absl::StatusOr<std::string> ReadQuotedValue(std::string_view text, size_t& pos,
                                             std::string_view option_name) {
   if (pos >= text.size() || text[pos] != '"') {
-    return LineError(Cat("option '", Show(option_name),
-                                  "': value must be in double quotes"));
+    return LineError(Cat("option '", Show(option_name), "': value must be in double quotes"));
   }
   std::string value;
   size_t i = pos + 1;
@@ -438,14 +449,13 @@ absl::StatusOr<HostPortPattern> ParsePermitValue(std::string_view option, std::s
   } else {
     const size_t colon = value.find(':');
     if (colon == std::string_view::npos) {
-      return LineError(
-          Cat(option, ": missing port in '", Show(value), "' (expected host:port)"));
+      return LineError(Cat(option, ": missing port in '", Show(value), "' (expected host:port)"));
     }
     host = value.substr(0, colon);
     port = value.substr(colon + 1);
     if (port.find(':') != std::string_view::npos && value.find(',') == std::string_view::npos) {
-      return LineError(Cat(option, ": IPv6 address must be in brackets ('[addr]:port') in '",
-                                    Show(value), "'"));
+      return LineError(
+          Cat(option, ": IPv6 address must be in brackets ('[addr]:port') in '", Show(value), "'"));
     }
   }
   if (host.empty()) return LineError(Cat(option, ": missing host in '", Show(value), "'"));
@@ -466,10 +476,10 @@ absl::StatusOr<HostPortPattern> ParsePermitValue(std::string_view option, std::s
     return pattern;
   }
   uint32_t number = 0;
-  const bool digits_only = !port.empty() && port.size() <= 5 &&
-                           std::all_of(port.begin(), port.end(), [](char c) {
-                             return absl::ascii_isdigit(static_cast<unsigned char>(c));
-                           });
+  const bool digits_only =
+      !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), [](char c) {
+        return absl::ascii_isdigit(static_cast<unsigned char>(c));
+      });
   if (digits_only) {
     for (char digit : port) number = number * 10 + static_cast<uint32_t>(digit - '0');
   }
@@ -509,8 +519,8 @@ absl::StatusOr<absl::Time> ParseExpiryTime(std::string_view text) {
                            });
   if (!well_formed) {
     return LineError(Cat("expiry-time: invalid time '", Show(text),
-                                  "' (expected YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS, "
-                                  "optionally followed by Z for UTC)"));
+                         "' (expected YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS, "
+                         "optionally followed by Z for UTC)"));
   }
   auto field = [&](size_t offset, size_t length) {
     int value = 0;
@@ -527,11 +537,9 @@ absl::StatusOr<absl::Time> ParseExpiryTime(std::string_view text) {
   const absl::CivilSecond civil(year, month, day, hour, minute, second);
   if (civil.year() != year || civil.month() != month || civil.day() != day ||
       civil.hour() != hour || civil.minute() != minute || civil.second() != second) {
-    return LineError(
-        Cat("expiry-time: '", Show(text), "' is not a valid calendar date and time"));
+    return LineError(Cat("expiry-time: '", Show(text), "' is not a valid calendar date and time"));
   }
-  const absl::Time time =
-      absl::FromCivil(civil, utc ? absl::UTCTimeZone() : ExpiryLocalTimeZone());
+  const absl::Time time = absl::FromCivil(civil, utc ? absl::UTCTimeZone() : ExpiryLocalTimeZone());
   if (time <= absl::UnixEpoch()) {
     return LineError(Cat("expiry-time: '", Show(text), "' is not after 1970"));
   }
@@ -562,7 +570,7 @@ class OptionParser {
       if (pos == text.size()) return absl::OkStatus();
       if (text[pos] != ',') {
         return LineError(Cat("unexpected '", Show(text.substr(pos, 1)),
-                                      "' after the value of option '", Show(name), "'"));
+                             "' after the value of option '", Show(name), "'"));
       }
       ++pos;
       if (pos == text.size()) return LineError("unexpected end of options after ','");
@@ -577,8 +585,7 @@ class OptionParser {
     }
     if (Contains(kValueOptions, lower)) {
       if (!value.has_value()) {
-        return LineError(
-            Cat("option '", Show(name), "' needs a value (", lower, "=\"...\")"));
+        return LineError(Cat("option '", Show(name), "' needs a value (", lower, "=\"...\")"));
       }
       return ApplyValue(lower, *value);
     }
@@ -622,8 +629,7 @@ class OptionParser {
       for (absl::string_view piece : absl::StrSplit(value, ',')) {
         const std::string_view entry = StdSv(piece);
         if (absl::Status s = CheckSourcePattern(entry); !s.ok()) {
-          return LineError(
-              Cat("from: invalid pattern '", Show(entry), "': ", s.message()));
+          return LineError(Cat("from: invalid pattern '", Show(entry), "': ", s.message()));
         }
         options_.from.emplace_back(entry);
       }

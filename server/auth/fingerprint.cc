@@ -31,8 +31,8 @@ constexpr std::array<int8_t, 256> kDecodeTable = MakeDecodeTable();
 std::string Sha256Fingerprint(std::string_view blob) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
   unsigned int digest_length = 0;
-  if (EVP_Digest(blob.data(), blob.size(), digest.data(), &digest_length, EVP_sha256(),
-                 nullptr) != 1) {
+  if (EVP_Digest(blob.data(), blob.size(), digest.data(), &digest_length, EVP_sha256(), nullptr) !=
+      1) {
     // Only fails when OpenSSL cannot allocate; an empty digest never matches a real one.
     return "SHA256:";
   }

@@ -35,9 +35,9 @@ absl::Status FieldError(std::string_view field, const absl::Status& status) {
 }  // namespace
 
 bool AgentConfig::operator==(const AgentConfig& other) const {
-  return state_dir == other.state_dir && listen == other.listen &&
-         host_keys == other.host_keys && authorized_keys == other.authorized_keys &&
-         workers == other.workers && limits == other.limits && log == other.log;
+  return state_dir == other.state_dir && listen == other.listen && host_keys == other.host_keys &&
+         authorized_keys == other.authorized_keys && workers == other.workers &&
+         limits == other.limits && log == other.log;
 }
 
 absl::Status CheckRange(int value, IntRange range) {
@@ -51,10 +51,10 @@ absl::Status CheckRange(int value, IntRange range) {
 absl::Status CheckRange(absl::Duration value, DurationRange range) {
   bool low = range.min_exclusive ? value <= range.min : value < range.min;
   if (low || value > range.max) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", config::FormatDuration(value), "' is out of range (must be ",
-        range.min_exclusive ? "> " : ">= ", config::FormatDuration(range.min), " and <= ",
-        config::FormatDuration(range.max), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", config::FormatDuration(value), "' is out of range (must be ",
+                     range.min_exclusive ? "> " : ">= ", config::FormatDuration(range.min),
+                     " and <= ", config::FormatDuration(range.max), ")"));
   }
   return absl::OkStatus();
 }
@@ -71,8 +71,8 @@ void ResolveDefaults(AgentConfig& config) {
   }
   if (config.workers == 0) {
     unsigned cores = std::thread::hardware_concurrency();
-    config.workers = static_cast<int>(
-        std::clamp<unsigned>(cores, 1, static_cast<unsigned>(kWorkersRange.max)));
+    config.workers =
+        static_cast<int>(std::clamp<unsigned>(cores, 1, static_cast<unsigned>(kWorkersRange.max)));
   }
 }
 
@@ -82,8 +82,8 @@ absl::Status Validate(const AgentConfig& config) {
   for (size_t i = 0; i < config.listen.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
       if (config.listen[i] == config.listen[j]) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "listen: '", config.listen[i].ToString(), "' is listed more than once"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("listen: '", config.listen[i].ToString(), "' is listed more than once"));
       }
     }
   }
@@ -124,8 +124,7 @@ absl::Status Validate(const AgentConfig& config) {
     DurationRange range;
   };
   for (const DurationCheck& check : {
-           DurationCheck{"limits.login_grace_time", limits.login_grace_time,
-                         kLoginGraceTimeRange},
+           DurationCheck{"limits.login_grace_time", limits.login_grace_time, kLoginGraceTimeRange},
            DurationCheck{"limits.connect_timeout", limits.connect_timeout, kConnectTimeoutRange},
            DurationCheck{"limits.shutdown_grace", limits.shutdown_grace, kShutdownGraceRange},
        }) {
@@ -135,9 +134,9 @@ absl::Status Validate(const AgentConfig& config) {
   }
 
   if (limits.per_source_max_startups > limits.max_startups) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "limits.per_source_max_startups (", limits.per_source_max_startups,
-        ") must not exceed limits.max_startups (", limits.max_startups, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("limits.per_source_max_startups (", limits.per_source_max_startups,
+                     ") must not exceed limits.max_startups (", limits.max_startups, ")"));
   }
   return absl::OkStatus();
 }

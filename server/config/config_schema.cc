@@ -18,7 +18,8 @@ absl::Status Bad(std::string_view message) { return absl::InvalidArgumentError(S
 
 std::string Shown(std::string_view value) {
   constexpr size_t kMaxShown = 100;
-  if (value.size() > kMaxShown) return absl::StrCat(absl::CHexEscape(Sv(value.substr(0, kMaxShown))), "...");
+  if (value.size() > kMaxShown)
+    return absl::StrCat(absl::CHexEscape(Sv(value.substr(0, kMaxShown))), "...");
   return absl::CHexEscape(Sv(value));
 }
 
@@ -35,21 +36,20 @@ absl::Status ParseInt(std::string_view text, IntRange range, int& out) {
   for (char c : digits) {
     value = value * 10 + (c - '0');
     if (value > int64_t{1} << 40) {
-      return Bad(absl::StrCat("'", Shown(text), "' is out of range (", range.min, "..",
-                              range.max, ")"));
+      return Bad(
+          absl::StrCat("'", Shown(text), "' is out of range (", range.min, "..", range.max, ")"));
     }
   }
   if (negative) value = -value;
   if (value < range.min || value > range.max) {
-    return Bad(absl::StrCat("'", Shown(text), "' is out of range (", range.min, "..", range.max,
-                            ")"));
+    return Bad(
+        absl::StrCat("'", Shown(text), "' is out of range (", range.min, "..", range.max, ")"));
   }
   out = static_cast<int>(value);
   return absl::OkStatus();
 }
 
-absl::Status ParseBoundedDuration(std::string_view text, DurationRange range,
-                                  absl::Duration& out) {
+absl::Status ParseBoundedDuration(std::string_view text, DurationRange range, absl::Duration& out) {
   absl::StatusOr<absl::Duration> value = ParseDuration(text);
   if (!value.ok()) return value.status();
   if (!CheckRange(*value, range).ok()) {
@@ -96,12 +96,34 @@ bool IsValidUtf8(std::string_view text) {
   return true;
 }
 
-// Paths are kept as given, but must be printable as YAML: valid UTF-8, no NUL.
+// Paths are kept as given, but must print as YAML that reads back the same: valid UTF-8 and no
+// ASCII control characters (a stray CR or tab in a path is a mistake, not a file name).
 absl::Status ParsePath(std::string_view text, std::string& out) {
   if (text.empty()) return Bad("the path must not be empty");
-  if (text.find('\0') != std::string_view::npos) return Bad("the path contains a NUL byte");
+  for (char c : text) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      return Bad(absl::StrCat("'", Shown(text), "' contains a control character"));
+    }
+  }
   if (!IsValidUtf8(text)) return Bad(absl::StrCat("'", Shown(text), "' is not valid UTF-8"));
   out = std::string(text);
+  return absl::OkStatus();
+}
+
+// A listen address: a host name or IP literal (an IPv6 zone after '%'), as ParseEndpointUrl
+// reads it, limited to the characters those can contain.
+absl::Status ParseListen(std::string_view text, std::vector<EndpointUrl>& out) {
+  absl::StatusOr<EndpointUrl> url = ParseEndpointUrl(text);
+  if (!url.ok()) return url.status();
+  for (char c : url->address.host) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == '_' || c == ':' || c == '%';
+    if (!ok) {
+      return Bad(absl::StrCat("'", Shown(text), "': the host '", Shown(url->address.host),
+                              "' may only contain letters, digits and . - _ : %"));
+    }
+  }
+  out.push_back(*std::move(url));
   return absl::OkStatus();
 }
 
@@ -143,31 +165,25 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
   return out;
 }
 
-#define ALKNET_INT_FIELD(member, range)                                          \
-  [](AgentConfig& c, std::string_view v) { return ParseInt(v, range, c.member); }, \
-      nullptr, [](const AgentConfig& c) {                                       \
-        return std::vector<std::string>{absl::StrCat(c.member)};                \
-      }
-#define ALKNET_DURATION_FIELD(member, range)                                                  \
+#define ALKNET_INT_FIELD(member, range)                                                     \
+  [](AgentConfig& c, std::string_view v) { return ParseInt(v, range, c.member); }, nullptr, \
+      [](const AgentConfig& c) { return std::vector<std::string>{absl::StrCat(c.member)}; }
+#define ALKNET_DURATION_FIELD(member, range)                                                   \
   [](AgentConfig& c, std::string_view v) { return ParseBoundedDuration(v, range, c.member); }, \
-      nullptr, [](const AgentConfig& c) {                                                    \
-        return std::vector<std::string>{config::FormatDuration(c.member)};                           \
+      nullptr, [](const AgentConfig& c) {                                                      \
+        return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
 const std::array<FieldDef, 14>& Table() {
   static const std::array<FieldDef, 14> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
-       [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); }, nullptr,
+       [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
+       nullptr,
        [](const AgentConfig& c) { return std::vector<std::string>{c.state_dir}; }},
       {{"listen", "--listen", FieldKind::kList,
         "address to accept SSH on, tcp://host:port; repeatable (default tcp://127.0.0.1:2222)"},
-       [](AgentConfig& c, std::string_view v) -> absl::Status {
-         absl::StatusOr<EndpointUrl> url = ParseEndpointUrl(v);
-         if (!url.ok()) return url.status();
-         c.listen.push_back(*std::move(url));
-         return absl::OkStatus();
-       },
+       [](AgentConfig& c, std::string_view v) { return ParseListen(v, c.listen); },
        [](AgentConfig& c) { c.listen.clear(); },
        [](const AgentConfig& c) { return Strings(c.listen); }},
       {{"host_keys", "--host-key", FieldKind::kList,

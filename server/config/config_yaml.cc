@@ -1,6 +1,7 @@
 // Loads AgentConfig from YAML through the schema table; yaml-cpp exceptions stop at this file.
 #include "server/config/config_yaml.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <exception>
@@ -37,8 +38,8 @@ struct Node {
   Kind kind = Kind::kNull;
   YAML::Mark mark;
   std::string scalar;
-  std::vector<const Node*> items;                              // kSequence
-  std::vector<std::pair<const Node*, const Node*>> entries;    // kMap, in document order
+  std::vector<const Node*> items;                            // kSequence
+  std::vector<std::pair<const Node*, const Node*>> entries;  // kMap, in document order
   const Node* alias_of = nullptr;
 
   const Node& Target() const { return alias_of != nullptr ? *alias_of : *this; }
@@ -86,8 +87,8 @@ class TreeBuilder : public YAML::EventHandler {
     node->scalar = value;
     Add(node, anchor);
   }
-  void OnSequenceStart(const YAML::Mark& mark, const std::string& /*tag*/,
-                       YAML::anchor_t anchor, YAML::EmitterStyle::value /*style*/) override {
+  void OnSequenceStart(const YAML::Mark& mark, const std::string& /*tag*/, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value /*style*/) override {
     Open(New(Node::Kind::kSequence, mark), anchor);
   }
   void OnSequenceEnd() override { Close(); }
@@ -129,8 +130,7 @@ class TreeBuilder : public YAML::EventHandler {
 
   void Open(Node* node, YAML::anchor_t anchor) {
     if (stack_.size() >= kMaxDepth) {
-      throw BuildError{node->mark,
-                       absl::StrCat("nested deeper than ", kMaxDepth, " levels")};
+      throw BuildError{node->mark, absl::StrCat("nested deeper than ", kMaxDepth, " levels")};
     }
     Add(node, anchor);
     stack_.push_back(Frame{node});
@@ -150,7 +150,8 @@ class TreeBuilder : public YAML::EventHandler {
 // Keys and values quoted in messages: escaped and shortened.
 std::string Shown(std::string_view text) {
   constexpr size_t kMaxShown = 60;
-  if (text.size() > kMaxShown) return absl::StrCat(absl::CHexEscape(Sv(text.substr(0, kMaxShown))), "...");
+  if (text.size() > kMaxShown)
+    return absl::StrCat(absl::CHexEscape(Sv(text.substr(0, kMaxShown))), "...");
   return absl::CHexEscape(Sv(text));
 }
 
@@ -221,7 +222,8 @@ class Applier {
   explicit Applier(std::string_view source) : source_(source) {}
 
   absl::Status Error(const YAML::Mark& mark, std::string_view message) const {
-    if (mark.is_null()) return absl::InvalidArgumentError(absl::StrCat(Sv(source_), ": ", Sv(message)));
+    if (mark.is_null())
+      return absl::InvalidArgumentError(absl::StrCat(Sv(source_), ": ", Sv(message)));
     return absl::InvalidArgumentError(
         absl::StrCat(Sv(source_), ":", mark.line + 1, ":", mark.column + 1, ": ", Sv(message)));
   }
@@ -243,8 +245,9 @@ class Applier {
     for (const auto& [key_node, value_node] : map.entries) {
       const Node& key = key_node->Target();
       if (key.kind != Node::Kind::kScalar) {
-        return Error(key_node->mark, absl::StrCat("keys under '", Sv(parent), "' must be scalars, got ",
-                                                  Sv(KindName(key.kind))));
+        return Error(key_node->mark,
+                     absl::StrCat("keys under '", Sv(parent), "' must be scalars, got ",
+                                  Sv(KindName(key.kind))));
       }
       for (const Node* earlier : seen) {
         if (earlier->Target().scalar == key.scalar) {
@@ -257,8 +260,7 @@ class Applier {
       // Dotted keys ("limits.max_startups") are not schema keys: sections nest.
       bool dotted = key.scalar.find('.') != std::string::npos;
       std::string path = absl::StrCat(Sv(prefix), key.scalar);
-      if (const FieldSpec* field = dotted ? nullptr : FindFieldByYamlPath(path);
-          field != nullptr) {
+      if (const FieldSpec* field = dotted ? nullptr : FindFieldByYamlPath(path); field != nullptr) {
         if (absl::Status status = ApplyField(*field, *key_node, *value_node, config);
             !status.ok()) {
           return status;
@@ -312,7 +314,8 @@ class Applier {
       case Node::Kind::kNull: return absl::OkStatus();
       case Node::Kind::kScalar: return SetScalar(field, node, field.yaml_path, key.mark, config);
       case Node::Kind::kMap:
-        return Error(node.mark, absl::StrCat(Sv(field.yaml_path), ": expected a list, got a mapping"));
+        return Error(node.mark,
+                     absl::StrCat(Sv(field.yaml_path), ": expected a list, got a mapping"));
       case Node::Kind::kSequence: break;
     }
     for (size_t i = 0; i < value.items.size(); ++i) {
@@ -356,7 +359,7 @@ absl::Status ApplyYaml(std::string_view yaml_text, std::string_view source_name,
 
 absl::Status ApplyYamlFile(const std::string& path, AgentConfig& config) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
-                                                      &std::fclose);
+                                                       &std::fclose);
   if (file == nullptr) {
     return ErrnoStatus(absl::StrCat("cannot open config file '", path, "'"), errno);
   }

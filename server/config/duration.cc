@@ -92,8 +92,8 @@ absl::StatusOr<absl::Duration> ParseDuration(std::string_view text) {
       if (kUnits[i].name == unit_name) unit_index = i;
     }
     if (unit_index == kUnits.size()) {
-      return Invalid(text, absl::StrCat("unknown unit '", Sv(unit_name),
-                                        "' (use h, m, s, ms, us or ns)"));
+      return Invalid(
+          text, absl::StrCat("unknown unit '", Sv(unit_name), "' (use h, m, s, ms, us or ns)"));
     }
     if (unit_index < next_unit) {
       return Invalid(text, "units must go from larger to smaller, each at most once");

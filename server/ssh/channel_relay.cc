@@ -233,6 +233,8 @@ void ChannelRelay::Fail() { failed_ = true; }
 void ChannelRelay::Close() {
   if (finished_) return;
   finished_ = true;
+  // However the relay ended (its own socket event, a pump, the session), the owner reaps it.
+  owner_.NeedsAttention(this);
   if (target_.valid()) {
     loop_.Unwatch(target_.get());
     target_.reset();

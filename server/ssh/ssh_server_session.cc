@@ -273,6 +273,7 @@ bool SshServerSession::HandleDirectTcpip(ssh_message message) {
     return false;
   }
   uint64_t open_id = next_open_id_++;
+  env_.logger.Debug("session", "channel connecting", {{"src", info_.peer.ip}, {"open", absl::StrCat(open_id)}});
   PendingOpen& pending = pending_opens_[open_id];
   pending.message = message;
   pending.attempt = env_.connector.Connect(
@@ -283,6 +284,9 @@ bool SshServerSession::HandleDirectTcpip(ssh_message message) {
 
 void SshServerSession::OnConnectDone(uint64_t open_id, absl::StatusOr<UniqueFd> result) {
   auto it = pending_opens_.find(open_id);
+  env_.logger.Debug("session", "channel connect done",
+                    {{"open", absl::StrCat(open_id)}, {"ok", result.ok() ? "yes" : "no"},
+                     {"known", it == pending_opens_.end() ? "no" : "yes"}});
   if (it == pending_opens_.end()) return;
   ssh_message message = it->second.message;
   env_.loop.DeleteLater(std::move(it->second.attempt));  // we are inside its callback
@@ -356,6 +360,9 @@ void SshServerSession::UpdateSocketInterest() {
 }
 
 void SshServerSession::BeginShutdown() {
+  env_.logger.Debug("session", "shutdown requested",
+                    {{"src", info_.peer.ip}, {"relays", absl::StrCat(relays_.size())},
+                     {"pending", absl::StrCat(pending_opens_.size())}});
   shutting_down_ = true;
   if (!closed_ && open_channels() == 0) Terminate("agent shutting down");
 }

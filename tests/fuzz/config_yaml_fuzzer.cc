@@ -1,4 +1,4 @@
-// libFuzzer target: arbitrary bytes into ApplyYaml; accepted configs must survive a ToYaml round trip.
+// libFuzzer target: arbitrary bytes into ApplyYaml; accepted configs must round-trip via ToYaml.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>

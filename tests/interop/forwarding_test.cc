@@ -150,6 +150,29 @@ TEST_F(ForwardingTest, TwoHundredChannelsOverTwentySessionsAllByteExact) {
   EXPECT_EQ(exact.load(), kSessions * kChannelsPerSession);
 }
 
+TEST_F(ForwardingTest, ClosedChannelsAreReapedSoTheChannelCapNeverFills) {
+  // A second agent with a tiny per-session channel cap: 40 short channels in a row must all work.
+  TempDir dir;
+  WriteFile(dir.File("authorized_keys"), key_.public_line + "\n");
+  AgentProcess capped(dir, {"--authorized-keys", dir.File("authorized_keys"),
+                            "--max-channels-per-session", "3"});
+  EchoServer echo;
+  uint16_t local = PickFreePort();
+  std::vector<std::string> argv = SshArgs(capped.port(), key_);
+  argv.insert(argv.end(), {"-N", "-L", std::to_string(local) + ":127.0.0.1:" +
+                           std::to_string(echo.port()), "127.0.0.1"});
+  BackgroundProcess ssh(argv, dir.path(), "ssh_short");
+  ASSERT_TRUE(WaitForPort(local));
+  int exact = 0;
+  for (int i = 0; i < 40; ++i) {
+    int fd = ConnectTcp(local);
+    ASSERT_GE(fd, 0);
+    if (EchoRoundTrip(fd, PatternBytes(4096, i))) ++exact;
+    close(fd);
+  }
+  EXPECT_EQ(exact, 40) << capped.Log();
+}
+
 TEST_F(ForwardingTest, StalledReaderDoesNotGrowAgentMemory) {
   SourceServer source;
   std::vector<std::string> argv = SshArgs(agent_->port(), key_);

@@ -171,7 +171,7 @@ TEST_F(LimitsTest, SigtermWithIdleSessionsExitsPromptly) {
   agent_->process().Signal(SIGTERM);
   // No open channels: nothing to drain, so the 30 s grace is not waited out.
   std::optional<int> exit_code = agent_->process().Wait(std::chrono::seconds(10));
-  ASSERT_TRUE(exit_code.has_value());
+  ASSERT_TRUE(exit_code.has_value()) << agent_->Log();
   EXPECT_EQ(*exit_code, 0);
   EXPECT_THAT(agent_->Log(), HasSubstr("engine: stopped disconnected_at_deadline=0"));
   EXPECT_TRUE(ssh.Wait(std::chrono::seconds(10)).has_value());

@@ -29,12 +29,14 @@ constexpr std::string_view kEd25519Blob =
 constexpr std::string_view kEd25519Line =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIObAnDs+QOg1+6AZ+iMEVmwdt/k10vLmiDPBQX2+vh5u "
     "alice@example";
-constexpr std::string_view kEd25519Fingerprint = "SHA256:zZaw2odR50zt1mfgw5n44O1CRqNmXsr4P32rjeOUs3U";
+constexpr std::string_view kEd25519Fingerprint =
+    "SHA256:zZaw2odR50zt1mfgw5n44O1CRqNmXsr4P32rjeOUs3U";
 constexpr std::string_view kOtherEd25519Line =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBnr2SlN2/jUhEKmkOVzUyQ0ygUzMJGSpgiPh+F7oJiG ca";
 constexpr std::string_view kRsa2048Line =
     "ssh-rsa "
-    "AAAAB3NzaC1yc2EAAAADAQABAAABAQCuzAdYs/Fb/E0BxNj4oUoIh8U8omsD+CW8+6L3aKwVnCCtHoQKka0lg3yLt5vJ5mq3"
+    "AAAAB3NzaC1yc2EAAAADAQABAAABAQCuzAdYs/Fb/"
+    "E0BxNj4oUoIh8U8omsD+CW8+6L3aKwVnCCtHoQKka0lg3yLt5vJ5mq3"
     "/iae42pdf3NBcXL2rnDVjbPuhQLySJt9D2av26VzyWndTII0xi8qLUtlVKh+S1/DA09n5om7Kx4Qv2BGQp5k9XVlbUegyZ"
     "ypn2jtrHKvgS4F62VeGggWRP5g/gucTCZ5K7V+v1PyPiPCZWXkrQjGZ3Y6dDVRUd2vjyVnJGxvHkeK4RmxZw87bAaWSXuH"
     "TDwC2kXccQFKurtVKiBjQIlVfomiomUpaxvizedjKceD3vuim3eHWYPuKAv3ZxjqiFYnNwZ55QicpGxMAS5LM9qp "
@@ -42,41 +44,55 @@ constexpr std::string_view kRsa2048Line =
 constexpr std::string_view kRsa1024Line =
     "ssh-rsa "
     "AAAAB3NzaC1yc2EAAAADAQABAAAAgQCzykUXyvXtXNUDFLnsQK1AbUvP1X8AVviR64XVVDIuhT3cmuYBJ1i6TlNSdrjgbZ"
-    "ZjkJnZvOwrK2U9LbygIRMTBkmhiPp/e3VBtd4tHkHY8Ddntuz81G7W/XOvHC13xI9oOtMhMfyv7nqUg1El/8IIIw2mT7qcXM"
+    "ZjkJnZvOwrK2U9LbygIRMTBkmhiPp/e3VBtd4tHkHY8Ddntuz81G7W/XOvHC13xI9oOtMhMfyv7nqUg1El/"
+    "8IIIw2mT7qcXM"
     "Z4fSiCb40t4w== rsa1024";
 constexpr std::string_view kEcdsa256Blob =
-    "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBN3pqSP1mIqxL7pe2p053qr0SNegW5Y+TLfbzlNB1R4e"
+    "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBN3pqSP1mIqxL7pe2p053qr0SNegW5Y+"
+    "TLfbzlNB1R4e"
     "LStHDuR54RRnlt+YwJAT5zZpdn4ZkyL1avXazMWIkJo=";
 constexpr std::string_view kEcdsa256Line =
     "ecdsa-sha2-nistp256 "
-    "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBN3pqSP1mIqxL7pe2p053qr0SNegW5Y+TLfbzlNB1R4e"
+    "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBN3pqSP1mIqxL7pe2p053qr0SNegW5Y+"
+    "TLfbzlNB1R4e"
     "LStHDuR54RRnlt+YwJAT5zZpdn4ZkyL1avXazMWIkJo= ecdsa256";
 constexpr std::string_view kEcdsa384Line =
     "ecdsa-sha2-nistp384 "
-    "AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBEFEazSI0Vsk6WOEX8Gc0OUJBK78BCPEjAUWoLon4O7v"
+    "AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBEFEazSI0Vsk6WOEX8Gc0OUJBK78BCPEjAUWoLon4O"
+    "7v"
     "C4GWwq1PdGgkjX3wSlGAGNaCDEEBIJYThjlqtzP/O8BpDtSRv6igS77H+e/QkgXdeV9qn9g7xyzEQDzeOX3jZw== "
     "ecdsa384";
 constexpr std::string_view kEcdsa521Line =
     "ecdsa-sha2-nistp521 "
-    "AAAAE2VjZHNhLXNoYTItbmlzdHA1MjEAAAAIbmlzdHA1MjEAAACFBABzni73kVtFdPuzZjm/8QAq9HT6muHxRL9rvT8k6V0V"
-    "+BdYZRYppvfraEx9YaonUZxgqMDtLpFLy6Xy8VxLbw8R0gACUaJECSZmpIhoMh4fCvUKW/wteEcVOgGbjMOYoEF8p/VXGtiK"
+    "AAAAE2VjZHNhLXNoYTItbmlzdHA1MjEAAAAIbmlzdHA1MjEAAACFBABzni73kVtFdPuzZjm/"
+    "8QAq9HT6muHxRL9rvT8k6V0V"
+    "+BdYZRYppvfraEx9YaonUZxgqMDtLpFLy6Xy8VxLbw8R0gACUaJECSZmpIhoMh4fCvUKW/wteEcVOgGbjMOYoEF8p/"
+    "VXGtiK"
     "EvgzlOJWH0X80sijY5ZpKqKmsecwStO3tryzEQ== ecdsa521";
 constexpr std::string_view kSkEd25519Line =
     "sk-ssh-ed25519@openssh.com "
-    "AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAIObAnDs+QOg1+6AZ+iMEVmwdt/k10vLmiDPBQX2+vh5uAAAABHNz"
+    "AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAIObAnDs+QOg1+6AZ+iMEVmwdt/"
+    "k10vLmiDPBQX2+vh5uAAAABHNz"
     "aDo= sk-ed";
 constexpr std::string_view kSkEcdsaLine =
     "sk-ecdsa-sha2-nistp256@openssh.com "
-    "AAAAInNrLWVjZHNhLXNoYTItbmlzdHAyNTZAb3BlbnNzaC5jb20AAAAIbmlzdHAyNTYAAABBBN3pqSP1mIqxL7pe2p053qr0"
+    "AAAAInNrLWVjZHNhLXNoYTItbmlzdHAyNTZAb3BlbnNzaC5jb20AAAAIbmlzdHAyNTYAAABBBN3pqSP1mIqxL7pe2p053q"
+    "r0"
     "SNegW5Y+TLfbzlNB1R4eLStHDuR54RRnlt+YwJAT5zZpdn4ZkyL1avXazMWIkJoAAAAEc3NoOg== sk-ec";
 constexpr std::string_view kEd25519CertLine =
     "ssh-ed25519-cert-v01@openssh.com "
-    "AAAAIHNzaC1lZDI1NTE5LWNlcnQtdjAxQG9wZW5zc2guY29tAAAAIBWlq4INiYeAttJStEgRC+R3dyuqfJkqejou2I5mL9//"
-    "AAAAIObAnDs+QOg1+6AZ+iMEVmwdt/k10vLmiDPBQX2+vh5uAAAAAAAAAAAAAAABAAAAAmlkAAAACQAAAAVhbGljZQAAAAAA"
-    "AAAA//////////8AAAAAAAAAggAAABVwZXJtaXQtWDExLWZvcndhcmRpbmcAAAAAAAAAF3Blcm1pdC1hZ2VudC1mb3J3YXJk"
-    "aW5nAAAAAAAAABZwZXJtaXQtcG9ydC1mb3J3YXJkaW5nAAAAAAAAAApwZXJtaXQtcHR5AAAAAAAAAA5wZXJtaXQtdXNlci1y"
-    "YwAAAAAAAAAAAAAAMwAAAAtzc2gtZWQyNTUxOQAAACAZ69kpTdv41IRCppDlc1MkNMoFMzCRkqYIj4fhe6CYhgAAAFMAAAAL"
-    "c3NoLWVkMjU1MTkAAABAR10LPP3rWyUpkz2izPfGksoGSmZ3TkIC3HuM4mQbxnFvE6+aM9QZIGNZ777vleeZpJ+4Qht9KCcR"
+    "AAAAIHNzaC1lZDI1NTE5LWNlcnQtdjAxQG9wZW5zc2guY29tAAAAIBWlq4INiYeAttJStEgRC+"
+    "R3dyuqfJkqejou2I5mL9//"
+    "AAAAIObAnDs+QOg1+6AZ+iMEVmwdt/"
+    "k10vLmiDPBQX2+vh5uAAAAAAAAAAAAAAABAAAAAmlkAAAACQAAAAVhbGljZQAAAAAA"
+    "AAAA//////////"
+    "8AAAAAAAAAggAAABVwZXJtaXQtWDExLWZvcndhcmRpbmcAAAAAAAAAF3Blcm1pdC1hZ2VudC1mb3J3YXJk"
+    "aW5nAAAAAAAAABZwZXJtaXQtcG9ydC1mb3J3YXJkaW5nAAAAAAAAAApwZXJtaXQtcHR5AAAAAAAAAA5wZXJtaXQtdXNlci"
+    "1y"
+    "YwAAAAAAAAAAAAAAMwAAAAtzc2gtZWQyNTUxOQAAACAZ69kpTdv41IRCppDlc1MkNMoFMzCRkqYIj4fhe6CYhgAAAFMAAA"
+    "AL"
+    "c3NoLWVkMjU1MTkAAABAR10LPP3rWyUpkz2izPfGksoGSmZ3TkIC3HuM4mQbxnFvE6+aM9QZIGNZ777vleeZpJ+"
+    "4Qht9KCcR"
     "xwUTUzvbDg== alice@example";
 
 // ---- helpers to assemble key blobs by hand ----
@@ -156,7 +172,8 @@ TEST_P(KeyTypeTest, ParsesTypeBlobCommentAndFingerprint) {
   EXPECT_EQ(key.comment, c.comment);
   EXPECT_EQ(key.fingerprint, c.fingerprint);
   const size_t blob_start = c.line.find(' ') + 1;
-  const std::string_view encoded = c.line.substr(blob_start, c.line.find(' ', blob_start) - blob_start);
+  const std::string_view encoded =
+      c.line.substr(blob_start, c.line.find(' ', blob_start) - blob_start);
   EXPECT_EQ(key.blob, Decoded(encoded));
   EXPECT_EQ(key.options, KeyOptions{});
   EXPECT_EQ(key.source, "");
@@ -164,29 +181,29 @@ TEST_P(KeyTypeTest, ParsesTypeBlobCommentAndFingerprint) {
 
 INSTANTIATE_TEST_SUITE_P(
     RealKeys, KeyTypeTest,
-    ::testing::Values(
-        KeyTypeCase{kEd25519Line, "ssh-ed25519", "alice@example",
-                    "SHA256:zZaw2odR50zt1mfgw5n44O1CRqNmXsr4P32rjeOUs3U"},
-        KeyTypeCase{kRsa2048Line, "ssh-rsa", "bob@example",
-                    "SHA256:+NJIhnnd26OSiyrt/Wi4qLxJ2Q0S8WARMv6MrwNFh8c"},
-        KeyTypeCase{kRsa1024Line, "ssh-rsa", "rsa1024",
-                    "SHA256:oJxdv0daViWg1GvAOD0OvHWR0UQwrRxPo9gVeByK6sY"},
-        KeyTypeCase{kEcdsa256Line, "ecdsa-sha2-nistp256", "ecdsa256",
-                    "SHA256:Y2QGQejLudLs939UfzyKZHUxGXZg706LtGzZLcjGHas"},
-        KeyTypeCase{kEcdsa384Line, "ecdsa-sha2-nistp384", "ecdsa384",
-                    "SHA256:ahZ6I+IsfThlsZELBvoRRBKeTUId6s0624yINgJbEng"},
-        KeyTypeCase{kEcdsa521Line, "ecdsa-sha2-nistp521", "ecdsa521",
-                    "SHA256:zYU2nWHb9vBoVFE0RAZtqHO+bNWgtbLaKvbKgTItrDk"},
-        KeyTypeCase{kSkEd25519Line, "sk-ssh-ed25519@openssh.com", "sk-ed",
-                    "SHA256:B1i1njLY3/GXTAAuMjIDKyQnCDIekpxEUpXHDkt/gXI"},
-        KeyTypeCase{kSkEcdsaLine, "sk-ecdsa-sha2-nistp256@openssh.com", "sk-ec",
-                    "SHA256:d5hzDnBEcbrXS1JpIggKo/EgZyDeGeh66W4G30bErUs"}));
+    ::testing::Values(KeyTypeCase{kEd25519Line, "ssh-ed25519", "alice@example",
+                                  "SHA256:zZaw2odR50zt1mfgw5n44O1CRqNmXsr4P32rjeOUs3U"},
+                      KeyTypeCase{kRsa2048Line, "ssh-rsa", "bob@example",
+                                  "SHA256:+NJIhnnd26OSiyrt/Wi4qLxJ2Q0S8WARMv6MrwNFh8c"},
+                      KeyTypeCase{kRsa1024Line, "ssh-rsa", "rsa1024",
+                                  "SHA256:oJxdv0daViWg1GvAOD0OvHWR0UQwrRxPo9gVeByK6sY"},
+                      KeyTypeCase{kEcdsa256Line, "ecdsa-sha2-nistp256", "ecdsa256",
+                                  "SHA256:Y2QGQejLudLs939UfzyKZHUxGXZg706LtGzZLcjGHas"},
+                      KeyTypeCase{kEcdsa384Line, "ecdsa-sha2-nistp384", "ecdsa384",
+                                  "SHA256:ahZ6I+IsfThlsZELBvoRRBKeTUId6s0624yINgJbEng"},
+                      KeyTypeCase{kEcdsa521Line, "ecdsa-sha2-nistp521", "ecdsa521",
+                                  "SHA256:zYU2nWHb9vBoVFE0RAZtqHO+bNWgtbLaKvbKgTItrDk"},
+                      KeyTypeCase{kSkEd25519Line, "sk-ssh-ed25519@openssh.com", "sk-ed",
+                                  "SHA256:B1i1njLY3/GXTAAuMjIDKyQnCDIekpxEUpXHDkt/gXI"},
+                      KeyTypeCase{kSkEcdsaLine, "sk-ecdsa-sha2-nistp256@openssh.com", "sk-ec",
+                                  "SHA256:d5hzDnBEcbrXS1JpIggKo/EgZyDeGeh66W4G30bErUs"}));
 
 TEST(AuthorizedKeyLineTest, CommentIsOptionalAndMayContainSpaces) {
   EXPECT_EQ(ParseOk(std::string("ssh-ed25519 ") + std::string(kEd25519Blob)).comment, "");
-  EXPECT_EQ(ParseOk(std::string("ssh-ed25519 ") + std::string(kEd25519Blob) + "  Alice Smith, laptop  ")
-                .comment,
-            "Alice Smith, laptop");
+  EXPECT_EQ(
+      ParseOk(std::string("ssh-ed25519 ") + std::string(kEd25519Blob) + "  Alice Smith, laptop  ")
+          .comment,
+      "Alice Smith, laptop");
 }
 
 TEST(AuthorizedKeyLineTest, LeadingBlanksAndTabSeparatorsAreAccepted) {
@@ -288,7 +305,8 @@ TEST(KeyOptionsTest, EmptyCommandIsKept) {
 }
 
 TEST(KeyOptionsTest, FromSplitsOnCommasInsideQuotes) {
-  KeyOptions options = OptionsOf(R"(from="10.0.0.0/8,!10.1.2.3,192.168.*,2001:db8::/32,*.example.com")");
+  KeyOptions options =
+      OptionsOf(R"(from="10.0.0.0/8,!10.1.2.3,192.168.*,2001:db8::/32,*.example.com")");
   EXPECT_THAT(options.from, ElementsAre("10.0.0.0/8", "!10.1.2.3", "192.168.*", "2001:db8::/32",
                                         "*.example.com"));
 }
@@ -378,20 +396,19 @@ TEST_P(ExpiryTest, Parses) {
 
 INSTANTIATE_TEST_SUITE_P(
     Formats, ExpiryTest,
-    ::testing::Values(ExpiryCase{R"(expiry-time="20300102Z")", Utc(2030, 1, 2)},
-                      ExpiryCase{R"(expiry-time="203001020304Z")", Utc(2030, 1, 2, 3, 4)},
-                      ExpiryCase{R"(expiry-time="20300102030405Z")", Utc(2030, 1, 2, 3, 4, 5)},
-                      ExpiryCase{R"(expiry-time="20300102030405z")", Utc(2030, 1, 2, 3, 4, 5)},
-                      ExpiryCase{R"(expiry-time="20300102UTC")", Utc(2030, 1, 2)},
-                      ExpiryCase{R"(expiry-time="20240229235959Z")", Utc(2024, 2, 29, 23, 59, 59)},
-                      ExpiryCase{R"(expiry-time="20300102")", Local(2030, 1, 2)},
-                      ExpiryCase{R"(expiry-time="203001020304")", Local(2030, 1, 2, 3, 4)},
-                      ExpiryCase{R"(expiry-time="20300102030405")", Local(2030, 1, 2, 3, 4, 5)},
-                      // Several expiry-time options: the earliest wins, as in sshd.
-                      ExpiryCase{R"(expiry-time="20310101Z",expiry-time="20300101Z")",
-                                 Utc(2030, 1, 1)},
-                      ExpiryCase{R"(expiry-time="20300101Z",expiry-time="20310101Z")",
-                                 Utc(2030, 1, 1)}));
+    ::testing::Values(
+        ExpiryCase{R"(expiry-time="20300102Z")", Utc(2030, 1, 2)},
+        ExpiryCase{R"(expiry-time="203001020304Z")", Utc(2030, 1, 2, 3, 4)},
+        ExpiryCase{R"(expiry-time="20300102030405Z")", Utc(2030, 1, 2, 3, 4, 5)},
+        ExpiryCase{R"(expiry-time="20300102030405z")", Utc(2030, 1, 2, 3, 4, 5)},
+        ExpiryCase{R"(expiry-time="20300102UTC")", Utc(2030, 1, 2)},
+        ExpiryCase{R"(expiry-time="20240229235959Z")", Utc(2024, 2, 29, 23, 59, 59)},
+        ExpiryCase{R"(expiry-time="20300102")", Local(2030, 1, 2)},
+        ExpiryCase{R"(expiry-time="203001020304")", Local(2030, 1, 2, 3, 4)},
+        ExpiryCase{R"(expiry-time="20300102030405")", Local(2030, 1, 2, 3, 4, 5)},
+        // Several expiry-time options: the earliest wins, as in sshd.
+        ExpiryCase{R"(expiry-time="20310101Z",expiry-time="20300101Z")", Utc(2030, 1, 1)},
+        ExpiryCase{R"(expiry-time="20300101Z",expiry-time="20310101Z")", Utc(2030, 1, 1)}));
 
 // ---- bad lines ----
 
@@ -414,7 +431,8 @@ std::vector<BadLineCase> BadLines() {
   const std::string point = Ecdsa256Point();
   std::string off_curve_point = point;
   off_curve_point.back() = static_cast<char>(off_curve_point.back() ^ 0x01);
-  const std::string long_line = "ssh-ed25519 " + std::string(kEd25519Blob) + " " + std::string(9000, 'c');
+  const std::string long_line =
+      "ssh-ed25519 " + std::string(kEd25519Blob) + " " + std::string(9000, 'c');
   return {
       // Options.
       {"UnknownOption", WithOptions("permit-open=\"a:1\""), "unknown option 'permit-open'"},
@@ -429,12 +447,14 @@ std::vector<BadLineCase> BadLines() {
        "options: missing closing quote"},
       {"UnquotedValue", WithOptions("from=10.0.0.1"),
        "option 'from': value must be in double quotes"},
-      {"ValueOptionWithoutValue", WithOptions("from"), "option 'from' needs a value (from=\"...\")"},
+      {"ValueOptionWithoutValue", WithOptions("from"),
+       "option 'from' needs a value (from=\"...\")"},
       {"FlagWithValue", WithOptions("no-pty=\"yes\""), "option 'no-pty' does not take a value"},
       {"GarbageAfterValue", WithOptions("command=\"ls\"x"),
        "unexpected 'x' after the value of option 'command'"},
       {"TrailingComma", WithOptions("no-pty,"), "unexpected end of options after ','"},
-      {"EmptyOption", WithOptions("no-pty,,no-agent-forwarding"), "empty option in the option list"},
+      {"EmptyOption", WithOptions("no-pty,,no-agent-forwarding"),
+       "empty option in the option list"},
       {"DuplicateFrom", WithOptions("from=\"1.2.3.4\",from=\"5.6.7.8\""),
        "duplicate option 'from'"},
       {"DuplicateCommand", WithOptions("command=\"a\",command=\"b\""),
@@ -517,8 +537,7 @@ std::vector<BadLineCase> BadLines() {
        "base64 key data is invalid"},
       {"TypeMismatch", "ssh-rsa " + std::string(kEd25519Blob),
        "key type 'ssh-rsa' does not match the type inside the key blob ('ssh-ed25519')"},
-      {"TypeMismatchEcdsaCurve",
-       "ecdsa-sha2-nistp384 " + std::string(kEcdsa256Blob),
+      {"TypeMismatchEcdsaCurve", "ecdsa-sha2-nistp384 " + std::string(kEcdsa256Blob),
        "key type 'ecdsa-sha2-nistp384' does not match the type inside the key blob "
        "('ecdsa-sha2-nistp256')"},
       // Key blob structure.
@@ -588,14 +607,14 @@ INSTANTIATE_TEST_SUITE_P(Table, BadLineTest, ::testing::ValuesIn(BadLines()),
 // ---- whole files ----
 
 TEST(ParseAuthorizedKeysTest, SkipsBlankAndCommentLinesAndReportsBadOnesWithFileAndLine) {
-  const std::string text = std::string("# keys for alice\n") +   // 1
-                           "\n" +                                 // 2
-                           std::string(kEd25519Line) + "\r\n" +   // 3
-                           "   # indented comment\n" +            // 4
+  const std::string text = std::string("# keys for alice\n") +                   // 1
+                           "\n" +                                                // 2
+                           std::string(kEd25519Line) + "\r\n" +                  // 3
+                           "   # indented comment\n" +                           // 4
                            "no-pty,bogus " + std::string(kRsa2048Line) + "\n" +  // 5
-                           " \t \n" +                              // 6
-                           "restrict " + std::string(kEcdsa256Line) + "\n" +  // 7
-                           "ssh-ed25519 not-base64";                // 8, no final newline
+                           " \t \n" +                                            // 6
+                           "restrict " + std::string(kEcdsa256Line) + "\n" +     // 7
+                           "ssh-ed25519 not-base64";  // 8, no final newline
   ParsedKeys parsed = ParseAuthorizedKeys(text, "/home/alice/.ssh/authorized_keys");
   ASSERT_EQ(parsed.keys.size(), 2u);
   EXPECT_EQ(parsed.keys[0].source, "/home/alice/.ssh/authorized_keys:3");

@@ -124,23 +124,26 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, ParseCommandLineErrorTest,
     testing::Values(
         ParseErrorCase{"UnknownFlag", {"--bogus"}, "unknown flag '--bogus' (see --help)"},
-        ParseErrorCase{"UnknownFlagWithValue", {"--bogus=1"}, "unknown flag '--bogus' (see --help)"},
+        ParseErrorCase{
+            "UnknownFlagWithValue", {"--bogus=1"}, "unknown flag '--bogus' (see --help)"},
         ParseErrorCase{"UnknownShortFlag", {"-x"}, "unknown flag '-x' (see --help)"},
-        ParseErrorCase{"YamlNameIsNotAFlag", {"--state_dir", "/x"},
-                       "unknown flag '--state_dir' (see --help)"},
+        ParseErrorCase{
+            "YamlNameIsNotAFlag", {"--state_dir", "/x"}, "unknown flag '--state_dir' (see --help)"},
         ParseErrorCase{"MissingValueAtEnd", {"--workers"}, "flag '--workers' needs a value"},
-        ParseErrorCase{"MissingValueBeforeFlag", {"--listen", "--workers", "2"},
+        ParseErrorCase{"MissingValueBeforeFlag",
+                       {"--listen", "--workers", "2"},
                        "flag '--listen' needs a value"},
         ParseErrorCase{"MissingConfigFile", {"serve", "--config"}, "flag '--config' needs a value"},
         ParseErrorCase{"EmptyConfigFile", {"--config="}, "flag '--config' needs a file name"},
-        ParseErrorCase{"TwoConfigFiles", {"--config", "a", "--config", "b"},
+        ParseErrorCase{"TwoConfigFiles",
+                       {"--config", "a", "--config", "b"},
                        "flag '--config' given more than once"},
-        ParseErrorCase{"BooleanWithValue", {"--print-config=yes"},
-                       "flag '--print-config' takes no value"},
+        ParseErrorCase{
+            "BooleanWithValue", {"--print-config=yes"}, "flag '--print-config' takes no value"},
         ParseErrorCase{"UnknownCommand", {"connect"}, "unknown command 'connect' (see --help)"},
         ParseErrorCase{"SecondCommand", {"serve", "serve"}, "unexpected argument 'serve'"},
-        ParseErrorCase{"CommandAfterFlags", {"--workers", "2", "serve"},
-                       "unexpected argument 'serve'"},
+        ParseErrorCase{
+            "CommandAfterFlags", {"--workers", "2", "serve"}, "unexpected argument 'serve'"},
         ParseErrorCase{"DoubleDash", {"serve", "--"}, "unexpected argument '--'"}),
     [](const testing::TestParamInfo<ParseErrorCase>& info) { return info.param.name; });
 
@@ -165,12 +168,31 @@ TEST(BuildConfigTest, EmbeddedDefaultMatchesStructDefaults) {
 }
 
 TEST(BuildConfigTest, FlagsSetEveryField) {
-  absl::StatusOr<AgentConfig> config =
-      Build({"--state-dir", "/srv", "--listen", "tcp://0.0.0.0:22", "--host-key=/k1",
-             "--authorized-keys", "/ak", "--workers", "3", "--login-grace-time", "1m",
-             "--max-startups=50", "--per-source-max-startups", "5", "--max-sessions", "0",
-             "--max-channels-per-session", "8", "--connect-timeout", "3s",
-             "--shutdown-grace=0", "--log-level", "error", "--log-format", "json"});
+  absl::StatusOr<AgentConfig> config = Build({"--state-dir",
+                                              "/srv",
+                                              "--listen",
+                                              "tcp://0.0.0.0:22",
+                                              "--host-key=/k1",
+                                              "--authorized-keys",
+                                              "/ak",
+                                              "--workers",
+                                              "3",
+                                              "--login-grace-time",
+                                              "1m",
+                                              "--max-startups=50",
+                                              "--per-source-max-startups",
+                                              "5",
+                                              "--max-sessions",
+                                              "0",
+                                              "--max-channels-per-session",
+                                              "8",
+                                              "--connect-timeout",
+                                              "3s",
+                                              "--shutdown-grace=0",
+                                              "--log-level",
+                                              "error",
+                                              "--log-format",
+                                              "json"});
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->state_dir, "/srv");
   EXPECT_EQ(config->listen, std::vector<EndpointUrl>{Tcp("0.0.0.0", 22)});
@@ -200,15 +222,15 @@ TEST(BuildConfigTest, PrecedenceDefaultThenFileThenFlags) {
   absl::StatusOr<AgentConfig> config =
       Build({"--config", file.path(), "--workers", "6", "--connect-timeout=1s"});
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->state_dir, "/from-file");                         // file over default
-  EXPECT_EQ(config->host_keys,                                       // derived from the file's
-            std::vector<std::string>{"/from-file/ssh_host_ed25519_key"});  // state_dir
-  EXPECT_EQ(config->workers, 6);                                     // flag over file
-  EXPECT_EQ(config->limits.max_startups, 40);                        // file
-  EXPECT_EQ(config->limits.connect_timeout, absl::Seconds(1));       // flag over file
-  EXPECT_EQ(config->limits.per_source_max_startups, 10);             // default
-  EXPECT_EQ(config->log.format, LogFormat::kJson);                   // file
-  EXPECT_EQ(config->log.level, LogLevel::kInfo);                     // default
+  EXPECT_EQ(config->state_dir, "/from-file");  // file over default
+  EXPECT_EQ(config->host_keys,                 // derived from the file's
+            std::vector<std::string>{"/from-file/ssh_host_ed25519_key"});       // state_dir
+  EXPECT_EQ(config->workers, 6);                                                // flag over file
+  EXPECT_EQ(config->limits.max_startups, 40);                                   // file
+  EXPECT_EQ(config->limits.connect_timeout, absl::Seconds(1));                  // flag over file
+  EXPECT_EQ(config->limits.per_source_max_startups, 10);                        // default
+  EXPECT_EQ(config->log.format, LogFormat::kJson);                              // file
+  EXPECT_EQ(config->log.level, LogLevel::kInfo);                                // default
   EXPECT_EQ(config->listen, std::vector<EndpointUrl>{Tcp("127.0.0.1", 2222)});  // default
 
   // The last flag wins for scalars.
@@ -279,25 +301,32 @@ TEST_P(BuildConfigErrorTest, Rejects) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, BuildConfigErrorTest,
     testing::Values(
-        BuildErrorCase{"BadInteger", {"--workers", "lots"}, "--workers: workers: 'lots' is not an integer"},
-        BuildErrorCase{"OutOfRange", {"--max-startups=0"},
+        BuildErrorCase{
+            "BadInteger", {"--workers", "lots"}, "--workers: workers: 'lots' is not an integer"},
+        BuildErrorCase{"OutOfRange",
+                       {"--max-startups=0"},
                        "--max-startups: limits.max_startups: '0' is out of range (1..100000)"},
-        BuildErrorCase{"BadDuration", {"--login-grace-time", "soon"},
+        BuildErrorCase{"BadDuration",
+                       {"--login-grace-time", "soon"},
                        "--login-grace-time: limits.login_grace_time: invalid duration 'soon': "
                        "expected a number at offset 0"},
-        BuildErrorCase{"BadListen", {"--listen", "localhost"},
+        BuildErrorCase{"BadListen",
+                       {"--listen", "localhost"},
                        "--listen: listen: 'localhost' is not scheme://host:port (e.g. "
                        "tcp://127.0.0.1:2222)"},
-        BuildErrorCase{"EmptyStateDir", {"--state-dir="},
+        BuildErrorCase{"EmptyStateDir",
+                       {"--state-dir="},
                        "--state-dir: state_dir: the path must not be empty"},
-        BuildErrorCase{"CrossField", {"--max-startups", "5"},
+        BuildErrorCase{"CrossField",
+                       {"--max-startups", "5"},
                        "invalid configuration: limits.per_source_max_startups (10) must not "
                        "exceed limits.max_startups (5)"},
         BuildErrorCase{"DuplicateListen",
                        {"--listen", "tcp://127.0.0.1:22", "--listen", "tcp://127.0.0.1:22"},
                        "invalid configuration: listen: 'tcp://127.0.0.1:22' is listed more than "
                        "once"},
-        BuildErrorCase{"MissingConfigFile", {"--config", "/nonexistent/agent.yaml"},
+        BuildErrorCase{"MissingConfigFile",
+                       {"--config", "/nonexistent/agent.yaml"},
                        "cannot open config file '/nonexistent/agent.yaml': No such file or "
                        "directory"}),
     [](const testing::TestParamInfo<BuildErrorCase>& info) { return info.param.name; });
@@ -316,16 +345,15 @@ TEST(BuildConfigTest, BadEmbeddedDefaultIsReported) {
   ASSERT_TRUE(parsed.ok());
   absl::StatusOr<AgentConfig> config = BuildConfig(*parsed, "workers: many\n");
   ASSERT_FALSE(config.ok());
-  EXPECT_EQ(Message(config.status()),
-            "<embedded default>:1:10: workers: 'many' is not an integer");
+  EXPECT_EQ(Message(config.status()), "<embedded default>:1:10: workers: 'many' is not an integer");
 }
 
 TEST(BuildConfigTest, PrintConfigOutputParsesBack) {
   TempFile file("state_dir: /srv/x\nlog: {level: warn}\nlimits: {shutdown_grace: 1m30s}\n");
   for (std::initializer_list<const char*> args :
        {std::initializer_list<const char*>{},
-        {"--config", file.path(), "--listen", "tcp://[::1]:2200", "--listen",
-         "tcp://0.0.0.0:22", "--workers", "5", "--connect-timeout", "1500ms"}}) {
+        {"--config", file.path(), "--listen", "tcp://[::1]:2200", "--listen", "tcp://0.0.0.0:22",
+         "--workers", "5", "--connect-timeout", "1500ms"}}) {
     absl::StatusOr<AgentConfig> config = Build(args);
     ASSERT_TRUE(config.ok()) << config.status();
     std::string printed = config::ToYaml(*config);
@@ -345,8 +373,7 @@ TEST(BuildConfigTest, PrintConfigOutputParsesBack) {
 TEST(UsageTextTest, ListsEveryFlagWithHelp) {
   std::string usage = UsageText();
   for (const config::FieldSpec& field : config::Fields()) {
-    EXPECT_NE(usage.find("  " + std::string(field.flag) + " VALUE\n"),
-              std::string::npos)
+    EXPECT_NE(usage.find("  " + std::string(field.flag) + " VALUE\n"), std::string::npos)
         << field.flag;
     EXPECT_NE(usage.find(std::string(field.help)), std::string::npos) << field.flag;
   }

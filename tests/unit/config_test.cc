@@ -1,14 +1,16 @@
 // Tests the config schema, the YAML loader (errors with file:line:col), defaults and validation.
+#include "server/config/config.h"
+
 #include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <ostream>
 #include <set>
 #include <string>
 
 #include "gtest/gtest.h"
-#include "server/config/config.h"
 #include "server/config/config_schema.h"
 #include "server/config/config_yaml.h"
 
@@ -131,18 +133,21 @@ TEST(SetFieldTest, ErrorsNameFieldAndValue) {
   EXPECT_EQ(config, AgentConfig{});
 }
 
-TEST(SetFieldTest, PathsMustBeUtf8WithoutNul) {
+TEST(SetFieldTest, PathsMustBeUtf8WithoutControlCharacters) {
   const FieldSpec& host_key = *FindFieldByFlag("--host-key");
   AgentConfig config;
-  for (std::string valid : {"/k/\xc3\xbcn\xc3\xaf", "/k/\xf0\x9f\x98\x80", "/k/\x7f"}) {
+  for (std::string valid : {"/k/\xc3\xbcn\xc3\xaf", "/k/\xf0\x9f\x98\x80", "/k/a b#c:d"}) {
     EXPECT_TRUE(SetField(config, host_key, valid).ok()) << valid;
   }
-  for (std::string invalid : {std::string("/k\0x", 4), std::string("/k\xc0\xaf"),
-                              std::string("/k\xed\xa0\x80"), std::string("/k\xf4\x90\x80\x80"),
-                              std::string("/k\xe2\x82"), std::string("/k\x80")}) {
+  for (std::string invalid :
+       {std::string("/k\0x", 4), std::string("/k\r"), std::string("/k\tx"), std::string("/k\x7f"),
+        std::string("/k\nx"), std::string("/k\xc0\xaf"), std::string("/k\xed\xa0\x80"),
+        std::string("/k\xf4\x90\x80\x80"), std::string("/k\xe2\x82"), std::string("/k\x80")}) {
     EXPECT_FALSE(SetField(config, host_key, invalid).ok()) << invalid;
   }
   EXPECT_EQ(config.host_keys.size(), 3u);
+  EXPECT_EQ(Message(SetField(config, host_key, "/a\rb")),
+            "host_keys: '/a\\rb' contains a control character");
 }
 
 TEST(SetFieldTest, ClearListFieldClearsOnlyLists) {
@@ -208,8 +213,7 @@ INSTANTIATE_TEST_SUITE_P(
         ListCase{"EmptyValueClears", "host_keys:\n", {}},
         ListCase{"QuotedScalars", "host_keys: ['/a b', \"/c#d\"]\n", {"/a b", "/c#d"}},
         ListCase{"NotMentionedKeepsList", "workers: 2\n", {"/old/a", "/old/b"}},
-        ListCase{"AnchorAndAlias", "state_dir: &dir /k\nhost_keys: [*dir, *dir]\n",
-                 {"/k", "/k"}}),
+        ListCase{"AnchorAndAlias", "state_dir: &dir /k\nhost_keys: [*dir, *dir]\n", {"/k", "/k"}}),
     [](const testing::TestParamInfo<ListCase>& info) { return info.param.name; });
 
 TEST(ConfigYamlTest, NullSectionChangesNothing) {
@@ -238,9 +242,7 @@ TEST_P(ConfigYamlErrorTest, RejectsWithPosition) {
   EXPECT_EQ(config, NonDefaultConfig()) << "config changed by a failed load";
 }
 
-std::string ErrorCaseName(const testing::TestParamInfo<ErrorCase>& info) {
-  return info.param.name;
-}
+std::string ErrorCaseName(const testing::TestParamInfo<ErrorCase>& info) { return info.param.name; }
 
 INSTANTIATE_TEST_SUITE_P(
     BadValues, ConfigYamlErrorTest,
@@ -255,9 +257,13 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"ListenUnknownScheme", "listen: [udp://1.2.3.4:5]\n",
                   "agent.yaml:1:10: listen: 'udp://1.2.3.4:5': unsupported transport 'udp' "
                   "(supported: tcp)"},
-        ErrorCase{"ListenBadPort", "workers: 1\nlisten:\n  - tcp://127.0.0.1:2222\n  - "
-                                   "tcp://127.0.0.1:99999\n",
+        ErrorCase{"ListenBadPort",
+                  "workers: 1\nlisten:\n  - tcp://127.0.0.1:2222\n  - "
+                  "tcp://127.0.0.1:99999\n",
                   "agent.yaml:4:5: listen: '127.0.0.1:99999' has an invalid port '99999'"},
+        ErrorCase{"ListenOddHost", "listen: ['tcp://a b:22']\n",
+                  "agent.yaml:1:10: listen: 'tcp://a b:22': the host 'a b' may only contain "
+                  "letters, digits and . - _ : %"},
         ErrorCase{"EmptyHostKey", "host_keys: ['']\n",
                   "agent.yaml:1:13: host_keys: the path must not be empty"},
         ErrorCase{"WorkersTooMany", "workers: 257\n",
@@ -329,7 +335,8 @@ INSTANTIATE_TEST_SUITE_P(
                   "'connect_timeout'?)"},
         ErrorCase{"CaseDiffers", "Workers: 2\n",
                   "agent.yaml:1:1: unknown key 'Workers' under 'root' (did you mean 'workers'?)"},
-        ErrorCase{"NothingClose", "colour: blue\n", "agent.yaml:1:1: unknown key 'colour' under 'root'"},
+        ErrorCase{"NothingClose", "colour: blue\n",
+                  "agent.yaml:1:1: unknown key 'colour' under 'root'"},
         ErrorCase{"UnderLog", "log:\n  level: info\n  file: /tmp/x\n",
                   "agent.yaml:3:3: unknown key 'file' under 'log'"},
         ErrorCase{"DottedPathIsNotAKey", "limits.max_startups: 5\n",
@@ -341,33 +348,32 @@ INSTANTIATE_TEST_SUITE_P(
 
 INSTANTIATE_TEST_SUITE_P(
     WrongTypes, ConfigYamlErrorTest,
-    testing::Values(
-        ErrorCase{"DocumentIsList", "- a\n- b\n",
-                  "agent.yaml:1:1: the document must be a mapping, got a list"},
-        ErrorCase{"DocumentIsScalar", "hello\n",
-                  "agent.yaml:1:1: the document must be a mapping, got a scalar"},
-        ErrorCase{"ListForScalar", "workers: [1]\n",
-                  "agent.yaml:1:10: workers: expected a scalar, got a list"},
-        ErrorCase{"MapForScalar", "log:\n  level:\n    name: info\n",
-                  "agent.yaml:3:5: log.level: expected a scalar, got a mapping"},
-        ErrorCase{"MissingScalar", "state_dir:\nworkers: 1\n",
-                  "agent.yaml:1:1: state_dir: missing value"},
-        ErrorCase{"MapForList", "listen:\n  tcp: 127.0.0.1:22\n",
-                  "agent.yaml:2:3: listen: expected a list, got a mapping"},
-        ErrorCase{"ListOfLists", "host_keys:\n  - /a\n  - [/b]\n",
-                  "agent.yaml:3:5: host_keys[1]: expected a scalar, got a list"},
-        ErrorCase{"EmptyListElement", "host_keys: [/a, ~]\n",
-                  "agent.yaml:1:17: host_keys[1]: missing value"},
-        ErrorCase{"ScalarForSection", "limits: 5\n",
-                  "agent.yaml:1:9: limits: expected a mapping, got a scalar"},
-        ErrorCase{"ListForSection", "log: [info]\n",
-                  "agent.yaml:1:6: log: expected a mapping, got a list"},
-        ErrorCase{"ListKey", "? [a]\n: b\n",
-                  "agent.yaml:1:3: keys under 'root' must be scalars, got a list"},
-        ErrorCase{"AliasToMapping", "log: &l {level: info}\nworkers: *l\n",
-                  "agent.yaml:2:10: workers: expected a scalar, got a mapping"},
-        ErrorCase{"CyclicAlias", "listen: &a [*a]\n",
-                  "agent.yaml:1:13: listen[0]: expected a scalar, got a list"}),
+    testing::Values(ErrorCase{"DocumentIsList", "- a\n- b\n",
+                              "agent.yaml:1:1: the document must be a mapping, got a list"},
+                    ErrorCase{"DocumentIsScalar", "hello\n",
+                              "agent.yaml:1:1: the document must be a mapping, got a scalar"},
+                    ErrorCase{"ListForScalar", "workers: [1]\n",
+                              "agent.yaml:1:10: workers: expected a scalar, got a list"},
+                    ErrorCase{"MapForScalar", "log:\n  level:\n    name: info\n",
+                              "agent.yaml:3:5: log.level: expected a scalar, got a mapping"},
+                    ErrorCase{"MissingScalar", "state_dir:\nworkers: 1\n",
+                              "agent.yaml:1:1: state_dir: missing value"},
+                    ErrorCase{"MapForList", "listen:\n  tcp: 127.0.0.1:22\n",
+                              "agent.yaml:2:3: listen: expected a list, got a mapping"},
+                    ErrorCase{"ListOfLists", "host_keys:\n  - /a\n  - [/b]\n",
+                              "agent.yaml:3:5: host_keys[1]: expected a scalar, got a list"},
+                    ErrorCase{"EmptyListElement", "host_keys: [/a, ~]\n",
+                              "agent.yaml:1:17: host_keys[1]: missing value"},
+                    ErrorCase{"ScalarForSection", "limits: 5\n",
+                              "agent.yaml:1:9: limits: expected a mapping, got a scalar"},
+                    ErrorCase{"ListForSection", "log: [info]\n",
+                              "agent.yaml:1:6: log: expected a mapping, got a list"},
+                    ErrorCase{"ListKey", "? [a]\n: b\n",
+                              "agent.yaml:1:3: keys under 'root' must be scalars, got a list"},
+                    ErrorCase{"AliasToMapping", "log: &l {level: info}\nworkers: *l\n",
+                              "agent.yaml:2:10: workers: expected a scalar, got a mapping"},
+                    ErrorCase{"CyclicAlias", "listen: &a [*a]\n",
+                              "agent.yaml:1:13: listen[0]: expected a scalar, got a list"}),
     ErrorCaseName);
 
 INSTANTIATE_TEST_SUITE_P(
@@ -444,10 +450,33 @@ AgentConfig ResolvedDefault() {
 AgentConfig AwkwardStrings() {
   AgentConfig config = NonDefaultConfig();
   config.state_dir = "null";
-  config.host_keys = {"~",     "a: b", " leading space", "#hash", "multi\nline", "tab\there",
-                      "ünï",   "'q'",  "\"dq\"",         "-",     "- x",         "[x]",
-                      "{y}",   "yes",  "123",            "*star", "&amp",        "!bang",
-                      "%pct",  "@at",  "`tick",          "x #y",  "trailing ",   "\\back"};
+  config.host_keys = {"~",
+                      "a: b",
+                      " leading space",
+                      "#hash",
+                      "\xc3\xbcn\xc3\xaf",
+                      "\xc2\x85nel",
+                      "\xe2\x80\xa8line-separator",
+                      "\xef\xbb\xbf"
+                      "bom",
+                      "\xef\xbf\xbe",
+                      "'q'",
+                      "\"dq\"",
+                      "-",
+                      "- x",
+                      "[x]",
+                      "{y}",
+                      "yes",
+                      "123",
+                      "*star",
+                      "&amp",
+                      "!bang",
+                      "%pct",
+                      "@at",
+                      "`tick",
+                      "x #y",
+                      "trailing ",
+                      "\\back"};
   config.authorized_keys = {"false", "0x10", ".inf", "1e3", "---", "..."};
   config.listen = {Tcp("localhost", 0), Tcp("fe80::1%eth0", 65535)};
   config.limits.login_grace_time = absl::Hours(1);
@@ -523,8 +552,7 @@ TEST(ConfigYamlFileTest, LoadsFileAndNamesItInErrors) {
 
   TempFile bad("workers: 1\nlimits:\n  max_startups: zero\n");
   absl::Status status = ApplyYamlFile(bad.path(), config);
-  EXPECT_EQ(Message(status),
-            bad.path() + ":3:17: limits.max_startups: 'zero' is not an integer");
+  EXPECT_EQ(Message(status), bad.path() + ":3:17: limits.max_startups: 'zero' is not an integer");
   EXPECT_EQ(config, NonDefaultConfig());
 }
 
@@ -541,6 +569,38 @@ TEST(ConfigYamlFileTest, DirectoryIsAnError) {
   absl::Status status = ApplyYamlFile("/tmp", config);
   EXPECT_FALSE(status.ok());
   EXPECT_NE(Message(status).find("/tmp"), std::string::npos) << status;
+}
+
+// ---- docs/configuration.md stays true to the code ----
+
+std::string ReadDoc() {
+  std::ifstream in(std::string(ALKNET_SOURCE_DIR) + "/docs/configuration.md");
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+TEST(ConfigDocTest, SchemaTableNamesEveryKeyAndFlag) {
+  std::string doc = ReadDoc();
+  ASSERT_FALSE(doc.empty());
+  for (const FieldSpec& field : Fields()) {
+    std::string row =
+        "| `" + std::string(field.yaml_path) + "` | `" + std::string(field.flag) + "`";
+    EXPECT_NE(doc.find(row), std::string::npos) << row;
+  }
+}
+
+TEST(ConfigDocTest, ExampleFileIsValid) {
+  std::string doc = ReadDoc();
+  size_t start = doc.find("```yaml\n");
+  ASSERT_NE(start, std::string::npos);
+  start += 8;
+  std::string example = doc.substr(start, doc.find("```", start) - start);
+  AgentConfig config;
+  absl::Status status = ApplyYaml(example, "docs example", config);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(config.listen.size(), 2u);
+  EXPECT_EQ(config.authorized_keys, std::vector<std::string>{"/etc/alknet/authorized_keys"});
+  ResolveDefaults(config);
+  EXPECT_TRUE(Validate(config).ok()) << Validate(config);
 }
 
 // ---- defaults and validation ----

@@ -69,16 +69,15 @@ TEST_P(Base64VectorTest, EncodesAndDecodes) {
 }
 
 // RFC 4648 section 10, plus bytes that use '+', '/' and NUL.
-INSTANTIATE_TEST_SUITE_P(Rfc4648, Base64VectorTest,
-                         ::testing::Values(Base64Case{"", "", ""}, Base64Case{"f", "Zg==", "Zg"},
-                                           Base64Case{"fo", "Zm8=", "Zm8"},
-                                           Base64Case{"foo", "Zm9v", "Zm9v"},
-                                           Base64Case{"foob", "Zm9vYg==", "Zm9vYg"},
-                                           Base64Case{"fooba", "Zm9vYmE=", "Zm9vYmE"},
-                                           Base64Case{"foobar", "Zm9vYmFy", "Zm9vYmFy"},
-                                           Base64Case{std::string("\xfb\xff\x00", 3), "+/8A",
-                                                      "+/8A"},
-                                           Base64Case{std::string("\0", 1), "AA==", "AA"}));
+INSTANTIATE_TEST_SUITE_P(
+    Rfc4648, Base64VectorTest,
+    ::testing::Values(Base64Case{"", "", ""}, Base64Case{"f", "Zg==", "Zg"},
+                      Base64Case{"fo", "Zm8=", "Zm8"}, Base64Case{"foo", "Zm9v", "Zm9v"},
+                      Base64Case{"foob", "Zm9vYg==", "Zm9vYg"},
+                      Base64Case{"fooba", "Zm9vYmE=", "Zm9vYmE"},
+                      Base64Case{"foobar", "Zm9vYmFy", "Zm9vYmFy"},
+                      Base64Case{std::string("\xfb\xff\x00", 3), "+/8A", "+/8A"},
+                      Base64Case{std::string("\0", 1), "AA==", "AA"}));
 
 class Base64RejectTest : public ::testing::TestWithParam<std::string> {};
 

@@ -45,8 +45,14 @@ TEST(KeySetTest, FirstOccurrenceWins) {
 }
 
 TEST(KeySetTest, BinaryBlobsWithNulBytesAreDistinct) {
-  const std::string a("\0\0\0\x01" "a", 5);
-  const std::string b("\0\0\0\x01" "b", 5);
+  const std::string a(
+      "\0\0\0\x01"
+      "a",
+      5);
+  const std::string b(
+      "\0\0\0\x01"
+      "b",
+      5);
   KeySet set = MakeSet({Key(a, "a"), Key(b, "b")});
   ASSERT_NE(set.Find(b), nullptr);
   EXPECT_EQ(set.Find(b)->comment, "b");
@@ -82,8 +88,8 @@ TEST(KeyStoreTest, ConcurrentReadersAndReplacer) {
     });
   }
   for (int i = 1; i <= 200; ++i) {
-    store.Replace(std::make_shared<const KeySet>(
-        std::vector<AuthorizedKey>{Key("k", std::to_string(i))}));
+    store.Replace(
+        std::make_shared<const KeySet>(std::vector<AuthorizedKey>{Key("k", std::to_string(i))}));
   }
   for (std::thread& reader : readers) reader.join();
   EXPECT_EQ(store.Current()->Find("k")->comment, "200");
