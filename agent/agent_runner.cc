@@ -101,7 +101,10 @@ int RunAgent(int argc, const char* const* argv) {
   auth::KeyStore keys(LoadKeys(*config, logger));
   int exit_code = 0;
   {
-    ServerEngine engine(*config, logger, keys);
+    std::vector<std::pair<std::string, std::string>> key_labels;
+    for (const auto& key : config->metrics.key_labels) key_labels.emplace_back(key.fingerprint, key.label);
+    EngineMetrics metrics(std::make_shared<prometheus::Registry>(), key_labels, ALKNET_VERSION);
+    ServerEngine engine(*config, logger, keys, metrics);
     if (absl::Status started = engine.Start(); !started.ok()) {
       logger.Error("agent", "startup failed", {{"error", std::string(started.message())}});
       exit_code = 1;

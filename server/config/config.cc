@@ -37,7 +37,7 @@ absl::Status FieldError(std::string_view field, const absl::Status& status) {
 bool AgentConfig::operator==(const AgentConfig& other) const {
   return state_dir == other.state_dir && listen == other.listen && host_keys == other.host_keys &&
          authorized_keys == other.authorized_keys && workers == other.workers &&
-         limits == other.limits && log == other.log;
+         limits == other.limits && log == other.log && metrics == other.metrics;
 }
 
 absl::Status CheckRange(int value, IntRange range) {

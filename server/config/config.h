@@ -2,6 +2,7 @@
 // admin API all read and write this schema. docs/configuration.md documents every field.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,18 @@ struct LogConfig {
   LogFormat format = LogFormat::kText;
 };
 
+// The Prometheus/health endpoint. Key labels give chosen keys their own series (bounded).
+struct MetricsConfig {
+  std::optional<HostPort> listen = HostPort{"127.0.0.1", 9464};  // nullopt: "off"
+  struct KeyLabel {
+    std::string label;        // [a-zA-Z0-9_.-]{1,64}
+    std::string fingerprint;  // "SHA256:..."
+    bool operator==(const KeyLabel&) const = default;
+  };
+  std::vector<KeyLabel> key_labels;  // at most 200
+  bool operator==(const MetricsConfig&) const = default;
+};
+
 struct AgentConfig {
   std::string state_dir = "./var";             // host key and state live here
   std::vector<EndpointUrl> listen;             // empty: tcp://127.0.0.1:2222
@@ -36,6 +49,7 @@ struct AgentConfig {
   int workers = 0;                             // event-loop threads; 0 = one per core
   Limits limits;
   LogConfig log;
+  MetricsConfig metrics;
 
   bool operator==(const AgentConfig&) const;
 };

@@ -127,6 +127,28 @@ absl::Status ParseListen(std::string_view text, std::vector<EndpointUrl>& out) {
   return absl::OkStatus();
 }
 
+// "label=SHA256:base64": the label becomes a Prometheus label value, so it is restricted.
+absl::Status ParseKeyLabel(std::string_view text, std::vector<MetricsConfig::KeyLabel>& out) {
+  size_t eq = text.find('=');
+  if (eq == std::string_view::npos) {
+    return Bad(absl::StrCat("'", Shown(text), "' is not LABEL=SHA256:fingerprint"));
+  }
+  std::string_view label = text.substr(0, eq);
+  std::string_view fingerprint = text.substr(eq + 1);
+  if (label.empty() || label.size() > 64) return Bad("the label must be 1..64 characters");
+  for (char c : label) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == '-';
+    if (!ok) return Bad(absl::StrCat("label '", Shown(label), "' may only contain letters, digits and _ . -"));
+  }
+  if (fingerprint.substr(0, 7) != "SHA256:" || fingerprint.size() != 50) {
+    return Bad(absl::StrCat("'", Shown(fingerprint), "' is not a SHA256:... key fingerprint"));
+  }
+  if (out.size() >= 200) return Bad("at most 200 key labels");
+  out.push_back({std::string(label), std::string(fingerprint)});
+  return absl::OkStatus();
+}
+
 std::string_view LogLevelText(LogLevel level) {
   switch (level) {
     case LogLevel::kDebug: return "debug";
@@ -174,8 +196,8 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 14>& Table() {
-  static const std::array<FieldDef, 14> table = {{
+const std::array<FieldDef, 16>& Table() {
+  static const std::array<FieldDef, 16> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
@@ -255,6 +277,32 @@ const std::array<FieldDef, 14>& Table() {
        nullptr,
        [](const AgentConfig& c) {
          return std::vector<std::string>{std::string(LogFormatText(c.log.format))};
+       }},
+      {{"metrics.listen", "--metrics-listen", FieldKind::kScalar,
+        "host:port of /metrics, /healthz and /readyz, or off (default 127.0.0.1:9464)"},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         if (v == "off") {
+           c.metrics.listen.reset();
+           return absl::OkStatus();
+         }
+         absl::StatusOr<HostPort> address = ParseHostPort(v);
+         if (!address.ok()) return address.status();
+         c.metrics.listen = *std::move(address);
+         return absl::OkStatus();
+       },
+       nullptr,
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{c.metrics.listen ? c.metrics.listen->ToString() : "off"};
+       }},
+      {{"metrics.key_labels", "--metrics-key-label", FieldKind::kList,
+        "LABEL=SHA256:fingerprint: give this key its own metric series; repeatable, at most 200 "
+        "(default none)"},
+       [](AgentConfig& c, std::string_view v) { return ParseKeyLabel(v, c.metrics.key_labels); },
+       [](AgentConfig& c) { c.metrics.key_labels.clear(); },
+       [](const AgentConfig& c) {
+         std::vector<std::string> out;
+         for (const auto& key : c.metrics.key_labels) out.push_back(key.label + "=" + key.fingerprint);
+         return out;
        }},
   }};
   return table;

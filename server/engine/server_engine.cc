@@ -4,13 +4,16 @@
 #include <chrono>
 #include <future>
 
+#include <prometheus/text_serializer.h>
+
 #include "absl/strings/str_cat.h"
 #include "server/ssh/host_key.h"
 
 namespace alknet {
 
-ServerEngine::ServerEngine(const config::AgentConfig& config, Logger& logger, auth::KeyStore& keys)
-    : config_(config), logger_(logger), keys_(keys),
+ServerEngine::ServerEngine(const config::AgentConfig& config, Logger& logger, auth::KeyStore& keys,
+                           EngineMetrics& metrics)
+    : config_(config), logger_(logger), keys_(keys), metrics_(metrics),
       limiter_(config.limits.max_startups, config.limits.per_source_max_startups) {}
 
 ServerEngine::~ServerEngine() {
@@ -35,6 +38,13 @@ absl::Status ServerEngine::Start() {
     listeners_.push_back(*std::move(listener));
   }
 
+  if (config_.metrics.listen) {
+    auto status_server = http::StatusServer::Bind(*config_.metrics.listen);
+    if (!status_server.ok()) return status_server.status();
+    status_server_ = *std::move(status_server);
+  }
+  for (const EndpointUrl& url : config_.listen) listener_up_.push_back(&metrics_.ListenerUp(url.ToString()));
+
   resolver_ = std::make_unique<Resolver>(2);
   SessionLimits limits;
   limits.login_grace_time = config_.limits.login_grace_time;
@@ -42,7 +52,7 @@ absl::Status ServerEngine::Start() {
   limits.connect_timeout = config_.limits.connect_timeout;
   int worker_count = config_.workers > 0 ? config_.workers : 1;
   for (int i = 0; i < worker_count; ++i) {
-    auto worker = Worker::Create(i, logger_, keys_, *resolver_, config_.host_keys, limits);
+    auto worker = Worker::Create(i, logger_, keys_, *resolver_, metrics_, config_.host_keys, limits);
     if (!worker.ok()) return worker.status();
     workers_.push_back(*std::move(worker));
   }
@@ -56,8 +66,18 @@ absl::Status ServerEngine::Start() {
     if (!started.ok()) return started;
     logger_.Info("engine", "listening", {{"address", listener->bound().ToString()}});
   }
+  for (prometheus::Gauge* up : listener_up_) up->Set(1);
+  if (status_server_) {
+    absl::Status started = status_server_->Start(
+        *acceptor_loop_, {.metrics = [this] { return RenderMetrics(); },
+                          .healthy = [this] { return Healthy(); },
+                          .ready = [this] { return Ready(); }});
+    if (!started.ok()) return started;
+    logger_.Info("metrics", "listening", {{"address", status_server_->bound_url()}});
+  }
   acceptor_thread_ = std::thread([this] { acceptor_loop_->Run(); });
   started_ = true;
+  ready_ = true;
   logger_.Info("engine", "started", {{"workers", absl::StrCat(workers_.size())}});
   return absl::OkStatus();
 }
@@ -65,6 +85,7 @@ absl::Status ServerEngine::Start() {
 void ServerEngine::OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& transport) {
   int max_sessions = config_.limits.max_sessions;
   if (max_sessions > 0 && active_sessions() >= max_sessions) {
+    metrics_.Rejected(RejectReason::kMaxSessions);
     logger_.Warn("engine", "connection refused",
                  {{"src", info.peer.ip}, {"port", absl::StrCat(info.peer.port)},
                   {"reason", "max-sessions"}});
@@ -73,6 +94,8 @@ void ServerEngine::OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& trans
   StartupVerdict verdict;
   std::unique_ptr<StartupTicket> ticket = limiter_.TryAdmit(info.peer.ip, &verdict);
   if (ticket == nullptr) {
+    metrics_.Rejected(verdict == StartupVerdict::kGlobalLimit ? RejectReason::kMaxStartups
+                                                              : RejectReason::kPerSourceMaxStartups);
     // Dropped before any SSH byte, like sshd past MaxStartups.
     logger_.Warn("engine", "connection refused",
                  {{"src", info.peer.ip}, {"port", absl::StrCat(info.peer.port)},
@@ -91,15 +114,15 @@ void ServerEngine::OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& trans
 void ServerEngine::Shutdown(absl::Duration grace) {
   if (!started_) return;
   started_ = false;
-  // 1. Stop accepting.
+  ready_ = false;
+  // 1. Stop accepting SSH. The acceptor loop keeps serving /readyz (503) while we drain.
   std::promise<void> listeners_closed;
   acceptor_loop_->Post([this, &listeners_closed] {
     for (auto& listener : listeners_) listener->Close();
     listeners_closed.set_value();
   });
   listeners_closed.get_future().wait();
-  acceptor_loop_->Stop();
-  acceptor_thread_.join();
+  for (prometheus::Gauge* up : listener_up_) up->Set(0);
   logger_.Info("engine", "stopped accepting; draining",
                {{"sessions", absl::StrCat(active_sessions())},
                 {"grace", absl::FormatDuration(grace)}});
@@ -117,10 +140,32 @@ void ServerEngine::Shutdown(absl::Duration grace) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   for (auto& worker : workers_) worker->Stop();
+  std::promise<void> status_closed;
+  acceptor_loop_->Post([this, &status_closed] {
+    if (status_server_) status_server_->Close();
+    status_closed.set_value();
+  });
+  status_closed.get_future().wait();
+  acceptor_loop_->Stop();
+  acceptor_thread_.join();
   resolver_.reset();
   workers_.clear();
   listeners_.clear();
   logger_.Info("engine", "stopped", {{"disconnected_at_deadline", absl::StrCat(remaining)}});
+}
+
+bool ServerEngine::Ready() const { return ready_.load(); }
+
+bool ServerEngine::Healthy() const {
+  for (const auto& worker : workers_) {
+    if (worker->millis_since_heartbeat() > 5000) return false;
+  }
+  return true;
+}
+
+std::string ServerEngine::RenderMetrics() {
+  metrics_.SetUnauthenticated(limiter_.unauthenticated());
+  return prometheus::TextSerializer().Serialize(metrics_.registry().Collect());
 }
 
 std::vector<EndpointUrl> ServerEngine::bound_endpoints() const {

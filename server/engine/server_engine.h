@@ -16,7 +16,9 @@
 #include "server/engine/startup_limiter.h"
 #include "server/engine/worker.h"
 #include "server/forward/resolver.h"
+#include "server/http/status_server.h"
 #include "server/loop/event_loop.h"
+#include "server/metrics/engine_metrics.h"
 #include "server/transport/listener.h"
 #include "server/transport/tcp_transport.h"
 
@@ -24,8 +26,10 @@ namespace alknet {
 
 class ServerEngine {
  public:
-  // `keys` is shared with whoever reloads it (SIGHUP, later the admin API).
-  ServerEngine(const config::AgentConfig& config, Logger& logger, auth::KeyStore& keys);
+  // `keys` is shared with whoever reloads it (SIGHUP, later the admin API); `metrics` owns the
+  // registry the status endpoint serves.
+  ServerEngine(const config::AgentConfig& config, Logger& logger, auth::KeyStore& keys,
+               EngineMetrics& metrics);
   ~ServerEngine();
 
   // Binds every listener and starts the workers. Any bind failure fails the whole start.
@@ -38,13 +42,24 @@ class ServerEngine {
   std::vector<EndpointUrl> bound_endpoints() const;
   int active_sessions() const;
   int unauthenticated() const { return limiter_.unauthenticated(); }
+  // /readyz: started, not draining, every listener accepting.
+  bool Ready() const;
+  // /healthz: every worker loop ran its heartbeat recently.
+  bool Healthy() const;
+  std::string metrics_url() const { return status_server_ ? status_server_->bound_url() : ""; }
 
  private:
   void OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& transport);
 
+  std::string RenderMetrics();
+
   config::AgentConfig config_;
   Logger& logger_;
   auth::KeyStore& keys_;
+  EngineMetrics& metrics_;
+  std::unique_ptr<http::StatusServer> status_server_;
+  std::vector<prometheus::Gauge*> listener_up_;
+  std::atomic<bool> ready_{false};
   StartupLimiter limiter_;
   std::unique_ptr<Resolver> resolver_;
   TcpTransport tcp_transport_;

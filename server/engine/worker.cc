@@ -3,6 +3,8 @@
 
 #include <libssh/libssh.h>
 
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
 #include "server/ssh/libssh_status.h"
 
@@ -10,12 +12,13 @@ namespace alknet {
 
 absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(int index, Logger& logger,
                                                        auth::KeyStore& keys, Resolver& resolver,
+                                                       EngineMetrics& metrics,
                                                        const std::vector<std::string>& host_keys,
                                                        SessionLimits limits) {
   auto loop = EventLoop::Create();
   if (!loop.ok()) return loop.status();
   std::unique_ptr<Worker> worker(
-      new Worker(index, logger, keys, *std::move(loop), resolver, limits));
+      new Worker(index, logger, keys, *std::move(loop), resolver, metrics, limits));
   worker->bind_ = ssh_bind_new();
   if (worker->bind_ == nullptr) return absl::ResourceExhaustedError("ssh_bind_new failed");
   for (const std::string& path : host_keys) {
@@ -34,9 +37,24 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(int index, Logger& logger
 }
 
 Worker::Worker(int index, Logger& logger, auth::KeyStore& keys, std::unique_ptr<EventLoop> loop,
-               Resolver& resolver, SessionLimits limits)
+               Resolver& resolver, EngineMetrics& metrics, SessionLimits limits)
     : index_(index), logger_(logger), loop_(std::move(loop)), connector_(*loop_, resolver),
-      environment_{*loop_, logger, keys, connector_, *scratch_, limits} {}
+      environment_{*loop_, logger, keys, connector_, *scratch_, metrics, limits} {}
+
+namespace {
+int64_t SteadyMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+void Worker::Heartbeat() {
+  last_heartbeat_ms_.store(SteadyMillis());
+  loop_->AddTimer(absl::Seconds(1), [this] { Heartbeat(); });
+}
+
+int64_t Worker::millis_since_heartbeat() const { return SteadyMillis() - last_heartbeat_ms_.load(); }
 
 Worker::~Worker() {
   Stop();
@@ -51,6 +69,7 @@ Worker::~Worker() {
 void Worker::StartThread() {
   thread_ = std::thread([this] {
     ssh_set_log_level(SSH_LOG_NOLOG);  // libssh's log level is per thread
+    Heartbeat();
     loop_->Run();
   });
 }

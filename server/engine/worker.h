@@ -27,6 +27,7 @@ class Worker {
  public:
   static absl::StatusOr<std::unique_ptr<Worker>> Create(int index, Logger& logger,
                                                         auth::KeyStore& keys, Resolver& resolver,
+                                                        EngineMetrics& metrics,
                                                         const std::vector<std::string>& host_keys,
                                                         SessionLimits limits);
   ~Worker();
@@ -43,10 +44,13 @@ class Worker {
   void Stop();
 
   int session_count() const { return session_count_.load(); }
+  // Milliseconds since the loop last ran its heartbeat timer (a stuck loop stops beating).
+  int64_t millis_since_heartbeat() const;
 
  private:
   Worker(int index, Logger& logger, auth::KeyStore& keys, std::unique_ptr<EventLoop> loop,
-         Resolver& resolver, SessionLimits limits);
+         Resolver& resolver, EngineMetrics& metrics, SessionLimits limits);
+  void Heartbeat();
   void StartSession(ConnectedStream stream, std::shared_ptr<StartupTicket> ticket);
 
   int index_;
@@ -59,6 +63,7 @@ class Worker {
   absl::flat_hash_map<SshServerSession*, std::unique_ptr<SshServerSession>> sessions_;
   bool shutting_down_ = false;
   std::atomic<int> session_count_{0};
+  std::atomic<int64_t> last_heartbeat_ms_{0};
   std::thread thread_;
 };
 

@@ -29,8 +29,27 @@ ssize_t WriteSome(int fd, const void* data, size_t len) {
 }  // namespace
 
 ChannelRelay::ChannelRelay(EventLoop& loop, RelayOwner& owner, RelayScratch& scratch,
-                           ssh_channel channel, UniqueFd target)
-    : loop_(loop), owner_(owner), scratch_(scratch), channel_(channel), target_(std::move(target)) {}
+                           ssh_channel channel, UniqueFd target, ByteCounters byte_counters)
+    : loop_(loop), owner_(owner), scratch_(scratch), channel_(channel), target_(std::move(target)),
+      byte_counters_(byte_counters) {}
+
+void ChannelRelay::CountToTarget(size_t bytes) {
+  counters_.to_target += bytes;
+  if (byte_counters_.upstream != nullptr) byte_counters_.upstream->Increment(static_cast<double>(bytes));
+  if (byte_counters_.key_upstream != nullptr) {
+    byte_counters_.key_upstream->Increment(static_cast<double>(bytes));
+  }
+}
+
+void ChannelRelay::CountFromTarget(size_t bytes) {
+  counters_.from_target += bytes;
+  if (byte_counters_.downstream != nullptr) {
+    byte_counters_.downstream->Increment(static_cast<double>(bytes));
+  }
+  if (byte_counters_.key_downstream != nullptr) {
+    byte_counters_.key_downstream->Increment(static_cast<double>(bytes));
+  }
+}
 
 ChannelRelay::~ChannelRelay() { Close(); }
 
@@ -61,7 +80,7 @@ int ChannelRelay::OnChannelData(ssh_session, ssh_channel, void* data, uint32_t l
     self->RequestPump();
     return len;
   }
-  self->counters_.to_target += static_cast<uint64_t>(written);
+  self->CountToTarget(static_cast<size_t>(written));
   if (static_cast<uint32_t>(written) < len) {
     self->libssh_holds_data_ = true;
     self->RequestPump();  // arm EPOLLOUT after the poll returns
@@ -126,7 +145,7 @@ void ChannelRelay::ReadFromTarget() {
     failed_ = true;
     return;
   }
-  counters_.from_target += static_cast<uint64_t>(accepted);
+  CountFromTarget(static_cast<size_t>(accepted));
   if (accepted < n) {
     // A rekey or a shrinking window cut the write short: keep the rest, stop reading until sent.
     to_channel_pending_.assign(reinterpret_cast<char*>(scratch_.data) + accepted, n - accepted);
@@ -146,7 +165,7 @@ bool ChannelRelay::FlushToChannel() {
     failed_ = true;
     return false;
   }
-  counters_.from_target += static_cast<uint64_t>(accepted);
+  CountFromTarget(static_cast<size_t>(accepted));
   to_channel_pending_.erase(0, static_cast<size_t>(accepted));
   return to_channel_pending_.empty();
 }
@@ -160,7 +179,7 @@ void ChannelRelay::WriteToTarget() {
       return;
     }
     if (written == 0) return;
-    counters_.to_target += static_cast<uint64_t>(written);
+    CountToTarget(static_cast<size_t>(written));
     to_target_pending_.erase(0, static_cast<size_t>(written));
   }
   // Our buffer is empty: pull what we left in libssh's buffer (this also reopens our window).
@@ -181,7 +200,7 @@ void ChannelRelay::WriteToTarget() {
       failed_ = true;
       return;
     }
-    counters_.to_target += static_cast<uint64_t>(written);
+    CountToTarget(static_cast<size_t>(written));
     if (written < n) {
       to_target_pending_.assign(reinterpret_cast<char*>(scratch_.data) + written, n - written);
       return;

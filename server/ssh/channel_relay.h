@@ -11,6 +11,7 @@
 
 #include "server/common/unique_fd.h"
 #include "server/loop/event_loop.h"
+#include "server/metrics/engine_metrics.h"
 
 namespace alknet {
 
@@ -39,7 +40,7 @@ struct RelayCounters {
 class ChannelRelay final : public FdHandler {
  public:
   ChannelRelay(EventLoop& loop, RelayOwner& owner, RelayScratch& scratch, ssh_channel channel,
-               UniqueFd target);
+               UniqueFd target, ByteCounters byte_counters = {});
   ~ChannelRelay() override;
 
   // Installs channel callbacks and watches the socket.
@@ -72,6 +73,8 @@ class ChannelRelay final : public FdHandler {
   void UpdateInterest();
   void Fail();
   void RequestPump();
+  void CountToTarget(size_t bytes);
+  void CountFromTarget(size_t bytes);
 
   EventLoop& loop_;
   RelayOwner& owner_;
@@ -94,6 +97,7 @@ class ChannelRelay final : public FdHandler {
   bool attention_requested_ = false;
   uint32_t interest_ = 0;
   RelayCounters counters_;
+  ByteCounters byte_counters_;
 
   friend class SshServerSession;
 };

@@ -39,6 +39,13 @@ std::string_view AuthMethodName(int subtype) {
   }
 }
 
+AuthMethod MetricMethod(std::string_view name) {
+  if (name == "publickey") return AuthMethod::kPublicKey;
+  if (name == "password") return AuthMethod::kPassword;
+  if (name == "keyboard-interactive") return AuthMethod::kKeyboardInteractive;
+  return AuthMethod::kOther;
+}
+
 bool IsCertificateType(enum ssh_keytypes_e type) {
   switch (type) {
     case SSH_KEYTYPE_RSA_CERT01:
@@ -56,7 +63,11 @@ bool IsCertificateType(enum ssh_keytypes_e type) {
 SshServerSession::SshServerSession(SessionEnvironment& env, ConnectedStream stream,
                                    Callbacks callbacks)
     : env_(env), info_(std::move(stream.info)), stream_fd_(std::move(stream.fd)),
-      callbacks_(std::move(callbacks)) {}
+      callbacks_(std::move(callbacks)) {
+  transport_label_ = TransportFromName(info_.transport);
+  env_.metrics.SessionStarted(transport_label_);
+  metrics_started_ = true;
+}
 
 SshServerSession::~SshServerSession() { Terminate("destroyed"); }
 
@@ -80,6 +91,8 @@ absl::Status SshServerSession::Start(ssh_bind bind) {
   grace_timer_ = env_.loop.AddTimer(env_.limits.login_grace_time, [this] {
     grace_timer_ = 0;
     if (authenticated_ || closed_) return;
+    grace_expired_ = true;
+    env_.metrics.Rejected(RejectReason::kLoginGraceTimeout);
     auth::LogAuthEvent(env_.logger, {.accepted = false, .reason = "login-grace-timeout",
                                      .method = "none", .user = user_, .source_ip = info_.peer.ip,
                                      .source_port = info_.peer.port, .transport = info_.transport});
@@ -214,6 +227,9 @@ bool SshServerSession::HandlePublicKeyAuth(ssh_message message, const std::strin
   authenticated_ = true;
   key_blob_ = std::move(blob);
   key_fingerprint_ = fingerprint;
+  env_.metrics.AuthAttempt(AuthResult::kAccepted, AuthMethod::kPublicKey);
+  env_.metrics.HandshakeCompleted(transport_label_, absl::ToDoubleSeconds(absl::Now() - started_));
+  env_.metrics.KeySessionDelta(key_fingerprint_, +1);
   if (grace_timer_ != 0) {
     env_.loop.CancelTimer(grace_timer_);
     grace_timer_ = 0;
@@ -233,12 +249,28 @@ void SshServerSession::RecordAuthFailure(std::string_view reason, std::string_vi
                                    .user = user, .source_ip = info_.peer.ip,
                                    .source_port = info_.peer.port, .transport = info_.transport,
                                    .fingerprint = fingerprint, .key_type = key_type});
+  env_.metrics.AuthAttempt(AuthResult::kRejected, MetricMethod(method));
   if (++auth_failures_ >= env_.limits.max_auth_attempts) {
+    env_.metrics.Rejected(RejectReason::kTooManyAuthAttempts);
     auth::LogAuthEvent(env_.logger, {.accepted = false, .reason = "too-many-attempts",
                                      .method = method, .user = user, .source_ip = info_.peer.ip,
                                      .source_port = info_.peer.port, .transport = info_.transport});
     Terminate("too many authentication failures");
   }
+}
+
+SessionResult SshServerSession::Outcome() const {
+  if (authenticated_) return SessionResult::kAuthenticated;
+  if (grace_expired_) return SessionResult::kLoginTimeout;
+  if (auth_failures_ > 0) return SessionResult::kAuthFailed;
+  return SessionResult::kClosedBeforeAuth;
+}
+
+void SshServerSession::RejectChannel(ssh_message message, RejectReason reason,
+                                     std::string_view log_reason) {
+  env_.metrics.Rejected(reason);
+  env_.metrics.ChannelOpenFinished(ChannelKind::kDirectTcpip, ChannelResult::kProhibited);
+  RefuseChannel(message, log_reason);
 }
 
 void SshServerSession::RefuseChannel(ssh_message message, std::string_view reason) {
@@ -253,29 +285,33 @@ bool SshServerSession::HandleDirectTcpip(ssh_message message) {
   std::string host = destination != nullptr ? destination : "";
   int port = ssh_message_channel_request_open_destination_port(message);
   if (shutting_down_) {
-    RefuseChannel(message, "shutting-down");
+    RejectChannel(message, RejectReason::kShuttingDown, "shutting-down");
     return false;
   }
   if (open_channels() >= static_cast<size_t>(env_.limits.max_channels)) {
-    RefuseChannel(message, "too-many-channels");
+    RejectChannel(message, RejectReason::kTooManyChannels, "too-many-channels");
     return false;
   }
   // Policy is checked against the key's current entry: a removed key opens nothing more.
   std::shared_ptr<const auth::KeySet> keys = env_.keys.Current();
   const auth::AuthorizedKey* entry = keys->Find(key_blob_);
   if (entry == nullptr) {
-    RefuseChannel(message, "key-revoked");
+    RejectChannel(message, RejectReason::kKeyRevoked, "key-revoked");
     return false;
   }
   ForwardVerdict verdict = CheckDirectForward(entry->options, host, static_cast<uint32_t>(port));
   if (verdict != ForwardVerdict::kAllowed) {
-    RefuseChannel(message, ForwardVerdictName(verdict));
+    RejectReason reason = verdict == ForwardVerdict::kForwardingDisabled ? RejectReason::kPortForwardingDisabled
+                          : verdict == ForwardVerdict::kReservedName     ? RejectReason::kReservedDestination
+                                                                          : RejectReason::kPermitOpen;
+    RejectChannel(message, reason, ForwardVerdictName(verdict));
     return false;
   }
   uint64_t open_id = next_open_id_++;
   env_.logger.Debug("session", "channel connecting", {{"src", info_.peer.ip}, {"open", absl::StrCat(open_id)}});
   PendingOpen& pending = pending_opens_[open_id];
   pending.message = message;
+  pending.started = absl::Now();
   pending.attempt = env_.connector.Connect(
       host, static_cast<uint16_t>(port), env_.limits.connect_timeout,
       [this, open_id](absl::StatusOr<UniqueFd> result) { OnConnectDone(open_id, std::move(result)); });
@@ -289,6 +325,7 @@ void SshServerSession::OnConnectDone(uint64_t open_id, absl::StatusOr<UniqueFd> 
                      {"known", it == pending_opens_.end() ? "no" : "yes"}});
   if (it == pending_opens_.end()) return;
   ssh_message message = it->second.message;
+  env_.metrics.OutboundConnect(absl::ToDoubleSeconds(absl::Now() - it->second.started));
   env_.loop.DeleteLater(std::move(it->second.attempt));  // we are inside its callback
   pending_opens_.erase(it);
   if (closed_) {
@@ -297,6 +334,7 @@ void SshServerSession::OnConnectDone(uint64_t open_id, absl::StatusOr<UniqueFd> 
   }
   if (!result.ok()) {
     // libssh 0.10 can only answer "administratively prohibited"; the log keeps the real reason.
+    env_.metrics.ChannelOpenFinished(ChannelKind::kDirectTcpip, ChannelResult::kConnectFailed);
     RefuseChannel(message, ConnectFailureName(ClassifyConnectError(result.status())));
     ssh_message_free(message);
     Service();
@@ -309,12 +347,14 @@ void SshServerSession::OnConnectDone(uint64_t open_id, absl::StatusOr<UniqueFd> 
     return;
   }
   auto relay = std::make_unique<ChannelRelay>(env_.loop, *this, env_.scratch, channel,
-                                              *std::move(result));
+                                              *std::move(result),
+                                              env_.metrics.BytesFor(transport_label_, key_fingerprint_));
   if (!relay->Start()) {
     relay->Close();
     env_.loop.DeleteLater(std::move(relay));
   } else {
     ++channels_opened_;
+    env_.metrics.ChannelOpenFinished(ChannelKind::kDirectTcpip, ChannelResult::kOpened);
     ChannelRelay* raw = relay.get();
     relays_.emplace(raw, std::move(relay));
     attention_.push_back(raw);  // data may already be waiting on either side
@@ -335,6 +375,7 @@ void SshServerSession::PumpRelays() {
       if (it == relays_.end()) continue;
       relay->Pump();
       if (relay->finished()) {
+        env_.metrics.ChannelClosed(ChannelKind::kDirectTcpip);
         bytes_to_targets_ += relay->counters().to_target;
         bytes_from_targets_ += relay->counters().from_target;
         env_.loop.DeleteLater(std::move(it->second));
@@ -380,6 +421,7 @@ void SshServerSession::Terminate(std::string_view reason) {
   }
   pending_opens_.clear();
   for (auto& [raw, relay] : relays_) {
+    env_.metrics.ChannelClosed(ChannelKind::kDirectTcpip);
     relay->Close();
     bytes_to_targets_ += relay->counters().to_target;
     bytes_from_targets_ += relay->counters().from_target;
@@ -408,6 +450,11 @@ void SshServerSession::Terminate(std::string_view reason) {
                       {"bytes_in", absl::StrCat(bytes_from_targets_)},
                       {"duration", absl::FormatDuration(absl::Trunc(absl::Now() - started_, absl::Milliseconds(1)))},
                       {"reason", std::string(reason)}});
+  }
+  if (metrics_started_) {
+    metrics_started_ = false;
+    env_.metrics.SessionEnded(transport_label_, Outcome());
+    if (authenticated_) env_.metrics.KeySessionDelta(key_fingerprint_, -1);
   }
   if (callbacks_.on_closed) {
     auto on_closed = std::move(callbacks_.on_closed);

@@ -18,6 +18,7 @@
 #include "server/common/log.h"
 #include "server/forward/outbound_connector.h"
 #include "server/loop/event_loop.h"
+#include "server/metrics/engine_metrics.h"
 #include "server/ssh/channel_relay.h"
 #include "server/transport/transport.h"
 
@@ -38,6 +39,7 @@ struct SessionEnvironment {
   auth::KeyStore& keys;
   OutboundConnector& connector;
   RelayScratch& scratch;
+  EngineMetrics& metrics;
   SessionLimits limits;
 };
 
@@ -71,6 +73,7 @@ class SshServerSession final : public FdHandler, public RelayOwner {
   struct PendingOpen {
     ssh_message message = nullptr;
     std::unique_ptr<ConnectAttempt> attempt;
+    absl::Time started;
   };
 
   void Service();
@@ -85,6 +88,8 @@ class SshServerSession final : public FdHandler, public RelayOwner {
   void RecordAuthFailure(std::string_view reason, std::string_view method, std::string_view user,
                          std::string_view fingerprint, std::string_view key_type);
   void RefuseChannel(ssh_message message, std::string_view reason);
+  void RejectChannel(ssh_message message, RejectReason reason, std::string_view log_reason);
+  SessionResult Outcome() const;
 
   SessionEnvironment& env_;
   StreamInfo info_;
@@ -103,6 +108,9 @@ class SshServerSession final : public FdHandler, public RelayOwner {
   bool closed_ = false;
   bool in_service_ = false;
   int auth_failures_ = 0;
+  bool grace_expired_ = false;
+  bool metrics_started_ = false;
+  TransportLabel transport_label_ = TransportLabel::kOther;
   std::string user_;
   std::string key_blob_;
   std::string key_fingerprint_;

@@ -200,7 +200,8 @@ std::optional<int> BackgroundProcess::Wait(std::chrono::milliseconds timeout) {
 
 AgentProcess::AgentProcess(const TempDir& dir, std::vector<std::string> extra_args) {
   std::vector<std::string> argv = {ALKNET_AGENT_BINARY, "--state-dir", dir.File("state"),
-                                   "--listen", "tcp://127.0.0.1:0", "--workers", "2"};
+                                   "--listen", "tcp://127.0.0.1:0", "--workers", "2",
+                                   "--metrics-listen", "127.0.0.1:0"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   process_ = std::make_unique<BackgroundProcess>(argv, dir.path(), "agent");
   const std::string marker = "listening address=tcp://127.0.0.1:";

@@ -85,7 +85,7 @@ TEST(SchemaTest, EveryFieldHasUniquePathFlagAndHelp) {
     EXPECT_EQ(FindFieldByYamlPath(field.yaml_path), &field);
     EXPECT_EQ(FindFieldByFlag(field.flag), &field);
   }
-  EXPECT_EQ(Fields().size(), 14u);
+  EXPECT_EQ(Fields().size(), 16u);
   EXPECT_EQ(FindFieldByYamlPath("limits"), nullptr);
   EXPECT_EQ(FindFieldByFlag("--config"), nullptr);
 }
@@ -523,7 +523,10 @@ TEST(ToYamlTest, RendersTheSchemaLayout) {
             "  shutdown_grace: 0s\n"
             "log:\n"
             "  level: debug\n"
-            "  format: json\n");
+            "  format: json\n"
+            "metrics:\n"
+            "  listen: 127.0.0.1:9464\n"
+            "  key_labels: []\n");
 }
 
 // ---- files ----

@@ -1,0 +1,181 @@
+// The operator's HTTP endpoints on the metrics port: /metrics, /healthz, /readyz.
+#include "server/http/status_server.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/errno_status.h"
+#include "server/common/strings.h"
+#include "server/http/http_request.h"
+
+namespace alknet::http {
+
+class StatusServer::Connection final : public FdHandler {
+ public:
+  Connection(StatusServer& server, UniqueFd fd) : server_(server), fd_(std::move(fd)) {}
+  ~Connection() override { Close(); }
+
+  void Start() {
+    (void)server_.loop_->Watch(fd_.get(), EPOLLIN, this);
+    timer_ = server_.loop_->AddTimer(absl::Seconds(5), [this] {
+      timer_ = 0;
+      Finish();
+    });
+  }
+
+  void OnFdEvents(uint32_t events) override {
+    if (!fd_.valid()) return;
+    if (response_.empty()) {
+      ReadRequest();
+    } else {
+      WriteResponse();
+    }
+  }
+
+ private:
+  void ReadRequest() {
+    char buffer[2048];
+    ssize_t n = read(fd_.get(), buffer, sizeof(buffer));
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      Finish();
+      return;
+    }
+    if (n < 0) return;
+    request_.append(buffer, static_cast<size_t>(n));
+    ParseResult parsed = ParseRequestHead(request_);
+    if (parsed.state == ParseState::kIncomplete) return;
+    if (parsed.state == ParseState::kInvalid) {
+      Respond(400, "Bad Request", "text/plain", "bad request\n", false);
+      return;
+    }
+    const RequestHead& head = parsed.head;
+    bool head_only = head.method == "HEAD";
+    if (head.method != "GET" && !head_only) {
+      Respond(405, "Method Not Allowed", "text/plain", "method not allowed\n", head_only);
+    } else if (head.target == "/metrics") {
+      Respond(200, "OK", "text/plain; version=0.0.4; charset=utf-8", server_.handlers_.metrics(),
+              head_only);
+    } else if (head.target == "/healthz") {
+      bool ok = server_.handlers_.healthy();
+      Respond(ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "text/plain",
+              ok ? "ok\n" : "unhealthy\n", head_only);
+    } else if (head.target == "/readyz") {
+      bool ok = server_.handlers_.ready();
+      Respond(ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "text/plain",
+              ok ? "ready\n" : "not ready\n", head_only);
+    } else {
+      Respond(404, "Not Found", "text/plain", "not found\n", head_only);
+    }
+  }
+
+  void Respond(int code, std::string_view reason, std::string_view type, const std::string& body,
+               bool head_only) {
+    response_ = absl::StrCat("HTTP/1.1 ", code, " ", Sv(reason), "\r\nContent-Type: ", Sv(type),
+                             "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n");
+    if (!head_only) response_ += body;
+    (void)server_.loop_->Modify(fd_.get(), EPOLLOUT);
+    WriteResponse();
+  }
+
+  void WriteResponse() {
+    while (written_ < response_.size()) {
+      ssize_t n = send(fd_.get(), response_.data() + written_, response_.size() - written_, MSG_NOSIGNAL);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+      if (n <= 0) break;
+      written_ += static_cast<size_t>(n);
+    }
+    Finish();
+  }
+
+  void Finish() {
+    Close();
+    server_.Finished(this);
+  }
+
+  void Close() {
+    if (timer_ != 0) {
+      server_.loop_->CancelTimer(timer_);
+      timer_ = 0;
+    }
+    if (fd_.valid()) {
+      server_.loop_->Unwatch(fd_.get());
+      fd_.reset();
+    }
+  }
+
+  StatusServer& server_;
+  UniqueFd fd_;
+  std::string request_;
+  std::string response_;
+  size_t written_ = 0;
+  EventLoop::TimerId timer_ = 0;
+};
+
+absl::StatusOr<std::unique_ptr<StatusServer>> StatusServer::Bind(const HostPort& address) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* results = nullptr;
+  std::string port = std::to_string(address.port);
+  const char* host = address.host == "*" ? nullptr : address.host.c_str();
+  if (int rc = getaddrinfo(host, port.c_str(), &hints, &results); rc != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("metrics listen ", address.ToString(),
+                                                   ": cannot resolve host: ", gai_strerror(rc)));
+  }
+  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(results, freeaddrinfo);
+  UniqueFd fd(socket(results->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return ErrnoStatus("metrics socket", errno);
+  int one = 1;
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (bind(fd.get(), results->ai_addr, results->ai_addrlen) != 0) {
+    return ErrnoStatus(absl::StrCat("metrics listen ", address.ToString(), ": bind"), errno);
+  }
+  if (listen(fd.get(), 64) != 0) return ErrnoStatus("metrics listen", errno);
+  SocketEndpoint local = LocalOf(fd.get());
+  HostPort bound{local.ip, local.port};
+  return std::unique_ptr<StatusServer>(
+      new StatusServer(std::move(fd), absl::StrCat("http://", bound.ToString())));
+}
+
+StatusServer::StatusServer(UniqueFd fd, std::string bound_url)
+    : fd_(std::move(fd)), bound_url_(std::move(bound_url)) {}
+
+StatusServer::~StatusServer() { Close(); }
+
+absl::Status StatusServer::Start(EventLoop& loop, StatusHandlers handlers) {
+  loop_ = &loop;
+  handlers_ = std::move(handlers);
+  return loop.Watch(fd_.get(), EPOLLIN, this);
+}
+
+void StatusServer::Close() {
+  connections_.clear();
+  if (loop_ != nullptr && fd_.valid()) loop_->Unwatch(fd_.get());
+  fd_.reset();
+}
+
+void StatusServer::OnFdEvents(uint32_t events) {
+  for (int i = 0; i < 16 && fd_.valid(); ++i) {
+    UniqueFd fd(accept4(fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!fd.valid()) return;
+    if (connections_.size() >= kMaxConnections) continue;  // closed at once
+    auto connection = std::make_unique<Connection>(*this, std::move(fd));
+    Connection* raw = connection.get();
+    connections_.emplace(raw, std::move(connection));
+    raw->Start();
+  }
+}
+
+void StatusServer::Finished(Connection* connection) {
+  auto it = connections_.find(connection);
+  if (it == connections_.end()) return;
+  loop_->DeleteLater(std::move(it->second));
+  connections_.erase(it);
+}
+
+}  // namespace alknet::http

@@ -1,0 +1,46 @@
+// The operator's HTTP endpoints on the metrics port: /metrics, /healthz, /readyz.
+// One request per connection, bounded request size, a read deadline and a connection cap.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "server/common/net_address.h"
+#include "server/common/unique_fd.h"
+#include "server/loop/event_loop.h"
+
+namespace alknet::http {
+
+struct StatusHandlers {
+  std::function<std::string()> metrics;  // Prometheus text exposition
+  std::function<bool()> healthy;         // process alive, loops responsive
+  std::function<bool()> ready;           // can serve: listeners accepting, state loaded
+};
+
+class StatusServer final : public FdHandler {
+ public:
+  static absl::StatusOr<std::unique_ptr<StatusServer>> Bind(const HostPort& address);
+  ~StatusServer() override;
+
+  absl::Status Start(EventLoop& loop, StatusHandlers handlers);
+  void Close();
+  const std::string& bound_url() const { return bound_url_; }  // "http://127.0.0.1:9464"
+  void OnFdEvents(uint32_t events) override;
+
+ private:
+  class Connection;
+  StatusServer(UniqueFd fd, std::string bound_url);
+  void Finished(Connection* connection);
+
+  static constexpr size_t kMaxConnections = 64;
+  UniqueFd fd_;
+  std::string bound_url_;
+  EventLoop* loop_ = nullptr;
+  StatusHandlers handlers_;
+  absl::flat_hash_map<Connection*, std::unique_ptr<Connection>> connections_;
+};
+
+}  // namespace alknet::http

@@ -1,0 +1,183 @@
+// The engine's Prometheus metrics: every family, its labels and their bounded value sets.
+#include "server/metrics/engine_metrics.h"
+
+#include <libssh/libssh.h>
+
+namespace alknet {
+namespace {
+
+constexpr std::array<std::string_view, static_cast<size_t>(TransportLabel::kCount)> kTransportNames = {
+    "tcp", "tls", "quic", "other"};
+constexpr std::array<std::string_view, static_cast<size_t>(SessionResult::kCount)> kSessionResults = {
+    "authenticated", "auth_failed", "login_timeout", "closed_before_auth"};
+constexpr std::array<std::string_view, static_cast<size_t>(AuthResult::kCount)> kAuthResults = {
+    "accepted", "rejected"};
+constexpr std::array<std::string_view, static_cast<size_t>(AuthMethod::kCount)> kAuthMethods = {
+    "publickey", "password", "keyboard_interactive", "other"};
+constexpr std::array<std::string_view, static_cast<size_t>(ChannelKind::kCount)> kChannelKinds = {
+    "direct_tcpip", "forwarded_tcpip", "socks"};
+constexpr std::array<std::string_view, static_cast<size_t>(ChannelResult::kCount)> kChannelResults = {
+    "opened", "connect_failed", "prohibited"};
+constexpr std::array<std::string_view, static_cast<size_t>(Direction::kCount)> kDirections = {
+    "upstream", "downstream"};
+constexpr std::array<std::string_view, static_cast<size_t>(RejectReason::kCount)> kRejectReasons = {
+    "max_startups",          "per_source_max_startups", "max_sessions",
+    "login_grace_timeout",   "too_many_auth_attempts",  "too_many_channels",
+    "port_forwarding_disabled", "permitopen",           "reserved_destination",
+    "key_revoked",           "shutting_down"};
+
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+  static const prometheus::Histogram::BucketBoundaries buckets = {
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+  return buckets;
+}
+
+template <typename E>
+size_t Index(E value) {
+  return static_cast<size_t>(value);
+}
+
+}  // namespace
+
+TransportLabel TransportFromName(std::string_view name) {
+  for (size_t i = 0; i < kTransportNames.size(); ++i) {
+    if (kTransportNames[i] == name) return static_cast<TransportLabel>(i);
+  }
+  return TransportLabel::kOther;
+}
+
+std::string_view RejectReasonName(RejectReason reason) { return kRejectReasons[Index(reason)]; }
+
+EngineMetrics::EngineMetrics(std::shared_ptr<prometheus::Registry> registry,
+                             const std::vector<std::pair<std::string, std::string>>& key_labels,
+                             std::string_view version)
+    : registry_(std::move(registry)) {
+  using prometheus::BuildCounter;
+  using prometheus::BuildGauge;
+  using prometheus::BuildHistogram;
+  auto s = [](std::string_view v) { return std::string(v); };
+
+  BuildGauge().Name("alknet_build_info").Help("Build information; always 1.")
+      .Register(*registry_)
+      .Add({{"version", s(version)}, {"libssh_version", ssh_version(0)}})
+      .Set(1);
+
+  auto& sessions_active = BuildGauge().Name("alknet_sessions_active")
+      .Help("SSH sessions currently open, authenticated or not.").Register(*registry_);
+  auto& sessions_total = BuildCounter().Name("alknet_sessions_total")
+      .Help("SSH sessions ended, by how far they got.").Register(*registry_);
+  auto& handshake = BuildHistogram().Name("alknet_handshake_duration_seconds")
+      .Help("Time from accepted connection to successful authentication.").Register(*registry_);
+  auto& bytes = BuildCounter().Name("alknet_forwarded_bytes_total")
+      .Help("Bytes relayed through channels; upstream is client to target.").Register(*registry_);
+  for (size_t t = 0; t < kTransports; ++t) {
+    sessions_active_[t] = &sessions_active.Add({{"transport", s(kTransportNames[t])}});
+    handshake_seconds_[t] = &handshake.Add({{"transport", s(kTransportNames[t])}}, LatencyBuckets());
+    for (size_t r = 0; r < kSessionResults.size(); ++r) {
+      sessions_total_[t][r] = &sessions_total.Add(
+          {{"transport", s(kTransportNames[t])}, {"result", s(kSessionResults[r])}});
+    }
+    for (size_t d = 0; d < kDirections.size(); ++d) {
+      bytes_[t][d] = &bytes.Add({{"transport", s(kTransportNames[t])}, {"direction", s(kDirections[d])}});
+    }
+  }
+
+  auto& auth = BuildCounter().Name("alknet_auth_attempts_total")
+      .Help("Authentication attempts by result and method.").Register(*registry_);
+  for (size_t r = 0; r < kAuthResults.size(); ++r) {
+    for (size_t m = 0; m < kAuthMethods.size(); ++m) {
+      auth_attempts_[r][m] = &auth.Add({{"result", s(kAuthResults[r])}, {"method", s(kAuthMethods[m])}});
+    }
+  }
+
+  auto& channels_active = BuildGauge().Name("alknet_channels_active")
+      .Help("Channels currently relaying data, by kind.").Register(*registry_);
+  auto& channels_opened = BuildCounter().Name("alknet_channels_opened_total")
+      .Help("Channel open requests by kind and outcome.").Register(*registry_);
+  for (size_t k = 0; k < kChannelKinds.size(); ++k) {
+    channels_active_[k] = &channels_active.Add({{"kind", s(kChannelKinds[k])}});
+    for (size_t r = 0; r < kChannelResults.size(); ++r) {
+      channels_opened_[k][r] =
+          &channels_opened.Add({{"kind", s(kChannelKinds[k])}, {"result", s(kChannelResults[r])}});
+    }
+  }
+
+  connect_seconds_ = &BuildHistogram().Name("alknet_outbound_connect_duration_seconds")
+      .Help("Time to resolve and connect to a channel's target.").Register(*registry_)
+      .Add({}, LatencyBuckets());
+
+  auto& rejections = BuildCounter().Name("alknet_rejections_total")
+      .Help("Connections and channels turned away by pre-auth limits or policy.").Register(*registry_);
+  for (size_t r = 0; r < kRejectReasons.size(); ++r) {
+    rejections_[r] = &rejections.Add({{"reason", s(kRejectReasons[r])}});
+  }
+
+  unauthenticated_ = &BuildGauge().Name("alknet_unauthenticated_connections")
+      .Help("Connections accepted but not yet authenticated (MaxStartups pool).")
+      .Register(*registry_).Add({});
+  listener_up_ = &BuildGauge().Name("alknet_listener_up")
+      .Help("1 while the listener accepts connections, 0 otherwise.").Register(*registry_);
+
+  auto& key_bytes = BuildCounter().Name("alknet_key_forwarded_bytes_total")
+      .Help("Bytes relayed for operator-labelled keys (metrics.key_labels).").Register(*registry_);
+  auto& key_sessions = BuildGauge().Name("alknet_key_sessions_active")
+      .Help("Authenticated sessions of operator-labelled keys.").Register(*registry_);
+  for (const auto& [fingerprint, label] : key_labels) {
+    if (key_series_.size() >= kMaxKeyLabels) break;
+    key_series_[fingerprint] = KeySeries{
+        &key_bytes.Add({{"key", label}, {"direction", "upstream"}}),
+        &key_bytes.Add({{"key", label}, {"direction", "downstream"}}),
+        &key_sessions.Add({{"key", label}})};
+  }
+}
+
+prometheus::Gauge& EngineMetrics::ListenerUp(const std::string& listener) {
+  return listener_up_->Add({{"listener", listener}});
+}
+
+void EngineMetrics::SessionStarted(TransportLabel transport) {
+  sessions_active_[Index(transport)]->Increment();
+}
+
+void EngineMetrics::SessionEnded(TransportLabel transport, SessionResult result) {
+  sessions_active_[Index(transport)]->Decrement();
+  sessions_total_[Index(transport)][Index(result)]->Increment();
+}
+
+void EngineMetrics::HandshakeCompleted(TransportLabel transport, double seconds) {
+  handshake_seconds_[Index(transport)]->Observe(seconds);
+}
+
+void EngineMetrics::AuthAttempt(AuthResult result, AuthMethod method) {
+  auth_attempts_[Index(result)][Index(method)]->Increment();
+}
+
+void EngineMetrics::ChannelOpenFinished(ChannelKind kind, ChannelResult result) {
+  channels_opened_[Index(kind)][Index(result)]->Increment();
+  if (result == ChannelResult::kOpened) channels_active_[Index(kind)]->Increment();
+}
+
+void EngineMetrics::ChannelClosed(ChannelKind kind) { channels_active_[Index(kind)]->Decrement(); }
+
+void EngineMetrics::OutboundConnect(double seconds) { connect_seconds_->Observe(seconds); }
+
+void EngineMetrics::Rejected(RejectReason reason) { rejections_[Index(reason)]->Increment(); }
+
+ByteCounters EngineMetrics::BytesFor(TransportLabel transport, std::string_view key_fingerprint) {
+  ByteCounters counters;
+  counters.upstream = bytes_[Index(transport)][Index(Direction::kUpstream)];
+  counters.downstream = bytes_[Index(transport)][Index(Direction::kDownstream)];
+  auto it = key_series_.find(std::string(key_fingerprint));
+  if (it != key_series_.end()) {
+    counters.key_upstream = it->second.upstream;
+    counters.key_downstream = it->second.downstream;
+  }
+  return counters;
+}
+
+void EngineMetrics::KeySessionDelta(std::string_view key_fingerprint, int delta) {
+  auto it = key_series_.find(std::string(key_fingerprint));
+  if (it != key_series_.end()) it->second.sessions->Increment(delta);
+}
+
+}  // namespace alknet

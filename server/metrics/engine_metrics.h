@@ -1,0 +1,105 @@
+// The engine's Prometheus metrics: every family, its labels and their bounded value sets.
+// Label values come only from the enums and transport names below, or from operator-given key
+// labels (metrics.key_labels): never from tunnel destinations or client input.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "absl/container/flat_hash_map.h"
+
+namespace alknet {
+
+// Transports with their own series. Unknown names fall into "other".
+enum class TransportLabel { kTcp = 0, kTls, kQuic, kOther, kCount };
+TransportLabel TransportFromName(std::string_view name);
+
+enum class SessionResult { kAuthenticated = 0, kAuthFailed, kLoginTimeout, kClosedBeforeAuth, kCount };
+enum class AuthResult { kAccepted = 0, kRejected, kCount };
+enum class AuthMethod { kPublicKey = 0, kPassword, kKeyboardInteractive, kOther, kCount };
+enum class ChannelKind { kDirectTcpip = 0, kForwardedTcpip, kSocks, kCount };
+enum class ChannelResult { kOpened = 0, kConnectFailed, kProhibited, kCount };
+enum class Direction { kUpstream = 0, kDownstream, kCount };  // client->target, target->client
+
+// Why a connection or channel was turned away before it did any work.
+enum class RejectReason {
+  kMaxStartups = 0, kPerSourceMaxStartups, kMaxSessions, kLoginGraceTimeout, kTooManyAuthAttempts,
+  kTooManyChannels, kPortForwardingDisabled, kPermitOpen, kReservedDestination, kKeyRevoked,
+  kShuttingDown, kCount
+};
+
+std::string_view RejectReasonName(RejectReason reason);
+
+// Counters a relay bumps per chunk: pointers into the registry, resolved once per channel.
+struct ByteCounters {
+  prometheus::Counter* upstream = nullptr;
+  prometheus::Counter* downstream = nullptr;
+  prometheus::Counter* key_upstream = nullptr;    // null unless the key is labelled
+  prometheus::Counter* key_downstream = nullptr;
+};
+
+class EngineMetrics {
+ public:
+  // `key_labels`: fingerprint ("SHA256:...") -> operator-chosen label; at most kMaxKeyLabels.
+  static constexpr size_t kMaxKeyLabels = 200;
+  EngineMetrics(std::shared_ptr<prometheus::Registry> registry,
+                const std::vector<std::pair<std::string, std::string>>& key_labels,
+                std::string_view version);
+
+  prometheus::Registry& registry() { return *registry_; }
+  std::shared_ptr<prometheus::Registry> shared_registry() { return registry_; }
+
+  void SessionStarted(TransportLabel transport);
+  void SessionEnded(TransportLabel transport, SessionResult result);
+  void HandshakeCompleted(TransportLabel transport, double seconds);
+  void AuthAttempt(AuthResult result, AuthMethod method);
+  void ChannelOpenFinished(ChannelKind kind, ChannelResult result);
+  void ChannelClosed(ChannelKind kind);
+  void OutboundConnect(double seconds);
+  void Rejected(RejectReason reason);
+  ByteCounters BytesFor(TransportLabel transport, std::string_view key_fingerprint);
+  // Per-key sessions gauge (no-op for unlabelled keys).
+  void KeySessionDelta(std::string_view key_fingerprint, int delta);
+  void SetUnauthenticated(int count) { unauthenticated_->Set(count); }
+  // One gauge per configured listener URL (bounded by the config).
+  prometheus::Gauge& ListenerUp(const std::string& listener);
+
+ private:
+  template <size_t N>
+  using Row = std::array<prometheus::Counter*, N>;
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  static constexpr size_t kTransports = static_cast<size_t>(TransportLabel::kCount);
+  std::array<prometheus::Gauge*, kTransports> sessions_active_{};
+  std::array<Row<static_cast<size_t>(SessionResult::kCount)>, kTransports> sessions_total_{};
+  std::array<prometheus::Histogram*, kTransports> handshake_seconds_{};
+  std::array<Row<static_cast<size_t>(AuthMethod::kCount)>, static_cast<size_t>(AuthResult::kCount)>
+      auth_attempts_{};
+  std::array<prometheus::Gauge*, static_cast<size_t>(ChannelKind::kCount)> channels_active_{};
+  std::array<Row<static_cast<size_t>(ChannelResult::kCount)>, static_cast<size_t>(ChannelKind::kCount)>
+      channels_opened_{};
+  std::array<Row<static_cast<size_t>(Direction::kCount)>, kTransports> bytes_{};
+  prometheus::Histogram* connect_seconds_ = nullptr;
+  Row<static_cast<size_t>(RejectReason::kCount)> rejections_{};
+  prometheus::Gauge* unauthenticated_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* listener_up_ = nullptr;
+
+  struct KeySeries {
+    prometheus::Counter* upstream;
+    prometheus::Counter* downstream;
+    prometheus::Gauge* sessions;
+  };
+  absl::flat_hash_map<std::string, KeySeries> key_series_;  // fixed after construction
+};
+
+}  // namespace alknet
