@@ -37,7 +37,9 @@ absl::Status FieldError(std::string_view field, const absl::Status& status) {
 bool AgentConfig::operator==(const AgentConfig& other) const {
   return state_dir == other.state_dir && listen == other.listen && host_keys == other.host_keys &&
          authorized_keys == other.authorized_keys && workers == other.workers &&
-         limits == other.limits && log == other.log && metrics == other.metrics;
+         trusted_user_ca_keys == other.trusted_user_ca_keys && revoked_keys == other.revoked_keys &&
+         certificate_clock_skew == other.certificate_clock_skew && limits == other.limits &&
+         log == other.log && metrics == other.metrics && tls == other.tls;
 }
 
 absl::Status CheckRange(int value, IntRange range) {

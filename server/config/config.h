@@ -29,6 +29,16 @@ struct LogConfig {
   LogFormat format = LogFormat::kText;
 };
 
+// TLS transport (tls:// listeners). Without cert/key a self-signed pair is made in state_dir.
+struct TlsConfig {
+  std::string cert;            // PEM certificate chain; empty: <state_dir>/tls_cert.pem (generated)
+  std::string key;             // PEM private key; empty: <state_dir>/tls_key.pem (generated)
+  bool stealth = true;         // non-SSH clients get a web server's 404
+  absl::Duration stealth_timeout = absl::Seconds(10);  // wait this long for an SSH banner
+  std::string stealth_backend;  // http://host:port to proxy non-SSH traffic to; empty: 404
+  bool operator==(const TlsConfig&) const = default;
+};
+
 // The Prometheus/health endpoint. Key labels give chosen keys their own series (bounded).
 struct MetricsConfig {
   std::optional<HostPort> listen = HostPort{"127.0.0.1", 9464};  // nullopt: "off"
@@ -46,10 +56,14 @@ struct AgentConfig {
   std::vector<EndpointUrl> listen;             // empty: tcp://127.0.0.1:2222
   std::vector<std::string> host_keys;          // empty: <state_dir>/ssh_host_ed25519_key (generated)
   std::vector<std::string> authorized_keys;    // empty: <state_dir>/authorized_keys
+  std::vector<std::string> trusted_user_ca_keys;  // CA public keys trusted for user certificates
+  std::vector<std::string> revoked_keys;       // KRL or plain revoked key lists (reloaded)
+  absl::Duration certificate_clock_skew = absl::Minutes(1);  // allowance on cert validity
   int workers = 0;                             // event-loop threads; 0 = one per core
   Limits limits;
   LogConfig log;
   MetricsConfig metrics;
+  TlsConfig tls;
 
   bool operator==(const AgentConfig&) const;
 };
@@ -73,6 +87,8 @@ struct DurationRange {
 inline constexpr DurationRange kLoginGraceTimeRange{absl::ZeroDuration(), true, absl::Hours(1)};
 inline constexpr DurationRange kConnectTimeoutRange{absl::ZeroDuration(), true, absl::Minutes(5)};
 inline constexpr DurationRange kShutdownGraceRange{absl::ZeroDuration(), false, absl::Hours(1)};
+inline constexpr DurationRange kCertificateClockSkewRange{absl::ZeroDuration(), false, absl::Hours(1)};
+inline constexpr DurationRange kStealthTimeoutRange{absl::ZeroDuration(), true, absl::Minutes(5)};
 
 // Range checks; errors read "'<value>' is out of range (...)" without a field name.
 absl::Status CheckRange(int value, IntRange range);

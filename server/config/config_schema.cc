@@ -149,6 +149,17 @@ absl::Status ParseKeyLabel(std::string_view text, std::vector<MetricsConfig::Key
   return absl::OkStatus();
 }
 
+absl::Status ParseBool(std::string_view text, bool& out) {
+  if (text == "true" || text == "yes" || text == "on") {
+    out = true;
+  } else if (text == "false" || text == "no" || text == "off") {
+    out = false;
+  } else {
+    return Bad(absl::StrCat("'", Shown(text), "' is not true or false"));
+  }
+  return absl::OkStatus();
+}
+
 std::string_view LogLevelText(LogLevel level) {
   switch (level) {
     case LogLevel::kDebug: return "debug";
@@ -187,6 +198,25 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
   return out;
 }
 
+#define ALKNET_PATH_LIST_FIELD(member)                          \
+  [](AgentConfig& c, std::string_view v) {                       \
+    std::string path;                                            \
+    absl::Status status = ParsePath(v, path);                    \
+    if (status.ok()) c.member.push_back(std::move(path));        \
+    return status;                                               \
+  },                                                             \
+      [](AgentConfig& c) { c.member.clear(); },                  \
+      [](const AgentConfig& c) { return Strings(c.member); }
+// A path or URL that may be unset: "" prints as "" and reads back as unset.
+#define ALKNET_OPTIONAL_PATH_FIELD(member)                                            \
+  [](AgentConfig& c, std::string_view v) -> absl::Status {                          \
+    if (v.empty()) {                                                                \
+      c.member.clear();                                                             \
+      return absl::OkStatus();                                                      \
+    }                                                                               \
+    return ParsePath(v, c.member);                                                  \
+  },                                                                                \
+      nullptr, [](const AgentConfig& c) { return std::vector<std::string>{c.member}; }
 #define ALKNET_INT_FIELD(member, range)                                                     \
   [](AgentConfig& c, std::string_view v) { return ParseInt(v, range, c.member); }, nullptr, \
       [](const AgentConfig& c) { return std::vector<std::string>{absl::StrCat(c.member)}; }
@@ -196,8 +226,8 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 16>& Table() {
-  static const std::array<FieldDef, 16> table = {{
+const std::array<FieldDef, 24>& Table() {
+  static const std::array<FieldDef, 24> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
@@ -229,6 +259,16 @@ const std::array<FieldDef, 16>& Table() {
        },
        [](AgentConfig& c) { c.authorized_keys.clear(); },
        [](const AgentConfig& c) { return Strings(c.authorized_keys); }},
+      {{"trusted_user_ca_keys", "--trusted-user-ca-keys", FieldKind::kList,
+        "file of CA public keys trusted to sign user certificates; repeatable (default none)"},
+       ALKNET_PATH_LIST_FIELD(trusted_user_ca_keys)},
+      {{"revoked_keys", "--revoked-keys", FieldKind::kList,
+        "OpenSSH KRL or list of revoked keys/serials, reloaded on change; repeatable "
+        "(default none)"},
+       ALKNET_PATH_LIST_FIELD(revoked_keys)},
+      {{"certificate_clock_skew", "--certificate-clock-skew", FieldKind::kScalar,
+        "tolerance on certificate validity times, 0..1h (default 1m)"},
+       ALKNET_DURATION_FIELD(certificate_clock_skew, kCertificateClockSkewRange)},
       {{"workers", "--workers", FieldKind::kScalar,
         "event-loop threads, 0..256; 0 means one per CPU core (default 0)"},
        ALKNET_INT_FIELD(workers, kWorkersRange)},
@@ -278,6 +318,24 @@ const std::array<FieldDef, 16>& Table() {
        [](const AgentConfig& c) {
          return std::vector<std::string>{std::string(LogFormatText(c.log.format))};
        }},
+      {{"tls.cert", "--tls-cert", FieldKind::kScalar,
+        "PEM certificate (chain) for tls:// listeners (default <state_dir>/tls_cert.pem, "
+        "self-signed and generated)"},
+       ALKNET_OPTIONAL_PATH_FIELD(tls.cert)},
+      {{"tls.key", "--tls-key", FieldKind::kScalar,
+        "PEM private key for tls:// listeners (default <state_dir>/tls_key.pem, generated)"},
+       ALKNET_OPTIONAL_PATH_FIELD(tls.key)},
+      {{"tls.stealth", "--stealth", FieldKind::kScalar,
+        "answer non-SSH clients on tls:// like a web server (404): true or false (default true)"},
+       [](AgentConfig& c, std::string_view v) { return ParseBool(v, c.tls.stealth); },
+       nullptr,
+       [](const AgentConfig& c) { return std::vector<std::string>{c.tls.stealth ? "true" : "false"}; }},
+      {{"tls.stealth_timeout", "--stealth-timeout", FieldKind::kScalar,
+        "how long a TLS client may take to send an SSH banner, >0 and <=5m (default 10s)"},
+       ALKNET_DURATION_FIELD(tls.stealth_timeout, kStealthTimeoutRange)},
+      {{"tls.stealth_backend", "--stealth-backend", FieldKind::kScalar,
+        "http://host:port to proxy non-SSH TLS traffic to instead of the 404 (default none)"},
+       ALKNET_OPTIONAL_PATH_FIELD(tls.stealth_backend)},
       {{"metrics.listen", "--metrics-listen", FieldKind::kScalar,
         "host:port of /metrics, /healthz and /readyz, or off (default 127.0.0.1:9464)"},
        [](AgentConfig& c, std::string_view v) -> absl::Status {
@@ -308,6 +366,8 @@ const std::array<FieldDef, 16>& Table() {
   return table;
 }
 
+#undef ALKNET_PATH_LIST_FIELD
+#undef ALKNET_OPTIONAL_PATH_FIELD
 #undef ALKNET_INT_FIELD
 #undef ALKNET_DURATION_FIELD
 

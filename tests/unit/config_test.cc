@@ -85,7 +85,7 @@ TEST(SchemaTest, EveryFieldHasUniquePathFlagAndHelp) {
     EXPECT_EQ(FindFieldByYamlPath(field.yaml_path), &field);
     EXPECT_EQ(FindFieldByFlag(field.flag), &field);
   }
-  EXPECT_EQ(Fields().size(), 16u);
+  EXPECT_EQ(Fields().size(), 24u);
   EXPECT_EQ(FindFieldByYamlPath("limits"), nullptr);
   EXPECT_EQ(FindFieldByFlag("--config"), nullptr);
 }
@@ -512,6 +512,9 @@ TEST(ToYamlTest, RendersTheSchemaLayout) {
             "  - /etc/alknet/host_rsa\n"
             "authorized_keys:\n"
             "  - /etc/alknet/authorized_keys\n"
+            "trusted_user_ca_keys: []\n"
+            "revoked_keys: []\n"
+            "certificate_clock_skew: 1m\n"
             "workers: 8\n"
             "limits:\n"
             "  login_grace_time: 1m30s\n"
@@ -524,6 +527,12 @@ TEST(ToYamlTest, RendersTheSchemaLayout) {
             "log:\n"
             "  level: debug\n"
             "  format: json\n"
+            "tls:\n"
+            "  cert: \"\"\n"
+            "  key: \"\"\n"
+            "  stealth: true\n"
+            "  stealth_timeout: 10s\n"
+            "  stealth_backend: \"\"\n"
             "metrics:\n"
             "  listen: 127.0.0.1:9464\n"
             "  key_labels: []\n");
