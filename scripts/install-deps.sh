@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages alknet needs.
 #   --build  compiler, CMake/Ninja and the libraries the agent and tests link against
 #   --test   everything in --build plus the peers the test suite runs against
-#            (OpenSSH client/server, curl, socat, ncat, python3) and clang with its
+#            (OpenSSH client/server, curl, socat, ncat, python3, Prometheus/promtool
+#            for the metrics and deploy/ checks) and clang with its
 #            runtime libraries for the ASan/UBSan and libFuzzer builds.
 # Idempotent: when every package is already installed it only runs dpkg-query.
 set -euo pipefail
@@ -10,16 +11,18 @@ set -euo pipefail
 BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache
   libssh-dev libssl-dev libabsl-dev libyaml-cpp-dev libgtest-dev libgmock-dev
+  prometheus-cpp-dev
 )
 TEST_PACKAGES=(
   openssh-client openssh-server curl socat python3 ncat
+  prometheus
   clang libclang-rt-14-dev
 )
 
 usage() {
   echo "usage: $0 --build | --test" >&2
   echo "  --build  install build dependencies" >&2
-  echo "  --test   install build dependencies and test peers (OpenSSH, curl, socat, ncat, clang, ...)" >&2
+  echo "  --test   install build dependencies and test peers (OpenSSH, curl, socat, ncat, prometheus, clang, ...)" >&2
 }
 
 mode=""

@@ -40,6 +40,22 @@ void AppendEscaped(std::string& out, std::string_view value) {
   }
 }
 
+// " k=v k2=\"quoted value\"": the key=value form of the text format, also the JSON "msg" of
+// lines whose content is all fields (the auth line), so one fail2ban regex fits both formats.
+void AppendTextFields(std::string& line, std::initializer_list<LogField> fields) {
+  for (const LogField& field : fields) {
+    if (!line.empty()) line += ' ';
+    absl::StrAppend(&line, Sv(field.key), "=");
+    if (NeedsQuotes(field.value)) {
+      line += '"';
+      AppendEscaped(line, field.value);
+      line += '"';
+    } else {
+      line += field.value;
+    }
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<LogLevel> ParseLogLevel(std::string_view name) {
@@ -79,7 +95,13 @@ void Logger::Write(LogLevel level, std::string_view component, std::string_view 
                     "\",\"component\":\"");
     AppendEscaped(line, component);
     line += "\",\"msg\":\"";
-    AppendEscaped(line, message);
+    if (message.empty()) {
+      std::string text;
+      AppendTextFields(text, fields);
+      AppendEscaped(line, text);
+    } else {
+      AppendEscaped(line, message);
+    }
     line += '"';
     for (const LogField& field : fields) {
       line += ",\"";
@@ -92,16 +114,9 @@ void Logger::Write(LogLevel level, std::string_view component, std::string_view 
   } else {
     absl::StrAppend(&line, time, " ", Sv(LogLevelName(level)), " ", Sv(component), ":");
     if (!message.empty()) absl::StrAppend(&line, " ", Sv(message));
-    for (const LogField& field : fields) {
-      absl::StrAppend(&line, " ", Sv(field.key), "=");
-      if (NeedsQuotes(field.value)) {
-        line += '"';
-        AppendEscaped(line, field.value);
-        line += '"';
-      } else {
-        line += field.value;
-      }
-    }
+    std::string text;
+    AppendTextFields(text, fields);
+    if (!text.empty()) absl::StrAppend(&line, " ", text);
     line += '\n';
   }
   absl::MutexLock lock(&mu_);
