@@ -148,12 +148,17 @@ stage_fuzz() {
       echo "test.sh: warning: no seed corpus tests/fuzz/corpus/$name/; starting from empty" >&2
     fi
     echo "test.sh: running $fuzzer for ${fuzz_seconds}s on $(find "$corpus" -type f | wc -l) seed inputs"
+    # libFuzzer logs every new coverage point: keep that in a file, show the outcome.
+    local log=$artifacts/fuzz.log
     if ! "build-fuzz/tests/$fuzzer" -max_total_time="$fuzz_seconds" -timeout=25 \
-        -print_final_stats=1 -artifact_prefix="$artifacts/" "$corpus"; then
-      echo "test.sh: $fuzzer found a failure; reproducer(s) in $artifacts/" >&2
+        -print_final_stats=1 -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1; then
+      tail -n 80 "$log" >&2
+      echo "test.sh: $fuzzer found a failure (full log: $log); reproducer(s) in $artifacts/" >&2
       echo "test.sh: rerun one with: build-fuzz/tests/$fuzzer $artifacts/<file>" >&2
       return 1
     fi
+    grep -E '^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
+    echo "test.sh: $fuzzer: no failure in ${fuzz_seconds}s (log: $log)"
   done
 }
 

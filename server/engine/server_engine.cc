@@ -1,6 +1,7 @@
 // The tunnel engine: listeners on an acceptor loop, a fixed pool of worker loops.
 #include "server/engine/server_engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <future>
 
@@ -11,10 +12,22 @@
 
 namespace alknet {
 
+namespace {
+SessionLimits ToSessionLimits(const config::Limits& limits) {
+  SessionLimits session;
+  session.login_grace_time = limits.login_grace_time;
+  session.max_channels = limits.max_channels_per_session;
+  session.connect_timeout = limits.connect_timeout;
+  return session;
+}
+}  // namespace
+
+
 ServerEngine::ServerEngine(const config::AgentConfig& config, Logger& logger, auth::KeyStore& keys,
                            EngineMetrics& metrics)
     : config_(config), logger_(logger), keys_(keys), metrics_(metrics),
-      limiter_(config.limits.max_startups, config.limits.per_source_max_startups) {}
+      limiter_(config.limits.max_startups, config.limits.per_source_max_startups),
+      max_sessions_(config.limits.max_sessions) {}
 
 ServerEngine::~ServerEngine() {
   if (started_) Shutdown(absl::ZeroDuration());
@@ -46,10 +59,7 @@ absl::Status ServerEngine::Start() {
   for (const EndpointUrl& url : config_.listen) listener_up_.push_back(&metrics_.ListenerUp(url.ToString()));
 
   resolver_ = std::make_unique<Resolver>(2);
-  SessionLimits limits;
-  limits.login_grace_time = config_.limits.login_grace_time;
-  limits.max_channels = config_.limits.max_channels_per_session;
-  limits.connect_timeout = config_.limits.connect_timeout;
+  SessionLimits limits = ToSessionLimits(config_.limits);
   int worker_count = config_.workers > 0 ? config_.workers : 1;
   for (int i = 0; i < worker_count; ++i) {
     auto worker = Worker::Create(i, logger_, keys_, *resolver_, metrics_, config_.host_keys, limits);
@@ -83,7 +93,7 @@ absl::Status ServerEngine::Start() {
 }
 
 void ServerEngine::OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& transport) {
-  int max_sessions = config_.limits.max_sessions;
+  int max_sessions = max_sessions_.load();
   if (max_sessions > 0 && active_sessions() >= max_sessions) {
     metrics_.Rejected(RejectReason::kMaxSessions);
     logger_.Warn("engine", "connection refused",
@@ -155,6 +165,39 @@ void ServerEngine::Shutdown(absl::Duration grace) {
 }
 
 bool ServerEngine::Ready() const { return ready_.load(); }
+
+std::vector<SessionSnapshot> ServerEngine::ListSessions() const {
+  std::vector<SessionSnapshot> all;
+  for (const auto& worker : workers_) {
+    std::vector<SessionSnapshot> part = worker->Snapshot();
+    all.insert(all.end(), part.begin(), part.end());
+  }
+  std::sort(all.begin(), all.end(),
+            [](const SessionSnapshot& a, const SessionSnapshot& b) { return a.id < b.id; });
+  return all;
+}
+
+int ServerEngine::KillSessions(const std::function<bool(const SessionSnapshot&)>& match,
+                               std::string_view reason) {
+  int killed = 0;
+  for (auto& worker : workers_) killed += worker->Kill(match, reason);
+  return killed;
+}
+
+void ServerEngine::UpdateLimits(const config::Limits& limits) {
+  {
+    absl::MutexLock lock(&limits_mu_);
+    config_.limits = limits;
+  }
+  limiter_.SetLimits(limits.max_startups, limits.per_source_max_startups);
+  max_sessions_ = limits.max_sessions;
+  for (auto& worker : workers_) worker->UpdateLimits(ToSessionLimits(limits));
+}
+
+config::Limits ServerEngine::limits() const {
+  absl::MutexLock lock(&limits_mu_);
+  return config_.limits;
+}
 
 bool ServerEngine::Healthy() const {
   for (const auto& worker : workers_) {

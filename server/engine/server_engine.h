@@ -40,6 +40,14 @@ class ServerEngine {
   void Shutdown(absl::Duration grace);
 
   std::vector<EndpointUrl> bound_endpoints() const;
+
+  // Admin hooks (thread-safe, blocking; not for worker threads).
+  std::vector<SessionSnapshot> ListSessions() const;
+  int KillSessions(const std::function<bool(const SessionSnapshot&)>& match, std::string_view reason);
+  // Takes effect at once: pre-auth caps for new connections, grace time for new sessions,
+  // channel caps and connect timeouts for every later channel open.
+  void UpdateLimits(const config::Limits& limits);
+  config::Limits limits() const;
   int active_sessions() const;
   int unauthenticated() const { return limiter_.unauthenticated(); }
   // /readyz: started, not draining, every listener accepting.
@@ -68,6 +76,8 @@ class ServerEngine {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<Worker>> workers_;
   size_t next_worker_ = 0;
+  std::atomic<int> max_sessions_{0};
+  mutable absl::Mutex limits_mu_;
   bool started_ = false;
 };
 

@@ -4,6 +4,7 @@
 #include <libssh/libssh.h>
 
 #include <chrono>
+#include <future>
 
 #include "absl/strings/str_cat.h"
 #include "server/ssh/libssh_status.h"
@@ -70,7 +71,9 @@ void Worker::StartThread() {
   thread_ = std::thread([this] {
     ssh_set_log_level(SSH_LOG_NOLOG);  // libssh's log level is per thread
     Heartbeat();
+    loop_running_ = true;
     loop_->Run();
+    loop_running_ = false;
   });
 }
 
@@ -104,7 +107,9 @@ void Worker::StartSession(ConnectedStream stream, std::shared_ptr<StartupTicket>
     session_count_.fetch_sub(1);
   };
   StreamInfo info = stream.info;
-  auto session = std::make_unique<SshServerSession>(environment_, std::move(stream), std::move(callbacks));
+  static std::atomic<uint64_t> next_session_id{1};
+  auto session = std::make_unique<SshServerSession>(next_session_id.fetch_add(1), environment_,
+                                                    std::move(stream), std::move(callbacks));
   SshServerSession* raw = session.get();
   sessions_.emplace(raw, std::move(session));
   session_count_.fetch_add(1);
@@ -114,6 +119,44 @@ void Worker::StartSession(ConnectedStream stream, std::shared_ptr<StartupTicket>
                  {{"src", info.peer.ip}, {"error", std::string(started.message())}});
     raw->Terminate("start failed");
   }
+}
+
+void Worker::RunOnLoop(const std::function<void()>& task) {
+  if (!loop_running_) {
+    task();
+    return;
+  }
+  std::promise<void> done;
+  loop_->Post([&] {
+    task();
+    done.set_value();
+  });
+  done.get_future().wait();
+}
+
+std::vector<SessionSnapshot> Worker::Snapshot() {
+  std::vector<SessionSnapshot> snapshots;
+  RunOnLoop([&] {
+    for (const auto& [raw, session] : sessions_) snapshots.push_back(session->Snapshot());
+  });
+  return snapshots;
+}
+
+int Worker::Kill(const std::function<bool(const SessionSnapshot&)>& match, std::string_view reason) {
+  int killed = 0;
+  RunOnLoop([&] {
+    std::vector<SshServerSession*> victims;
+    for (const auto& [raw, session] : sessions_) {
+      if (match(session->Snapshot())) victims.push_back(raw);
+    }
+    for (SshServerSession* session : victims) session->Terminate(reason);
+    killed = static_cast<int>(victims.size());
+  });
+  return killed;
+}
+
+void Worker::UpdateLimits(SessionLimits limits) {
+  loop_->Post([this, limits] { environment_.limits = limits; });
 }
 
 void Worker::BeginShutdown() {

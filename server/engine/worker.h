@@ -43,6 +43,13 @@ class Worker {
   // Thread-safe: stop the loop and join the thread (after TerminateAll).
   void Stop();
 
+  // Thread-safe, blocking (never call from this worker's own thread): a snapshot of every
+  // session, and disconnecting the sessions `match` selects (returns how many).
+  std::vector<SessionSnapshot> Snapshot();
+  int Kill(const std::function<bool(const SessionSnapshot&)>& match, std::string_view reason);
+  // Thread-safe: limits for new sessions and for later channel opens of existing ones.
+  void UpdateLimits(SessionLimits limits);
+
   int session_count() const { return session_count_.load(); }
   // Milliseconds since the loop last ran its heartbeat timer (a stuck loop stops beating).
   int64_t millis_since_heartbeat() const;
@@ -50,6 +57,8 @@ class Worker {
  private:
   Worker(int index, Logger& logger, auth::KeyStore& keys, std::unique_ptr<EventLoop> loop,
          Resolver& resolver, EngineMetrics& metrics, SessionLimits limits);
+  // Runs `task` on the loop and waits for it (or runs it inline once the loop has stopped).
+  void RunOnLoop(const std::function<void()>& task);
   void Heartbeat();
   void StartSession(ConnectedStream stream, std::shared_ptr<StartupTicket> ticket);
 
@@ -64,6 +73,7 @@ class Worker {
   bool shutting_down_ = false;
   std::atomic<int> session_count_{0};
   std::atomic<int64_t> last_heartbeat_ms_{0};
+  std::atomic<bool> loop_running_{false};
   std::thread thread_;
 };
 

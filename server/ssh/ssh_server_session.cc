@@ -60,9 +60,9 @@ bool IsCertificateType(enum ssh_keytypes_e type) {
 
 }  // namespace
 
-SshServerSession::SshServerSession(SessionEnvironment& env, ConnectedStream stream,
+SshServerSession::SshServerSession(uint64_t id, SessionEnvironment& env, ConnectedStream stream,
                                    Callbacks callbacks)
-    : env_(env), info_(std::move(stream.info)), stream_fd_(std::move(stream.fd)),
+    : id_(id), env_(env), info_(std::move(stream.info)), stream_fd_(std::move(stream.fd)),
       callbacks_(std::move(callbacks)) {
   transport_label_ = TransportFromName(info_.transport);
   env_.metrics.SessionStarted(transport_label_);
@@ -257,6 +257,26 @@ void SshServerSession::RecordAuthFailure(std::string_view reason, std::string_vi
                                      .source_port = info_.peer.port, .transport = info_.transport});
     Terminate("too many authentication failures");
   }
+}
+
+SessionSnapshot SshServerSession::Snapshot() const {
+  SessionSnapshot snapshot;
+  snapshot.id = id_;
+  snapshot.authenticated = authenticated_;
+  snapshot.user = user_;
+  snapshot.key_fingerprint = key_fingerprint_;
+  snapshot.peer = info_.peer;
+  snapshot.transport = info_.transport;
+  snapshot.started = started_;
+  snapshot.open_channels = static_cast<uint32_t>(open_channels());
+  snapshot.channels_opened = channels_opened_;
+  snapshot.bytes_upstream = bytes_to_targets_;
+  snapshot.bytes_downstream = bytes_from_targets_;
+  for (const auto& [raw, relay] : relays_) {
+    snapshot.bytes_upstream += relay->counters().to_target;
+    snapshot.bytes_downstream += relay->counters().from_target;
+  }
+  return snapshot;
 }
 
 SessionResult SshServerSession::Outcome() const {

@@ -24,6 +24,21 @@
 
 namespace alknet {
 
+// What the admin API may see of a live session: never a tunnel destination.
+struct SessionSnapshot {
+  uint64_t id = 0;
+  bool authenticated = false;
+  std::string user;
+  std::string key_fingerprint;
+  SocketEndpoint peer;
+  std::string transport;
+  absl::Time started;
+  uint32_t open_channels = 0;
+  uint64_t channels_opened = 0;
+  uint64_t bytes_upstream = 0;    // client -> targets
+  uint64_t bytes_downstream = 0;  // targets -> client
+};
+
 // Limits a session enforces itself (a snapshot of the engine's configuration).
 struct SessionLimits {
   absl::Duration login_grace_time = absl::Seconds(30);
@@ -50,7 +65,7 @@ class SshServerSession final : public FdHandler, public RelayOwner {
     std::function<void(SshServerSession*)> on_closed;       // owner removes and deletes later
   };
 
-  SshServerSession(SessionEnvironment& env, ConnectedStream stream, Callbacks callbacks);
+  SshServerSession(uint64_t id, SessionEnvironment& env, ConnectedStream stream, Callbacks callbacks);
   ~SshServerSession() override;
 
   // Hands the stream to libssh (which takes ownership of the fd) and starts the key exchange.
@@ -64,6 +79,8 @@ class SshServerSession final : public FdHandler, public RelayOwner {
   bool authenticated() const { return authenticated_; }
   size_t open_channels() const { return relays_.size() + pending_opens_.size(); }
   const StreamInfo& info() const { return info_; }
+  uint64_t id() const { return id_; }
+  SessionSnapshot Snapshot() const;
 
   void OnFdEvents(uint32_t events) override;
   void NeedsAttention(ChannelRelay* relay) override;
@@ -91,6 +108,7 @@ class SshServerSession final : public FdHandler, public RelayOwner {
   void RejectChannel(ssh_message message, RejectReason reason, std::string_view log_reason);
   SessionResult Outcome() const;
 
+  uint64_t id_;
   SessionEnvironment& env_;
   StreamInfo info_;
   int fd_ = -1;
