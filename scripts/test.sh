@@ -3,7 +3,7 @@
 #   1. deps   install build + test packages (scripts/install-deps.sh --test)
 #   2. build  RelWithDebInfo build in ./build, ctest (unit, integration, interop)
 #   3. asan   ASan+UBSan build in ./build-asan, ctest                (skipped by --quick)
-#   4. fuzz   clang libFuzzer build in ./build-fuzz, each fuzzer runs for
+#   4. fuzz   clang libFuzzer build in ./build-fuzz; each tests/fuzz/*_fuzzer.cc runs for
 #             ALKNET_FUZZ_SECONDS (default 20) on a copy of its corpus  (skipped by --quick)
 # Options:
 #   --quick      skip the asan and fuzz stages
@@ -49,7 +49,14 @@ if [[ -n "$label" ]]; then
   ctest_args+=(-L "$label")
 fi
 
-FUZZERS=(authorized_keys_fuzzer config_yaml_fuzzer)
+# Every tests/fuzz/NAME_fuzzer.cc is a libFuzzer target (tests/CMakeLists.txt); its seed
+# corpus is tests/fuzz/corpus/NAME/.
+FUZZERS=()
+for src in tests/fuzz/*_fuzzer.cc; do
+  [[ -e "$src" ]] || continue
+  src=${src##*/}
+  FUZZERS+=("${src%.cc}")
+done
 
 # ---- stages -------------------------------------------------------------------------
 
@@ -113,13 +120,11 @@ stage_fuzz() {
     echo "test.sh: clang++ not found; the fuzz build needs clang (scripts/install-deps.sh --test)" >&2
     return 1
   fi
+  if [[ ${#FUZZERS[@]} -eq 0 ]]; then
+    echo "test.sh: no fuzz targets found (tests/fuzz/*_fuzzer.cc)" >&2
+    return 1
+  fi
   local fuzzer
-  for fuzzer in "${FUZZERS[@]}"; do
-    if [[ ! -f "tests/fuzz/$fuzzer.cc" ]]; then
-      echo "test.sh: tests/fuzz/$fuzzer.cc is missing" >&2
-      return 1
-    fi
-  done
   if [[ -f build-fuzz/CMakeCache.txt ]] \
       && ! grep -q '^CMAKE_CXX_COMPILER:[A-Z]*=.*clang++' build-fuzz/CMakeCache.txt; then
     echo "test.sh: build-fuzz/ was configured without clang++; remove build-fuzz/ and re-run" >&2

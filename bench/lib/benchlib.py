@@ -408,6 +408,14 @@ def wait_for_quiet():
     return busy
 
 
+def autogroup():
+    try:
+        with open("/proc/self/autogroup") as f:
+            return f.read().strip().lstrip("/")
+    except OSError:
+        return ""
+
+
 def agent_binary():
     return os.environ.get("ALKNET_AGENT", os.path.join(BUILD_DIR, "agent", "alknet-agent"))
 
@@ -434,5 +442,5 @@ def machine_line():
         pass
     busy = wait_for_quiet()
     return (f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  host={socket.gethostname()}  "
-            f"cpus={os.cpu_count()}  cpu={cpu}  {loadavg()}  busy-before-start={busy:.0%}  nice={os.nice(0)}\n"
+            f"cpus={os.cpu_count()}  cpu={cpu}  {loadavg()}  busy-before-start={busy:.0%}  nice={os.nice(0)} {autogroup()}\n"
             f"alknet: {rev} (libssh {libssh}) agent={agent_binary()}\nclient/sshd: {ssh_v}")

@@ -198,7 +198,8 @@ TEST(AuthLogTest, JsonFormatKeepsTheSameFields) {
   const std::string line = CaptureLine(LogLevel::kInfo, LogFormat::kJson,
                                        [&](Logger& logger) { LogAuthEvent(logger, event); });
   EXPECT_THAT(line, ::testing::HasSubstr(
-                        "\"level\":\"INFO\",\"component\":\"auth\",\"msg\":\"\",\"result\":"
+                        "\"level\":\"INFO\",\"component\":\"auth\",\"msg\":\"result=accepted "
+                        "method=publickey user=alice src=192.0.2.7 port=7 transport=tcp\",\"result\":"
                         "\"accepted\",\"method\":\"publickey\",\"user\":\"alice\",\"src\":"
                         "\"192.0.2.7\",\"port\":\"7\",\"transport\":\"tcp\"}"));
 }
