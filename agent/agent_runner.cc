@@ -13,8 +13,12 @@
 #include <libssh/libssh.h>
 
 #include "absl/strings/str_cat.h"
+#include "agent/admin/admin_core.h"
+#include "agent/admin/admin_server.h"
+#include "agent/client_runner.h"
 #include "agent/command_line.h"
 #include "agent/default_config.h"
+#include "agent/trust_loader.h"
 #include "server/auth/authorized_keys.h"
 #include "server/auth/key_set.h"
 #include "server/common/errno_status.h"
@@ -29,31 +33,10 @@ absl::Status EnsureStateDir(const std::string& path) {
   return ErrnoStatus(absl::StrCat("state directory ", path), errno);
 }
 
-// Reads every authorized_keys file; bad lines are reported with file:line and skipped.
-std::shared_ptr<const auth::KeySet> LoadKeys(const config::AgentConfig& config, Logger& logger) {
-  std::vector<auth::AuthorizedKey> keys;
-  for (const std::string& path : config.authorized_keys) {
-    auto parsed = auth::LoadAuthorizedKeysFile(path);
-    if (!parsed.ok()) {
-      logger.Error("keys", "cannot read authorized keys",
-                   {{"path", path}, {"error", std::string(parsed.status().message())}});
-      continue;
-    }
-    for (const auth::ParseProblem& problem : parsed->problems) {
-      logger.Warn("keys", "skipped bad line",
-                  {{"at", problem.source}, {"error", problem.message}});
-    }
-    for (auth::AuthorizedKey& key : parsed->keys) keys.push_back(std::move(key));
-  }
-  auto set = std::make_shared<const auth::KeySet>(std::move(keys));
-  logger.Info("keys", "loaded authorized keys", {{"count", absl::StrCat(set->size())}});
-  if (set->size() == 0) {
-    std::string target = config.authorized_keys.empty() ? "authorized_keys" : config.authorized_keys[0];
-    logger.Warn("keys", "no authorized keys: nobody can log in yet",
-                {{"hint", absl::StrCat("cat ~/.ssh/id_ed25519.pub >> ", target,
-                                       " && kill -HUP ", getpid())}});
-  }
-  return set;
+admin::AdminServerOptions AdminOptions(const config::AgentConfig& config) {
+  return {.unix_socket = config.admin.socket, .tcp_listen = config.admin.listen,
+          .tls_cert = config.admin.tls_cert, .tls_key = config.admin.tls_key,
+          .client_ca = config.admin.client_ca};
 }
 
 }  // namespace
@@ -96,29 +79,77 @@ int RunAgent(int argc, const char* const* argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  if (command_line->command == "connect") return RunClientRole(*config, logger, signals);
 
   ssh_init();
-  auth::KeyStore keys(LoadKeys(*config, logger));
+  // Trusted user CAs and revocation lists: read here, checked by the sessions, reloaded on
+  // SIGHUP and (revocation lists) within a second of their files changing. A bad revocation
+  // file refuses the start (fail closed).
+  TrustLoader trust(*config, logger);
+  if (absl::Status loaded = trust.LoadInitial(); !loaded.ok()) {
+    logger.Error("agent", "startup failed", {{"error", std::string(loaded.message())}});
+    ssh_finalize();
+    return 1;
+  }
+  // The admin core owns the keys and the policy: it reads the state file (or seeds it), merges
+  // the config file's limits and the authorized_keys files, and fills the key store.
+  auth::KeyStore keys(std::make_shared<const auth::KeySet>(std::vector<auth::AuthorizedKey>{}));
+  auto admin_core = admin::AdminCore::Open(*config, {.version = ALKNET_VERSION}, logger, keys);
+  if (!admin_core.ok()) {
+    logger.Error("agent", "startup failed", {{"error", std::string(admin_core.status().message())}});
+    ssh_finalize();
+    return 1;
+  }
+  config->limits = (*admin_core)->limits();
+  auto admin_server = admin::AdminServer::Start(**admin_core, AdminOptions(*config), logger);
+  if (!admin_server.ok()) {
+    logger.Error("agent", "startup failed", {{"error", std::string(admin_server.status().message())}});
+    ssh_finalize();
+    return 1;
+  }
+  (*admin_core)->SetAdminListeners((*admin_server)->addresses());
   int exit_code = 0;
   {
     std::vector<std::pair<std::string, std::string>> key_labels;
     for (const auto& key : config->metrics.key_labels) key_labels.emplace_back(key.fingerprint, key.label);
     EngineMetrics metrics(std::make_shared<prometheus::Registry>(), key_labels, ALKNET_VERSION);
     ServerEngine engine(*config, logger, keys, metrics);
+    std::unique_ptr<ClientEngine> client = MakeClientRole(*config, logger, metrics, engine);
+    engine.SetTrustStores(&trust.stores());
     if (absl::Status started = engine.Start(); !started.ok()) {
       logger.Error("agent", "startup failed", {{"error", std::string(started.message())}});
       exit_code = 1;
+    } else if (absl::Status client_started = client ? client->Start() : absl::OkStatus();
+               !client_started.ok()) {
+      logger.Error("agent", "startup failed", {{"error", std::string(client_started.message())}});
+      engine.Shutdown(absl::ZeroDuration());
+      exit_code = 1;
     } else {
+      (*admin_core)->AttachEngine(&engine);
       for (;;) {
-        int signal_number = 0;
-        if (sigwait(&signals, &signal_number) != 0) continue;
+        // Wakes at least once a second to pick up changed revocation lists.
+        const timespec tick{.tv_sec = 1, .tv_nsec = 0};
+        const int signal_number = sigtimedwait(&signals, nullptr, &tick);
+        if (signal_number < 0) {
+          trust.ReloadRevocationsIfChanged();
+          continue;
+        }
         if (signal_number == SIGHUP) {
-          logger.Info("agent", "SIGHUP: reloading authorized keys");
-          keys.Replace(LoadKeys(*config, logger));
+          // The config file (limits) and the authorized_keys files; sessions stay up.
+          logger.Info("agent", "SIGHUP: reloading the config file and authorized keys");
+          auto reloaded = BuildConfig(*command_line, DefaultConfigYaml());
+          if (!reloaded.ok()) {
+            logger.Error("agent", "SIGHUP: config file not reloaded; keeping the running one",
+                         {{"error", std::string(reloaded.status().message())}});
+          }
+          (*admin_core)->Reload(reloaded.ok() ? *reloaded : *config);
+          trust.Reload();
           continue;
         }
         logger.Info("agent", "shutting down", {{"signal", strsignal(signal_number)}});
-        engine.Shutdown(config->limits.shutdown_grace);
+        if (client) client->Shutdown();
+        (*admin_server)->Shutdown(absl::Seconds(1));
+        engine.Shutdown((*admin_core)->limits().shutdown_grace);
         break;
       }
     }

@@ -26,7 +26,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
     std::string_view arg = argv[i];
     if (arg.size() < 2 || arg[0] != '-' || arg == "--") {
       if (i == 1) {
-        if (arg != "serve") {
+        if (arg != "serve" && arg != "connect") {
           return absl::InvalidArgumentError(
               absl::StrCat("unknown command '", Sv(arg), "' (see --help)"));
         }
@@ -73,6 +73,20 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
       if (!value.ok()) return value.status();
       if (value->empty()) return absl::InvalidArgumentError("flag '--config' needs a file name");
       result.config_file = *std::move(value);
+    } else if (const config::UpstreamFieldSpec* upstream_field = config::FindUpstreamFieldByFlag(name);
+               upstream_field != nullptr) {
+      if (result.command != "connect") {
+        return absl::InvalidArgumentError(
+            absl::StrCat("flag '", Sv(name), "' belongs to the 'connect' command (see --help)"));
+      }
+      if (!upstream_field->takes_value) {
+        if (absl::Status status = no_value(); !status.ok()) return status;
+        result.upstream_settings.emplace_back(upstream_field, "true");
+        continue;
+      }
+      absl::StatusOr<std::string> value = take_value();
+      if (!value.ok()) return value.status();
+      result.upstream_settings.emplace_back(upstream_field, *std::move(value));
     } else if (const config::FieldSpec* field = config::FindFieldByFlag(name); field != nullptr) {
       absl::StatusOr<std::string> value = take_value();
       if (!value.ok()) return value.status();
@@ -108,6 +122,19 @@ absl::StatusOr<config::AgentConfig> BuildConfig(const CommandLine& command_line,
       return absl::InvalidArgumentError(absl::StrCat(Sv(field->flag), ": ", status.message()));
     }
   }
+  if (command_line.command == "connect") {
+    // The connect flags describe exactly one upstream; it replaces the file's upstreams.
+    config::UpstreamConfig upstream;
+    for (const auto& [field, value] : command_line.upstream_settings) {
+      if (absl::Status status = config::SetUpstreamField(upstream, *field, value); !status.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(Sv(field->flag), ": ", status.message()));
+      }
+    }
+    if (upstream.server.address.host.empty()) {
+      return absl::InvalidArgumentError("connect: --server tcp://HOST:PORT is required");
+    }
+    result.upstreams = {std::move(upstream)};
+  }
   config::ResolveDefaults(result);
   if (absl::Status status = config::Validate(result); !status.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("invalid configuration: ", status.message()));
@@ -125,7 +152,11 @@ std::string UsageText() {
       "Flags take their value as '--flag value' or '--flag=value'.\n"
       "\n"
       "Commands:\n"
-      "  serve                      run the agent (the default)\n"
+      "  serve                      run the agent (the default); upstreams: in the config file\n"
+      "                             run the client role next to the server\n"
+      "  connect --server tcp://HOST:PORT --identity FILE [upstream flags...]\n"
+      "                             client role only: one SSH connection to HOST with a SOCKS5\n"
+      "                             listener and -L / -R forwards (docs/configuration.md)\n"
       "\n"
       "Options:\n"
       "  --config FILE              YAML configuration file (docs/configuration.md)\n"
@@ -137,6 +168,12 @@ std::string UsageText() {
   for (const config::FieldSpec& field : config::Fields()) {
     absl::StrAppend(&text, "  ", Sv(field.flag), " VALUE\n      ", Sv(field.yaml_path), ": ",
                     Sv(field.help), "\n");
+  }
+  absl::StrAppend(&text, "\nUpstream flags (connect only; YAML: a list under upstreams:):\n");
+  for (const config::UpstreamFieldSpec& field : config::UpstreamFields()) {
+    absl::StrAppend(&text, "  ", Sv(field.flag), field.takes_value ? " VALUE" : "",
+                    field.kind == config::FieldKind::kList ? " (repeatable)" : "", "\n      upstreams[].",
+                    Sv(field.key), ": ", Sv(field.help), "\n");
   }
   return text;
 }

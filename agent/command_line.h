@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "server/config/config.h"
 #include "server/config/config_schema.h"
+#include "server/config/upstream_schema.h"
 
 namespace alknet::agent {
 
@@ -21,6 +22,8 @@ struct CommandLine {
   bool version = false;                       // --version
   // Schema flags in the order given: (field, value). "--flag=value" and "--flag value" both work.
   std::vector<std::pair<const config::FieldSpec*, std::string>> settings;
+  // `connect` only: flags of the one upstream it runs (--server, -L, ...), in order.
+  std::vector<std::pair<const config::UpstreamFieldSpec*, std::string>> upstream_settings;
 };
 
 // Unknown flags, missing values and a second positional command are errors naming the flag.

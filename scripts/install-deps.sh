@@ -2,7 +2,9 @@
 # Installs the Debian 12 packages alknet needs.
 #   --build  compiler, CMake/Ninja and the libraries the agent and tests link against
 #   --test   everything in --build plus the peers the test suite runs against
-#            (OpenSSH client/server, curl, socat, ncat, python3, Prometheus/promtool
+#            (OpenSSH client/server, curl, socat, ncat, python3 with grpcio for the admin
+#            API test, openssl for its test certificates, nginx as the reference for the
+#            TLS stealth answers, Prometheus/promtool
 #            for the metrics and deploy/ checks) and clang with its
 #            runtime libraries for the ASan/UBSan and libFuzzer builds.
 # Idempotent: when every package is already installed it only runs dpkg-query.
@@ -12,11 +14,15 @@ BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache
   libssh-dev libssl-dev libabsl-dev libyaml-cpp-dev libgtest-dev libgmock-dev
   prometheus-cpp-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
 )
 TEST_PACKAGES=(
   openssh-client openssh-server curl socat python3 ncat
+  microsocks tinyproxy
   prometheus
   clang libclang-rt-14-dev
+  python3-grpcio python3-protobuf openssl
+  nginx
 )
 
 usage() {

@@ -162,7 +162,7 @@ def print_table(headers, rows, out=sys.stdout):
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(str(cell)))
     line = "  ".join(h.ljust(widths[i]) for i, h in enumerate(headers))
-    print(line, file=out)
+    print(line.rstrip(), file=out)
     print("  ".join("-" * w for w in widths), file=out)
     def numeric(cell):
         return bool(re.fullmatch(r"[-+]?[\d.,]+[x%]?|n/a|-|[\d.]+ / [\d.]+", str(cell)))
@@ -198,6 +198,7 @@ class Bench:
         os.chmod(os.path.join(self.tmp, "authorized_keys"), 0o644)
 
     def _on_signal(self, signum, frame):
+        log(f"signal {signum}: cleaning up")
         raise SystemExit(128 + signum)
 
     def __enter__(self):
@@ -266,11 +267,13 @@ class Bench:
         logfile = self.path("agent.log")
         self.agent_log = logfile
         with open(logfile, "w") as out:
+            # A session of its own, hence its own scheduler autogroup: sshd's per-connection
+            # processes call setsid() too, so both servers compete for CPU on the same terms.
             self.agent = self.spawn(
                 [binary, "--state-dir", self.path("agent-state"), "--listen", "tcp://127.0.0.1:0",
                  "--authorized-keys", self.path("authorized_keys"), "--workers", str(workers),
                  "--log-level", os.environ.get("AGENT_LOG_LEVEL", "info"), *extra],
-                "alknet-agent", stdout=out, stderr=subprocess.STDOUT)
+                "alknet-agent", stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         pattern = re.compile(r"engine: listening address=tcp://127\.0\.0\.1:(\d+)")
 
         def ready():
@@ -349,6 +352,22 @@ LogLevel {os.environ.get('SSHD_LOG_LEVEL', 'INFO')}
         if r.returncode != 0 or not kex or not ciph:
             raise RuntimeError(f"probe ssh to port {port} failed (rc={r.returncode}):\n{r.stderr}")
         return f"kex={kex.group(1)} cipher={ciph.group(1)}"
+
+    def boost_servers(self):
+        """With BENCH_NICE, gives the agent's autogroup and the autogroup of each live sshd
+        per-connection process that nice value (call once the connections are up)."""
+        value = os.environ.get("BENCH_NICE", "").strip()
+        if not value:
+            return "servers at default priority"
+        done = 0
+        for pid in [self.agent.pid] + descendants_of(self.sshd.pid):
+            try:
+                with open(f"/proc/{pid}/autogroup", "w") as f:
+                    f.write(value)
+                done += 1
+            except OSError as e:
+                log(f"cannot set autogroup nice of {pid}: {e}")
+        return f"autogroup nice {value} for the agent and the sshd connection processes ({done} set)"
 
     def wait_sshd_idle(self, timeout=10.0):
         """Waits until the sshd master has no per-connection children left."""

@@ -4,6 +4,7 @@
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REPO_DIR="$(cd "${BENCH_DIR}/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-${REPO_DIR}/build}"
+export PYTHONDONTWRITEBYTECODE=1  # keep bench/lib free of __pycache__
 
 bench_log() { printf '[bench] %s\n' "$*" >&2; }
 
@@ -42,12 +43,23 @@ bench_ensure_packages() {
 # Builds the given ninja targets unless SKIP_BUILD=1 (then they must already exist).
 bench_build() {
   if [ "${SKIP_BUILD:-0}" = 1 ]; then return 0; fi
+  local log
+  log="$(mktemp)"
   if [ ! -f "${BUILD_DIR}/build.ninja" ]; then
     bench_log "configuring ${BUILD_DIR}"
-    cmake -S "${REPO_DIR}" -B "${BUILD_DIR}" -G Ninja >/dev/null
+    if ! cmake -S "${REPO_DIR}" -B "${BUILD_DIR}" -G Ninja >"${log}" 2>&1; then
+      tail -n 30 "${log}" >&2; rm -f "${log}"
+      bench_log "cmake failed (SKIP_BUILD=1 with ALKNET_AGENT=... runs an existing binary)"
+      return 1
+    fi
   fi
   bench_log "building: $*"
-  ninja -C "${BUILD_DIR}" "$@" >/dev/null
+  if ! ninja -C "${BUILD_DIR}" "$@" >"${log}" 2>&1; then
+    tail -n 30 "${log}" >&2; rm -f "${log}"
+    bench_log "build failed (SKIP_BUILD=1 with ALKNET_AGENT=... runs an existing binary)"
+    return 1
+  fi
+  rm -f "${log}"
 }
 
 # Raises the soft open-files limit as far as allowed (wanted: 65536).

@@ -48,6 +48,8 @@ def main():
               f"client kex={bench.kex}, hostkey=ssh-ed25519, user key=ssh-ed25519, "
               f"agent workers={os.environ.get('WORKERS', '2')}")
         print(f"each connection: ssh -W 127.0.0.1:{closer} </dev/null (target closes at once)")
+        print("priority: both servers at default priority (agent: one scheduler autogroup; sshd: "
+              "one autogroup per connection, as it calls setsid)")
 
         failures = []
 

@@ -59,6 +59,8 @@ def main():
                 if ssh.poll() is not None:
                     raise RuntimeError(f"ssh -N -L into {label} exited with {ssh.returncode}")
                 tunnels[label] = (lport, ssh)
+            time.sleep(0.5)  # let sshd's post-auth processes settle before touching them
+            print(f"  priority: {bench.boost_servers()}")
 
             for direction in directions:
                 fn = endpoints.download if direction == "download" else endpoints.upload

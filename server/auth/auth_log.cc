@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace alknet::auth {
 namespace {
@@ -42,7 +43,42 @@ void EmitWithKey(Logger& logger, const AuthEvent& event, Fields&&... leading) {
   }
 }
 
+// Certificate logins: every field is always present.
+void EmitCertificate(Logger& logger, const AuthEvent& event, LogField method, LogField user,
+                     LogField source, LogField port, LogField transport) {
+  const CertificateLogInfo& cert = *event.certificate;
+  LogField key{"key", std::string(event.fingerprint)};
+  LogField key_type{"key_type", std::string(event.key_type)};
+  LogField cert_id{"cert_id", EscapeCertificateKeyId(cert.key_id), /*always_quote=*/true};
+  LogField serial{"serial", absl::StrCat(cert.serial)};
+  LogField ca{"ca", std::string(cert.ca_fingerprint)};
+  if (event.accepted) {
+    Emit(logger, true, LogField{"result", "accepted"}, std::move(method), std::move(user),
+         std::move(source), std::move(port), std::move(transport), std::move(key),
+         std::move(key_type), std::move(cert_id), std::move(serial), std::move(ca));
+  } else {
+    Emit(logger, false, LogField{"result", "rejected"}, LogField{"reason", std::string(event.reason)},
+         std::move(method), std::move(user), std::move(source), std::move(port),
+         std::move(transport), std::move(key), std::move(key_type), std::move(cert_id),
+         std::move(serial), std::move(ca));
+  }
+}
+
 }  // namespace
+
+std::string EscapeCertificateKeyId(std::string_view key_id) {
+  std::string out;
+  out.reserve(key_id.size());
+  for (char c : key_id) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte > 0x7e || c == '=' || c == '"' || c == '\\' || c == '%') {
+      absl::StrAppendFormat(&out, "%%%02X", byte);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
 
 void LogAuthEvent(Logger& logger, const AuthEvent& event) {
   const LogLevel level = event.accepted ? LogLevel::kInfo : LogLevel::kWarning;
@@ -52,6 +88,11 @@ void LogAuthEvent(Logger& logger, const AuthEvent& event) {
   LogField source{"src", std::string(event.source_ip)};
   LogField port{"port", absl::StrCat(event.source_port)};
   LogField transport{"transport", std::string(event.transport)};
+  if (event.certificate != nullptr) {
+    EmitCertificate(logger, event, std::move(method), std::move(user), std::move(source),
+                    std::move(port), std::move(transport));
+    return;
+  }
   if (event.accepted) {
     EmitWithKey(logger, event, LogField{"result", "accepted"}, std::move(method), std::move(user),
                 std::move(source), std::move(port), std::move(transport));

@@ -7,12 +7,23 @@
 // fail2ban: failregex = ^.* auth: result=rejected .* src=<HOST> port=\d+
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "server/common/log.h"
 
 namespace alknet::auth {
+
+// Certificate logins add `cert_id="<key id>" serial=<n> ca=SHA256:...` after key_type; key= is
+// then the certified key's fingerprint. The key id is the CA's free text: bytes outside
+// printable ASCII and the characters = " \\ % are written as %XX, so it can never fake a
+// src= field for fail2ban.
+struct CertificateLogInfo {
+  std::string_view key_id;
+  uint64_t serial = 0;
+  std::string_view ca_fingerprint;
+};
 
 struct AuthEvent {
   bool accepted = false;
@@ -24,7 +35,11 @@ struct AuthEvent {
   std::string_view transport;  // "tcp"
   std::string_view fingerprint;  // may be empty (no key offered)
   std::string_view key_type;
+  const CertificateLogInfo* certificate = nullptr;  // certificate logins only
 };
+
+// The key id as written in the cert_id field (see CertificateLogInfo).
+std::string EscapeCertificateKeyId(std::string_view key_id);
 
 void LogAuthEvent(Logger& logger, const AuthEvent& event);
 

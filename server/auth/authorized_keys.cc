@@ -784,4 +784,14 @@ absl::StatusOr<ParsedKeys> LoadAuthorizedKeysFile(const std::string& path) {
   return ParseAuthorizedKeys(content, path);
 }
 
+absl::Status ValidatePublicKeyBlob(std::string_view blob) {
+  WireReader reader(blob);
+  std::string_view type;
+  if (!reader.ReadString(type)) return Truncated("key type");
+  if (IsCertificateType(type)) return LineError(Cat("'", Show(type), "' is a certificate, not a plain key"));
+  const KeyTypeInfo* info = FindSupportedKeyType(type);
+  if (info == nullptr) return LineError(Cat("unsupported key type '", Show(type), "'"));
+  return ValidateKeyBlob(*info, blob);
+}
+
 }  // namespace alknet::auth

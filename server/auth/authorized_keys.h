@@ -46,6 +46,9 @@ struct AuthorizedKey {
   std::string fingerprint;  // "SHA256:<base64 without padding>", as ssh-keygen -l prints
   KeyOptions options;
   std::string source;       // "file:line"
+  // Set by the admin API (never by a file): the key may open the reserved "alknet-admin"
+  // destination, i.e. reach the admin API over SSH.
+  bool admin_role = false;
 };
 
 struct ParseProblem {
@@ -67,5 +70,9 @@ ParsedKeys ParseAuthorizedKeys(std::string_view text, std::string_view file_name
 
 // Reads and parses a file. A missing file is an empty set, not an error; unreadable is an error.
 absl::StatusOr<ParsedKeys> LoadAuthorizedKeysFile(const std::string& path);
+
+// Checks a plain (not certificate) public key blob as a line's key is checked: supported type,
+// consistent lengths, RSA size limits, ECDSA point on its curve, no trailing bytes.
+absl::Status ValidatePublicKeyBlob(std::string_view blob);
 
 }  // namespace alknet::auth

@@ -46,7 +46,7 @@ void AppendTextFields(std::string& line, std::initializer_list<LogField> fields)
   for (const LogField& field : fields) {
     if (!line.empty()) line += ' ';
     absl::StrAppend(&line, Sv(field.key), "=");
-    if (NeedsQuotes(field.value)) {
+    if (field.always_quote || NeedsQuotes(field.value)) {
       line += '"';
       AppendEscaped(line, field.value);
       line += '"';

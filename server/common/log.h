@@ -22,6 +22,7 @@ std::string_view LogLevelName(LogLevel level);
 struct LogField {
   std::string_view key;
   std::string value;
+  bool always_quote = false;  // text form: quote even when the value needs no quotes
 };
 
 class Logger {

@@ -24,7 +24,7 @@ absl::StatusOr<HostPort> ParseHostPort(std::string_view text, bool allow_zero = 
 
 // A listener or server address with its transport: "tcp://127.0.0.1:2222".
 struct EndpointUrl {
-  std::string scheme;  // "tcp" (later "tls", "quic")
+  std::string scheme;  // "tcp" or "tls" (later "quic")
   HostPort address;
 
   std::string ToString() const;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/common/strings.h"
 #include "server/config/duration.h"
+#include "server/config/upstream_schema.h"
 
 namespace alknet::config {
 namespace {
@@ -32,6 +33,37 @@ absl::Status FieldError(std::string_view field, const absl::Status& status) {
   return absl::InvalidArgumentError(absl::StrCat(Sv(field), ": ", status.message()));
 }
 
+// tls.*: stealth=true needs a tls:// listener, cert and key come together, the backend is
+// http://host:port.
+absl::Status ValidateTls(const AgentConfig& config) {
+  const TlsConfig& tls = config.tls;
+  bool has_tls_listener = std::any_of(config.listen.begin(), config.listen.end(),
+                                      [](const EndpointUrl& url) { return url.scheme == "tls"; });
+  if (tls.stealth == true && !has_tls_listener) {
+    return absl::InvalidArgumentError(
+        "tls.stealth (--stealth) is set to true but no listener is tls:// "
+        "(add --listen tls://HOST:PORT or drop --stealth)");
+  }
+  if (tls.cert.empty() != tls.key.empty()) {
+    return absl::InvalidArgumentError(
+        "tls.cert (--tls-cert) and tls.key (--tls-key) must be given together");
+  }
+  if (!tls.stealth_backend.empty()) {
+    std::string_view backend = tls.stealth_backend;
+    if (backend.substr(0, 7) != "http://") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tls.stealth_backend (--stealth-backend): '", Sv(backend), "' is not http://host:port"));
+    }
+    backend.remove_prefix(7);
+    if (!backend.empty() && backend.back() == '/') backend.remove_suffix(1);
+    if (absl::StatusOr<HostPort> address = ParseHostPort(backend, /*allow_zero=*/false);
+        !address.ok()) {
+      return FieldError("tls.stealth_backend", address.status());
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 bool AgentConfig::operator==(const AgentConfig& other) const {
@@ -39,7 +71,9 @@ bool AgentConfig::operator==(const AgentConfig& other) const {
          authorized_keys == other.authorized_keys && workers == other.workers &&
          trusted_user_ca_keys == other.trusted_user_ca_keys && revoked_keys == other.revoked_keys &&
          certificate_clock_skew == other.certificate_clock_skew && limits == other.limits &&
-         log == other.log && metrics == other.metrics && tls == other.tls;
+         log == other.log && metrics == other.metrics && tls == other.tls &&
+         upstreams == other.upstreams &&
+         admin == other.admin;
 }
 
 absl::Status CheckRange(int value, IntRange range) {
@@ -71,6 +105,8 @@ void ResolveDefaults(AgentConfig& config) {
   if (config.authorized_keys.empty()) {
     config.authorized_keys.push_back(JoinPath(config.state_dir, "authorized_keys"));
   }
+  if (config.admin.socket.empty()) config.admin.socket = JoinPath(config.state_dir, "admin.sock");
+  ResolveUpstreamDefaults(config.upstreams);
   if (config.workers == 0) {
     unsigned cores = std::thread::hardware_concurrency();
     config.workers =
@@ -135,11 +171,24 @@ absl::Status Validate(const AgentConfig& config) {
     }
   }
 
+  if (config.admin.listen) {
+    if (config.admin.client_ca.empty()) {
+      return absl::InvalidArgumentError(
+          "admin.listen: a TCP admin listener needs admin.client_ca (clients must present a "
+          "certificate: mutual TLS)");
+    }
+    if (config.admin.tls_cert.empty() || config.admin.tls_key.empty()) {
+      return absl::InvalidArgumentError(
+          "admin.listen: a TCP admin listener needs admin.tls_cert and admin.tls_key");
+    }
+  }
+  if (absl::Status status = ValidateUpstreams(config.upstreams); !status.ok()) return status;
   if (limits.per_source_max_startups > limits.max_startups) {
     return absl::InvalidArgumentError(
         absl::StrCat("limits.per_source_max_startups (", limits.per_source_max_startups,
                      ") must not exceed limits.max_startups (", limits.max_startups, ")"));
   }
+  if (absl::Status status = ValidateTls(config); !status.ok()) return status;
   return absl::OkStatus();
 }
 

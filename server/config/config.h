@@ -33,7 +33,10 @@ struct LogConfig {
 struct TlsConfig {
   std::string cert;            // PEM certificate chain; empty: <state_dir>/tls_cert.pem (generated)
   std::string key;             // PEM private key; empty: <state_dir>/tls_key.pem (generated)
-  bool stealth = true;         // non-SSH clients get a web server's 404
+  // Non-SSH clients get a web server's 404. Unset ("auto") means on; only an explicit true
+  // is checked against the listeners (it needs a tls:// one).
+  std::optional<bool> stealth;
+  bool stealth_enabled() const { return stealth.value_or(true); }
   absl::Duration stealth_timeout = absl::Seconds(10);  // wait this long for an SSH banner
   std::string stealth_backend;  // http://host:port to proxy non-SSH traffic to; empty: 404
   bool operator==(const TlsConfig&) const = default;
@@ -51,6 +54,50 @@ struct MetricsConfig {
   bool operator==(const MetricsConfig&) const = default;
 };
 
+// The admin API (gRPC): always on a Unix socket; optionally on TCP, only with mutual TLS.
+struct AdminConfig {
+  std::string socket;                 // Unix socket path; empty: <state_dir>/admin.sock
+  std::optional<HostPort> listen;     // TCP host:port; nullopt: "off" (no TCP listener)
+  std::string tls_cert;               // PEM certificate chain of the TCP listener
+  std::string tls_key;                // PEM private key of tls_cert
+  std::string client_ca;              // PEM CA certificates that client certificates must chain to
+  bool operator==(const AdminConfig&) const = default;
+};
+
+// One -L / -R forward of the client role: "[bind:]port:host:hostport" (IPv6 in brackets).
+struct ForwardSpec {
+  std::string bind_host;  // -L: local bind (default 127.0.0.1); -R: requested on the server
+  uint16_t bind_port = 0;
+  std::string host;       // -L: the far side dials it; -R: we dial it locally
+  uint16_t host_port = 0;
+  std::string ToString() const;
+  bool operator==(const ForwardSpec&) const = default;
+};
+
+// The client role: one SSH connection to an upstream server (server/config/upstream_schema.cc
+// holds its field table; `alknet-agent connect` flags map onto one upstream).
+struct UpstreamConfig {
+  std::string name;                    // metrics label; default: the server's host:port
+  EndpointUrl server;                  // tcp://host:port (required)
+  std::string user;                    // empty: the local user's name
+  std::string identity;                // private key file (required)
+  std::optional<HostPort> socks5;      // local SOCKS5 listener
+  std::string socks5_username;         // RFC 1929 credentials required when set
+  std::string socks5_password;
+  std::vector<ForwardSpec> local_forwards;   // -L
+  std::vector<ForwardSpec> remote_forwards;  // -R
+  std::string known_hosts;             // OpenSSH known_hosts file to verify the host key
+  std::string host_key_fingerprint;    // or a pinned "SHA256:..." fingerprint
+  bool insecure_accept_any_host_key = false;
+  std::optional<EndpointUrl> proxy;    // socks5://host:port or http://host:port
+  absl::Duration handshake_timeout = absl::Seconds(15);   // TCP + proxy + SSH + auth
+  absl::Duration keepalive_interval = absl::Seconds(15);
+  absl::Duration keepalive_timeout = absl::Seconds(45);   // silent peer -> reconnect
+  absl::Duration request_timeout = absl::Seconds(10);     // a SOCKS/-L request waiting to open
+  int max_pending_requests = 128;      // requests queued while (re)connecting
+  bool operator==(const UpstreamConfig&) const = default;
+};
+
 struct AgentConfig {
   std::string state_dir = "./var";             // host key and state live here
   std::vector<EndpointUrl> listen;             // empty: tcp://127.0.0.1:2222
@@ -64,6 +111,9 @@ struct AgentConfig {
   LogConfig log;
   MetricsConfig metrics;
   TlsConfig tls;
+  AdminConfig admin;
+
+  std::vector<UpstreamConfig> upstreams;  // client role (YAML list; `connect` flags make one)
 
   bool operator==(const AgentConfig&) const;
 };

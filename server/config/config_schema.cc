@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/common/strings.h"
 #include "server/config/duration.h"
+#include "server/config/upstream_schema.h"
 #include "yaml-cpp/yaml.h"
 
 namespace alknet::config {
@@ -226,15 +227,16 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 24>& Table() {
-  static const std::array<FieldDef, 24> table = {{
+const std::array<FieldDef, 29>& Table() {
+  static const std::array<FieldDef, 29> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
        nullptr,
        [](const AgentConfig& c) { return std::vector<std::string>{c.state_dir}; }},
       {{"listen", "--listen", FieldKind::kList,
-        "address to accept SSH on, tcp://host:port; repeatable (default tcp://127.0.0.1:2222)"},
+        "address to accept SSH on, tcp://host:port or tls://host:port; repeatable "
+        "(default tcp://127.0.0.1:2222)"},
        [](AgentConfig& c, std::string_view v) { return ParseListen(v, c.listen); },
        [](AgentConfig& c) { c.listen.clear(); },
        [](const AgentConfig& c) { return Strings(c.listen); }},
@@ -263,7 +265,7 @@ const std::array<FieldDef, 24>& Table() {
         "file of CA public keys trusted to sign user certificates; repeatable (default none)"},
        ALKNET_PATH_LIST_FIELD(trusted_user_ca_keys)},
       {{"revoked_keys", "--revoked-keys", FieldKind::kList,
-        "OpenSSH KRL or list of revoked keys/serials, reloaded on change; repeatable "
+        "OpenSSH KRL (ssh-keygen -k) or file of revoked public keys, reloaded on change; repeatable "
         "(default none)"},
        ALKNET_PATH_LIST_FIELD(revoked_keys)},
       {{"certificate_clock_skew", "--certificate-clock-skew", FieldKind::kScalar,
@@ -326,10 +328,22 @@ const std::array<FieldDef, 24>& Table() {
         "PEM private key for tls:// listeners (default <state_dir>/tls_key.pem, generated)"},
        ALKNET_OPTIONAL_PATH_FIELD(tls.key)},
       {{"tls.stealth", "--stealth", FieldKind::kScalar,
-        "answer non-SSH clients on tls:// like a web server (404): true or false (default true)"},
-       [](AgentConfig& c, std::string_view v) { return ParseBool(v, c.tls.stealth); },
+        "answer non-SSH clients on tls:// like a web server (404): true, false or auto "
+        "(default auto: on; an explicit true needs a tls:// listener)"},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         if (v == "auto") {
+           c.tls.stealth.reset();
+           return absl::OkStatus();
+         }
+         bool on = true;
+         absl::Status status = ParseBool(v, on);
+         if (status.ok()) c.tls.stealth = on;
+         return status;
+       },
        nullptr,
-       [](const AgentConfig& c) { return std::vector<std::string>{c.tls.stealth ? "true" : "false"}; }},
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{!c.tls.stealth ? "auto" : *c.tls.stealth ? "true" : "false"};
+       }},
       {{"tls.stealth_timeout", "--stealth-timeout", FieldKind::kScalar,
         "how long a TLS client may take to send an SSH banner, >0 and <=5m (default 10s)"},
        ALKNET_DURATION_FIELD(tls.stealth_timeout, kStealthTimeoutRange)},
@@ -362,6 +376,35 @@ const std::array<FieldDef, 24>& Table() {
          for (const auto& key : c.metrics.key_labels) out.push_back(key.label + "=" + key.fingerprint);
          return out;
        }},
+      {{"admin.socket", "--admin-socket", FieldKind::kScalar,
+        "Unix socket of the admin API, created mode 0600 (default <state_dir>/admin.sock)"},
+       ALKNET_OPTIONAL_PATH_FIELD(admin.socket)},
+      {{"admin.listen", "--admin-listen", FieldKind::kScalar,
+        "host:port of a TCP admin API listener (mutual TLS only), or off (default off)"},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         if (v == "off") {
+           c.admin.listen.reset();
+           return absl::OkStatus();
+         }
+         absl::StatusOr<HostPort> address = ParseHostPort(v);
+         if (!address.ok()) return address.status();
+         c.admin.listen = *std::move(address);
+         return absl::OkStatus();
+       },
+       nullptr,
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{c.admin.listen ? c.admin.listen->ToString() : "off"};
+       }},
+      {{"admin.tls_cert", "--admin-tls-cert", FieldKind::kScalar,
+        "PEM certificate (chain) of the TCP admin listener (default none)"},
+       ALKNET_OPTIONAL_PATH_FIELD(admin.tls_cert)},
+      {{"admin.tls_key", "--admin-tls-key", FieldKind::kScalar,
+        "PEM private key of admin.tls_cert (default none)"},
+       ALKNET_OPTIONAL_PATH_FIELD(admin.tls_key)},
+      {{"admin.client_ca", "--admin-client-ca", FieldKind::kScalar,
+        "PEM CA certificates that admin clients' certificates must chain to; required with "
+        "admin.listen (default none)"},
+       ALKNET_OPTIONAL_PATH_FIELD(admin.client_ca)},
   }};
   return table;
 }
@@ -447,6 +490,27 @@ std::string ToYaml(const AgentConfig& config) {
     }
   }
   if (!section.empty()) out << YAML::EndMap;
+  // The client role's list of upstreams, each a mapping in the upstream field table's order.
+  out << YAML::Key << "upstreams" << YAML::Value;
+  if (config.upstreams.empty()) out << YAML::Flow;
+  out << YAML::BeginSeq;
+  for (const UpstreamConfig& upstream : config.upstreams) {
+    out << YAML::BeginMap;
+    for (const UpstreamFieldSpec& field : UpstreamFields()) {
+      std::vector<std::string> values = PrintUpstreamField(upstream, field);
+      out << YAML::Key << std::string(field.key) << YAML::Value;
+      if (field.kind == FieldKind::kList) {
+        if (values.empty()) out << YAML::Flow;
+        out << YAML::BeginSeq;
+        for (const std::string& value : values) out << value;
+        out << YAML::EndSeq;
+      } else {
+        out << values.front();
+      }
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
   out << YAML::EndMap;
   return absl::StrCat(out.c_str(), "\n");
 }

@@ -18,6 +18,7 @@
 #include "server/common/errno_status.h"
 #include "server/common/strings.h"
 #include "server/config/config_schema.h"
+#include "server/config/upstream_schema.h"
 #include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/exceptions.h"
 #include "yaml-cpp/mark.h"
@@ -276,11 +277,113 @@ class Applier {
             !status.ok()) {
           return status;
         }
+      } else if (!dotted && path == "upstreams") {
+        if (absl::Status status = ApplyUpstreams(*key_node, *value_node, config); !status.ok()) {
+          return status;
+        }
       } else {
         return Error(key_node->mark, absl::StrCat("unknown key '", Shown(key.scalar), "' under '",
                                                   Sv(parent), "'", Suggestion(key.scalar, prefix)));
       }
     }
+    return absl::OkStatus();
+  }
+
+  // `upstreams:` is a list of mappings, each through the upstream field table; a list replaces
+  // the earlier one, an empty value empties it.
+  absl::Status ApplyUpstreams(const Node& key, const Node& node, AgentConfig& config) const {
+    const Node& value = node.Target();
+    config.upstreams.clear();
+    if (value.kind == Node::Kind::kNull) return absl::OkStatus();
+    if (value.kind != Node::Kind::kSequence) {
+      return Error(node.mark, absl::StrCat("upstreams: expected a list of mappings, got ",
+                                           Sv(KindName(value.kind))));
+    }
+    for (size_t i = 0; i < value.items.size(); ++i) {
+      std::string where = absl::StrCat("upstreams[", i, "]");
+      const Node& item = value.items[i]->Target();
+      if (item.kind != Node::Kind::kMap) {
+        return Error(value.items[i]->mark,
+                     absl::StrCat(where, ": expected a mapping, got ", Sv(KindName(item.kind))));
+      }
+      UpstreamConfig upstream;
+      std::vector<const Node*> seen;
+      for (const auto& [field_key_node, field_value_node] : item.entries) {
+        const Node& field_key = field_key_node->Target();
+        if (field_key.kind != Node::Kind::kScalar) {
+          return Error(field_key_node->mark, absl::StrCat("keys under '", where,
+                                                          "' must be scalars, got ",
+                                                          Sv(KindName(field_key.kind))));
+        }
+        for (const Node* earlier : seen) {
+          if (earlier->Target().scalar == field_key.scalar) {
+            return Error(field_key_node->mark,
+                         absl::StrCat("duplicate key '", Shown(field_key.scalar), "' under '",
+                                      where, "' (first at line ", earlier->mark.line + 1, ")"));
+          }
+        }
+        seen.push_back(field_key_node);
+        const UpstreamFieldSpec* field = FindUpstreamFieldByKey(field_key.scalar);
+        if (field == nullptr) {
+          std::string hint;
+          size_t best = 4;
+          for (const UpstreamFieldSpec& candidate : UpstreamFields()) {
+            size_t distance = EditDistance(field_key.scalar, candidate.key);
+            if (distance < best) {
+              best = distance;
+              hint = absl::StrCat(" (did you mean '", Sv(candidate.key), "'?)");
+            }
+          }
+          return Error(field_key_node->mark, absl::StrCat("unknown key '", Shown(field_key.scalar),
+                                                          "' under '", where, "'", hint));
+        }
+        std::string what = absl::StrCat(where, ".", Sv(field->key));
+        auto set_one = [&](const Node& scalar_node, std::string_view label,
+                           const YAML::Mark& missing_at) -> absl::Status {
+          const Node& scalar = scalar_node.Target();
+          if (scalar.kind == Node::Kind::kNull) {
+            return Error(missing_at, absl::StrCat(Sv(label), ": missing value"));
+          }
+          if (scalar.kind != Node::Kind::kScalar) {
+            return Error(scalar_node.mark, absl::StrCat(Sv(label), ": expected a scalar, got ",
+                                                        Sv(KindName(scalar.kind))));
+          }
+          if (absl::Status status = SetUpstreamField(upstream, *field, scalar.scalar); !status.ok()) {
+            return Error(scalar_node.mark, absl::StrCat(Sv(label), ": ", status.message()));
+          }
+          return absl::OkStatus();
+        };
+        const Node& field_value = field_value_node->Target();
+        if (field->kind == FieldKind::kList) {
+          ClearUpstreamListField(upstream, *field);
+          if (field_value.kind == Node::Kind::kNull) continue;
+          if (field_value.kind == Node::Kind::kMap) {
+            return Error(field_value_node->mark, absl::StrCat(what, ": expected a list, got a mapping"));
+          }
+          if (field_value.kind == Node::Kind::kScalar) {
+            if (absl::Status status = set_one(*field_value_node, what, field_key_node->mark);
+                !status.ok()) {
+              return status;
+            }
+            continue;
+          }
+          for (size_t k = 0; k < field_value.items.size(); ++k) {
+            const Node& element = *field_value.items[k];
+            if (absl::Status status = set_one(element, absl::StrCat(what, "[", k, "]"), element.mark);
+                !status.ok()) {
+              return status;
+            }
+          }
+          continue;
+        }
+        if (absl::Status status = set_one(*field_value_node, what, field_key_node->mark);
+            !status.ok()) {
+          return status;
+        }
+      }
+      config.upstreams.push_back(std::move(upstream));
+    }
+    (void)key;
     return absl::OkStatus();
   }
 

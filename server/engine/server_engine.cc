@@ -2,6 +2,7 @@
 #include "server/engine/server_engine.h"
 
 #include <algorithm>
+#include <algorithm>
 #include <chrono>
 #include <future>
 
@@ -46,7 +47,9 @@ absl::Status ServerEngine::Start() {
   acceptor_loop_ = *std::move(acceptor_loop);
 
   for (const EndpointUrl& url : config_.listen) {
-    auto listener = Listener::Bind(url, tcp_transport_);
+    absl::StatusOr<ServerTransport*> transport = TransportFor(url);
+    if (!transport.ok()) return transport.status();
+    auto listener = Listener::Bind(url, **transport);
     if (!listener.ok()) return listener.status();
     listeners_.push_back(*std::move(listener));
   }
@@ -64,6 +67,8 @@ absl::Status ServerEngine::Start() {
   for (int i = 0; i < worker_count; ++i) {
     auto worker = Worker::Create(i, logger_, keys_, *resolver_, metrics_, config_.host_keys, limits);
     if (!worker.ok()) return worker.status();
+    (*worker)->SetAdminSocketPath(config_.admin.socket);
+    (*worker)->SetTrustStores(trust_);
     workers_.push_back(*std::move(worker));
   }
   for (auto& worker : workers_) worker->StartThread();
@@ -90,6 +95,38 @@ absl::Status ServerEngine::Start() {
   ready_ = true;
   logger_.Info("engine", "started", {{"workers", absl::StrCat(workers_.size())}});
   return absl::OkStatus();
+}
+
+absl::StatusOr<ServerTransport*> ServerEngine::TransportFor(const EndpointUrl& url) {
+  if (url.scheme == "tcp") return &tcp_transport_;
+  if (url.scheme != "tls") {
+    return absl::InvalidArgumentError(absl::StrCat("listen ", url.ToString(), ": no transport"));
+  }
+  if (tls_transport_ == nullptr) {
+    const config::TlsConfig& tls = config_.tls;
+    TlsTransportOptions options;
+    options.cert_path = tls.cert;
+    options.key_path = tls.key;
+    options.state_dir = config_.state_dir;
+    const std::string& host = url.address.host;
+    bool wildcard = host.empty() || host == "*" || host == "0.0.0.0" || host == "::";
+    options.cert_host = wildcard ? "localhost" : host;
+    options.stealth = tls.stealth_enabled();
+    options.stealth_timeout = tls.stealth_timeout;
+    options.handshake_timeout = std::min(tls.stealth_timeout, config_.limits.login_grace_time);
+    if (!tls.stealth_backend.empty()) {
+      std::string_view backend = tls.stealth_backend;
+      backend.remove_prefix(std::string_view("http://").size());
+      if (!backend.empty() && backend.back() == '/') backend.remove_suffix(1);
+      absl::StatusOr<HostPort> address = ParseHostPort(backend, /*allow_zero=*/false);
+      if (!address.ok()) return address.status();
+      options.stealth_backend = *std::move(address);
+    }
+    auto transport = TlsTransport::Create(std::move(options), logger_);
+    if (!transport.ok()) return transport.status();
+    tls_transport_ = *std::move(transport);
+  }
+  return tls_transport_.get();
 }
 
 void ServerEngine::OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& transport) {
@@ -164,7 +201,13 @@ void ServerEngine::Shutdown(absl::Duration grace) {
   logger_.Info("engine", "stopped", {{"disconnected_at_deadline", absl::StrCat(remaining)}});
 }
 
-bool ServerEngine::Ready() const { return ready_.load(); }
+bool ServerEngine::Ready() const {
+  if (!ready_.load()) return false;
+  for (const auto& check : readiness_checks_) {
+    if (!check()) return false;
+  }
+  return true;
+}
 
 std::vector<SessionSnapshot> ServerEngine::ListSessions() const {
   std::vector<SessionSnapshot> all;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -21,6 +22,7 @@
 #include "server/metrics/engine_metrics.h"
 #include "server/transport/listener.h"
 #include "server/transport/tcp_transport.h"
+#include "server/transport/tls_transport.h"
 
 namespace alknet {
 
@@ -31,6 +33,10 @@ class ServerEngine {
   ServerEngine(const config::AgentConfig& config, Logger& logger, auth::KeyStore& keys,
                EngineMetrics& metrics);
   ~ServerEngine();
+
+  // Before Start(): trusted user CAs and revocation lists (owned and reloaded by the caller,
+  // like `keys`). Without it certificates only work through cert-authority lines.
+  void SetTrustStores(const auth::TrustStores* trust) { trust_ = trust; }
 
   // Binds every listener and starts the workers. Any bind failure fails the whole start.
   absl::Status Start();
@@ -52,12 +58,17 @@ class ServerEngine {
   int unauthenticated() const { return limiter_.unauthenticated(); }
   // /readyz: started, not draining, every listener accepting.
   bool Ready() const;
+  // Another role's readiness joins /readyz (e.g. the client role: upstreams connected). Call
+  // before Start(); the check runs on the acceptor thread and must be thread-safe.
+  void AddReadinessCheck(std::function<bool()> check) { readiness_checks_.push_back(std::move(check)); }
   // /healthz: every worker loop ran its heartbeat recently.
   bool Healthy() const;
   std::string metrics_url() const { return status_server_ ? status_server_->bound_url() : ""; }
 
  private:
   void OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& transport);
+  // The transport for a listener's scheme (tcp, tls), creating the TLS one on first use.
+  absl::StatusOr<ServerTransport*> TransportFor(const EndpointUrl& url);
 
   std::string RenderMetrics();
 
@@ -68,9 +79,12 @@ class ServerEngine {
   std::unique_ptr<http::StatusServer> status_server_;
   std::vector<prometheus::Gauge*> listener_up_;
   std::atomic<bool> ready_{false};
+  std::vector<std::function<bool()>> readiness_checks_;
   StartupLimiter limiter_;
   std::unique_ptr<Resolver> resolver_;
   TcpTransport tcp_transport_;
+  // Created when a tls:// listener exists; outlives the workers (declared before them).
+  std::unique_ptr<TlsTransport> tls_transport_;
   std::unique_ptr<EventLoop> acceptor_loop_;
   std::thread acceptor_thread_;
   std::vector<std::unique_ptr<Listener>> listeners_;
@@ -79,6 +93,7 @@ class ServerEngine {
   std::atomic<int> max_sessions_{0};
   mutable absl::Mutex limits_mu_;
   bool started_ = false;
+  const auth::TrustStores* trust_ = nullptr;
 };
 
 }  // namespace alknet

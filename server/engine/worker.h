@@ -49,6 +49,10 @@ class Worker {
   int Kill(const std::function<bool(const SessionSnapshot&)>& match, std::string_view reason);
   // Thread-safe: limits for new sessions and for later channel opens of existing ones.
   void UpdateLimits(SessionLimits limits);
+  // Before StartThread: where "alknet-admin" channels of admin-role keys connect.
+  void SetAdminSocketPath(std::string path) { environment_.admin_socket_path = std::move(path); }
+  // Before StartThread: trusted user CAs and revocations for certificate and key checks.
+  void SetTrustStores(const auth::TrustStores* trust) { environment_.trust = trust; }
 
   int session_count() const { return session_count_.load(); }
   // Milliseconds since the loop last ran its heartbeat timer (a stuck loop stops beating).

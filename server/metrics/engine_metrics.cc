@@ -24,7 +24,7 @@ constexpr std::array<std::string_view, static_cast<size_t>(RejectReason::kCount)
     "max_startups",          "per_source_max_startups", "max_sessions",
     "login_grace_timeout",   "too_many_auth_attempts",  "too_many_channels",
     "port_forwarding_disabled", "permitopen",           "reserved_destination",
-    "key_revoked",           "shutting_down"};
+    "key_revoked",           "shutting_down",           "permitlisten"};
 
 const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
   static const prometheus::Histogram::BucketBoundaries buckets = {
@@ -118,6 +118,13 @@ EngineMetrics::EngineMetrics(std::shared_ptr<prometheus::Registry> registry,
   listener_up_ = &BuildGauge().Name("alknet_listener_up")
       .Help("1 while the listener accepts connections, 0 otherwise.").Register(*registry_);
 
+  upstream_connected_ = &BuildGauge().Name("alknet_upstream_connected")
+      .Help("Client role: 1 while the SSH session to this upstream is up, 0 otherwise.")
+      .Register(*registry_);
+  upstream_reconnects_ = &BuildCounter().Name("alknet_upstream_reconnects_total")
+      .Help("Client role: connection attempts to this upstream after the first.")
+      .Register(*registry_);
+
   auto& key_bytes = BuildCounter().Name("alknet_key_forwarded_bytes_total")
       .Help("Bytes relayed for operator-labelled keys (metrics.key_labels).").Register(*registry_);
   auto& key_sessions = BuildGauge().Name("alknet_key_sessions_active")
@@ -133,6 +140,11 @@ EngineMetrics::EngineMetrics(std::shared_ptr<prometheus::Registry> registry,
 
 prometheus::Gauge& EngineMetrics::ListenerUp(const std::string& listener) {
   return listener_up_->Add({{"listener", listener}});
+}
+
+EngineMetrics::UpstreamSeries EngineMetrics::Upstream(const std::string& upstream) {
+  return {&upstream_connected_->Add({{"upstream", upstream}}),
+          &upstream_reconnects_->Add({{"upstream", upstream}})};
 }
 
 void EngineMetrics::SessionStarted(TransportLabel transport) {

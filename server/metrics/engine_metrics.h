@@ -35,7 +35,7 @@ enum class Direction { kUpstream = 0, kDownstream, kCount };  // client->target,
 enum class RejectReason {
   kMaxStartups = 0, kPerSourceMaxStartups, kMaxSessions, kLoginGraceTimeout, kTooManyAuthAttempts,
   kTooManyChannels, kPortForwardingDisabled, kPermitOpen, kReservedDestination, kKeyRevoked,
-  kShuttingDown, kCount
+  kShuttingDown, kPermitListen, kCount
 };
 
 std::string_view RejectReasonName(RejectReason reason);
@@ -74,6 +74,13 @@ class EngineMetrics {
   // One gauge per configured listener URL (bounded by the config).
   prometheus::Gauge& ListenerUp(const std::string& listener);
 
+  // Client role: the series of one configured upstream (label values come from the config).
+  struct UpstreamSeries {
+    prometheus::Gauge* connected = nullptr;    // alknet_upstream_connected{upstream}
+    prometheus::Counter* reconnects = nullptr;  // alknet_upstream_reconnects_total{upstream}
+  };
+  UpstreamSeries Upstream(const std::string& upstream);
+
  private:
   template <size_t N>
   using Row = std::array<prometheus::Counter*, N>;
@@ -93,6 +100,8 @@ class EngineMetrics {
   Row<static_cast<size_t>(RejectReason::kCount)> rejections_{};
   prometheus::Gauge* unauthenticated_ = nullptr;
   prometheus::Family<prometheus::Gauge>* listener_up_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* upstream_connected_ = nullptr;
+  prometheus::Family<prometheus::Counter>* upstream_reconnects_ = nullptr;
 
   struct KeySeries {
     prometheus::Counter* upstream;

@@ -57,6 +57,9 @@ class ChannelRelay final : public FdHandler {
   void Close();
   bool finished() const { return finished_; }
   const RelayCounters& counters() const { return counters_; }
+  // What the owner counts this channel as in metrics (direct-tcpip unless set).
+  ChannelKind kind() const { return kind_; }
+  void set_kind(ChannelKind kind) { kind_ = kind; }
 
   void OnFdEvents(uint32_t events) override;
 
@@ -98,6 +101,7 @@ class ChannelRelay final : public FdHandler {
   uint32_t interest_ = 0;
   RelayCounters counters_;
   ByteCounters byte_counters_;
+  ChannelKind kind_ = ChannelKind::kDirectTcpip;
 
   friend class SshServerSession;
 };

@@ -14,6 +14,11 @@
 #include "server/ssh/ssh_server_session.h"
 
 #include <libssh/callbacks.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include <algorithm>
 
@@ -58,12 +63,37 @@ bool IsCertificateType(enum ssh_keytypes_e type) {
   }
 }
 
+// A non-blocking connect to a local Unix stream socket (it completes at once or fails).
+absl::StatusOr<UniqueFd> ConnectUnixSocket(const std::string& path) {
+  sockaddr_un address{};
+  if (path.empty() || path.size() >= sizeof(address.sun_path)) {
+    return absl::UnavailableError("no admin socket");
+  }
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return absl::ResourceExhaustedError("socket failed");
+  address.sun_family = AF_UNIX;
+  path.copy(address.sun_path, path.size());
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    return absl::UnavailableError("admin socket connect failed");
+  }
+  return fd;
+}
+
 }  // namespace
 
 SshServerSession::SshServerSession(uint64_t id, SessionEnvironment& env, ConnectedStream stream,
                                    Callbacks callbacks)
     : id_(id), env_(env), info_(std::move(stream.info)), stream_fd_(std::move(stream.fd)),
-      callbacks_(std::move(callbacks)) {
+      callbacks_(std::move(callbacks)),
+      remote_forwards_(env.loop, env.logger, env.metrics,
+                       {.can_open = [this] {
+                          return !shutting_down_ && !closed_ &&
+                                 open_channels() < static_cast<size_t>(env_.limits.max_channels);
+                        },
+                        .opened = [this](ssh_channel channel, UniqueFd fd) {
+                          StartRelay(channel, std::move(fd), ChannelKind::kForwardedTcpip);
+                        },
+                        .after_io = [this] { Service(); }}) {
   transport_label_ = TransportFromName(info_.transport);
   env_.metrics.SessionStarted(transport_label_);
   metrics_started_ = true;
@@ -109,6 +139,13 @@ void SshServerSession::OnFdEvents(uint32_t events) {
     int rc = ssh_event_dopoll(event_, 0);
     if (rc != SSH_OK) break;  // SSH_AGAIN: nothing more ready; SSH_ERROR: checked in Service
   }
+  if (!authenticated_) {
+    // During key exchange we often have nothing to send back, so the kernel would delay its
+    // ACK by 40 ms while the client's Nagle holds its next packet: acknowledge at once.
+    // A no-op on non-TCP streams (socketpair bridges), where it simply fails.
+    int one = 1;
+    setsockopt(fd_, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+  }
   Service();
 }
 
@@ -118,12 +155,14 @@ void SshServerSession::Service() {
   if (closed_ || in_service_) return;
   in_service_ = true;
   ProcessMessages();
+  remote_forwards_.Poll();
   PumpRelays();
   in_service_ = false;
   if (closed_) return;
   int status = ssh_get_status(session_);
   if ((status & (SSH_CLOSED | SSH_CLOSED_ERROR)) || !ssh_is_connected(session_)) {
-    Terminate(status & SSH_CLOSED_ERROR ? "connection error" : "connection closed");
+    // libssh reports a peer's EOF as an error state; both mean the client went away.
+    Terminate(status & SSH_CLOSED ? "client disconnected" : "connection closed");
     return;
   }
   if (shutting_down_ && open_channels() == 0) {
@@ -158,6 +197,13 @@ void SshServerSession::HandleMessage(ssh_message message) {
         RefuseChannel(message, "channel-type-not-supported");
       }
       break;
+    case SSH_REQUEST_GLOBAL:
+      if (authenticated_) {
+        HandleGlobalRequest(message);
+      } else {
+        ssh_message_reply_default(message);
+      }
+      break;
     default:
       // Service requests get their success; channel and global requests (exec, pty,
       // tcpip-forward, keepalive@openssh.com...) get a failure reply when one is wanted.
@@ -169,12 +215,13 @@ void SshServerSession::HandleMessage(ssh_message message) {
 
 bool SshServerSession::HandleAuth(ssh_message message) {
   const char* user = ssh_message_auth_user(message);
-  user_ = user != nullptr ? user : "";
   int method = ssh_message_subtype(message);
   if (authenticated_) {
+    // Later requests change nothing, not even the user name the session's checks use.
     ssh_message_reply_default(message);
     return false;
   }
+  user_ = user != nullptr ? user : "";
   if (method == SSH_AUTH_METHOD_PUBLICKEY) return HandlePublicKeyAuth(message, user_);
   if (method != SSH_AUTH_METHOD_NONE) {
     RecordAuthFailure("method-not-allowed", AuthMethodName(method), user_, "", "");
@@ -199,8 +246,10 @@ bool SshServerSession::HandlePublicKeyAuth(ssh_message message, const std::strin
   std::string_view reason;
   std::shared_ptr<const auth::KeySet> keys = env_.keys.Current();
   const auth::AuthorizedKey* entry = blob.empty() ? nullptr : keys->Find(blob);
-  if (key != nullptr && IsCertificateType(ssh_key_type(key))) {
-    reason = "certificate-not-supported";
+  if (key != nullptr && (IsCertificateType(ssh_key_type(key)) || auth::IsCertificateKeyType(key_type))) {
+    return HandleCertificateAuth(message, user, state, blob, key_type);
+  } else if (KeyRevokedByList(blob)) {
+    reason = "key-revoked-krl";
   } else if (entry == nullptr || entry->options.cert_authority) {
     reason = "unknown-key";
   } else if (entry->options.expiry && *entry->options.expiry <= absl::Now()) {
@@ -223,6 +272,14 @@ bool SshServerSession::HandlePublicKeyAuth(ssh_message message, const std::strin
     ssh_message_auth_reply_pk_ok_simple(message);
     return false;
   }
+  AcceptAuthentication(message, user, std::move(blob), fingerprint, key_type, nullptr);
+  return false;
+}
+
+void SshServerSession::AcceptAuthentication(ssh_message message, const std::string& user,
+                                            std::string blob, const std::string& fingerprint,
+                                            const std::string& key_type,
+                                            const auth::CertificateLogInfo* certificate) {
   ssh_message_auth_reply_success(message, 0);
   authenticated_ = true;
   key_blob_ = std::move(blob);
@@ -230,6 +287,7 @@ bool SshServerSession::HandlePublicKeyAuth(ssh_message message, const std::strin
   env_.metrics.AuthAttempt(AuthResult::kAccepted, AuthMethod::kPublicKey);
   env_.metrics.HandshakeCompleted(transport_label_, absl::ToDoubleSeconds(absl::Now() - started_));
   env_.metrics.KeySessionDelta(key_fingerprint_, +1);
+  env_.keys.NoteUsed(key_fingerprint_, absl::Now());
   if (grace_timer_ != 0) {
     env_.loop.CancelTimer(grace_timer_);
     grace_timer_ = 0;
@@ -237,18 +295,112 @@ bool SshServerSession::HandlePublicKeyAuth(ssh_message message, const std::strin
   auth::LogAuthEvent(env_.logger, {.accepted = true, .method = "publickey", .user = user,
                                    .source_ip = info_.peer.ip, .source_port = info_.peer.port,
                                    .transport = info_.transport, .fingerprint = fingerprint,
-                                   .key_type = key_type});
+                                   .key_type = key_type, .certificate = certificate});
   if (callbacks_.on_authenticated) callbacks_.on_authenticated();
+}
+
+const auth::TrustStores& SshServerSession::Trust() const {
+  static const auth::TrustStores kNoTrust;
+  return env_.trust != nullptr ? *env_.trust : kNoTrust;
+}
+
+bool SshServerSession::KeyRevokedByList(std::string_view blob) const {
+  if (blob.empty()) return false;
+  return Trust().revoked.Current()->IsKeyRevoked(blob);
+}
+
+bool SshServerSession::HandleCertificateAuth(ssh_message message, const std::string& user, int state,
+                                             const std::string& blob, const std::string& key_type) {
+  // libssh verified the user's signature against the key inside the certificate and nothing
+  // else: the certificate itself is checked here, for the probe (state NONE) as fully as for
+  // the signed request.
+  auto refuse = [&](std::string_view reason, std::string_view fingerprint,
+                    const auth::CertificateLogInfo* log_info) {
+    RecordAuthFailure(reason, "publickey", user, fingerprint, key_type, log_info);
+    if (!closed_) {
+      ssh_message_auth_set_methods(message, SSH_AUTH_METHOD_PUBLICKEY);
+      ssh_message_reply_default(message);
+    }
+    return false;
+  };
+  std::shared_ptr<const auth::Certificate> certificate;
+  if (probed_certificate_ != nullptr && probed_certificate_->blob == blob) {
+    certificate = probed_certificate_;  // parsed and verified for this connection's probe
+  } else {
+    absl::StatusOr<auth::Certificate> parsed = auth::ParseCertificate(blob);
+    absl::Status verified = parsed.ok() ? auth::VerifyCertificateSignature(*parsed) : parsed.status();
+    if (!verified.ok()) {
+      env_.logger.Debug("auth", "invalid certificate",
+                        {{"src", info_.peer.ip}, {"error", std::string(verified.message())}});
+      if (!parsed.ok()) return refuse(auth::cert_reason::kInvalid, blob.empty() ? "" : auth::Sha256Fingerprint(blob), nullptr);
+      // It parsed: its (unverified) id, serial and CA still help whoever reads the log.
+      const std::string fingerprint = auth::Sha256Fingerprint(parsed->public_key);
+      const std::string ca_fingerprint = auth::Sha256Fingerprint(parsed->ca_key);
+      const auth::CertificateLogInfo log_info{parsed->key_id, parsed->serial, ca_fingerprint};
+      return refuse(auth::cert_reason::kInvalid, fingerprint, &log_info);
+    }
+    certificate = std::make_shared<const auth::Certificate>(*std::move(parsed));
+  }
+  const std::string fingerprint = auth::Sha256Fingerprint(certificate->public_key);
+  const std::string ca_fingerprint = auth::Sha256Fingerprint(certificate->ca_key);
+  const auth::CertificateLogInfo log_info{certificate->key_id, certificate->serial, ca_fingerprint};
+
+  const auth::TrustStores& trust = Trust();
+  std::shared_ptr<const auth::KeySet> keys = env_.keys.Current();
+  std::shared_ptr<const auth::TrustedCaSet> cas = trust.cas.Current();
+  std::shared_ptr<const auth::RevocationList> revoked = trust.revoked.Current();
+  const auth::CertificateVerdict verdict = auth::EvaluateCertificate(
+      *certificate, {.user = user, .source_ip = info_.peer.ip, .now = absl::Now(),
+                     .clock_skew = trust.clock_skew, .authorized_keys = keys.get(),
+                     .trusted_cas = cas.get(), .revoked = revoked.get()});
+  std::string_view reason = verdict.reason;
+  if (reason.empty() && (state == SSH_PUBLICKEY_STATE_WRONG || state == SSH_PUBLICKEY_STATE_ERROR)) {
+    reason = "bad-signature";
+  }
+  if (!reason.empty()) {
+    if (!verdict.detail.empty()) {
+      env_.logger.Debug("auth", "certificate refused",
+                        {{"src", info_.peer.ip}, {"reason", std::string(reason)}, {"detail", verdict.detail}});
+    }
+    return refuse(reason, fingerprint, &log_info);
+  }
+  if (state == SSH_PUBLICKEY_STATE_NONE) {
+    probed_certificate_ = std::move(certificate);
+    ssh_message_auth_reply_pk_ok_simple(message);
+    return false;
+  }
+  env_.logger.Debug("auth", "certificate accepted", {{"src", info_.peer.ip}, {"ca_source", verdict.ca_source}});
+  certificate_ = certificate;
+  probed_certificate_.reset();
+  AcceptAuthentication(message, user, certificate->public_key, fingerprint, key_type, &log_info);
   return false;
+}
+
+std::string_view SshServerSession::CheckCertificateSession(const auth::KeySet& keys,
+                                                           auth::KeyOptions& options) const {
+  const auth::TrustStores& trust = Trust();
+  std::shared_ptr<const auth::TrustedCaSet> cas = trust.cas.Current();
+  std::shared_ptr<const auth::RevocationList> revoked = trust.revoked.Current();
+  // The validity window was checked at login; sshd does not cut sessions at valid_before either.
+  auth::CertificateVerdict verdict = auth::EvaluateCertificate(
+      *certificate_, {.user = user_, .source_ip = info_.peer.ip, .now = absl::Now(),
+                      .clock_skew = trust.clock_skew, .check_validity_period = false,
+                      .authorized_keys = &keys, .trusted_cas = cas.get(), .revoked = revoked.get()});
+  if (!verdict.accepted()) return verdict.reason;
+  if (!verdict.permit_port_forwarding) return auth::cert_reason::kNoPortForwarding;
+  options = std::move(verdict.options);
+  return {};
 }
 
 void SshServerSession::RecordAuthFailure(std::string_view reason, std::string_view method,
                                          std::string_view user, std::string_view fingerprint,
-                                         std::string_view key_type) {
+                                         std::string_view key_type,
+                                         const auth::CertificateLogInfo* certificate) {
   auth::LogAuthEvent(env_.logger, {.accepted = false, .reason = reason, .method = method,
                                    .user = user, .source_ip = info_.peer.ip,
                                    .source_port = info_.peer.port, .transport = info_.transport,
-                                   .fingerprint = fingerprint, .key_type = key_type});
+                                   .fingerprint = fingerprint, .key_type = key_type,
+                                   .certificate = certificate});
   env_.metrics.AuthAttempt(AuthResult::kRejected, MetricMethod(method));
   if (++auth_failures_ >= env_.limits.max_auth_attempts) {
     env_.metrics.Rejected(RejectReason::kTooManyAuthAttempts);
@@ -313,13 +465,47 @@ bool SshServerSession::HandleDirectTcpip(ssh_message message) {
     return false;
   }
   // Policy is checked against the key's current entry: a removed key opens nothing more.
+  // Certificate sessions have no entry: their certificate is re-checked against the current
+  // trusted CAs, cert-authority lines and revocations instead.
   std::shared_ptr<const auth::KeySet> keys = env_.keys.Current();
-  const auth::AuthorizedKey* entry = keys->Find(key_blob_);
-  if (entry == nullptr) {
+  const auth::AuthorizedKey* entry = certificate_ != nullptr ? nullptr : keys->Find(key_blob_);
+  auth::KeyOptions certificate_options;
+  if (certificate_ != nullptr) {
+    std::string_view refusal = CheckCertificateSession(*keys, certificate_options);
+    if (!refusal.empty()) {
+      RejectChannel(message,
+                    refusal == auth::cert_reason::kNoPortForwarding ? RejectReason::kPortForwardingDisabled
+                                                                    : RejectReason::kKeyRevoked,
+                    refusal);
+      return false;
+    }
+  } else if (entry == nullptr) {
     RejectChannel(message, RejectReason::kKeyRevoked, "key-revoked");
     return false;
+  } else if (KeyRevokedByList(key_blob_)) {
+    RejectChannel(message, RejectReason::kKeyRevoked, "key-revoked-krl");
+    return false;
   }
-  ForwardVerdict verdict = CheckDirectForward(entry->options, host, static_cast<uint32_t>(port));
+  const auth::KeyOptions& options = entry != nullptr ? entry->options : certificate_options;
+  if (host == kAdminDestination && port == 0) {
+    // The admin API over SSH: admin-role keys only, connected to the local admin socket.
+    if (entry == nullptr || !entry->admin_role) {
+      RejectChannel(message, RejectReason::kReservedDestination, "admin-role-required");
+      return false;
+    }
+    absl::StatusOr<UniqueFd> admin = ConnectUnixSocket(env_.admin_socket_path);
+    if (!admin.ok()) {
+      RejectChannel(message, RejectReason::kReservedDestination, "admin-unavailable");
+      return false;
+    }
+    uint64_t open_id = next_open_id_++;
+    PendingOpen& pending = pending_opens_[open_id];
+    pending.message = message;
+    pending.started = absl::Now();
+    OnConnectDone(open_id, std::move(admin));  // answers and frees the message
+    return true;
+  }
+  ForwardVerdict verdict = CheckDirectForward(options, host, static_cast<uint32_t>(port));
   if (verdict != ForwardVerdict::kAllowed) {
     RejectReason reason = verdict == ForwardVerdict::kForwardingDisabled ? RejectReason::kPortForwardingDisabled
                           : verdict == ForwardVerdict::kReservedName     ? RejectReason::kReservedDestination
@@ -382,6 +568,39 @@ void SshServerSession::OnConnectDone(uint64_t open_id, absl::StatusOr<UniqueFd> 
   Service();
 }
 
+void SshServerSession::HandleGlobalRequest(ssh_message message) {
+  // Policy is checked against the key's current entry, like direct-tcpip.
+  std::shared_ptr<const auth::KeySet> keys = env_.keys.Current();
+  const auth::AuthorizedKey* entry = certificate_ != nullptr ? nullptr : keys->Find(key_blob_);
+  const auth::KeyOptions* options = entry != nullptr ? &entry->options : nullptr;
+  auth::KeyOptions certificate_options;
+  if (certificate_ != nullptr) {
+    // Certificates need permit-port-forwarding for -R too (sshd).
+    if (CheckCertificateSession(*keys, certificate_options).empty()) options = &certificate_options;
+  } else if (KeyRevokedByList(key_blob_)) {
+    options = nullptr;
+  }
+  remote_forwards_.Bind(session_, info_.peer.ip, key_fingerprint_, env_.limits.connect_timeout);
+  remote_forwards_.HandleGlobalRequest(message, options);
+}
+
+void SshServerSession::StartRelay(ssh_channel channel, UniqueFd fd, ChannelKind kind) {
+  auto relay = std::make_unique<ChannelRelay>(env_.loop, *this, env_.scratch, channel, std::move(fd),
+                                              env_.metrics.BytesFor(transport_label_, key_fingerprint_));
+  relay->set_kind(kind);
+  if (!relay->Start()) {
+    relay->Close();
+    env_.loop.DeleteLater(std::move(relay));
+    env_.metrics.ChannelOpenFinished(kind, ChannelResult::kConnectFailed);
+    return;
+  }
+  ++channels_opened_;
+  env_.metrics.ChannelOpenFinished(kind, ChannelResult::kOpened);
+  ChannelRelay* raw = relay.get();
+  relays_.emplace(raw, std::move(relay));
+  attention_.push_back(raw);  // data may already be waiting on either side
+}
+
 void SshServerSession::PumpRelays() {
   // Relays re-queue themselves while they wait (window, rekey); a few rounds settle nested
   // requests raised while pumping.
@@ -395,7 +614,7 @@ void SshServerSession::PumpRelays() {
       if (it == relays_.end()) continue;
       relay->Pump();
       if (relay->finished()) {
-        env_.metrics.ChannelClosed(ChannelKind::kDirectTcpip);
+        env_.metrics.ChannelClosed(relay->kind());
         bytes_to_targets_ += relay->counters().to_target;
         bytes_from_targets_ += relay->counters().from_target;
         env_.loop.DeleteLater(std::move(it->second));
@@ -441,7 +660,7 @@ void SshServerSession::Terminate(std::string_view reason) {
   }
   pending_opens_.clear();
   for (auto& [raw, relay] : relays_) {
-    env_.metrics.ChannelClosed(ChannelKind::kDirectTcpip);
+    env_.metrics.ChannelClosed(relay->kind());
     relay->Close();
     bytes_to_targets_ += relay->counters().to_target;
     bytes_from_targets_ += relay->counters().from_target;
@@ -449,6 +668,7 @@ void SshServerSession::Terminate(std::string_view reason) {
   }
   relays_.clear();
   attention_.clear();
+  remote_forwards_.CloseAll();
   if (fd_ >= 0) env_.loop.Unwatch(fd_);
   if (session_ != nullptr) {
     if (event_ != nullptr) ssh_event_remove_session(event_, session_);

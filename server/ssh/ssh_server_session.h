@@ -14,12 +14,16 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "server/auth/auth_log.h"
+#include "server/auth/certificate.h"
+#include "server/auth/certificate_policy.h"
 #include "server/auth/key_set.h"
 #include "server/common/log.h"
 #include "server/forward/outbound_connector.h"
 #include "server/loop/event_loop.h"
 #include "server/metrics/engine_metrics.h"
 #include "server/ssh/channel_relay.h"
+#include "server/ssh/remote_forwards.h"
 #include "server/transport/transport.h"
 
 namespace alknet {
@@ -56,6 +60,12 @@ struct SessionEnvironment {
   RelayScratch& scratch;
   EngineMetrics& metrics;
   SessionLimits limits;
+  // The admin API's Unix socket: "alknet-admin" channels of admin-role keys connect here
+  // (empty: no admin API, such channels are refused).
+  std::string admin_socket_path;
+  // Trusted user CAs, revoked keys/certificates and the certificate clock skew (the agent owns
+  // and reloads them). nullptr: no trusted_user_ca_keys and no revocation list.
+  const auth::TrustStores* trust = nullptr;
 };
 
 class SshServerSession final : public FdHandler, public RelayOwner {
@@ -77,7 +87,9 @@ class SshServerSession final : public FdHandler, public RelayOwner {
   void Terminate(std::string_view reason);
 
   bool authenticated() const { return authenticated_; }
-  size_t open_channels() const { return relays_.size() + pending_opens_.size(); }
+  size_t open_channels() const {
+    return relays_.size() + pending_opens_.size() + remote_forwards_.pending_opens();
+  }
   const StreamInfo& info() const { return info_; }
   uint64_t id() const { return id_; }
   SessionSnapshot Snapshot() const;
@@ -98,12 +110,27 @@ class SshServerSession final : public FdHandler, public RelayOwner {
   void HandleMessage(ssh_message message);  // frees the message unless it keeps it
   bool HandleAuth(ssh_message message);
   bool HandlePublicKeyAuth(ssh_message message, const std::string& user);
+  // An offered OpenSSH certificate: libssh checked the user's signature, we check the rest.
+  bool HandleCertificateAuth(ssh_message message, const std::string& user, int state,
+                             const std::string& blob, const std::string& key_type);
+  void AcceptAuthentication(ssh_message message, const std::string& user, std::string blob,
+                            const std::string& fingerprint, const std::string& key_type,
+                            const auth::CertificateLogInfo* certificate);
+  const auth::TrustStores& Trust() const;
+  bool KeyRevokedByList(std::string_view blob) const;
+  // Certificate sessions, per channel or forward: the certificate re-evaluated against the
+  // current trusted CAs, cert-authority lines and revocations. Empty: allowed, `options` are
+  // the session's (the CA line's); otherwise the refusal reason for the log.
+  std::string_view CheckCertificateSession(const auth::KeySet& keys, auth::KeyOptions& options) const;
   bool HandleDirectTcpip(ssh_message message);  // true: message kept for an async reply
   void OnConnectDone(uint64_t open_id, absl::StatusOr<UniqueFd> result);
+  void HandleGlobalRequest(ssh_message message);  // tcpip-forward / cancel-tcpip-forward
+  void StartRelay(ssh_channel channel, UniqueFd fd, ChannelKind kind);
   void PumpRelays();
   void UpdateSocketInterest();
   void RecordAuthFailure(std::string_view reason, std::string_view method, std::string_view user,
-                         std::string_view fingerprint, std::string_view key_type);
+                         std::string_view fingerprint, std::string_view key_type,
+                         const auth::CertificateLogInfo* certificate = nullptr);
   void RefuseChannel(ssh_message message, std::string_view reason);
   void RejectChannel(ssh_message message, RejectReason reason, std::string_view log_reason);
   SessionResult Outcome() const;
@@ -132,6 +159,10 @@ class SshServerSession final : public FdHandler, public RelayOwner {
   std::string user_;
   std::string key_blob_;
   std::string key_fingerprint_;
+  // Certificate sessions: the certificate they logged in with (parsed, CA signature checked).
+  std::shared_ptr<const auth::Certificate> certificate_;
+  // The certificate of the last accepted probe, so the signed request does not verify it again.
+  std::shared_ptr<const auth::Certificate> probed_certificate_;
 
   uint64_t next_open_id_ = 1;
   absl::flat_hash_map<uint64_t, PendingOpen> pending_opens_;
@@ -140,6 +171,7 @@ class SshServerSession final : public FdHandler, public RelayOwner {
   uint64_t channels_opened_ = 0;
   uint64_t bytes_to_targets_ = 0;
   uint64_t bytes_from_targets_ = 0;
+  RemoteForwards remote_forwards_;  // -R listeners of this session (declared last: closed first)
 };
 
 }  // namespace alknet

@@ -140,7 +140,11 @@ INSTANTIATE_TEST_SUITE_P(
                        "flag '--config' given more than once"},
         ParseErrorCase{
             "BooleanWithValue", {"--print-config=yes"}, "flag '--print-config' takes no value"},
-        ParseErrorCase{"UnknownCommand", {"connect"}, "unknown command 'connect' (see --help)"},
+        ParseErrorCase{"UnknownCommand", {"dial"}, "unknown command 'dial' (see --help)"},
+        ParseErrorCase{"UpstreamFlagWithoutConnect", {"--server", "tcp://h:22"},
+                       "flag '--server' belongs to the 'connect' command (see --help)"},
+        ParseErrorCase{"SwitchTakesNoValue", {"connect", "--insecure-accept-any-host-key=yes"},
+                       "flag '--insecure-accept-any-host-key' takes no value"},
         ParseErrorCase{"SecondCommand", {"serve", "serve"}, "unexpected argument 'serve'"},
         ParseErrorCase{
             "CommandAfterFlags", {"--workers", "2", "serve"}, "unexpected argument 'serve'"},

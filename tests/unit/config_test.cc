@@ -48,6 +48,7 @@ AgentConfig NonDefaultConfig() {
   config.limits.shutdown_grace = absl::ZeroDuration();
   config.log.level = LogLevel::kDebug;
   config.log.format = LogFormat::kJson;
+  config.admin.socket = "/srv/alknet/admin.sock";
   return config;
 }
 
@@ -70,6 +71,8 @@ limits:
 log:
   level: debug
   format: json
+admin:
+  socket: /srv/alknet/admin.sock
 )";
 
 // ---- schema table ----
@@ -85,7 +88,7 @@ TEST(SchemaTest, EveryFieldHasUniquePathFlagAndHelp) {
     EXPECT_EQ(FindFieldByYamlPath(field.yaml_path), &field);
     EXPECT_EQ(FindFieldByFlag(field.flag), &field);
   }
-  EXPECT_EQ(Fields().size(), 24u);
+  EXPECT_EQ(Fields().size(), 29u);
   EXPECT_EQ(FindFieldByYamlPath("limits"), nullptr);
   EXPECT_EQ(FindFieldByFlag("--config"), nullptr);
 }
@@ -114,6 +117,7 @@ TEST(SetFieldTest, SetsEveryField) {
       {"--shutdown-grace", "0"},
       {"--log-level", "DEBUG"},
       {"--log-format", "json"},
+      {"--admin-socket", "/srv/alknet/admin.sock"},
   };
   AgentConfig config;
   for (const SetCase& c : cases) {
@@ -256,7 +260,7 @@ INSTANTIATE_TEST_SUITE_P(
                   "tcp://127.0.0.1:2222)"},
         ErrorCase{"ListenUnknownScheme", "listen: [udp://1.2.3.4:5]\n",
                   "agent.yaml:1:10: listen: 'udp://1.2.3.4:5': unsupported transport 'udp' "
-                  "(supported: tcp)"},
+                  "(supported: tcp, tls)"},
         ErrorCase{"ListenBadPort",
                   "workers: 1\nlisten:\n  - tcp://127.0.0.1:2222\n  - "
                   "tcp://127.0.0.1:99999\n",
@@ -530,12 +534,19 @@ TEST(ToYamlTest, RendersTheSchemaLayout) {
             "tls:\n"
             "  cert: \"\"\n"
             "  key: \"\"\n"
-            "  stealth: true\n"
+            "  stealth: auto\n"
             "  stealth_timeout: 10s\n"
             "  stealth_backend: \"\"\n"
             "metrics:\n"
             "  listen: 127.0.0.1:9464\n"
-            "  key_labels: []\n");
+            "  key_labels: []\n"
+            "admin:\n"
+            "  socket: /srv/alknet/admin.sock\n"
+            "  listen: off\n"
+            "  tls_cert: \"\"\n"
+            "  tls_key: \"\"\n"
+            "  client_ca: \"\"\n"
+            "upstreams: []\n");
 }
 
 // ---- files ----
@@ -624,6 +635,7 @@ TEST(ResolveDefaultsTest, FillsDependentDefaults) {
   EXPECT_EQ(config.listen, std::vector<EndpointUrl>{Tcp("127.0.0.1", 2222)});
   EXPECT_EQ(config.host_keys, std::vector<std::string>{"/srv/alk/ssh_host_ed25519_key"});
   EXPECT_EQ(config.authorized_keys, std::vector<std::string>{"/srv/alk/authorized_keys"});
+  EXPECT_EQ(config.admin.socket, "/srv/alk/admin.sock");
   EXPECT_GE(config.workers, 1);
   EXPECT_LE(config.workers, 256);
   EXPECT_TRUE(Validate(config).ok()) << Validate(config);
@@ -666,6 +678,22 @@ INSTANTIATE_TEST_SUITE_P(
         ValidateCase{"Valid", [](AgentConfig&) {}, ""},
         ValidateCase{"PerSourceEqualsMax",
                      [](AgentConfig& c) { c.limits.per_source_max_startups = 500; }, ""},
+        ValidateCase{"AdminTcpWithoutClientCa",
+                     [](AgentConfig& c) {
+                       c.admin.listen = HostPort{"127.0.0.1", 7000};
+                       c.admin.tls_cert = "/etc/alknet/admin.crt";
+                       c.admin.tls_key = "/etc/alknet/admin.key";
+                     },
+                     "admin.listen: a TCP admin listener needs admin.client_ca (clients must "
+                     "present a certificate: mutual TLS)"},
+        ValidateCase{"AdminTcpWithMutualTls",
+                     [](AgentConfig& c) {
+                       c.admin.listen = HostPort{"127.0.0.1", 7000};
+                       c.admin.tls_cert = "/etc/alknet/admin.crt";
+                       c.admin.tls_key = "/etc/alknet/admin.key";
+                       c.admin.client_ca = "/etc/alknet/admin-clients.pem";
+                     },
+                     ""},
         ValidateCase{"PerSourceAboveMax",
                      [](AgentConfig& c) { c.limits.per_source_max_startups = 501; },
                      "limits.per_source_max_startups (501) must not exceed limits.max_startups "
@@ -715,6 +743,44 @@ TEST(AgentConfigTest, EqualityComparesEveryField) {
     AgentConfig changed = NonDefaultConfig();
     changes[i](changed);
     EXPECT_FALSE(changed == NonDefaultConfig()) << "change " << i;
+  }
+}
+
+// tls.*: an explicit stealth=true needs a tls:// listener (the default "auto" never fails),
+// cert and key go together, the backend is http://host:port.
+TEST(TlsConfigTest, StealthCertAndBackendRules) {
+  const FieldSpec& stealth = *FindFieldByFlag("--stealth");
+  AgentConfig config = NonDefaultConfig();  // tcp:// listeners only
+  EXPECT_TRUE(Validate(config).ok()) << Validate(config);
+  ASSERT_TRUE(SetField(config, stealth, "true").ok());
+  EXPECT_EQ(Message(Validate(config)),
+            "tls.stealth (--stealth) is set to true but no listener is tls:// (add --listen "
+            "tls://HOST:PORT or drop --stealth)");
+  ASSERT_TRUE(SetField(config, stealth, "auto").ok());
+  EXPECT_EQ(config.tls.stealth, std::nullopt);
+  EXPECT_TRUE(config.tls.stealth_enabled());
+  ASSERT_TRUE(SetField(config, stealth, "false").ok());
+  EXPECT_FALSE(config.tls.stealth_enabled());
+  EXPECT_TRUE(Validate(config).ok());
+  EXPECT_FALSE(SetField(config, stealth, "maybe").ok());
+
+  ASSERT_TRUE(SetField(config, *FindFieldByFlag("--listen"), "tls://0.0.0.0:443").ok());
+  ASSERT_TRUE(SetField(config, stealth, "on").ok());
+  EXPECT_TRUE(Validate(config).ok()) << Validate(config);
+
+  config.tls.cert = "/etc/alknet/tls.pem";
+  EXPECT_EQ(Message(Validate(config)),
+            "tls.cert (--tls-cert) and tls.key (--tls-key) must be given together");
+  config.tls.key = "/etc/alknet/tls.key";
+  EXPECT_TRUE(Validate(config).ok());
+
+  for (std::string_view good : {"http://127.0.0.1:8080", "http://localhost:80/", "http://[::1]:81"}) {
+    config.tls.stealth_backend = std::string(good);
+    EXPECT_TRUE(Validate(config).ok()) << good << ": " << Validate(config);
+  }
+  for (std::string_view bad : {"https://127.0.0.1:8080", "127.0.0.1:8080", "http://host", "http://h:0"}) {
+    config.tls.stealth_backend = std::string(bad);
+    EXPECT_NE(Message(Validate(config)).find("tls.stealth_backend"), std::string::npos) << bad;
   }
 }
 

@@ -1,0 +1,770 @@
+// alknet-admin: parses the command line, connects (Unix socket, mutual-TLS TCP or SSH), calls
+// one RPC and prints a table (or JSON with --json).
+#include "admin-cli/admin_cli.h"
+
+#include <algorithm>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/create_channel_posix.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/ascii.h"
+#include "absl/time/time.h"
+#include "admin-cli/ssh_bridge.h"
+#include "alknet/admin/v1/agent.grpc.pb.h"
+#include "alknet/admin/v1/forwards.grpc.pb.h"
+#include "alknet/admin/v1/keys.grpc.pb.h"
+#include "alknet/admin/v1/policy.grpc.pb.h"
+#include "alknet/admin/v1/sessions.grpc.pb.h"
+#include "server/common/strings.h"
+
+namespace alknet::admin_cli {
+namespace {
+
+namespace v1 = ::alknet::admin::v1;
+
+constexpr int kMaxMessageBytes = 64 << 20;
+
+struct UsageError {
+  std::string message;
+};
+
+// ---- command line ----
+
+struct OptionSpec {
+  std::string_view name;
+  bool takes_value;
+};
+
+constexpr OptionSpec kOptions[] = {
+    // global
+    {"--socket", true}, {"--server", true}, {"--tls-cert", true}, {"--tls-key", true},
+    {"--tls-ca", true}, {"--tls-server-name", true}, {"--via", true}, {"--identity", true},
+    {"--known-hosts", true}, {"--host-key-fingerprint", true},
+    {"--insecure-accept-any-host-key", false}, {"--json", false}, {"--timeout", true},
+    {"--help", false}, {"-h", false},
+    // keys
+    {"--comment", true}, {"--from", true}, {"--permit-open", true}, {"--permit-listen", true},
+    {"--expiry", true}, {"--role", true}, {"--cert-authority", false}, {"--principals", true},
+    {"--kill", false}, {"--skip-existing", false}, {"--include-files", false},
+    // sessions
+    {"--key", true}, {"--reason", true},
+    // forwards
+    {"--kind", true}, {"--upstream", true}, {"--listen", true}, {"--target", true}, {"--id", true},
+};
+
+constexpr std::string_view kGlobalOptions[] = {
+    "--socket", "--server", "--tls-cert", "--tls-key", "--tls-ca", "--tls-server-name", "--via",
+    "--identity", "--known-hosts", "--host-key-fingerprint", "--insecure-accept-any-host-key",
+    "--json", "--timeout", "--help", "-h"};
+
+struct CommandLine {
+  std::vector<std::string> words;                          // command and positional arguments
+  std::map<std::string, std::vector<std::string>> options;  // "--from" -> values ("" for flags)
+
+  bool Has(std::string_view name) const { return options.count(std::string(name)) > 0; }
+  std::string Get(std::string_view name, std::string fallback = "") const {
+    auto it = options.find(std::string(name));
+    return it == options.end() ? fallback : it->second.back();
+  }
+  const std::vector<std::string>& All(std::string_view name) const {
+    static const std::vector<std::string> empty;
+    auto it = options.find(std::string(name));
+    return it == options.end() ? empty : it->second;
+  }
+};
+
+CommandLine Parse(const std::vector<std::string>& args) {
+  CommandLine line;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg.size() > 1 && arg[0] == '-' && arg != "-") {
+      std::string name = arg;
+      std::optional<std::string> value;
+      if (size_t eq = arg.find('='); eq != std::string::npos && arg.substr(0, 2) == "--") {
+        name = arg.substr(0, eq);
+        value = arg.substr(eq + 1);
+      }
+      const OptionSpec* spec = nullptr;
+      for (const OptionSpec& option : kOptions) {
+        if (option.name == name) spec = &option;
+      }
+      if (spec == nullptr) throw UsageError{absl::StrCat("unknown option '", name, "'")};
+      if (spec->takes_value) {
+        if (!value) {
+          if (i + 1 >= args.size()) throw UsageError{absl::StrCat("option '", name, "' needs a value")};
+          value = args[++i];
+        }
+      } else if (value) {
+        throw UsageError{absl::StrCat("option '", name, "' takes no value")};
+      }
+      line.options[name].push_back(value.value_or(""));
+    } else {
+      line.words.push_back(arg);
+    }
+  }
+  return line;
+}
+
+// Only global options and `allowed` may appear with a command.
+void Allow(const CommandLine& line, std::initializer_list<std::string_view> allowed) {
+  for (const auto& [name, values] : line.options) {
+    bool ok = std::find(std::begin(kGlobalOptions), std::end(kGlobalOptions), name) != std::end(kGlobalOptions) ||
+              std::find(allowed.begin(), allowed.end(), name) != allowed.end();
+    if (!ok) {
+      throw UsageError{absl::StrCat("option '", name, "' does not apply to '",
+                                    absl::StrJoin(line.words.begin(),
+                                                  line.words.begin() + std::min<size_t>(2, line.words.size()), " "),
+                                    "'")};
+    }
+  }
+}
+
+void ExpectWords(const CommandLine& line, size_t count, std::string_view usage) {
+  if (line.words.size() != count) throw UsageError{absl::StrCat("usage: alknet-admin ", Sv(usage))};
+}
+
+std::string ReadInput(const std::string& path, std::istream& in) {
+  std::stringstream buffer;
+  if (path == "-") {
+    buffer << in.rdbuf();
+    return buffer.str();
+  }
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw UsageError{absl::StrCat("cannot read '", path, "'")};
+  buffer << file.rdbuf();
+  return buffer.str();
+}
+
+v1::KeyRole ParseRole(const std::string& text) {
+  if (text.empty() || text == "tunnel" || text == "TUNNEL") return v1::KEY_ROLE_TUNNEL;
+  if (text == "admin" || text == "ADMIN") return v1::KEY_ROLE_ADMIN;
+  throw UsageError{absl::StrCat("--role: '", text, "' is not tunnel or admin")};
+}
+
+std::string RoleName(v1::KeyRole role) { return role == v1::KEY_ROLE_ADMIN ? "admin" : "tunnel"; }
+
+// ---- connection ----
+
+struct Connection {
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<SshBridge> bridge;  // --via: owns the SSH session behind `channel`
+};
+
+std::string ReadPemOption(const CommandLine& line, std::string_view option) {
+  std::string path = line.Get(option);
+  if (path.empty()) throw UsageError{absl::StrCat("--server needs ", Sv(option))};
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw UsageError{absl::StrCat(Sv(option), ": cannot read '", path, "'")};
+  std::stringstream buffer;
+  buffer << file.rdbuf();
+  return buffer.str();
+}
+
+absl::StatusOr<Connection> Connect(const CommandLine& line) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  Connection connection;
+  int targets = line.Has("--server") + line.Has("--via") + line.Has("--socket");
+  if (targets > 1) throw UsageError{"use one of --socket, --server and --via"};
+  if (line.Has("--via")) {
+    absl::StatusOr<SshTarget> target = ParseSshUrl(line.Get("--via"));
+    if (!target.ok()) throw UsageError{std::string(target.status().message())};
+    if (!line.Has("--identity")) throw UsageError{"--via needs --identity KEY"};
+    HostKeyCheck check{.known_hosts = line.Get("--known-hosts"),
+                       .fingerprint = line.Get("--host-key-fingerprint"),
+                       .insecure_accept_any = line.Has("--insecure-accept-any-host-key")};
+    absl::StatusOr<std::unique_ptr<SshBridge>> bridge = SshBridge::Open(*target, line.Get("--identity"), check);
+    if (!bridge.ok()) return bridge.status();
+    connection.bridge = *std::move(bridge);
+    connection.channel = grpc::CreateCustomInsecureChannelFromFd("alknet-admin", connection.bridge->TakeGrpcFd(), args);
+  } else if (line.Has("--server")) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadPemOption(line, "--tls-ca");
+    ssl.pem_cert_chain = ReadPemOption(line, "--tls-cert");
+    ssl.pem_private_key = ReadPemOption(line, "--tls-key");
+    if (line.Has("--tls-server-name")) args.SetSslTargetNameOverride(line.Get("--tls-server-name"));
+    connection.channel = grpc::CreateCustomChannel(line.Get("--server"), grpc::SslCredentials(ssl), args);
+  } else {
+    connection.channel = grpc::CreateCustomChannel(absl::StrCat("unix:", line.Get("--socket", "./var/admin.sock")),
+                                                   grpc::InsecureChannelCredentials(), args);
+  }
+  return connection;
+}
+
+std::string CodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return absl::StrCat("CODE_", static_cast<int>(code));
+  }
+}
+
+// ---- output ----
+
+std::string Json(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  return out;
+}
+
+std::string FormatTime(const google::protobuf::Timestamp& time, bool set) {
+  if (!set) return "-";
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(time.seconds()), absl::UTCTimeZone());
+}
+
+std::string FormatBytes(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  int unit = 0;
+  while (value >= 1024 && unit < 4) {
+    value /= 1024;
+    ++unit;
+  }
+  if (unit == 0) return absl::StrCat(bytes, " B");
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1) << value << " " << units[unit];
+  return out.str();
+}
+
+void PrintTable(std::ostream& out, const std::vector<std::string>& header,
+                const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size());
+  for (size_t c = 0; c < header.size(); ++c) width[c] = header[c].size();
+  for (const auto& row : rows) {
+    for (size_t c = 0; c < row.size() && c < width.size(); ++c) width[c] = std::max(width[c], row[c].size());
+  }
+  auto print = [&](const std::vector<std::string>& row) {
+    std::string text;
+    for (size_t c = 0; c < row.size(); ++c) {
+      text += row[c];
+      if (c + 1 < row.size()) text += std::string(width[c] - row[c].size() + 2, ' ');
+    }
+    out << text << "\n";
+  };
+  print(header);
+  for (const auto& row : rows) print(row);
+}
+
+void PrintPolicy(std::ostream& out, const v1::PolicySpec& policy) {
+  const v1::Limits& limits = policy.limits();
+  out << "limits:\n"
+      << "  login_grace_time: " << limits.login_grace_time() << "\n"
+      << "  max_startups: " << limits.max_startups() << "\n"
+      << "  per_source_max_startups: " << limits.per_source_max_startups() << "\n"
+      << "  max_sessions: " << limits.max_sessions() << "\n"
+      << "  max_channels_per_session: " << limits.max_channels_per_session() << "\n"
+      << "  connect_timeout: " << limits.connect_timeout() << "\n"
+      << "  shutdown_grace: " << limits.shutdown_grace() << "\n";
+}
+
+// Sets one limit from "name=value" ("max_sessions=10" or "limits.max_sessions=10").
+void SetLimit(v1::Limits& limits, const std::string& assignment) {
+  size_t eq = assignment.find('=');
+  if (eq == std::string::npos) throw UsageError{absl::StrCat("'", assignment, "' is not KEY=VALUE")};
+  std::string name = assignment.substr(0, eq);
+  std::string value = assignment.substr(eq + 1);
+  if (name.rfind("limits.", 0) == 0) name = name.substr(7);
+  const auto* field = v1::Limits::descriptor()->FindFieldByName(name);
+  if (field == nullptr) {
+    std::vector<std::string> known;
+    for (int i = 0; i < v1::Limits::descriptor()->field_count(); ++i) {
+      known.push_back(v1::Limits::descriptor()->field(i)->name());
+    }
+    throw UsageError{absl::StrCat("unknown policy field '", name, "' (known: ", absl::StrJoin(known, ", "), ")")};
+  }
+  const auto* reflection = v1::Limits::GetReflection();
+  if (field->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_INT32) {
+    int number = 0;
+    if (!absl::SimpleAtoi(value, &number)) {
+      throw UsageError{absl::StrCat("limits.", name, ": '", value, "' is not a 32-bit integer")};
+    }
+    reflection->SetInt32(&limits, field, number);
+  } else {
+    reflection->SetString(&limits, field, value);
+  }
+}
+
+// ---- commands ----
+
+class Commands {
+ public:
+  Commands(const CommandLine& line, std::istream& in, std::ostream& out, std::ostream& err)
+      : line_(line), in_(in), out_(out), err_(err), json_(line.Has("--json")) {}
+
+  int Dispatch() {
+    const auto& w = line_.words;
+    std::string group = w.empty() ? "" : w[0];
+    std::string verb = w.size() > 1 ? w[1] : "";
+    if (group == "status") return Status();
+    if (group == "keys") {
+      if (verb == "add") return KeysAdd();
+      if (verb == "list" || verb == "ls") return KeysList();
+      if (verb == "rm" || verb == "remove") return KeysRemove();
+      if (verb == "import") return KeysImport();
+      if (verb == "export") return KeysExport();
+      throw UsageError{"usage: alknet-admin keys add|list|rm|import|export ..."};
+    }
+    if (group == "policy") {
+      if (verb == "get") return PolicyGet();
+      if (verb == "set") return PolicySet();
+      if (verb == "check") return PolicyCheck();
+      throw UsageError{"usage: alknet-admin policy get|set KEY=VALUE...|check FILE"};
+    }
+    if (group == "sessions") {
+      if (verb == "list" || verb == "ls") return SessionsList();
+      if (verb == "kill") return SessionsKill();
+      throw UsageError{"usage: alknet-admin sessions list|kill ID|kill --key FP"};
+    }
+    if (group == "forwards") {
+      if (verb == "list" || verb == "ls") return ForwardsList();
+      if (verb == "add") return ForwardsAdd();
+      if (verb == "rm" || verb == "remove") return ForwardsRemove();
+      throw UsageError{"usage: alknet-admin forwards list|add|rm ..."};
+    }
+    if (group.empty()) throw UsageError{"no command (see --help)"};
+    throw UsageError{absl::StrCat("unknown command '", group, "' (see --help)")};
+  }
+
+ private:
+  // Connects lazily: usage errors are reported before any connection attempt.
+  std::shared_ptr<grpc::Channel> Channel() {
+    if (!connection_) {
+      absl::StatusOr<Connection> connection = Connect(line_);
+      if (!connection.ok()) throw connection.status();
+      connection_ = std::make_unique<Connection>(*std::move(connection));
+    }
+    return connection_->channel;
+  }
+
+  std::unique_ptr<grpc::ClientContext> Context() {
+    auto context = std::make_unique<grpc::ClientContext>();
+    double seconds = 30;
+    if (line_.Has("--timeout") && (!absl::SimpleAtod(line_.Get("--timeout"), &seconds) || seconds <= 0)) {
+      throw UsageError{"--timeout: expected a positive number of seconds"};
+    }
+    context->set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+    return context;
+  }
+
+  int Fail(const grpc::Status& status) {
+    err_ << "alknet-admin: " << CodeName(status.error_code()) << ": " << status.error_message() << "\n";
+    return kExitServerError;
+  }
+
+  template <typename Stub, typename Request, typename Response>
+  grpc::Status Call(grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+                    std::unique_ptr<Stub>& stub, const Request& request, Response* response) {
+    auto context = Context();
+    return ((*stub).*method)(context.get(), request, response);
+  }
+
+  int Status() {
+    Allow(line_, {});
+    ExpectWords(line_, 1, "status");
+    auto stub = v1::Agent::NewStub(Channel());
+    v1::GetStatusResponse response;
+    if (auto s = Call(&v1::Agent::Stub::GetStatus, stub, v1::GetStatusRequest(), &response); !s.ok()) return Fail(s);
+    if (json_) {
+      out_ << Json(response);
+      return kExitOk;
+    }
+    out_ << "version:     " << response.version() << " (libssh " << response.libssh_version() << ")\n"
+         << "ready:       " << (response.ready() ? "yes" : "no") << "\n"
+         << "uptime:      " << absl::FormatDuration(absl::Seconds(response.uptime().seconds())) << "\n"
+         << "started:     " << FormatTime(response.start_time(), response.has_start_time()) << "\n"
+         << "sessions:    " << response.sessions() << "\n"
+         << "keys:        " << response.keys() << "\n"
+         << "state file:  " << response.state_file() << "\n";
+    for (const v1::Listener& listener : response.listeners()) {
+      out_ << "listener:    " << listener.kind() << " " << listener.address() << "\n";
+    }
+    return kExitOk;
+  }
+
+  int KeysAdd() {
+    Allow(line_, {"--comment", "--from", "--permit-open", "--permit-listen", "--expiry", "--role",
+                  "--cert-authority", "--principals"});
+    ExpectWords(line_, 3, "keys add FILE|- [--comment C] [--from P] [--permit-open H:P] "
+                          "[--permit-listen [H:]P] [--expiry T] [--role tunnel|admin]");
+    std::string text = ReadInput(line_.words[2], in_);
+    std::vector<std::string> lines;
+    for (absl::string_view piece : absl::StrSplit(text, '\n')) {
+      std::string one(absl::StripAsciiWhitespace(piece));
+      if (!one.empty() && one[0] != '#') lines.push_back(one);
+    }
+    if (lines.size() > 1) throw UsageError{"keys add takes one key; use 'keys import' for several"};
+    v1::AddKeyRequest request;
+    request.set_public_key(lines.empty() ? "" : lines[0]);
+    request.set_comment(line_.Get("--comment"));
+    for (const std::string& from : line_.All("--from")) {
+      for (absl::string_view part : absl::StrSplit(from, ',')) request.add_from(std::string(part));
+    }
+    for (const std::string& value : line_.All("--permit-open")) request.add_permit_open(value);
+    for (const std::string& value : line_.All("--permit-listen")) request.add_permit_listen(value);
+    request.set_expiry(line_.Get("--expiry"));
+    request.set_role(ParseRole(line_.Get("--role")));
+    request.set_cert_authority(line_.Has("--cert-authority"));
+    for (const std::string& value : line_.All("--principals")) {
+      for (absl::string_view part : absl::StrSplit(value, ',')) request.add_principals(std::string(part));
+    }
+    auto stub = v1::Keys::NewStub(Channel());
+    v1::AddKeyResponse response;
+    if (auto s = Call(&v1::Keys::Stub::AddKey, stub, request, &response); !s.ok()) return Fail(s);
+    if (json_) {
+      out_ << Json(response);
+    } else {
+      out_ << "added " << response.key().fingerprint() << " (" << response.key().key_type() << ", role "
+           << RoleName(response.key().role()) << ")\n";
+    }
+    return kExitOk;
+  }
+
+  int KeysList() {
+    Allow(line_, {});
+    ExpectWords(line_, 2, "keys list");
+    auto stub = v1::Keys::NewStub(Channel());
+    v1::ListKeysResponse response;
+    if (auto s = Call(&v1::Keys::Stub::ListKeys, stub, v1::ListKeysRequest(), &response); !s.ok()) return Fail(s);
+    if (json_) {
+      out_ << Json(response);
+      return kExitOk;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const v1::KeyInfo& key : response.keys()) {
+      rows.push_back({key.fingerprint(), key.key_type(), RoleName(key.role()), key.source(),
+                      absl::StrCat(key.active_sessions()), FormatTime(key.last_used(), key.has_last_used()),
+                      key.comment().empty() ? "-" : key.comment(),
+                      key.options().text().empty() ? "-" : key.options().text()});
+    }
+    PrintTable(out_, {"FINGERPRINT", "TYPE", "ROLE", "SOURCE", "SESSIONS", "LAST USED", "COMMENT", "OPTIONS"},
+               rows);
+    return kExitOk;
+  }
+
+  int KeysRemove() {
+    Allow(line_, {"--kill"});
+    ExpectWords(line_, 3, "keys rm FINGERPRINT [--kill]");
+    v1::RemoveKeyRequest request;
+    request.set_fingerprint(line_.words[2]);
+    request.set_kill_sessions(line_.Has("--kill"));
+    auto stub = v1::Keys::NewStub(Channel());
+    v1::RemoveKeyResponse response;
+    if (auto s = Call(&v1::Keys::Stub::RemoveKey, stub, request, &response); !s.ok()) return Fail(s);
+    if (json_) {
+      out_ << Json(response);
+    } else {
+      out_ << "removed " << response.key().fingerprint();
+      if (request.kill_sessions()) out_ << "; disconnected " << response.sessions_killed() << " session(s)";
+      out_ << "\n";
+    }
+    return kExitOk;
+  }
+
+  int KeysImport() {
+    Allow(line_, {"--role", "--skip-existing"});
+    ExpectWords(line_, 3, "keys import FILE|- [--role tunnel|admin] [--skip-existing]");
+    v1::ImportKeysRequest request;
+    request.set_authorized_keys(ReadInput(line_.words[2], in_));
+    request.set_role(ParseRole(line_.Get("--role")));
+    request.set_skip_existing(line_.Has("--skip-existing"));
+    auto stub = v1::Keys::NewStub(Channel());
+    v1::ImportKeysResponse response;
+    if (auto s = Call(&v1::Keys::Stub::ImportKeys, stub, request, &response); !s.ok()) return Fail(s);
+    if (json_) {
+      out_ << Json(response);
+    } else {
+      out_ << "imported " << response.keys_size() << " key(s), skipped " << response.skipped() << "\n";
+    }
+    return kExitOk;
+  }
+
+  int KeysExport() {
+    Allow(line_, {"--include-files"});
+    ExpectWords(line_, 2, "keys export [--include-files]");
+    v1::ExportKeysRequest request;
+    request.set_include_files(line_.Has("--include-files"));
+    auto stub = v1::Keys::NewStub(Channel());
+    v1::ExportKeysResponse response;
+    if (auto s = Call(&v1::Keys::Stub::ExportKeys, stub, request, &response); !s.ok()) return Fail(s);
+    out_ << (json_ ? Json(response) : response.authorized_keys());
+    return kExitOk;
+  }
+
+  int PolicyGet() {
+    Allow(line_, {});
+    ExpectWords(line_, 2, "policy get");
+    auto stub = v1::Policy::NewStub(Channel());
+    v1::GetPolicyResponse response;
+    if (auto s = Call(&v1::Policy::Stub::GetPolicy, stub, v1::GetPolicyRequest(), &response); !s.ok()) {
+      return Fail(s);
+    }
+    if (json_) {
+      out_ << Json(response);
+    } else {
+      PrintPolicy(out_, response.policy());
+    }
+    return kExitOk;
+  }
+
+  int PolicySet() {
+    Allow(line_, {});
+    if (line_.words.size() < 3) throw UsageError{"usage: alknet-admin policy set KEY=VALUE..."};
+    v1::SetPolicyRequest request;
+    for (size_t i = 2; i < line_.words.size(); ++i) {
+      SetLimit(*request.mutable_policy()->mutable_limits(), line_.words[i]);
+    }
+    auto stub = v1::Policy::NewStub(Channel());
+    v1::SetPolicyResponse response;
+    if (auto s = Call(&v1::Policy::Stub::SetPolicy, stub, request, &response); !s.ok()) return Fail(s);
+    if (json_) {
+      out_ << Json(response);
+    } else {
+      PrintPolicy(out_, response.policy());
+    }
+    return kExitOk;
+  }
+
+  int PolicyCheck() {
+    Allow(line_, {});
+    ExpectWords(line_, 3, "policy check FILE");
+    const std::string& path = line_.words[2];
+    v1::ValidatePolicyRequest request;
+    request.set_config_yaml(ReadInput(path, in_));
+    auto stub = v1::Policy::NewStub(Channel());
+    v1::ValidatePolicyResponse response;
+    if (auto s = Call(&v1::Policy::Stub::ValidatePolicy, stub, request, &response); !s.ok()) {
+      std::string message = s.error_message();
+      if (message.rfind("config_yaml:", 0) == 0) message = path + message.substr(11);
+      return Fail(grpc::Status(s.error_code(), message));
+    }
+    if (json_) {
+      out_ << Json(response);
+    } else {
+      out_ << path << ": valid; the policy would be:\n";
+      PrintPolicy(out_, response.policy());
+    }
+    return kExitOk;
+  }
+
+  int SessionsList() {
+    Allow(line_, {});
+    ExpectWords(line_, 2, "sessions list");
+    auto stub = v1::Sessions::NewStub(Channel());
+    v1::ListSessionsResponse response;
+    if (auto s = Call(&v1::Sessions::Stub::ListSessions, stub, v1::ListSessionsRequest(), &response); !s.ok()) {
+      return Fail(s);
+    }
+    if (json_) {
+      out_ << Json(response);
+      return kExitOk;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const v1::SessionInfo& session : response.sessions()) {
+      std::string source = session.source_address().find(':') != std::string::npos
+                               ? absl::StrCat("[", session.source_address(), "]:", session.source_port())
+                               : absl::StrCat(session.source_address(), ":", session.source_port());
+      rows.push_back({absl::StrCat(session.id()), session.user().empty() ? "-" : session.user(),
+                      session.authenticated() ? session.key_fingerprint() : "(authenticating)", source,
+                      session.transport(), FormatTime(session.start_time(), session.has_start_time()),
+                      absl::StrCat(session.open_channels()), FormatBytes(session.bytes_up()),
+                      FormatBytes(session.bytes_down())});
+    }
+    PrintTable(out_, {"ID", "USER", "KEY", "SOURCE", "TRANSPORT", "STARTED", "CHANNELS", "UP", "DOWN"}, rows);
+    return kExitOk;
+  }
+
+  int SessionsKill() {
+    Allow(line_, {"--key", "--reason"});
+    v1::KillSessionsRequest request;
+    if (line_.Has("--key")) {
+      ExpectWords(line_, 2, "sessions kill ID | sessions kill --key FINGERPRINT");
+      request.set_key_fingerprint(line_.Get("--key"));
+    } else {
+      ExpectWords(line_, 3, "sessions kill ID | sessions kill --key FINGERPRINT");
+      uint64_t id = 0;
+      if (!absl::SimpleAtoi(line_.words[2], &id)) {
+        throw UsageError{absl::StrCat("sessions kill: '", line_.words[2], "' is not a session id")};
+      }
+      request.set_id(id);
+    }
+    request.set_reason(line_.Get("--reason"));
+    auto stub = v1::Sessions::NewStub(Channel());
+    v1::KillSessionsResponse response;
+    if (auto s = Call(&v1::Sessions::Stub::KillSessions, stub, request, &response); !s.ok()) return Fail(s);
+    if (json_) {
+      out_ << Json(response);
+    } else {
+      out_ << "disconnected " << response.killed() << " session(s)\n";
+    }
+    return kExitOk;
+  }
+
+  int ForwardsList() {
+    Allow(line_, {});
+    ExpectWords(line_, 2, "forwards list");
+    auto stub = v1::Forwards::NewStub(Channel());
+    v1::ListForwardsResponse response;
+    if (auto s = Call(&v1::Forwards::Stub::ListForwards, stub, v1::ListForwardsRequest(), &response); !s.ok()) {
+      return Fail(s);
+    }
+    if (json_) {
+      out_ << Json(response);
+      return kExitOk;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const v1::ForwardInfo& info : response.forwards()) {
+      const v1::Forward& f = info.forward();
+      rows.push_back({f.id(), v1::ForwardKind_Name(f.kind()), f.upstream(), f.listen(),
+                      f.target().empty() ? "-" : f.target(), info.state(), absl::StrCat(info.connections())});
+    }
+    PrintTable(out_, {"ID", "KIND", "UPSTREAM", "LISTEN", "TARGET", "STATE", "CONNECTIONS"}, rows);
+    return kExitOk;
+  }
+
+  int ForwardsAdd() {
+    Allow(line_, {"--kind", "--upstream", "--listen", "--target", "--id"});
+    ExpectWords(line_, 2, "forwards add --kind dynamic|local|remote --upstream NAME --listen HOST:PORT "
+                          "[--target HOST:PORT] [--id ID]");
+    v1::AddForwardRequest request;
+    v1::Forward& forward = *request.mutable_forward();
+    std::string kind = line_.Get("--kind");
+    if (kind == "dynamic" || kind == "socks") {
+      forward.set_kind(v1::FORWARD_KIND_DYNAMIC);
+    } else if (kind == "local") {
+      forward.set_kind(v1::FORWARD_KIND_LOCAL);
+    } else if (kind == "remote") {
+      forward.set_kind(v1::FORWARD_KIND_REMOTE);
+    } else {
+      throw UsageError{absl::StrCat("--kind: '", kind, "' is not dynamic, local or remote")};
+    }
+    forward.set_id(line_.Get("--id"));
+    forward.set_upstream(line_.Get("--upstream"));
+    forward.set_listen(line_.Get("--listen"));
+    forward.set_target(line_.Get("--target"));
+    auto stub = v1::Forwards::NewStub(Channel());
+    v1::AddForwardResponse response;
+    if (auto s = Call(&v1::Forwards::Stub::AddForward, stub, request, &response); !s.ok()) return Fail(s);
+    if (json_) {
+      out_ << Json(response);
+    } else {
+      out_ << "added forward " << response.forward().forward().id() << "\n";
+    }
+    return kExitOk;
+  }
+
+  int ForwardsRemove() {
+    Allow(line_, {});
+    ExpectWords(line_, 3, "forwards rm ID");
+    v1::RemoveForwardRequest request;
+    request.set_id(line_.words[2]);
+    auto stub = v1::Forwards::NewStub(Channel());
+    v1::RemoveForwardResponse response;
+    if (auto s = Call(&v1::Forwards::Stub::RemoveForward, stub, request, &response); !s.ok()) return Fail(s);
+    if (json_) {
+      out_ << Json(response);
+    } else {
+      out_ << "removed forward " << request.id() << "\n";
+    }
+    return kExitOk;
+  }
+
+  const CommandLine& line_;
+  std::istream& in_;
+  std::ostream& out_;
+  std::ostream& err_;
+  bool json_;
+  std::unique_ptr<Connection> connection_;
+};
+
+}  // namespace
+
+std::string UsageText() {
+  return R"(Usage: alknet-admin [connection] [--json] COMMAND ...
+
+Talks to alknet-agent's admin API (gRPC).
+
+Commands:
+  status                                  version, uptime, listeners, readiness
+  keys add FILE|-  [--comment C] [--from PATTERN[,..]] [--permit-open HOST:PORT]...
+                   [--permit-listen [HOST:]PORT]... [--expiry YYYYMMDD[HHMM[SS]][Z]]
+                   [--role tunnel|admin] [--cert-authority [--principals A,B]]
+  keys list                               every key (API keys, then authorized_keys files)
+  keys rm FINGERPRINT [--kill]            remove an API key (--kill: disconnect its sessions)
+  keys import FILE|- [--role R] [--skip-existing]   add an authorized_keys file, all or nothing
+  keys export [--include-files]           API keys as authorized_keys text
+  policy get                              the limits in force
+  policy set KEY=VALUE...                 e.g. policy set max_sessions=500 connect_timeout=5s
+  policy check FILE                       validate a config file's limits without applying them
+  sessions list                           live sessions (never their destinations)
+  sessions kill ID | --key FINGERPRINT    disconnect sessions
+  forwards list | add ... | rm ID         the client role's forwards
+
+Connection (default: --socket ./var/admin.sock):
+  --socket PATH                           the agent's Unix socket (<state_dir>/admin.sock)
+  --server HOST:PORT --tls-cert F --tls-key F --tls-ca F [--tls-server-name N]
+                                          TCP listener, mutual TLS
+  --via ssh://[USER@]HOST[:PORT] --identity KEY
+        [--known-hosts F | --host-key-fingerprint SHA256:... | --insecure-accept-any-host-key]
+                                          through SSH, with an admin-role key
+  --timeout SECONDS                       per call (default 30)
+
+Output: tables, or JSON with --json.
+Exit codes: 0 ok; 1 the agent refused or could not be reached (gRPC status name on stderr);
+2 usage error.
+)";
+}
+
+int Run(const std::vector<std::string>& args, std::istream& in, std::ostream& out, std::ostream& err) {
+  try {
+    CommandLine line = Parse(args);
+    if (line.Has("--help") || line.Has("-h")) {
+      out << UsageText();
+      return kExitOk;
+    }
+    return Commands(line, in, out, err).Dispatch();
+  } catch (const UsageError& error) {
+    err << "alknet-admin: " << error.message << "\n";
+    return kExitUsage;
+  } catch (const absl::Status& status) {
+    std::string name = CodeName(static_cast<grpc::StatusCode>(status.code()));
+    err << "alknet-admin: " << name << ": " << status.message() << "\n";
+    return kExitServerError;
+  }
+}
+
+}  // namespace alknet::admin_cli

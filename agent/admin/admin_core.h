@@ -1,0 +1,132 @@
+// The admin API's logic, independent of gRPC: keys (API-owned in the state file, plus
+// read-only keys from authorized_keys files), policy (limits), sessions and status. It adapts the
+// engine from outside (ListSessions, KillSessions, UpdateLimits); the engine knows nothing of it.
+//
+// Every mutation is all-or-nothing: the new state is written to disk (atomically) first, and
+// only then swapped in (KeyStore::Replace, ServerEngine::UpdateLimits) and answered.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "alknet/admin/v1/agent.pb.h"
+#include "alknet/admin/v1/forwards.pb.h"
+#include "alknet/admin/v1/keys.pb.h"
+#include "alknet/admin/v1/policy.pb.h"
+#include "alknet/admin/v1/sessions.pb.h"
+#include "alknet/state/v1/state.pb.h"
+#include "server/auth/authorized_keys.h"
+#include "server/auth/key_set.h"
+#include "server/common/log.h"
+#include "server/common/unique_fd.h"
+#include "server/config/config.h"
+#include "server/engine/server_engine.h"
+
+namespace alknet::admin {
+
+// RSA keys added through the API need at least this many bits (sshd accepts 1024).
+inline constexpr int kMinimumApiRsaBits = 2048;
+
+// The state file inside a state directory.
+std::string StateFilePath(const std::string& state_dir);
+
+// Converts limits to the API message (every field set) and back. Applying a message sets only
+// the fields present, through the configuration's field table, so errors name the YAML field.
+v1::Limits LimitsToProto(const config::Limits& limits);
+absl::Status ApplyLimitsProto(const v1::Limits& limits, config::AgentConfig& config);
+
+class AdminCore {
+ public:
+  struct Options {
+    std::string version;  // reported by GetStatus
+  };
+
+  // Locks the state directory, reads the state file (or seeds it from `config` on first start),
+  // merges the config file's limits (last writer wins), reads the authorized_keys files and
+  // installs the keys into `keys`. A corrupted or newer state file is an error.
+  static absl::StatusOr<std::unique_ptr<AdminCore>> Open(const config::AgentConfig& config,
+                                                         Options options, Logger& logger,
+                                                         auth::KeyStore& keys);
+
+  // The limits in force (the engine is built with these).
+  config::Limits limits() const;
+  // Once the engine has started; before that, session calls see no sessions.
+  void AttachEngine(ServerEngine* engine);
+  // Addresses the admin server listens on ("unix:/...", "127.0.0.1:7000"), for GetStatus.
+  void SetAdminListeners(std::vector<std::string> addresses);
+
+  // SIGHUP: re-reads the authorized_keys files of `config` and merges its limits.
+  void Reload(const config::AgentConfig& config);
+
+  // ---- the API; status codes as documented in proto/alknet/admin/v1 ----
+  absl::StatusOr<v1::AddKeyResponse> AddKey(const v1::AddKeyRequest& request);
+  v1::ListKeysResponse ListKeys();
+  absl::StatusOr<v1::RemoveKeyResponse> RemoveKey(const v1::RemoveKeyRequest& request);
+  absl::StatusOr<v1::ImportKeysResponse> ImportKeys(const v1::ImportKeysRequest& request);
+  v1::ExportKeysResponse ExportKeys(const v1::ExportKeysRequest& request);
+
+  v1::GetPolicyResponse GetPolicy();
+  absl::StatusOr<v1::SetPolicyResponse> SetPolicy(const v1::SetPolicyRequest& request);
+  absl::StatusOr<v1::ValidatePolicyResponse> ValidatePolicy(const v1::ValidatePolicyRequest& request);
+
+  v1::ListSessionsResponse ListSessions();
+  absl::StatusOr<v1::KillSessionsResponse> KillSessions(const v1::KillSessionsRequest& request);
+
+  v1::GetStatusResponse GetStatus();
+
+ private:
+  struct ApiKey {
+    state::v1::StoredKey stored;
+    auth::AuthorizedKey key;
+  };
+
+  AdminCore(const config::AgentConfig& config, Options options, Logger& logger,
+            auth::KeyStore& keys);
+
+  // Builds the entry for one AddKey-style request (validation only, nothing applied).
+  absl::StatusOr<ApiKey> BuildKey(const v1::AddKeyRequest& request, absl::Time now) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Where a key blob is already present ("api", "file:<path>:<line>"), if anywhere.
+  std::optional<std::string> ExistingSource(const std::string& blob) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Writes `next` durably, then makes it the state. Nothing changes on error.
+  absl::Status Commit(state::v1::State next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes state_ (as changed in place by the caller) with the next generation.
+  absl::Status WriteState() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Installs api_keys_ + file_keys_ as the KeySet sessions see.
+  void PublishKeys() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // source_by_blob_ from scratch (start, reload); changes update it incrementally.
+  void RebuildSources() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LoadFileKeys(const config::AgentConfig& config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Merges `file_config`'s limits into state_.policy; returns the limits in force.
+  config::Limits MergeConfigLimits(const config::AgentConfig& file_config,
+                                   state::v1::State& state) const;
+  v1::KeyInfo Describe(const auth::AuthorizedKey& key, const state::v1::StoredKey* stored,
+                       const absl::flat_hash_map<std::string, uint32_t>& sessions) const;
+  absl::flat_hash_map<std::string, uint32_t> SessionsPerKey();
+
+  Options options_;
+  Logger& logger_;
+  auth::KeyStore& keys_;
+  const absl::Time started_ = absl::Now();
+  UniqueFd lock_fd_;
+  std::string state_path_;
+
+  mutable absl::Mutex mu_;
+  config::AgentConfig config_ ABSL_GUARDED_BY(mu_);  // limits = the limits in force
+  state::v1::State state_ ABSL_GUARDED_BY(mu_);
+  std::vector<ApiKey> api_keys_ ABSL_GUARDED_BY(mu_);
+  std::vector<auth::AuthorizedKey> file_keys_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::string> source_by_blob_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> admin_listeners_ ABSL_GUARDED_BY(mu_);
+  ServerEngine* engine_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+}  // namespace alknet::admin

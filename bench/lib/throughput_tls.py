@@ -1,0 +1,191 @@
+"""Bulk throughput of SSH inside TLS: alknet-agent on tls:// vs stunnel4 in front of OpenSSH sshd.
+
+Both are reached by the same stock ssh client through the same TLS client (ProxyCommand, socat
+by default), with the same SSH cipher; the agent's plain tcp:// figure is measured in the same
+run (the TLS path should keep >= 0.9x of it).
+
+Environment: SIZE_MB (1024), RUNS (3), CIPHERS (aes128-gcm@openssh.com), DIRECTIONS
+("download upload"), WORKERS (2), WARMUP_MB (32, pattern-checked), KEX (curve25519-sha256),
+STALL_TIMEOUT (120 s), TLS_CLIENT (socat | openssl).
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as bl  # noqa: E402
+import endpoints  # noqa: E402
+
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+def proxy_command(client):
+    if client == "openssl":
+        return "openssl s_client -quiet -connect 127.0.0.1:%p -servername example.com"
+    return "socat - OPENSSL:127.0.0.1:%p,verify=0"
+
+
+def start_stunnel(bench):
+    cert, key = bench.path("stunnel_cert.pem"), bench.path("stunnel_key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=localhost"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = bl.free_port()
+    config = bench.path("stunnel.conf")
+    with open(config, "w") as f:
+        f.write(f"""foreground = yes
+pid =
+debug = 4
+output = {bench.path('stunnel.log')}
+[ssh]
+accept = 127.0.0.1:{port}
+connect = 127.0.0.1:{bench.sshd_port}
+cert = {cert}
+key = {key}
+sslVersionMin = TLSv1.2
+""")
+    proc = bench.spawn(["stunnel4", config], "stunnel4", stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    bl.wait_until(lambda: bl.listening(port) or proc.poll() is not None, 15, "stunnel4 to listen")
+    if proc.poll() is not None:
+        raise RuntimeError(f"stunnel4 exited: {open(bench.path('stunnel.log')).read()}")
+    bl.log(f"stunnel4 pid={proc.pid} port={port} -> sshd {bench.sshd_port}")
+    return proc, port
+
+
+def agent_tls_port(bench):
+    pattern = re.compile(r"engine: listening address=tls://127\.0\.0\.1:(\d+)")
+    found = []
+
+    def ready():
+        m = pattern.search(open(bench.agent_log).read())
+        if m:
+            found.append(int(m.group(1)))
+        return bool(found)
+
+    bl.wait_until(ready, 15, "alknet-agent tls:// listener")
+    return found[0]
+
+
+def main():
+    size_mb = bl.env_int("SIZE_MB", 1024)
+    runs = bl.env_int("RUNS", 3)
+    warmup_mb = bl.env_int("WARMUP_MB", 32)
+    stall = float(os.environ.get("STALL_TIMEOUT", "120"))
+    ciphers = os.environ.get("CIPHERS", "aes128-gcm@openssh.com").split()
+    directions = os.environ.get("DIRECTIONS", "download upload").split()
+    client = os.environ.get("TLS_CLIENT", "socat")
+    size = size_mb * MIB
+
+    with bl.Bench("throughput-tls") as bench:
+        bench.start_agent(extra=("--listen", "tls://127.0.0.1:0", "--metrics-listen", "off"))
+        tls_port = agent_tls_port(bench)
+        bench.start_sshd()
+        stunnel, stunnel_port = start_stunnel(bench)
+        proto = bench.endpoint("proto")
+        proxy = proxy_command(client)
+        print("== alknet TLS throughput benchmark: ssh -N -L inside TLS, "
+              "alknet-agent tls:// vs stunnel4 + OpenSSH sshd ==")
+        print(bl.machine_line())
+        foreign = bl.ForeignLoad()
+        print(f"size={size_mb} MiB per transfer, runs={runs}, agent workers="
+              f"{os.environ.get('WORKERS', '2')}, client kex={bench.kex}, TLS client: {proxy}")
+        # route label -> (port, ProxyCommand or None, pids whose CPU is the server's)
+        routes = {
+            "alknet-tls": (tls_port, proxy, lambda: bl.cpu_seconds(bench.agent.pid)),
+            "stunnel+sshd": (stunnel_port, proxy,
+                             lambda: bl.cpu_seconds(stunnel.pid) + bl.tree_cpu_seconds(bench.sshd.pid)),
+            "alknet-tcp": (bench.agent_port, None, lambda: bl.cpu_seconds(bench.agent.pid)),
+        }
+        results = {}  # (cipher, direction, route) -> [(MiB/s, server cpu s per GiB)]
+        problems = []
+        for cipher in ciphers:
+            tunnels = {}
+            for label, (port, proxy_cmd, _cpu) in routes.items():
+                extra = ["-o", f"ProxyCommand={proxy_cmd}"] if proxy_cmd else []
+                lport = bl.free_port()
+                ssh = bench.spawn(bench.ssh_argv(port, cipher, *extra, "-N", "-L",
+                                                 f"127.0.0.1:{lport}:127.0.0.1:{proto}"),
+                                  f"ssh-L-{label}", stdin=subprocess.DEVNULL)
+                bl.wait_until(lambda: bl.listening(lport) or ssh.poll() is not None, 30,
+                              f"ssh -L via {label}")
+                if ssh.poll() is not None:
+                    raise RuntimeError(f"ssh -N -L via {label} exited with {ssh.returncode}")
+                tunnels[label] = (lport, ssh)
+            for direction in directions:
+                fn = endpoints.download if direction == "download" else endpoints.upload
+                for label, (lport, _ssh) in tunnels.items():
+                    _secs, got, ok = fn(lport, warmup_mb * MIB, verify=True, timeout=stall)
+                    if got != warmup_mb * MIB or not ok:
+                        problems.append(f"{label} {cipher} {direction} warm-up: received {got} "
+                                        f"of {warmup_mb * MIB} bytes, pattern ok={ok}")
+                for run in range(runs):
+                    order = list(tunnels.items())
+                    if run % 2:
+                        order.reverse()
+                    for label, (lport, _ssh) in order:
+                        cpu = routes[label][2]
+                        s0 = cpu()
+                        try:
+                            secs, got, ok = fn(lport, size, timeout=stall)
+                        except OSError as e:
+                            problems.append(f"{label} {cipher} {direction} run {run + 1}: {e!r}")
+                            continue
+                        s1 = cpu()
+                        if got != size or not ok:
+                            problems.append(f"{label} {cipher} {direction} run {run + 1}: "
+                                            f"received {got} of {size} bytes, ok={ok}")
+                            continue
+                        rate = size / MIB / secs
+                        results.setdefault((cipher, direction, label), []).append(
+                            (rate, (s1 - s0) * GIB / size))
+                        print(f"  {cipher:24} {direction:8} {label:12} run {run + 1}: "
+                              f"{rate:8.1f} MiB/s  {secs:6.2f} s  server cpu {s1 - s0:5.2f} s",
+                              flush=True)
+                    if bench.agent.poll() is not None:
+                        raise RuntimeError(f"alknet-agent died (rc={bench.agent.returncode})")
+            for _label, (_lport, ssh) in tunnels.items():
+                bench.stop(ssh)
+
+        print()
+        print(f"Throughput (MiB/s, best / median of {runs}); server CPU s/GiB (median)")
+        rows = []
+        for cipher in ciphers:
+            for direction in directions:
+                def stats(label):
+                    r = results.get((cipher, direction, label), [])
+                    if not r:
+                        return None
+                    return (max(x[0] for x in r), bl.median([x[0] for x in r]),
+                            bl.median([x[1] for x in r]))
+                a, s, t = stats("alknet-tls"), stats("stunnel+sshd"), stats("alknet-tcp")
+                if not a or not s or not t:
+                    rows.append([cipher, direction] + ["-"] * 8)
+                    continue
+                rows.append([cipher, direction, f"{a[0]:.1f} / {a[1]:.1f}", f"{s[0]:.1f} / {s[1]:.1f}",
+                             f"{t[0]:.1f} / {t[1]:.1f}", bl.fmt_ratio(a[1], s[1]),
+                             bl.fmt_ratio(a[1], t[1]), f"{a[2]:.2f}", f"{s[2]:.2f}", f"{t[2]:.2f}"])
+        bl.print_table(["cipher", "direction", "alknet tls", "stunnel+sshd", "alknet tcp",
+                        "tls/stunnel", "tls/tcp", "cpu tls", "cpu stunnel+sshd", "cpu tcp"], rows)
+        print("ratios use the medians; aims: tls/stunnel >= 1.0, tls/tcp >= 0.9")
+        print(f"finished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {bl.loadavg()}; "
+              f"{foreign.report()}")
+        if problems:
+            print()
+            print("PROBLEMS:")
+            for p in problems:
+                print(f"  {p}")
+            tail = open(bench.agent_log).read().splitlines()[-20:]
+            for line in tail:
+                print(f"  | {line}")
+            return 1
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+// One SSH client connection to an upstream server on an event loop, never blocking:
+// TCP connect (optionally through a proxy) -> ssh_connect -> host key check -> public-key auth
+// -> -R requests -> ready. Ready, it opens direct-tcpip channels for local connections, accepts
+// forwarded-tcpip channels for -R, relays both with ChannelRelay, and sends keepalives.
+// docs/adr/0007-client-event-model.md explains the model.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <libssh/libssh.h>
+#include <libssh/server.h>  // the ssh_message API and ssh_send_keepalive serve clients too
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/time/time.h"
+#include "server/client/proxy_handshake.h"
+#include "server/client/stream_request.h"
+#include "server/common/log.h"
+#include "server/config/config.h"
+#include "server/forward/outbound_connector.h"
+#include "server/loop/event_loop.h"
+#include "server/metrics/engine_metrics.h"
+#include "server/ssh/channel_relay.h"
+
+namespace alknet {
+
+// What an upstream lends each of its sessions; outlives them.
+struct ClientSessionEnv {
+  EventLoop& loop;
+  Logger& logger;
+  OutboundConnector& connector;
+  RelayScratch& scratch;
+  EngineMetrics& metrics;
+  const config::UpstreamConfig& config;
+  ssh_key identity;   // loaded once per upstream
+  std::string user;   // resolved login name
+};
+
+// Why a session ended, for the reconnect policy and the log.
+struct SessionLoss {
+  std::string reason;      // "connection closed", "host key mismatch", ...
+  bool host_key = false;   // the host key check refused the server
+};
+
+class ClientSession final : public FdHandler, public RelayOwner {
+ public:
+  struct Callbacks {
+    std::function<void()> on_ready;
+    // Runs once when the session is over (never from inside Start()). Requests that were still
+    // waiting for their channel come back so the upstream can queue them for the next session.
+    std::function<void(SessionLoss, std::vector<std::unique_ptr<StreamRequest>>)> on_lost;
+  };
+
+  ClientSession(ClientSessionEnv& env, Callbacks callbacks);
+  ~ClientSession() override;
+
+  void Start();
+  bool ready() const { return phase_ == Phase::kReady; }
+  size_t pending_opens() const { return pending_.size(); }
+  size_t open_channels() const { return relays_.size(); }
+  // Ready only: opens a direct-tcpip channel for the request and relays it.
+  void Open(std::unique_ptr<StreamRequest> request);
+  // Closes everything now without calling on_lost (agent shutdown).
+  void Close();
+
+  void OnFdEvents(uint32_t events) override;
+  void NeedsAttention(ChannelRelay* relay) override { attention_.push_back(relay); }
+  void AfterRelayIo() override { Service(); }
+
+ private:
+  enum class Phase { kTcp, kProxy, kSsh, kAuth, kRemoteForwards, kReady, kDead };
+  struct PendingOpen {
+    ssh_channel channel = nullptr;
+    std::unique_ptr<StreamRequest> request;
+  };
+  struct RemoteForward {
+    config::ForwardSpec spec;
+    int bound_port = 0;  // 0 until the server accepted it
+  };
+  struct PendingAccept {
+    ssh_message message = nullptr;
+    std::unique_ptr<ConnectAttempt> attempt;
+  };
+
+  void OnTcpConnected(absl::StatusOr<UniqueFd> fd);
+  void StartSsh(UniqueFd fd);
+  void Step();                 // handshake phases
+  bool CheckHostKey();         // false: refused (Fail called)
+  void NextRemoteForward();
+  void EnterReady();
+  void Service();              // ready phase
+  void ProcessMessages();
+  void HandleForwardedOpen(ssh_message message);  // keeps or frees the message
+  void OnForwardConnectDone(uint64_t id, absl::StatusOr<UniqueFd> result);
+  void PollOpens();
+  bool StepOpen(PendingOpen& open);  // true when finished
+  void StartRelay(ssh_channel channel, UniqueFd fd, ChannelKind kind, const std::string& early);
+  void PumpRelays();
+  void Keepalive();
+  void UpdateInterest();
+  void Fail(SessionLoss loss);
+  void Teardown(std::vector<std::unique_ptr<StreamRequest>>* unanswered);
+
+  ClientSessionEnv& env_;
+  Callbacks callbacks_;
+  Phase phase_ = Phase::kTcp;
+  std::string server_;  // host:port, for logs
+
+  std::unique_ptr<ConnectAttempt> tcp_;
+  std::unique_ptr<ProxyHandshake> proxy_;
+  EventLoop::TimerId handshake_timer_ = 0;
+  EventLoop::TimerId keepalive_timer_ = 0;
+  absl::Time last_rx_ = absl::Now();
+
+  ssh_session session_ = nullptr;
+  ssh_event event_ = nullptr;
+  int fd_ = -1;
+  bool watching_ = false;
+  uint32_t interest_ = 0;
+  bool in_service_ = false;
+
+  std::vector<RemoteForward> remote_forwards_;
+  size_t next_remote_ = 0;
+
+  std::vector<PendingOpen> pending_;
+  uint64_t next_accept_id_ = 1;
+  absl::flat_hash_map<uint64_t, PendingAccept> accepts_;
+  absl::flat_hash_map<ChannelRelay*, std::unique_ptr<ChannelRelay>> relays_;
+  std::vector<ChannelRelay*> attention_;
+};
+
+}  // namespace alknet

@@ -1,0 +1,413 @@
+// One configured upstream of the client role: listeners, waiting queue, reconnect loop.
+#include "server/client/upstream.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/errno_status.h"
+#include "server/config/duration.h"
+
+namespace alknet {
+
+// ---- LocalListener ----
+
+absl::StatusOr<std::unique_ptr<LocalListener>> LocalListener::Bind(const HostPort& address) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* results = nullptr;
+  std::string port = absl::StrCat(address.port);
+  const char* host = address.host == "*" ? nullptr : address.host.c_str();
+  int rc = getaddrinfo(host, port.c_str(), &hints, &results);
+  if (rc != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen ", address.ToString(), ": cannot resolve host: ", gai_strerror(rc)));
+  }
+  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(results, freeaddrinfo);
+  absl::Status last = absl::UnavailableError(absl::StrCat("listen ", address.ToString(), ": no address"));
+  for (addrinfo* ai = results; ai != nullptr; ai = ai->ai_next) {
+    UniqueFd fd(socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) continue;
+    int one = 1;
+    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ai->ai_family == AF_INET6) setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd.get(), 1024) != 0) {
+      last = ErrnoStatus(absl::StrCat("listen ", address.ToString()), errno);
+      continue;
+    }
+    SocketEndpoint local = LocalOf(fd.get());
+    return std::unique_ptr<LocalListener>(
+        new LocalListener(std::move(fd), HostPort{local.ip, local.port}));
+  }
+  return last;
+}
+
+LocalListener::~LocalListener() { Close(); }
+
+absl::Status LocalListener::Start(EventLoop& loop, Accept on_accept) {
+  loop_ = &loop;
+  on_accept_ = std::move(on_accept);
+  return loop.Watch(fd_.get(), EPOLLIN, this);
+}
+
+void LocalListener::Close() {
+  if (loop_ != nullptr && fd_.valid()) loop_->Unwatch(fd_.get());
+  fd_.reset();
+}
+
+void LocalListener::OnFdEvents(uint32_t) {
+  for (int i = 0; i < 64 && fd_.valid(); ++i) {
+    UniqueFd fd(accept4(fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!fd.valid()) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        loop_->Unwatch(fd_.get());
+        loop_->AddTimer(absl::Milliseconds(100), [this] {
+          if (fd_.valid()) (void)loop_->Watch(fd_.get(), EPOLLIN, this);
+        });
+      }
+      return;
+    }
+    int one = 1;
+    setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    on_accept_(std::move(fd));
+  }
+}
+
+// ---- one SOCKS5 client in its handshake ----
+
+class Upstream::Socks5Client final : public FdHandler {
+ public:
+  Socks5Client(Upstream& owner, UniqueFd fd) : owner_(owner), fd_(std::move(fd)) {
+    socks5::Credentials credentials{owner.config_.socks5_username, owner.config_.socks5_password};
+    credentials_ = std::move(credentials);
+    handshake_ = socks5::ServerHandshake(&credentials_);
+  }
+  ~Socks5Client() override {
+    if (timer_ != 0) owner_.shared_.loop.CancelTimer(timer_);
+    if (watching_) owner_.shared_.loop.Unwatch(fd_.get());
+  }
+
+  void Start() {
+    EventLoop& loop = owner_.shared_.loop;
+    watching_ = loop.Watch(fd_.get(), EPOLLIN, this).ok();
+    timer_ = loop.AddTimer(owner_.config_.request_timeout, [this] {
+      timer_ = 0;
+      Finish(nullptr);  // a handshake that never completes just closes
+    });
+    if (!watching_) Finish(nullptr);
+  }
+
+  void OnFdEvents(uint32_t) override {
+    if (done_) return;
+    char chunk[1024];
+    size_t room = socks5::kMaxHandshakeMessage + 1024 - buffer_.size();
+    ssize_t n = ::recv(fd_.get(), chunk, std::min(sizeof(chunk), room), 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n <= 0) {
+      Finish(nullptr);  // EOF or error mid-handshake
+      return;
+    }
+    buffer_.append(chunk, static_cast<size_t>(n));
+    std::string_view input = buffer_;
+    socks5::ServerHandshake::Step step = handshake_.Feed(input);
+    buffer_.erase(0, buffer_.size() - input.size());
+    if (!step.reply.empty() &&
+        ::send(fd_.get(), step.reply.data(), step.reply.size(), MSG_NOSIGNAL) !=
+            static_cast<ssize_t>(step.reply.size())) {
+      Finish(nullptr);
+      return;
+    }
+    switch (step.status) {
+      case socks5::ServerHandshake::Status::kNeedMore:
+        if (buffer_.size() > socks5::kMaxHandshakeMessage) Finish(nullptr);
+        return;
+      case socks5::ServerHandshake::Status::kClose:
+        owner_.shared_.logger.Debug("client", "socks5 handshake refused",
+                                    {{"upstream", owner_.config_.name},
+                                     {"reason", std::string(handshake_.failure())}});
+        Finish(nullptr);
+        return;
+      case socks5::ServerHandshake::Status::kRequest: {
+        auto request = std::make_unique<StreamRequest>();
+        request->kind = StreamRequest::Kind::kSocks;
+        request->host = handshake_.request().host;
+        request->port = handshake_.request().port;
+        request->early_data = std::move(buffer_);
+        Finish(std::move(request));
+        return;
+      }
+    }
+  }
+
+ private:
+  void Finish(std::unique_ptr<StreamRequest> request) {
+    if (done_) return;
+    done_ = true;
+    if (timer_ != 0) {
+      owner_.shared_.loop.CancelTimer(timer_);
+      timer_ = 0;
+    }
+    if (watching_) {
+      owner_.shared_.loop.Unwatch(fd_.get());
+      watching_ = false;
+    }
+    if (request) request->fd = std::move(fd_);
+    owner_.Socks5Done(this, std::move(request));
+  }
+
+  Upstream& owner_;
+  UniqueFd fd_;
+  socks5::Credentials credentials_;
+  socks5::ServerHandshake handshake_;
+  std::string buffer_;
+  EventLoop::TimerId timer_ = 0;
+  bool watching_ = false;
+  bool done_ = false;
+};
+
+// ---- Upstream ----
+
+namespace {
+
+std::string LocalUserName() {
+  char buffer[4096];
+  passwd entry{};
+  passwd* result = nullptr;
+  if (getpwuid_r(getuid(), &entry, buffer, sizeof(buffer), &result) == 0 && result != nullptr) {
+    return result->pw_name;
+  }
+  return "alknet";
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Upstream>> Upstream::Create(Shared shared,
+                                                           const config::UpstreamConfig& config) {
+  std::unique_ptr<Upstream> upstream(new Upstream(shared, config));
+  if (ssh_pki_import_privkey_file(config.identity.c_str(), nullptr, nullptr, nullptr,
+                                  &upstream->identity_) != SSH_OK) {
+    return absl::InvalidArgumentError(absl::StrCat("upstream ", config.name,
+                                                   ": cannot load the identity '", config.identity,
+                                                   "' (missing, unreadable or passphrase-protected)"));
+  }
+  upstream->user_ = config.user.empty() ? LocalUserName() : config.user;
+  upstream->env_.reset(new ClientSessionEnv{shared.loop, shared.logger, shared.connector,
+                                            shared.scratch, shared.metrics, upstream->config_,
+                                            upstream->identity_, upstream->user_});
+  if (config.socks5) {
+    auto listener = LocalListener::Bind(*config.socks5);
+    if (!listener.ok()) return listener.status();
+    upstream->socks5_ = *std::move(listener);
+  }
+  for (const config::ForwardSpec& forward : config.local_forwards) {
+    auto listener = LocalListener::Bind(HostPort{forward.bind_host, forward.bind_port});
+    if (!listener.ok()) return listener.status();
+    upstream->local_forwards_.push_back(*std::move(listener));
+  }
+  return upstream;
+}
+
+Upstream::Upstream(Shared shared, const config::UpstreamConfig& config)
+    : shared_(shared), config_(config), series_(shared.metrics.Upstream(config.name)) {
+  series_.connected->Set(0);
+}
+
+Upstream::~Upstream() {
+  Stop();
+  if (identity_ != nullptr) ssh_key_free(identity_);
+}
+
+std::vector<HostPort> Upstream::socks5_bound() const {
+  if (!socks5_) return {};
+  return {socks5_->bound()};
+}
+
+std::vector<HostPort> Upstream::local_forward_bound() const {
+  std::vector<HostPort> out;
+  for (const auto& listener : local_forwards_) out.push_back(listener->bound());
+  return out;
+}
+
+void Upstream::Start() {
+  if (socks5_) {
+    (void)socks5_->Start(shared_.loop, [this](UniqueFd fd) { OnSocksAccepted(std::move(fd)); });
+    shared_.logger.Info("client", "socks5 listening",
+                        {{"upstream", config_.name}, {"address", socks5_->bound().ToString()}});
+  }
+  for (size_t i = 0; i < local_forwards_.size(); ++i) {
+    (void)local_forwards_[i]->Start(shared_.loop,
+                                    [this, i](UniqueFd fd) { OnLocalForwardAccepted(i, std::move(fd)); });
+    shared_.logger.Info("client", "local forward listening",
+                        {{"upstream", config_.name},
+                         {"address", local_forwards_[i]->bound().ToString()}});
+  }
+  sweep_timer_ = shared_.loop.AddTimer(absl::Seconds(1), [this] { SweepWaiting(); });
+  Connect();
+}
+
+void Upstream::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  for (EventLoop::TimerId* timer : {&reconnect_timer_, &sweep_timer_}) {
+    if (*timer != 0) shared_.loop.CancelTimer(*timer);
+    *timer = 0;
+  }
+  if (socks5_) socks5_->Close();
+  for (auto& listener : local_forwards_) listener->Close();
+  negotiating_.clear();
+  if (session_) {
+    session_->Close();
+    shared_.loop.DeleteLater(std::move(session_));
+  }
+  for (auto& request : waiting_) AnswerFailure(*request, socks5::Reply::kGeneralFailure);
+  waiting_.clear();
+  connected_ = false;
+  series_.connected->Set(0);
+}
+
+void Upstream::Connect() {
+  reconnect_timer_ = 0;
+  if (stopped_) return;
+  ++attempt_;
+  shared_.logger.Info("client", "connecting",
+                      {{"upstream", config_.name}, {"server", config_.server.address.ToString()},
+                       {"attempt", absl::StrCat(attempt_)},
+                       {"via", config_.proxy ? config_.proxy->ToString() : "direct"}});
+  ClientSession::Callbacks callbacks;
+  callbacks.on_ready = [this] { OnReady(); };
+  callbacks.on_lost = [this](SessionLoss loss, std::vector<std::unique_ptr<StreamRequest>> unanswered) {
+    OnLost(std::move(loss), std::move(unanswered));
+  };
+  session_ = std::make_unique<ClientSession>(*env_, std::move(callbacks));
+  session_->Start();
+}
+
+void Upstream::OnReady() {
+  shared_.logger.Info("client", "upstream connected",
+                      {{"upstream", config_.name}, {"server", config_.server.address.ToString()},
+                       {"attempt", absl::StrCat(attempt_)}});
+  backoff_.Reset();
+  attempt_ = 0;
+  ever_connected_ = true;
+  connected_ = true;
+  series_.connected->Set(1);
+  // Hand the queue over in arrival order; the session answers each one.
+  std::deque<std::unique_ptr<StreamRequest>> queued;
+  queued.swap(waiting_);
+  for (auto& request : queued) {
+    if (!session_ || !session_->ready()) {
+      waiting_.push_back(std::move(request));
+      continue;
+    }
+    session_->Open(std::move(request));
+  }
+}
+
+void Upstream::OnLost(SessionLoss loss, std::vector<std::unique_ptr<StreamRequest>> unanswered) {
+  bool was_connected = connected_.exchange(false);
+  series_.connected->Set(0);
+  if (was_connected) {
+    shared_.logger.Warn("client", "upstream connection lost",
+                        {{"upstream", config_.name}, {"reason", loss.reason}});
+  } else {
+    shared_.logger.Warn("client", "connection attempt failed",
+                        {{"upstream", config_.name}, {"attempt", absl::StrCat(attempt_)},
+                         {"reason", loss.reason}});
+  }
+  if (session_) shared_.loop.DeleteLater(std::move(session_));  // we are inside its callback
+  for (auto& request : unanswered) {
+    if (waiting_.size() < static_cast<size_t>(config_.max_pending_requests)) {
+      waiting_.push_back(std::move(request));
+    } else {
+      AnswerFailure(*request, socks5::Reply::kGeneralFailure);
+    }
+  }
+  ScheduleReconnect();
+}
+
+void Upstream::ScheduleReconnect() {
+  if (stopped_) return;
+  Backoff::Delay delay = backoff_.Next();
+  shared_.logger.Info("client", "reconnecting",
+                      {{"upstream", config_.name}, {"backoff", config::FormatDuration(delay.base)},
+                       {"delay", config::FormatDuration(delay.actual)},
+                       {"attempt", absl::StrCat(attempt_ + 1)}});
+  if (ever_connected_ || attempt_ > 0) series_.reconnects->Increment();
+  reconnect_timer_ = shared_.loop.AddTimer(delay.actual, [this] { Connect(); });
+}
+
+void Upstream::Submit(std::unique_ptr<StreamRequest> request) {
+  if (stopped_) {
+    AnswerFailure(*request, socks5::Reply::kGeneralFailure);
+    return;
+  }
+  request->deadline = absl::Now() + config_.request_timeout;
+  if (session_ && session_->ready() && waiting_.empty()) {
+    if (session_->pending_opens() >= static_cast<size_t>(config_.max_pending_requests)) {
+      AnswerFailure(*request, socks5::Reply::kGeneralFailure);
+      return;
+    }
+    session_->Open(std::move(request));
+    return;
+  }
+  if (waiting_.size() >= static_cast<size_t>(config_.max_pending_requests)) {
+    shared_.logger.Debug("client", "request dropped: queue full", {{"upstream", config_.name}});
+    AnswerFailure(*request, socks5::Reply::kGeneralFailure);
+    return;
+  }
+  waiting_.push_back(std::move(request));
+}
+
+void Upstream::SweepWaiting() {
+  sweep_timer_ = shared_.loop.AddTimer(absl::Seconds(1), [this] { SweepWaiting(); });
+  absl::Time now = absl::Now();
+  while (!waiting_.empty() && waiting_.front()->deadline <= now) {
+    // Not connected in time: fail cleanly (SOCKS "general failure", -L closes).
+    AnswerFailure(*waiting_.front(), socks5::Reply::kGeneralFailure);
+    waiting_.pop_front();
+  }
+}
+
+void Upstream::OnSocksAccepted(UniqueFd fd) {
+  if (negotiating_.size() >= kMaxNegotiating) return;  // closes
+  auto client = std::make_unique<Socks5Client>(*this, std::move(fd));
+  Socks5Client* raw = client.get();
+  negotiating_.emplace(raw, std::move(client));
+  raw->Start();
+}
+
+void Upstream::Socks5Done(Socks5Client* client, std::unique_ptr<StreamRequest> request) {
+  auto it = negotiating_.find(client);
+  if (it != negotiating_.end()) {
+    shared_.loop.DeleteLater(std::move(it->second));  // we are inside its event
+    negotiating_.erase(it);
+  }
+  if (!request) return;
+  SocketEndpoint peer = PeerOf(request->fd.get());
+  request->originator_ip = peer.ip.empty() ? "127.0.0.1" : peer.ip;
+  request->originator_port = peer.port;
+  Submit(std::move(request));
+}
+
+void Upstream::OnLocalForwardAccepted(size_t index, UniqueFd fd) {
+  const config::ForwardSpec& forward = config_.local_forwards[index];
+  auto request = std::make_unique<StreamRequest>();
+  request->kind = StreamRequest::Kind::kLocalForward;
+  SocketEndpoint peer = PeerOf(fd.get());
+  request->fd = std::move(fd);
+  request->host = forward.host;
+  request->port = forward.host_port;
+  request->originator_ip = peer.ip.empty() ? "127.0.0.1" : peer.ip;
+  request->originator_port = peer.port;
+  Submit(std::move(request));
+}
+
+}  // namespace alknet

@@ -1,0 +1,309 @@
+// The durable state file: round trip, refusal of newer or damaged files (never overwritten),
+// crash safety of the atomic write (a child process "crashes" at every step), and the admin
+// core's use of it (seeding, last-writer-wins limits, policy field names = config field names).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "agent/admin/admin_core.h"
+#include "agent/state/state_store.h"
+#include "server/config/config_schema.h"
+
+namespace alknet {
+namespace {
+
+using ::testing::HasSubstr;
+
+class TempDir {
+ public:
+  TempDir() {
+    char pattern[] = "/tmp/alknet-state-test-XXXXXX";
+    path_ = mkdtemp(pattern);
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+void Spit(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+state::v1::State StateWithKeys(int count) {
+  state::v1::State state;
+  for (int i = 0; i < count; ++i) {
+    state::v1::StoredKey* key = state.add_keys();
+    key->set_authorized_keys_line("ssh-ed25519 AAAA" + std::to_string(i));
+    key->set_role(admin::v1::KEY_ROLE_TUNNEL);
+  }
+  state.set_generation(static_cast<uint64_t>(count));
+  return state;
+}
+
+TEST(StateFileTest, RoundTrip) {
+  TempDir dir;
+  std::string path = dir.File("state.pb");
+  state::v1::State state = StateWithKeys(3);
+  state.mutable_policy()->mutable_limits()->set_max_sessions(42);
+  ASSERT_TRUE(state::WriteStateFile(path, state).ok());
+  auto read = state::ReadStateFile(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_TRUE(read->has_value());
+  EXPECT_EQ((*read)->SerializeAsString(), state.SerializeAsString());
+  // Only the file itself is left, private.
+  struct stat info {};
+  ASSERT_EQ(stat(path.c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0600u);
+  EXPECT_EQ(state::RemoveStaleTempFiles(path), 0);
+}
+
+TEST(StateFileTest, MissingFileIsNoState) {
+  TempDir dir;
+  auto read = state::ReadStateFile(dir.File("state.pb"));
+  ASSERT_TRUE(read.ok());
+  EXPECT_FALSE(read->has_value());
+}
+
+TEST(StateFileTest, NewerFormatVersionIsRefused) {
+  std::string bytes = state::EncodeStateFile(StateWithKeys(1));
+  bytes[11] = static_cast<char>(state::kStateFormatVersion + 1);  // version is bytes 8..11
+  auto decoded = state::DecodeStateFile(bytes, "/x/state.pb");
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_EQ(decoded.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(decoded.status().message()),
+              HasSubstr("state file /x/state.pb has format version 2, newer than this agent"));
+}
+
+struct Damage {
+  std::string name;
+  void (*apply)(std::string&);
+  std::string expected;
+};
+
+class StateDamageTest : public testing::TestWithParam<Damage> {};
+
+TEST_P(StateDamageTest, IsRefusedAsCorrupted) {
+  std::string bytes = state::EncodeStateFile(StateWithKeys(5));
+  GetParam().apply(bytes);
+  auto decoded = state::DecodeStateFile(bytes, "state.pb");
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(decoded.status().message()), HasSubstr("state file state.pb is corrupted"));
+  EXPECT_THAT(std::string(decoded.status().message()), HasSubstr(GetParam().expected));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, StateDamageTest,
+    testing::Values(
+        Damage{"FlippedPayloadByte", [](std::string& b) { b[30] ^= 0x01; }, "checksum mismatch"},
+        Damage{"FlippedChecksumByte", [](std::string& b) { b.back() ^= 0x80; }, "checksum mismatch"},
+        Damage{"Truncated", [](std::string& b) { b.resize(b.size() - 7); }, "length mismatch"},
+        Damage{"TrailingGarbage", [](std::string& b) { b += "xyz"; }, "length mismatch"},
+        Damage{"BadMagic", [](std::string& b) { b[0] = 'X'; }, "bad magic"},
+        Damage{"Empty", [](std::string& b) { b.clear(); }, "bad magic"},
+        Damage{"HeaderOnly", [](std::string& b) { b.resize(20); }, "truncated header"},
+        Damage{"VersionZero", [](std::string& b) { b[11] = 0; }, "format version 0"}),
+    [](const testing::TestParamInfo<Damage>& info) { return info.param.name; });
+
+// A crash (the child _exits) at each step of a write leaves the old or the new state, and a
+// later start cleans up the temp file.
+class StateCrashTest : public testing::TestWithParam<std::string> {};
+
+TEST_P(StateCrashTest, LeavesOldOrNew) {
+  TempDir dir;
+  std::string path = dir.File("state.pb");
+  state::v1::State old_state = StateWithKeys(2);
+  state::v1::State new_state = StateWithKeys(3);
+  ASSERT_TRUE(state::WriteStateFile(path, old_state).ok());
+  const std::string crash_at = GetParam();
+  pid_t pid = fork();
+  if (pid == 0) {
+    (void)state::WriteStateFile(path, new_state, [&](std::string_view step) {
+      if (step == crash_at) _exit(0);
+    });
+    _exit(1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0) << "the hook never ran at " << crash_at;
+  auto read = state::ReadStateFile(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_TRUE(read->has_value());
+  bool before_rename = crash_at == "temp-created" || crash_at == "temp-written" || crash_at == "temp-synced";
+  EXPECT_EQ((*read)->SerializeAsString(),
+            (before_rename ? old_state : new_state).SerializeAsString());
+  EXPECT_EQ(state::RemoveStaleTempFiles(path), before_rename ? 1 : 0);
+  EXPECT_EQ(state::RemoveStaleTempFiles(path), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Steps, StateCrashTest,
+                         testing::Values("temp-created", "temp-written", "temp-synced", "renamed",
+                                         "dir-synced"),
+                         [](const testing::TestParamInfo<std::string>& info) {
+                           std::string name = info.param;
+                           name.erase(std::remove(name.begin(), name.end(), '-'), name.end());
+                           return name;
+                         });
+
+TEST(StateFileTest, FailedWriteLeavesOldFile) {
+  TempDir dir;
+  std::string path = dir.File("state.pb");
+  ASSERT_TRUE(state::WriteStateFile(path, StateWithKeys(1)).ok());
+  std::string before = Slurp(path);
+  // A write that cannot even create its temp file changes nothing.
+  EXPECT_FALSE(state::WriteStateFile(dir.File("missing/state.pb"), StateWithKeys(2)).ok());
+  EXPECT_EQ(Slurp(path), before);
+}
+
+// ---- the admin core over the state file ----
+
+class AdminCoreStateTest : public testing::Test {
+ protected:
+  AdminCoreStateTest() : logger_(LogLevel::kError) {
+    config_.state_dir = dir_.path();
+    config_.authorized_keys = {dir_.File("authorized_keys")};
+    config::ResolveDefaults(config_);
+  }
+
+  absl::StatusOr<std::unique_ptr<admin::AdminCore>> Open() {
+    return admin::AdminCore::Open(config_, {.version = "test"}, logger_, keys_);
+  }
+
+  TempDir dir_;
+  config::AgentConfig config_;
+  Logger logger_;
+  auth::KeyStore keys_{std::make_shared<const auth::KeySet>(std::vector<auth::AuthorizedKey>{})};
+};
+
+TEST_F(AdminCoreStateTest, FirstStartSeedsTheStateFromTheConfig) {
+  config_.limits.max_sessions = 77;
+  {
+    auto core = Open();
+    ASSERT_TRUE(core.ok()) << core.status();
+    EXPECT_EQ((*core)->limits().max_sessions, 77);
+  }
+  auto read = state::ReadStateFile(admin::StateFilePath(dir_.path()));
+  ASSERT_TRUE(read.ok() && read->has_value());
+  EXPECT_EQ((*read)->policy().limits().max_sessions(), 77);
+  EXPECT_EQ((*read)->policy().config_baseline().max_sessions(), 77);
+}
+
+TEST_F(AdminCoreStateTest, ApiLimitsSurviveUnchangedConfigAndLoseToAChangedOne) {
+  {
+    auto core = Open();
+    ASSERT_TRUE(core.ok()) << core.status();
+    admin::v1::SetPolicyRequest request;
+    request.mutable_policy()->mutable_limits()->set_max_sessions(5);
+    request.mutable_policy()->mutable_limits()->set_connect_timeout("3s");
+    ASSERT_TRUE((*core)->SetPolicy(request).ok());
+  }
+  {
+    auto core = Open();  // same config file: the API's values stand
+    ASSERT_TRUE(core.ok()) << core.status();
+    EXPECT_EQ((*core)->limits().max_sessions, 5);
+    EXPECT_EQ((*core)->limits().connect_timeout, absl::Seconds(3));
+  }
+  config_.limits.max_sessions = 900;  // the operator edits the config file: it wins for that field
+  auto core = Open();
+  ASSERT_TRUE(core.ok()) << core.status();
+  EXPECT_EQ((*core)->limits().max_sessions, 900);
+  EXPECT_EQ((*core)->limits().connect_timeout, absl::Seconds(3));
+}
+
+TEST_F(AdminCoreStateTest, InvalidPolicyChangesNothing) {
+  auto core = Open();
+  ASSERT_TRUE(core.ok()) << core.status();
+  std::string before = Slurp(admin::StateFilePath(dir_.path()));
+  admin::v1::SetPolicyRequest request;
+  request.mutable_policy()->mutable_limits()->set_max_sessions(5);
+  request.mutable_policy()->mutable_limits()->set_max_startups(0);
+  auto result = (*core)->SetPolicy(request);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(result.status().message(), "limits.max_startups: '0' is out of range (1..100000)");
+  request.mutable_policy()->mutable_limits()->set_max_startups(5);
+  request.mutable_policy()->mutable_limits()->set_per_source_max_startups(6);
+  result = (*core)->SetPolicy(request);
+  ASSERT_FALSE(result.ok());
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("limits.per_source_max_startups (6)"));
+  EXPECT_EQ((*core)->limits().max_sessions, config_.limits.max_sessions);
+  EXPECT_EQ(Slurp(admin::StateFilePath(dir_.path())), before);
+}
+
+TEST_F(AdminCoreStateTest, NewerOrCorruptedStateFileIsRefusedAndNeverOverwritten) {
+  std::string path = admin::StateFilePath(dir_.path());
+  std::string newer = state::EncodeStateFile(StateWithKeys(1));
+  newer[11] = 9;
+  Spit(path, newer);
+  auto core = Open();
+  ASSERT_FALSE(core.ok());
+  EXPECT_EQ(core.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Slurp(path), newer);
+
+  std::string corrupted = state::EncodeStateFile(StateWithKeys(1));
+  corrupted[25] ^= 0x10;
+  Spit(path, corrupted);
+  core = Open();
+  ASSERT_FALSE(core.ok());
+  EXPECT_EQ(core.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(Slurp(path), corrupted);
+}
+
+TEST_F(AdminCoreStateTest, SecondAgentOnTheSameStateDirIsRefused) {
+  auto first = Open();
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = Open();
+  ASSERT_FALSE(second.ok());
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr("in use by another alknet-agent"));
+}
+
+// One configuration structure: the API's Limits fields are exactly the config's limits.* keys.
+TEST(PolicySchemaTest, LimitsMessageMirrorsTheConfigSchema) {
+  const auto* descriptor = admin::v1::Limits::descriptor();
+  std::set<std::string> proto_fields;
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    proto_fields.insert("limits." + descriptor->field(i)->name());
+  }
+  std::set<std::string> config_fields;
+  for (const config::FieldSpec& field : config::Fields()) {
+    if (field.yaml_path.substr(0, 7) == "limits.") config_fields.insert(std::string(field.yaml_path));
+  }
+  EXPECT_EQ(proto_fields, config_fields);
+  config::AgentConfig config;
+  config.limits.max_sessions = 12;
+  config.limits.login_grace_time = absl::Seconds(90);
+  config::AgentConfig copy;
+  ASSERT_TRUE(admin::ApplyLimitsProto(admin::LimitsToProto(config.limits), copy).ok());
+  EXPECT_EQ(copy.limits.max_sessions, 12);
+  EXPECT_EQ(admin::LimitsToProto(config.limits).login_grace_time(), "1m30s");
+  EXPECT_EQ(admin::LimitsToProto(copy.limits).SerializeAsString(),
+            admin::LimitsToProto(config.limits).SerializeAsString());
+}
+
+}  // namespace
+}  // namespace alknet
