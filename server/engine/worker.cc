@@ -68,6 +68,7 @@ Worker::~Worker() {
 }
 
 void Worker::StartThread() {
+  last_heartbeat_ms_.store(SteadyMillis());  // healthy from the start, until a beat is missed
   thread_ = std::thread([this] {
     ssh_set_log_level(SSH_LOG_NOLOG);  // libssh's log level is per thread
     Heartbeat();
