@@ -2,7 +2,7 @@
 // TCP connect (optionally through a proxy) -> ssh_connect -> host key check -> public-key auth
 // -> -R requests -> ready. Ready, it opens direct-tcpip channels for local connections, accepts
 // forwarded-tcpip channels for -R, relays both with ChannelRelay, and sends keepalives.
-// docs/adr/0007-client-event-model.md explains the model.
+// docs/adr/0008-client-event-model.md explains the model.
 #pragma once
 
 #include <cstdint>

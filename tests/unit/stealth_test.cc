@@ -3,6 +3,7 @@
 // re-checks the main cases against a live nginx).
 #include "server/transport/stealth_responder.h"
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -191,6 +192,8 @@ struct EmulatorCase {
   bool close;
   bool padded = false;
 };
+
+void PrintTo(const EmulatorCase& c, std::ostream* os) { *os << c.name; }
 
 class NginxEmulatorTest : public testing::TestWithParam<EmulatorCase> {};
 
