@@ -79,8 +79,10 @@ ServerHandshake::Step ServerHandshake::Feed(std::string_view& input) {
         if (input.size() < 3 + user_len + pass_len) return step;
         std::string_view user = input.substr(2, user_len);
         std::string_view pass = input.substr(3 + user_len, pass_len);
-        bool ok = ConstantTimeEquals(user, credentials_->username) &
-                  ConstantTimeEquals(pass, credentials_->password);
+        // Both compared in full, whatever the first says.
+        const bool user_ok = ConstantTimeEquals(user, credentials_->username);
+        const bool pass_ok = ConstantTimeEquals(pass, credentials_->password);
+        const bool ok = user_ok && pass_ok;
         input.remove_prefix(3 + user_len + pass_len);
         if (!ok) {
           step.reply += Bytes({kAuthVersion, 0x01});
