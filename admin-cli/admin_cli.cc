@@ -18,6 +18,7 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -649,10 +650,16 @@ class Commands {
     std::vector<std::vector<std::string>> rows;
     for (const v1::ForwardInfo& info : response.forwards()) {
       const v1::Forward& f = info.forward();
-      rows.push_back({f.id(), v1::ForwardKind_Name(f.kind()), f.upstream(), f.listen(),
-                      f.target().empty() ? "-" : f.target(), info.state(), absl::StrCat(info.connections())});
+      std::string kind = absl::AsciiStrToLower(v1::ForwardKind_Name(f.kind()));
+      if (absl::StartsWith(kind, "forward_kind_")) kind.erase(0, 13);
+      rows.push_back({f.id(), kind, f.upstream(), info.bound().empty() ? f.listen() : info.bound(),
+                      f.target().empty() ? "-" : f.target(), info.state(), absl::StrCat(info.connections()),
+                      absl::StrCat(info.bytes_in()), absl::StrCat(info.bytes_out()), info.source(),
+                      info.last_error().empty() ? "-" : info.last_error()});
     }
-    PrintTable(out_, {"ID", "KIND", "UPSTREAM", "LISTEN", "TARGET", "STATE", "CONNECTIONS"}, rows);
+    PrintTable(out_, {"ID", "KIND", "UPSTREAM", "LISTEN", "TARGET", "STATE", "CONNECTIONS", "BYTES IN",
+                      "BYTES OUT", "SOURCE", "LAST ERROR"},
+               rows);
     return kExitOk;
   }
 
@@ -682,7 +689,9 @@ class Commands {
     if (json_) {
       out_ << Json(response);
     } else {
-      out_ << "added forward " << response.forward().forward().id() << "\n";
+      const v1::ForwardInfo& info = response.forward();
+      out_ << "added forward " << info.forward().id() << " (" << info.state()
+           << (info.bound().empty() ? "" : absl::StrCat(", listening on ", info.bound())) << ")\n";
     }
     return kExitOk;
   }

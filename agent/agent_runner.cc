@@ -126,6 +126,7 @@ int RunAgent(int argc, const char* const* argv) {
       exit_code = 1;
     } else {
       (*admin_core)->AttachEngine(&engine);
+      if (client) (*admin_core)->AttachClient(client.get());
       for (;;) {
         // Wakes at least once a second to pick up changed revocation lists.
         const timespec tick{.tv_sec = 1, .tv_nsec = 0};
@@ -147,7 +148,10 @@ int RunAgent(int argc, const char* const* argv) {
           continue;
         }
         logger.Info("agent", "shutting down", {{"signal", strsignal(signal_number)}});
-        if (client) client->Shutdown();
+        if (client) {
+          (*admin_core)->AttachClient(nullptr);
+          client->Shutdown();
+        }
         (*admin_server)->Shutdown(absl::Seconds(1));
         engine.Shutdown((*admin_core)->limits().shutdown_grace);
         break;

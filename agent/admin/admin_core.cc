@@ -1,5 +1,6 @@
 // The admin API's logic: keys, policy, sessions and status over the engine's admin hooks.
 #include "agent/admin/admin_core.h"
+#include "agent/admin/api_errors.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -31,16 +32,6 @@ using google::protobuf::FieldDescriptor;
 constexpr std::string_view kAdminRoleComment = "# alknet-role: admin";
 constexpr std::string_view kTunnelRoleComment = "# alknet-role: tunnel";
 constexpr size_t kMaxImportKeys = 100000;
-
-absl::Status FieldError(std::string_view field, std::string_view message) {
-  return absl::InvalidArgumentError(absl::StrCat(Sv(field), ": ", Sv(message)));
-}
-
-std::string Shown(std::string_view text) {
-  constexpr size_t kMax = 80;
-  if (text.size() > kMax) return absl::StrCat(absl::CHexEscape(Sv(text.substr(0, kMax))), "...");
-  return absl::CHexEscape(Sv(text));
-}
 
 void SetTimestamp(google::protobuf::Timestamp* out, absl::Time time) {
   int64_t nanos = absl::ToUnixNanos(time);

@@ -24,6 +24,7 @@
 #include "alknet/state/v1/state.pb.h"
 #include "server/auth/authorized_keys.h"
 #include "server/auth/key_set.h"
+#include "server/client/client_engine.h"
 #include "server/common/log.h"
 #include "server/common/unique_fd.h"
 #include "server/config/config.h"
@@ -59,6 +60,10 @@ class AdminCore {
   config::Limits limits() const;
   // Once the engine has started; before that, session calls see no sessions.
   void AttachEngine(ServerEngine* engine);
+  // Once the client role has started (nullptr before it stops): restores the forwards stored in
+  // the state file into it. A stored forward that cannot run (its upstream is gone from the
+  // configuration, its address is taken) stays stored and is listed as inactive.
+  void AttachClient(ClientEngine* client);
   // Addresses the admin server listens on ("unix:/...", "127.0.0.1:7000"), for GetStatus.
   void SetAdminListeners(std::vector<std::string> addresses);
 
@@ -80,6 +85,11 @@ class AdminCore {
   absl::StatusOr<v1::KillSessionsResponse> KillSessions(const v1::KillSessionsRequest& request);
 
   v1::GetStatusResponse GetStatus();
+
+  // Forwards (agent/admin/admin_forwards.cc).
+  absl::StatusOr<v1::AddForwardResponse> AddForward(const v1::AddForwardRequest& request);
+  v1::ListForwardsResponse ListForwards();
+  absl::StatusOr<v1::RemoveForwardResponse> RemoveForward(const v1::RemoveForwardRequest& request);
 
  private:
   struct ApiKey {
@@ -127,6 +137,9 @@ class AdminCore {
   absl::flat_hash_map<std::string, std::string> source_by_blob_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> admin_listeners_ ABSL_GUARDED_BY(mu_);
   ServerEngine* engine_ ABSL_GUARDED_BY(mu_) = nullptr;
+  ClientEngine* client_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // Stored forwards the client role does not run, by id, with the reason.
+  absl::flat_hash_map<std::string, std::string> inactive_forwards_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace alknet::admin

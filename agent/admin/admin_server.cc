@@ -126,27 +126,25 @@ class AgentService final : public v1::Agent::Service {
   AdminCore& core_;
 };
 
-// The client role (server/client) is not part of this build: every call says so.
 class ForwardsService final : public v1::Forwards::Service {
  public:
-  grpc::Status AddForward(grpc::ServerContext*, const v1::AddForwardRequest*,
-                          v1::AddForwardResponse*) override {
-    return Unavailable();
+  explicit ForwardsService(AdminCore& core) : core_(core) {}
+  grpc::Status AddForward(grpc::ServerContext*, const v1::AddForwardRequest* request,
+                          v1::AddForwardResponse* response) override {
+    return Reply(core_.AddForward(*request), response);
   }
   grpc::Status ListForwards(grpc::ServerContext*, const v1::ListForwardsRequest*,
-                            v1::ListForwardsResponse*) override {
-    return Unavailable();
+                            v1::ListForwardsResponse* response) override {
+    *response = core_.ListForwards();
+    return grpc::Status::OK;
   }
-  grpc::Status RemoveForward(grpc::ServerContext*, const v1::RemoveForwardRequest*,
-                             v1::RemoveForwardResponse*) override {
-    return Unavailable();
+  grpc::Status RemoveForward(grpc::ServerContext*, const v1::RemoveForwardRequest* request,
+                             v1::RemoveForwardResponse* response) override {
+    return Reply(core_.RemoveForward(*request), response);
   }
 
  private:
-  static grpc::Status Unavailable() {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        "client role not available in this build");
-  }
+  AdminCore& core_;
 };
 
 absl::StatusOr<std::string> ReadPem(const std::string& path, std::string_view field) {
@@ -233,7 +231,7 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(AdminCore& core,
   server->services_.push_back(std::make_unique<PolicyService>(core));
   server->services_.push_back(std::make_unique<SessionsService>(core));
   server->services_.push_back(std::make_unique<AgentService>(core));
-  server->services_.push_back(std::make_unique<ForwardsService>());
+  server->services_.push_back(std::make_unique<ForwardsService>(core));
   for (auto& service : server->services_) builder.RegisterService(service.get());
 
   // The socket is created by BuildAndStart: no other user may connect in between.

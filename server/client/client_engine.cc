@@ -8,6 +8,7 @@
 #include <prometheus/text_serializer.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace alknet {
 namespace {
@@ -67,11 +68,19 @@ absl::Status ClientEngine::Start() {
     loop_->Run();
   });
   started_ = true;
+  {
+    absl::MutexLock lock(&api_mu_);
+    running_ = true;
+  }
   logger_.Info("client", "started", {{"upstreams", absl::StrCat(upstreams_.size())}});
   return absl::OkStatus();
 }
 
 void ClientEngine::Shutdown() {
+  {
+    absl::MutexLock lock(&api_mu_);  // waits for API calls in flight
+    running_ = false;
+  }
   if (!loop_) return;
   if (thread_.joinable()) {
     std::promise<void> closed;
@@ -100,6 +109,64 @@ bool ClientEngine::Ready() const {
     if (!upstream->connected()) return false;
   }
   return true;
+}
+
+absl::Status ClientEngine::RunOnLoop(absl::AnyInvocable<void()> task) {
+  absl::ReaderMutexLock lock(&api_mu_);
+  if (!running_) return absl::FailedPreconditionError("the client role is not running");
+  std::promise<void> done;
+  loop_->Post([&] {
+    task();
+    done.set_value();
+  });
+  done.get_future().wait();
+  return absl::OkStatus();
+}
+
+std::vector<std::string> ClientEngine::upstream_names() const {
+  std::vector<std::string> names;
+  for (const config::UpstreamConfig& upstream : config_.upstreams) names.push_back(upstream.name);
+  return names;
+}
+
+absl::StatusOr<ForwardSnapshot> ClientEngine::AddForward(const std::string& upstream, ForwardDef def,
+                                                         bool keep_if_unbound) {
+  absl::StatusOr<ForwardSnapshot> result = absl::NotFoundError(
+      absl::StrCat("no upstream named '", upstream, "' (configured: ",
+                   absl::StrJoin(upstream_names(), ", "), ")"));
+  absl::Status ran = RunOnLoop([&] {
+    for (auto& candidate : upstreams_) {
+      if (candidate->HasForward(def.id)) {
+        result = absl::AlreadyExistsError(absl::StrCat("a forward with id '", def.id, "' exists"));
+        return;
+      }
+    }
+    for (auto& candidate : upstreams_) {
+      if (candidate->name() == upstream) result = candidate->AddForward(std::move(def), keep_if_unbound);
+    }
+  });
+  if (!ran.ok()) return ran;
+  return result;
+}
+
+absl::Status ClientEngine::RemoveForward(const std::string& id) {
+  bool removed = false;
+  absl::Status ran = RunOnLoop([&] {
+    for (auto& upstream : upstreams_) removed = removed || upstream->RemoveForward(id);
+  });
+  if (!ran.ok()) return ran;
+  return removed ? absl::OkStatus() : absl::NotFoundError(absl::StrCat("no forward with id '", id, "'"));
+}
+
+absl::StatusOr<std::vector<ForwardSnapshot>> ClientEngine::ListForwards() {
+  std::vector<ForwardSnapshot> all;
+  absl::Status ran = RunOnLoop([&] {
+    for (auto& upstream : upstreams_) {
+      for (ForwardSnapshot& snapshot : upstream->ListForwards()) all.push_back(std::move(snapshot));
+    }
+  });
+  if (!ran.ok()) return ran;
+  return all;
 }
 
 bool ClientEngine::Healthy() const { return SteadyMillis() - last_heartbeat_ms_.load() < 5000; }

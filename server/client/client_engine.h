@@ -9,7 +9,11 @@
 #include <thread>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/client/forward.h"
 #include "server/client/upstream.h"
 #include "server/common/log.h"
 #include "server/config/config.h"
@@ -42,6 +46,15 @@ class ClientEngine {
   // Readiness contribution: every upstream has its SSH session up.
   bool Ready() const;
   bool Healthy() const;
+
+  // Forwards at run time (the admin API). Call from any thread but the loop's; each call runs
+  // on the loop and waits for it. FAILED_PRECONDITION when the engine is not running.
+  std::vector<std::string> upstream_names() const;
+  // NOT_FOUND for an unknown upstream, ALREADY_EXISTS for a taken id or listen address.
+  absl::StatusOr<ForwardSnapshot> AddForward(const std::string& upstream, ForwardDef def,
+                                             bool keep_if_unbound = false);
+  absl::Status RemoveForward(const std::string& id);
+  absl::StatusOr<std::vector<ForwardSnapshot>> ListForwards();
   std::string metrics_url() const { return status_server_ ? status_server_->bound_url() : ""; }
 
  private:
@@ -58,6 +71,11 @@ class ClientEngine {
   std::thread thread_;
   std::atomic<int64_t> last_heartbeat_ms_{0};
   bool started_ = false;
+
+  // Runs `task` on the loop and waits; held shared so Shutdown waits for calls in flight.
+  absl::Status RunOnLoop(absl::AnyInvocable<void()> task);
+  mutable absl::Mutex api_mu_;
+  bool running_ ABSL_GUARDED_BY(api_mu_) = false;
 };
 
 }  // namespace alknet

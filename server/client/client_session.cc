@@ -70,9 +70,6 @@ std::string ErrorOf(ssh_session session) {
 ClientSession::ClientSession(ClientSessionEnv& env, Callbacks callbacks)
     : env_(env), callbacks_(std::move(callbacks)) {
   server_ = env_.config.server.address.ToString();
-  for (const config::ForwardSpec& spec : env_.config.remote_forwards) {
-    remote_forwards_.push_back(RemoteForward{spec, 0});
-  }
 }
 
 ClientSession::~ClientSession() { Close(); }
@@ -189,9 +186,14 @@ void ClientSession::Step() {
       return;
     }
     phase_ = Phase::kRemoteForwards;
-    next_remote_ = 0;
   }
-  if (phase_ == Phase::kRemoteForwards) NextRemoteForward();
+  if (phase_ == Phase::kRemoteForwards) {
+    if (!StepGlobalRequests()) {
+      if (phase_ == Phase::kRemoteForwards) UpdateInterest();
+      return;
+    }
+    EnterReady();
+  }
 }
 
 bool ClientSession::CheckHostKey() {
@@ -236,34 +238,110 @@ bool ClientSession::CheckHostKey() {
   return false;
 }
 
-void ClientSession::NextRemoteForward() {
-  while (next_remote_ < remote_forwards_.size()) {
-    RemoteForward& forward = remote_forwards_[next_remote_];
-    int bound = 0;
-    int rc = ssh_channel_listen_forward(session_, forward.spec.bind_host.c_str(),
-                                        forward.spec.bind_port, &bound);
-    if (rc == SSH_AGAIN) {
-      UpdateInterest();
-      return;
-    }
-    std::string listen = absl::StrCat(forward.spec.bind_host.empty() ? "*" : forward.spec.bind_host,
-                                      ":", forward.spec.bind_port != 0 ? forward.spec.bind_port : bound);
-    if (rc == SSH_OK) {
-      forward.bound_port = forward.spec.bind_port != 0 ? forward.spec.bind_port : bound;
-      env_.logger.Info("client", "remote forward established",
-                       {{"upstream", env_.config.name}, {"listen", listen}});
-    } else {
-      if (!ssh_is_connected(session_)) {
-        Fail({absl::StrCat("connection lost during -R setup: ", ErrorOf(session_))});
-        return;
-      }
-      env_.logger.Warn("client", "remote forward refused by the server",
-                       {{"upstream", env_.config.name}, {"listen", listen},
-                        {"error", ErrorOf(session_)}});
-    }
-    ++next_remote_;
+void ClientSession::AddRemoteForward(RemoteForwardRef forward) {
+  auto entry = std::make_unique<RemoteForward>();
+  entry->ref = std::move(forward);
+  entry->ref.status->state = phase_ == Phase::kReady || phase_ == Phase::kRemoteForwards
+                                 ? "requesting"
+                                 : "waiting for upstream";
+  remote_forwards_.push_back(std::move(entry));
+  if (phase_ == Phase::kReady) Service();
+}
+
+void ClientSession::RemoveRemoteForward(const std::string& id) {
+  auto it = std::find_if(remote_forwards_.begin(), remote_forwards_.end(),
+                         [&](const auto& f) { return f->ref.id == id; });
+  if (it == remote_forwards_.end()) return;
+  RemoteForward& forward = **it;
+  switch (forward.step) {
+    case RemoteForward::Step::kQueued:
+    case RemoteForward::Step::kRefused: EraseRemoteForward(&forward); return;
+    case RemoteForward::Step::kRequesting: forward.removed = true; return;
+    case RemoteForward::Step::kActive: forward.step = RemoteForward::Step::kCancelQueued; break;
+    case RemoteForward::Step::kCancelQueued:
+    case RemoteForward::Step::kCancelling: return;
   }
-  EnterReady();
+  if (phase_ == Phase::kReady) Service();
+}
+
+int ClientSession::RemoteForwardPort(const std::string& id) const {
+  for (const auto& forward : remote_forwards_) {
+    if (forward->ref.id == id && forward->step == RemoteForward::Step::kActive) return forward->bound_port;
+  }
+  return 0;
+}
+
+void ClientSession::EraseRemoteForward(const RemoteForward* forward) {
+  std::erase_if(remote_forwards_, [&](const auto& f) { return f.get() == forward; });
+}
+
+bool ClientSession::StepGlobalRequests() {
+  using Step = RemoteForward::Step;
+  for (;;) {
+    if (global_ == nullptr) {
+      for (auto& forward : remote_forwards_) {
+        if (forward->step == Step::kQueued || forward->step == Step::kCancelQueued) {
+          if (forward->step == Step::kQueued) forward->ref.status->state = "requesting";
+          forward->step = forward->step == Step::kQueued ? Step::kRequesting : Step::kCancelling;
+          global_ = forward.get();
+          break;
+        }
+      }
+      if (global_ == nullptr) return true;
+    }
+    RemoteForward& forward = *global_;
+    const config::ForwardSpec& spec = forward.ref.spec;
+    int bound = 0;
+    // While a global request is outstanding these calls only collect its reply; a new request
+    // goes out with the first call made after that (see ssh_global_request in libssh).
+    int rc = forward.step == Step::kRequesting
+                 ? ssh_channel_listen_forward(session_, spec.bind_host.c_str(), spec.bind_port, &bound)
+                 : ssh_channel_cancel_forward(session_, spec.bind_host.c_str(), forward.bound_port);
+    if (rc == SSH_AGAIN) return false;
+    if (keepalive_unreaped_) {  // that was the keepalive's reply: now send ours
+      keepalive_unreaped_ = false;
+      continue;
+    }
+    global_ = nullptr;
+    if (rc != SSH_OK && !ssh_is_connected(session_)) {
+      Fail({absl::StrCat("connection lost during a -R request: ", ErrorOf(session_))});
+      return false;
+    }
+    FinishGlobalRequest(forward, rc, bound);
+  }
+}
+
+void ClientSession::FinishGlobalRequest(RemoteForward& forward, int rc, int bound) {
+  using Step = RemoteForward::Step;
+  const config::ForwardSpec& spec = forward.ref.spec;
+  ForwardStatus& status = *forward.ref.status;
+  if (forward.step == Step::kCancelling) {
+    env_.logger.Info("client", "remote forward cancelled",
+                     {{"upstream", env_.config.name}, {"forward", forward.ref.id}});
+    EraseRemoteForward(&forward);
+    return;
+  }
+  int port = spec.bind_port != 0 ? spec.bind_port : bound;
+  std::string listen = absl::StrCat(spec.bind_host.empty() ? "*" : spec.bind_host, ":", port);
+  if (rc == SSH_OK) {
+    forward.bound_port = port;
+    forward.step = forward.removed ? Step::kCancelQueued : Step::kActive;
+    status.state = "active";
+    env_.logger.Info("client", "remote forward established",
+                     {{"upstream", env_.config.name}, {"forward", forward.ref.id}, {"listen", listen}});
+    return;
+  }
+  std::string error = ErrorOf(session_);
+  env_.logger.Warn("client", "remote forward refused by the server",
+                   {{"upstream", env_.config.name}, {"forward", forward.ref.id}, {"listen", listen},
+                    {"error", error}});
+  if (forward.removed) {
+    EraseRemoteForward(&forward);
+    return;
+  }
+  forward.step = Step::kRefused;
+  status.state = "failed: refused by the server";
+  status.last_error = absl::StrCat("the server refused tcpip-forward: ", error);
 }
 
 void ClientSession::EnterReady() {
@@ -287,9 +365,11 @@ void ClientSession::Service() {
   if (phase_ != Phase::kReady || in_service_) return;
   in_service_ = true;
   ProcessMessages();
+  StepGlobalRequests();  // may fail the session
   PollOpens();
   PumpRelays();
   in_service_ = false;
+  if (phase_ != Phase::kReady) return;
   int status = ssh_get_status(session_);
   if ((status & (SSH_CLOSED | SSH_CLOSED_ERROR)) || !ssh_is_connected(session_)) {
     Fail({(status & SSH_CLOSED_ERROR) ? absl::StrCat("connection error: ", ErrorOf(session_))
@@ -317,7 +397,9 @@ void ClientSession::ProcessMessages() {
 void ClientSession::HandleForwardedOpen(ssh_message message) {
   int port = ssh_message_channel_request_open_destination_port(message);
   auto it = std::find_if(remote_forwards_.begin(), remote_forwards_.end(),
-                         [&](const RemoteForward& f) { return f.bound_port != 0 && f.bound_port == port; });
+                         [&](const auto& f) {
+                           return f->step == RemoteForward::Step::kActive && f->bound_port == port;
+                         });
   if (it == remote_forwards_.end()) {
     env_.metrics.ChannelOpenFinished(ChannelKind::kForwardedTcpip, ChannelResult::kProhibited);
     ssh_message_reply_default(message);
@@ -327,8 +409,9 @@ void ClientSession::HandleForwardedOpen(ssh_message message) {
   uint64_t id = next_accept_id_++;
   PendingAccept& accept = accepts_[id];
   accept.message = message;
+  accept.forward = (*it)->ref.status;
   accept.attempt = env_.connector.Connect(
-      it->spec.host, it->spec.host_port, env_.config.request_timeout,
+      (*it)->ref.spec.host, (*it)->ref.spec.host_port, env_.config.request_timeout,
       [this, id](absl::StatusOr<UniqueFd> result) { OnForwardConnectDone(id, std::move(result)); });
 }
 
@@ -336,6 +419,7 @@ void ClientSession::OnForwardConnectDone(uint64_t id, absl::StatusOr<UniqueFd> r
   auto it = accepts_.find(id);
   if (it == accepts_.end()) return;
   ssh_message message = it->second.message;
+  std::shared_ptr<ForwardStatus> forward = std::move(it->second.forward);
   env_.loop.DeleteLater(std::move(it->second.attempt));  // we are inside its callback
   accepts_.erase(it);
   if (phase_ != Phase::kReady) {
@@ -344,9 +428,10 @@ void ClientSession::OnForwardConnectDone(uint64_t id, absl::StatusOr<UniqueFd> r
   }
   if (!result.ok()) {
     env_.metrics.ChannelOpenFinished(ChannelKind::kForwardedTcpip, ChannelResult::kConnectFailed);
+    std::string reason(ConnectFailureName(ClassifyConnectError(result.status())));
+    forward->last_error = absl::StrCat("connect failed: ", reason);
     env_.logger.Info("client", "forwarded channel refused",
-                     {{"upstream", env_.config.name},
-                      {"reason", std::string(ConnectFailureName(ClassifyConnectError(result.status())))}});
+                     {{"upstream", env_.config.name}, {"reason", reason}});
     ssh_message_reply_default(message);
     ssh_message_free(message);
     Service();
@@ -354,7 +439,9 @@ void ClientSession::OnForwardConnectDone(uint64_t id, absl::StatusOr<UniqueFd> r
   }
   ssh_channel channel = ssh_message_channel_request_open_reply_accept(message);
   ssh_message_free(message);
-  if (channel != nullptr) StartRelay(channel, *std::move(result), ChannelKind::kForwardedTcpip, "");
+  if (channel != nullptr) {
+    StartRelay(channel, *std::move(result), ChannelKind::kForwardedTcpip, "", std::move(forward));
+  }
   Service();
 }
 
@@ -395,7 +482,8 @@ bool ClientSession::StepOpen(PendingOpen& open) {
       ssh_channel_free(channel);
       return true;
     }
-    StartRelay(channel, std::move(request.fd), request.metric_kind(), request.early_data);
+    StartRelay(channel, std::move(request.fd), request.metric_kind(), request.early_data,
+               request.forward);
     return true;
   }
   if (rc == SSH_AGAIN && absl::Now() < request.deadline) return false;
@@ -413,7 +501,7 @@ bool ClientSession::StepOpen(PendingOpen& open) {
 }
 
 void ClientSession::StartRelay(ssh_channel channel, UniqueFd fd, ChannelKind kind,
-                               const std::string& early) {
+                               const std::string& early, std::shared_ptr<ForwardStatus> forward) {
   if (!early.empty()) ssh_channel_write(channel, early.data(), static_cast<uint32_t>(early.size()));
   auto relay = std::make_unique<ChannelRelay>(env_.loop, *this, env_.scratch, channel, std::move(fd));
   relay->set_kind(kind);
@@ -424,6 +512,12 @@ void ClientSession::StartRelay(ssh_channel channel, UniqueFd fd, ChannelKind kin
     return;
   }
   env_.metrics.ChannelOpenFinished(kind, ChannelResult::kOpened);
+  if (forward) {
+    ++forward->connections;
+    forward->bytes.from_target += early.size();
+    // Aliasing: the relay keeps the whole status alive and adds to its byte counts.
+    relay->set_tally(std::shared_ptr<RelayCounters>(forward, &forward->bytes));
+  }
   ChannelRelay* raw = relay.get();
   relays_.emplace(raw, std::move(relay));
   attention_.push_back(raw);
@@ -472,9 +566,19 @@ void ClientSession::Keepalive() {
     return;
   }
   // libssh keeps one global request outstanding: the first call collects the previous reply
-  // (if it came), the second sends a new one. Neither waits.
-  ssh_send_keepalive(session_);
-  ssh_send_keepalive(session_);
+  // (if it came), the second sends a new one; either way one keepalive is then outstanding.
+  // Neither waits. A -R request in flight (or queued) already asks the server for a reply, and
+  // a keepalive sent now would swallow that reply, so it waits for the next interval.
+  bool forward_requests = global_ != nullptr ||
+                          std::any_of(remote_forwards_.begin(), remote_forwards_.end(), [](const auto& f) {
+                            return f->step == RemoteForward::Step::kQueued ||
+                                   f->step == RemoteForward::Step::kCancelQueued;
+                          });
+  if (!forward_requests) {
+    ssh_send_keepalive(session_);
+    ssh_send_keepalive(session_);
+    keepalive_unreaped_ = true;
+  }
   keepalive_timer_ = env_.loop.AddTimer(env_.config.keepalive_interval, [this] { Keepalive(); });
   Service();
 }
@@ -504,6 +608,8 @@ void ClientSession::Close() {
 
 void ClientSession::Teardown(std::vector<std::unique_ptr<StreamRequest>>* unanswered) {
   phase_ = Phase::kDead;
+  global_ = nullptr;
+  remote_forwards_.clear();  // the upstream keeps the forwards for the next session
   for (EventLoop::TimerId* timer : {&handshake_timer_, &keepalive_timer_}) {
     if (*timer != 0) env_.loop.CancelTimer(*timer);
     *timer = 0;

@@ -16,6 +16,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
+#include "server/client/forward.h"
 #include "server/client/proxy_handshake.h"
 #include "server/client/stream_request.h"
 #include "server/common/log.h"
@@ -37,6 +38,13 @@ struct ClientSessionEnv {
   const config::UpstreamConfig& config;
   ssh_key identity;   // loaded once per upstream
   std::string user;   // resolved login name
+};
+
+// A -R forward handed to a session: the session asks the server for it and keeps its status.
+struct RemoteForwardRef {
+  std::string id;
+  config::ForwardSpec spec;
+  std::shared_ptr<ForwardStatus> status;
 };
 
 // Why a session ended, for the reconnect policy and the log.
@@ -63,6 +71,13 @@ class ClientSession final : public FdHandler, public RelayOwner {
   size_t open_channels() const { return relays_.size(); }
   // Ready only: opens a direct-tcpip channel for the request and relays it.
   void Open(std::unique_ptr<StreamRequest> request);
+  // Asks the server to listen (tcpip-forward). Before ready, every forward is settled before
+  // the session reports ready; once ready, at once. Channels it brings are relayed to its target.
+  void AddRemoteForward(RemoteForwardRef forward);
+  // Cancels it on the server (cancel-tcpip-forward); channels already open keep running.
+  void RemoveRemoteForward(const std::string& id);
+  // The port the server granted (the requested one, or the one it chose for port 0); 0 if none.
+  int RemoteForwardPort(const std::string& id) const;
   // Closes everything now without calling on_lost (agent shutdown).
   void Close();
 
@@ -76,20 +91,29 @@ class ClientSession final : public FdHandler, public RelayOwner {
     ssh_channel channel = nullptr;
     std::unique_ptr<StreamRequest> request;
   };
+  // One -R forward and its global requests. libssh has one global request in flight at a time
+  // (keepalives included), so they run one after the other through StepGlobalRequests().
   struct RemoteForward {
-    config::ForwardSpec spec;
-    int bound_port = 0;  // 0 until the server accepted it
+    enum class Step { kQueued, kRequesting, kActive, kRefused, kCancelQueued, kCancelling };
+    RemoteForwardRef ref;
+    Step step = Step::kQueued;
+    int bound_port = 0;    // once kActive
+    bool removed = false;  // removal asked while its tcpip-forward was in flight
   };
   struct PendingAccept {
     ssh_message message = nullptr;
     std::unique_ptr<ConnectAttempt> attempt;
+    std::shared_ptr<ForwardStatus> forward;
   };
 
   void OnTcpConnected(absl::StatusOr<UniqueFd> fd);
   void StartSsh(UniqueFd fd);
   void Step();                 // handshake phases
   bool CheckHostKey();         // false: refused (Fail called)
-  void NextRemoteForward();
+  // Sends queued tcpip-forward / cancel requests one at a time; true when none is left.
+  bool StepGlobalRequests();
+  void FinishGlobalRequest(RemoteForward& forward, int rc, int bound);
+  void EraseRemoteForward(const RemoteForward* forward);
   void EnterReady();
   void Service();              // ready phase
   void ProcessMessages();
@@ -97,7 +121,8 @@ class ClientSession final : public FdHandler, public RelayOwner {
   void OnForwardConnectDone(uint64_t id, absl::StatusOr<UniqueFd> result);
   void PollOpens();
   bool StepOpen(PendingOpen& open);  // true when finished
-  void StartRelay(ssh_channel channel, UniqueFd fd, ChannelKind kind, const std::string& early);
+  void StartRelay(ssh_channel channel, UniqueFd fd, ChannelKind kind, const std::string& early,
+                  std::shared_ptr<ForwardStatus> forward);
   void PumpRelays();
   void Keepalive();
   void UpdateInterest();
@@ -122,8 +147,9 @@ class ClientSession final : public FdHandler, public RelayOwner {
   uint32_t interest_ = 0;
   bool in_service_ = false;
 
-  std::vector<RemoteForward> remote_forwards_;
-  size_t next_remote_ = 0;
+  std::vector<std::unique_ptr<RemoteForward>> remote_forwards_;
+  RemoteForward* global_ = nullptr;  // whose global request is in flight
+  bool keepalive_unreaped_ = false;  // a keepalive's reply has not been collected yet
 
   std::vector<PendingOpen> pending_;
   uint64_t next_accept_id_ = 1;

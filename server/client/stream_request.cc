@@ -33,6 +33,7 @@ bool AnswerSuccess(StreamRequest& request) {
 }
 
 void AnswerFailure(StreamRequest& request, socks5::Reply reply) {
+  if (request.forward) request.forward->last_error = std::string(socks5::ReplyName(reply));
   if (request.kind == StreamRequest::Kind::kSocks && request.fd.valid()) {
     (void)WriteAll(request.fd.get(), socks5::BuildReply(reply));
   }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "server/client/forward.h"
 #include "server/client/socks5.h"
 #include "server/common/unique_fd.h"
 #include "server/metrics/engine_metrics.h"
@@ -22,6 +23,7 @@ struct StreamRequest {
   uint16_t originator_port = 0;
   std::string early_data;      // bytes the client sent after its SOCKS request (bounded)
   absl::Time deadline;         // fail the request if no channel by then
+  std::shared_ptr<ForwardStatus> forward;  // the forward it came through (counts and errors)
 
   ChannelKind metric_kind() const {
     return kind == Kind::kSocks ? ChannelKind::kSocks : ChannelKind::kDirectTcpip;
@@ -32,7 +34,8 @@ struct StreamRequest {
 // (the far side's bound address is not known through SSH); -L needs no answer. Returns false
 // if the reply could not be written.
 bool AnswerSuccess(StreamRequest& request);
-// Failure: SOCKS clients get the reply code, then the connection closes; -L just closes.
+// Failure: SOCKS clients get the reply code, then the connection closes; -L just closes. The
+// reply's name becomes the forward's last error (never the destination).
 void AnswerFailure(StreamRequest& request, socks5::Reply reply);
 
 }  // namespace alknet

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
@@ -85,7 +86,8 @@ void LocalListener::OnFdEvents(uint32_t) {
 
 class Upstream::Socks5Client final : public FdHandler {
  public:
-  Socks5Client(Upstream& owner, UniqueFd fd) : owner_(owner), fd_(std::move(fd)) {
+  Socks5Client(Upstream& owner, std::shared_ptr<ForwardStatus> forward, UniqueFd fd)
+      : owner_(owner), forward_(std::move(forward)), fd_(std::move(fd)) {
     socks5::Credentials credentials{owner.config_.socks5_username, owner.config_.socks5_password};
     credentials_ = std::move(credentials);
     handshake_ = socks5::ServerHandshake(&credentials_);
@@ -138,6 +140,7 @@ class Upstream::Socks5Client final : public FdHandler {
       case socks5::ServerHandshake::Status::kRequest: {
         auto request = std::make_unique<StreamRequest>();
         request->kind = StreamRequest::Kind::kSocks;
+        request->forward = forward_;
         request->host = handshake_.request().host;
         request->port = handshake_.request().port;
         request->early_data = std::move(buffer_);
@@ -164,6 +167,7 @@ class Upstream::Socks5Client final : public FdHandler {
   }
 
   Upstream& owner_;
+  std::shared_ptr<ForwardStatus> forward_;
   UniqueFd fd_;
   socks5::Credentials credentials_;
   socks5::ServerHandshake handshake_;
@@ -202,15 +206,20 @@ absl::StatusOr<std::unique_ptr<Upstream>> Upstream::Create(Shared shared,
   upstream->env_.reset(new ClientSessionEnv{shared.loop, shared.logger, shared.connector,
                                             shared.scratch, shared.metrics, upstream->config_,
                                             upstream->identity_, upstream->user_});
+  // The configuration's forwards, with stable ids; a bind error fails the agent's start.
+  std::vector<ForwardDef> defs;
   if (config.socks5) {
-    auto listener = LocalListener::Bind(*config.socks5);
-    if (!listener.ok()) return listener.status();
-    upstream->socks5_ = *std::move(listener);
+    defs.push_back({absl::StrCat(config.name, "/socks5"), ForwardKind::kDynamic,
+                    config::ForwardSpec{config.socks5->host, config.socks5->port, "", 0}, true});
   }
-  for (const config::ForwardSpec& forward : config.local_forwards) {
-    auto listener = LocalListener::Bind(HostPort{forward.bind_host, forward.bind_port});
-    if (!listener.ok()) return listener.status();
-    upstream->local_forwards_.push_back(*std::move(listener));
+  for (size_t i = 0; i < config.local_forwards.size(); ++i) {
+    defs.push_back({absl::StrCat(config.name, "/L", i), ForwardKind::kLocal, config.local_forwards[i], true});
+  }
+  for (size_t i = 0; i < config.remote_forwards.size(); ++i) {
+    defs.push_back({absl::StrCat(config.name, "/R", i), ForwardKind::kRemote, config.remote_forwards[i], true});
+  }
+  for (ForwardDef& def : defs) {
+    if (auto added = upstream->AddForward(std::move(def)); !added.ok()) return added.status();
   }
   return upstream;
 }
@@ -225,29 +234,124 @@ Upstream::~Upstream() {
   if (identity_ != nullptr) ssh_key_free(identity_);
 }
 
-std::vector<HostPort> Upstream::socks5_bound() const {
-  if (!socks5_) return {};
-  return {socks5_->bound()};
+Upstream::Forward* Upstream::Find(const std::string& id) const {
+  for (const auto& forward : forwards_) {
+    if (forward->def.id == id) return forward.get();
+  }
+  return nullptr;
 }
 
-std::vector<HostPort> Upstream::local_forward_bound() const {
-  std::vector<HostPort> out;
-  for (const auto& listener : local_forwards_) out.push_back(listener->bound());
+bool Upstream::HasForward(const std::string& id) const { return Find(id) != nullptr; }
+
+absl::StatusOr<ForwardSnapshot> Upstream::AddForward(ForwardDef def, bool keep_if_unbound) {
+  if (Find(def.id) != nullptr) {
+    return absl::AlreadyExistsError(absl::StrCat("a forward with id '", def.id, "' exists"));
+  }
+  for (const auto& other : forwards_) {
+    const config::ForwardSpec& a = other->def.spec;
+    if (def.kind == ForwardKind::kRemote && other->def.kind == ForwardKind::kRemote &&
+        a.bind_host == def.spec.bind_host && a.bind_port == def.spec.bind_port && a.bind_port != 0) {
+      return absl::AlreadyExistsError(absl::StrCat("forward '", other->def.id, "' already asks the server for ",
+                                                   a.bind_host, ":", a.bind_port));
+    }
+  }
+  auto forward = std::make_unique<Forward>();
+  forward->def = std::move(def);
+  if (forward->def.kind != ForwardKind::kRemote) {
+    absl::Status bound = Listen(*forward);
+    if (!bound.ok() && !keep_if_unbound) return bound;
+  }
+  Forward& added = *forward;
+  forwards_.push_back(std::move(forward));
+  if (added.def.kind == ForwardKind::kRemote) {
+    added.status->state = "waiting for upstream";
+    if (session_) session_->AddRemoteForward({added.def.id, added.def.spec, added.status});
+  } else if (added.listener && started_) {
+    StartListening(added);
+  }
+  for (ForwardSnapshot& snapshot : ListForwards()) {
+    if (snapshot.def.id == added.def.id) return snapshot;
+  }
+  return absl::InternalError("forward vanished");
+}
+
+absl::Status Upstream::Listen(Forward& forward) {
+  const config::ForwardSpec& spec = forward.def.spec;
+  auto listener = LocalListener::Bind(HostPort{spec.bind_host, spec.bind_port});
+  if (!listener.ok()) {
+    forward.status->state = "failed: cannot listen";
+    forward.status->last_error = std::string(listener.status().message());
+    return listener.status();  // ALREADY_EXISTS for an address in use
+  }
+  forward.listener = *std::move(listener);
+  forward.status->state = connected_ ? "active" : "waiting for upstream";
+  return absl::OkStatus();
+}
+
+void Upstream::StartListening(Forward& forward) {
+  Forward* raw = &forward;
+  bool dynamic = forward.def.kind == ForwardKind::kDynamic;
+  (void)forward.listener->Start(shared_.loop, [this, raw, dynamic](UniqueFd fd) {
+    if (dynamic) {
+      OnSocksAccepted(*raw, std::move(fd));
+    } else {
+      OnLocalForwardAccepted(*raw, std::move(fd));
+    }
+  });
+  shared_.logger.Info("client", dynamic ? "socks5 listening" : "local forward listening",
+                      {{"upstream", config_.name}, {"forward", forward.def.id},
+                       {"address", forward.listener->bound().ToString()}});
+}
+
+void Upstream::RetryUnbound() {
+  for (auto& forward : forwards_) {
+    if (forward->def.kind == ForwardKind::kRemote || forward->listener) continue;
+    if (Listen(*forward).ok() && started_) StartListening(*forward);
+  }
+}
+
+bool Upstream::RemoveForward(const std::string& id) {
+  auto it = std::find_if(forwards_.begin(), forwards_.end(),
+                         [&](const auto& forward) { return forward->def.id == id; });
+  if (it == forwards_.end()) return false;
+  if ((*it)->listener) (*it)->listener->Close();
+  if ((*it)->def.kind == ForwardKind::kRemote && session_) session_->RemoveRemoteForward(id);
+  (*it)->status->state = "removed";
+  shared_.logger.Info("client", "forward removed", {{"upstream", config_.name}, {"forward", id}});
+  forwards_.erase(it);
+  return true;
+}
+
+std::vector<ForwardSnapshot> Upstream::ListForwards() const {
+  std::vector<ForwardSnapshot> out;
+  for (const auto& forward : forwards_) {
+    ForwardSnapshot snapshot{config_.name, forward->def, {}, *forward->status};
+    if (forward->listener) {
+      snapshot.bound = forward->listener->bound();
+    } else if (forward->def.kind == ForwardKind::kRemote) {
+      int port = session_ ? session_->RemoteForwardPort(forward->def.id) : 0;
+      snapshot.bound = HostPort{forward->def.spec.bind_host, static_cast<uint16_t>(port)};
+    }
+    out.push_back(std::move(snapshot));
+  }
   return out;
 }
 
-void Upstream::Start() {
-  if (socks5_) {
-    (void)socks5_->Start(shared_.loop, [this](UniqueFd fd) { OnSocksAccepted(std::move(fd)); });
-    shared_.logger.Info("client", "socks5 listening",
-                        {{"upstream", config_.name}, {"address", socks5_->bound().ToString()}});
+// -D/-L forwards follow the upstream's connection; -R forwards wait for the next session.
+void Upstream::SetIdleStates() {
+  for (auto& forward : forwards_) {
+    if (forward->def.kind == ForwardKind::kRemote) {
+      if (!connected_) forward->status->state = "waiting for upstream";
+    } else if (forward->listener) {
+      forward->status->state = connected_ ? "active" : "waiting for upstream";
+    }
   }
-  for (size_t i = 0; i < local_forwards_.size(); ++i) {
-    (void)local_forwards_[i]->Start(shared_.loop,
-                                    [this, i](UniqueFd fd) { OnLocalForwardAccepted(i, std::move(fd)); });
-    shared_.logger.Info("client", "local forward listening",
-                        {{"upstream", config_.name},
-                         {"address", local_forwards_[i]->bound().ToString()}});
+}
+
+void Upstream::Start() {
+  started_ = true;
+  for (auto& forward : forwards_) {
+    if (forward->listener) StartListening(*forward);
   }
   sweep_timer_ = shared_.loop.AddTimer(absl::Seconds(1), [this] { SweepWaiting(); });
   Connect();
@@ -260,8 +364,9 @@ void Upstream::Stop() {
     if (*timer != 0) shared_.loop.CancelTimer(*timer);
     *timer = 0;
   }
-  if (socks5_) socks5_->Close();
-  for (auto& listener : local_forwards_) listener->Close();
+  for (auto& forward : forwards_) {
+    if (forward->listener) forward->listener->Close();
+  }
   negotiating_.clear();
   if (session_) {
     session_->Close();
@@ -287,6 +392,11 @@ void Upstream::Connect() {
     OnLost(std::move(loss), std::move(unanswered));
   };
   session_ = std::make_unique<ClientSession>(*env_, std::move(callbacks));
+  for (auto& forward : forwards_) {
+    if (forward->def.kind == ForwardKind::kRemote) {
+      session_->AddRemoteForward({forward->def.id, forward->def.spec, forward->status});
+    }
+  }
   session_->Start();
 }
 
@@ -299,6 +409,7 @@ void Upstream::OnReady() {
   ever_connected_ = true;
   connected_ = true;
   series_.connected->Set(1);
+  SetIdleStates();
   // Hand the queue over in arrival order; the session answers each one.
   std::deque<std::unique_ptr<StreamRequest>> queued;
   queued.swap(waiting_);
@@ -314,6 +425,7 @@ void Upstream::OnReady() {
 void Upstream::OnLost(SessionLoss loss, std::vector<std::unique_ptr<StreamRequest>> unanswered) {
   bool was_connected = connected_.exchange(false);
   series_.connected->Set(0);
+  SetIdleStates();
   if (was_connected) {
     shared_.logger.Warn("client", "upstream connection lost",
                         {{"upstream", config_.name}, {"reason", loss.reason}});
@@ -368,6 +480,7 @@ void Upstream::Submit(std::unique_ptr<StreamRequest> request) {
 
 void Upstream::SweepWaiting() {
   sweep_timer_ = shared_.loop.AddTimer(absl::Seconds(1), [this] { SweepWaiting(); });
+  if (++sweeps_ % 5 == 0) RetryUnbound();
   absl::Time now = absl::Now();
   while (!waiting_.empty() && waiting_.front()->deadline <= now) {
     // Not connected in time: fail cleanly (SOCKS "general failure", -L closes).
@@ -376,9 +489,9 @@ void Upstream::SweepWaiting() {
   }
 }
 
-void Upstream::OnSocksAccepted(UniqueFd fd) {
+void Upstream::OnSocksAccepted(Forward& forward, UniqueFd fd) {
   if (negotiating_.size() >= kMaxNegotiating) return;  // closes
-  auto client = std::make_unique<Socks5Client>(*this, std::move(fd));
+  auto client = std::make_unique<Socks5Client>(*this, forward.status, std::move(fd));
   Socks5Client* raw = client.get();
   negotiating_.emplace(raw, std::move(client));
   raw->Start();
@@ -397,16 +510,16 @@ void Upstream::Socks5Done(Socks5Client* client, std::unique_ptr<StreamRequest> r
   Submit(std::move(request));
 }
 
-void Upstream::OnLocalForwardAccepted(size_t index, UniqueFd fd) {
-  const config::ForwardSpec& forward = config_.local_forwards[index];
+void Upstream::OnLocalForwardAccepted(Forward& forward, UniqueFd fd) {
   auto request = std::make_unique<StreamRequest>();
   request->kind = StreamRequest::Kind::kLocalForward;
   SocketEndpoint peer = PeerOf(fd.get());
   request->fd = std::move(fd);
-  request->host = forward.host;
-  request->port = forward.host_port;
+  request->host = forward.def.spec.host;
+  request->port = forward.def.spec.host_port;
   request->originator_ip = peer.ip.empty() ? "127.0.0.1" : peer.ip;
   request->originator_port = peer.port;
+  request->forward = forward.status;
   Submit(std::move(request));
 }
 

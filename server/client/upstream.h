@@ -1,6 +1,8 @@
-// One configured upstream of the client role: its local listeners (SOCKS5, -L), which stay
-// bound for the agent's lifetime, the queue of connections waiting while (re)connecting, and
-// the reconnect loop (exponential backoff with jitter) around one ClientSession at a time.
+// One configured upstream of the client role: its forwards (SOCKS5 -D and -L listeners, which
+// stay bound across reconnects; -R forwards, asked of every new session), the queue of
+// connections waiting while (re)connecting, and the reconnect loop (exponential backoff with
+// jitter) around one ClientSession at a time. Forwards come from the configuration and, at
+// run time, from the admin API (AddForward/RemoveForward).
 #pragma once
 
 #include <atomic>
@@ -14,6 +16,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "server/client/backoff.h"
+#include "server/client/forward.h"
 #include "server/client/client_session.h"
 #include "server/client/socks5.h"
 #include "server/client/stream_request.h"
@@ -67,12 +70,23 @@ class Upstream {
 
   bool connected() const { return connected_.load(); }
   const std::string& name() const { return config_.name; }
-  // Bound addresses (port 0 resolved), for logs and tests.
-  std::vector<HostPort> socks5_bound() const;
-  std::vector<HostPort> local_forward_bound() const;
+
+  // Loop thread. Adds a forward: -D/-L bind at once (a bind error is returned, except with
+  // `keep_if_unbound`, which keeps the forward and retries the bind every few seconds, as on a
+  // restart); -R is asked of the session now, or of the next one.
+  absl::StatusOr<ForwardSnapshot> AddForward(ForwardDef def, bool keep_if_unbound = false);
+  // Loop thread. Closes a -D/-L listener or cancels a -R forward; open connections stay.
+  bool RemoveForward(const std::string& id);
+  bool HasForward(const std::string& id) const;
+  std::vector<ForwardSnapshot> ListForwards() const;
 
  private:
   class Socks5Client;
+  struct Forward {
+    ForwardDef def;
+    std::unique_ptr<LocalListener> listener;  // -D, -L
+    std::shared_ptr<ForwardStatus> status = std::make_shared<ForwardStatus>();
+  };
   Upstream(Shared shared, const config::UpstreamConfig& config);
 
   void Connect();
@@ -81,8 +95,14 @@ class Upstream {
   void ScheduleReconnect();
   void Submit(std::unique_ptr<StreamRequest> request);
   void SweepWaiting();
-  void OnSocksAccepted(UniqueFd fd);
-  void OnLocalForwardAccepted(size_t index, UniqueFd fd);
+  // Binds (-D, -L) and starts listening once started; false with status->last_error set.
+  absl::Status Listen(Forward& forward);
+  void StartListening(Forward& forward);
+  void RetryUnbound();
+  void SetIdleStates();
+  Forward* Find(const std::string& id) const;
+  void OnSocksAccepted(Forward& forward, UniqueFd fd);
+  void OnLocalForwardAccepted(Forward& forward, UniqueFd fd);
   void Socks5Done(Socks5Client* client, std::unique_ptr<StreamRequest> request);
 
   Shared shared_;
@@ -92,8 +112,9 @@ class Upstream {
   std::unique_ptr<ClientSessionEnv> env_;
   EngineMetrics::UpstreamSeries series_;
 
-  std::unique_ptr<LocalListener> socks5_;
-  std::vector<std::unique_ptr<LocalListener>> local_forwards_;
+  std::vector<std::unique_ptr<Forward>> forwards_;
+  bool started_ = false;
+  int sweeps_ = 0;
   absl::flat_hash_map<Socks5Client*, std::unique_ptr<Socks5Client>> negotiating_;
   static constexpr size_t kMaxNegotiating = 1024;
 

@@ -15,7 +15,8 @@ absl::Status ErrnoStatus(std::string_view what, int err) {
     case ENOENT: return absl::NotFoundError(message);
     case EACCES:
     case EPERM: return absl::PermissionDeniedError(message);
-    case EEXIST: return absl::AlreadyExistsError(message);
+    case EEXIST:
+    case EADDRINUSE: return absl::AlreadyExistsError(message);
     case EINVAL: return absl::InvalidArgumentError(message);
     case EMFILE:
     case ENFILE:

@@ -35,6 +35,7 @@ ChannelRelay::ChannelRelay(EventLoop& loop, RelayOwner& owner, RelayScratch& scr
 
 void ChannelRelay::CountToTarget(size_t bytes) {
   counters_.to_target += bytes;
+  if (tally_) tally_->to_target += bytes;
   if (byte_counters_.upstream != nullptr) byte_counters_.upstream->Increment(static_cast<double>(bytes));
   if (byte_counters_.key_upstream != nullptr) {
     byte_counters_.key_upstream->Increment(static_cast<double>(bytes));
@@ -43,6 +44,7 @@ void ChannelRelay::CountToTarget(size_t bytes) {
 
 void ChannelRelay::CountFromTarget(size_t bytes) {
   counters_.from_target += bytes;
+  if (tally_) tally_->from_target += bytes;
   if (byte_counters_.downstream != nullptr) {
     byte_counters_.downstream->Increment(static_cast<double>(bytes));
   }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include <libssh/callbacks.h>
@@ -57,6 +58,8 @@ class ChannelRelay final : public FdHandler {
   void Close();
   bool finished() const { return finished_; }
   const RelayCounters& counters() const { return counters_; }
+  // Also adds every byte to `tally` (shared with whoever aggregates, e.g. a client forward).
+  void set_tally(std::shared_ptr<RelayCounters> tally) { tally_ = std::move(tally); }
   // What the owner counts this channel as in metrics (direct-tcpip unless set).
   ChannelKind kind() const { return kind_; }
   void set_kind(ChannelKind kind) { kind_ = kind; }
@@ -102,6 +105,7 @@ class ChannelRelay final : public FdHandler {
   RelayCounters counters_;
   ByteCounters byte_counters_;
   ChannelKind kind_ = ChannelKind::kDirectTcpip;
+  std::shared_ptr<RelayCounters> tally_;
 
   friend class SshServerSession;
 };
