@@ -4,8 +4,8 @@
 // ourselves and hand it over with SSH_OPTIONS_FD; ssh_connect, ssh_userauth_publickey,
 // ssh_channel_listen_forward and ssh_channel_open_forward return SSH_AGAIN and are simply called
 // again when the socket is ready (each call polls the socket once with a zero timeout). Only one
-// global request may be outstanding in libssh, so -R requests all finish before the first
-// keepalive is sent. Once ready the session sits in its own ssh_event, driven by our epoll,
+// global request may be outstanding in libssh, so -R requests (at the handshake and at run time)
+// and keepalives take turns through StepGlobalRequests() and ReapKeepalive(). Once ready the session sits in its own ssh_event, driven by our epoll,
 // exactly like the server session (ADR 0002); no message callbacks are installed, so
 // forwarded-tcpip opens queue and are answered after our local connect (ADR 0001).
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
@@ -289,19 +289,16 @@ bool ClientSession::StepGlobalRequests() {
       }
       if (global_ == nullptr) return true;
     }
+    if (!ReapKeepalive()) return false;  // ours may only go out once libssh has no request
     RemoteForward& forward = *global_;
     const config::ForwardSpec& spec = forward.ref.spec;
     int bound = 0;
-    // While a global request is outstanding these calls only collect its reply; a new request
-    // goes out with the first call made after that (see ssh_global_request in libssh).
+    // The first call sends the request; while it is outstanding, later calls only collect the
+    // reply (see ssh_global_request in libssh).
     int rc = forward.step == Step::kRequesting
                  ? ssh_channel_listen_forward(session_, spec.bind_host.c_str(), spec.bind_port, &bound)
                  : ssh_channel_cancel_forward(session_, spec.bind_host.c_str(), forward.bound_port);
     if (rc == SSH_AGAIN) return false;
-    if (keepalive_unreaped_) {  // that was the keepalive's reply: now send ours
-      keepalive_unreaped_ = false;
-      continue;
-    }
     global_ = nullptr;
     if (rc != SSH_OK && !ssh_is_connected(session_)) {
       Fail({absl::StrCat("connection lost during a -R request: ", ErrorOf(session_))});
@@ -309,6 +306,17 @@ bool ClientSession::StepGlobalRequests() {
     }
     FinishGlobalRequest(forward, rc, bound);
   }
+}
+
+bool ClientSession::ReapKeepalive() {
+  if (!keepalive_outstanding_) return true;
+  // With a request outstanding, libssh's global-request calls only collect its reply and never
+  // send: this one tells us (unlike ssh_send_keepalive) whether the reply has come. The address
+  // matches nothing, so even if it ever went out it would only draw a harmless failure reply.
+  int rc = ssh_channel_cancel_forward(session_, "keepalive.alknet.invalid", 0);
+  if (rc == SSH_AGAIN) return false;
+  keepalive_outstanding_ = false;
+  return true;
 }
 
 void ClientSession::FinishGlobalRequest(RemoteForward& forward, int rc, int bound) {
@@ -565,19 +573,17 @@ void ClientSession::Keepalive() {
                        " (keepalive timeout)")});
     return;
   }
-  // libssh keeps one global request outstanding: the first call collects the previous reply
-  // (if it came), the second sends a new one; either way one keepalive is then outstanding.
-  // Neither waits. A -R request in flight (or queued) already asks the server for a reply, and
-  // a keepalive sent now would swallow that reply, so it waits for the next interval.
+  // libssh has one global request outstanding at a time, keepalives included. A -R request in
+  // flight (or queued) already draws a reply from the server, so the keepalive skips this turn;
+  // so does one whose previous keepalive is still unanswered (last_rx_ decides about that).
   bool forward_requests = global_ != nullptr ||
                           std::any_of(remote_forwards_.begin(), remote_forwards_.end(), [](const auto& f) {
                             return f->step == RemoteForward::Step::kQueued ||
                                    f->step == RemoteForward::Step::kCancelQueued;
                           });
-  if (!forward_requests) {
-    ssh_send_keepalive(session_);
-    ssh_send_keepalive(session_);
-    keepalive_unreaped_ = true;
+  if (!forward_requests && ReapKeepalive()) {
+    ssh_send_keepalive(session_);  // no request outstanding: this sends one, never waits
+    keepalive_outstanding_ = true;
   }
   keepalive_timer_ = env_.loop.AddTimer(env_.config.keepalive_interval, [this] { Keepalive(); });
   Service();

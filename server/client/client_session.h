@@ -113,6 +113,8 @@ class ClientSession final : public FdHandler, public RelayOwner {
   // Sends queued tcpip-forward / cancel requests one at a time; true when none is left.
   bool StepGlobalRequests();
   void FinishGlobalRequest(RemoteForward& forward, int rc, int bound);
+  // Collects the reply of an outstanding keepalive; true when none is outstanding any more.
+  bool ReapKeepalive();
   void EraseRemoteForward(const RemoteForward* forward);
   void EnterReady();
   void Service();              // ready phase
@@ -149,7 +151,7 @@ class ClientSession final : public FdHandler, public RelayOwner {
 
   std::vector<std::unique_ptr<RemoteForward>> remote_forwards_;
   RemoteForward* global_ = nullptr;  // whose global request is in flight
-  bool keepalive_unreaped_ = false;  // a keepalive's reply has not been collected yet
+  bool keepalive_outstanding_ = false;  // a keepalive's reply has not been collected yet
 
   std::vector<PendingOpen> pending_;
   uint64_t next_accept_id_ = 1;

@@ -130,7 +130,7 @@ TEST_F(AdminForwardsTest, AddedForwardsCarryDataAtOnceSurviveRestartAndRemoveCle
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(4 << 20, 3)));
   close(fd);
   // -R: the far agent listens on `published` once the request went through.
-  ASSERT_TRUE(WaitForState("pub", "active")) << Row("pub") << near_->Log();
+  ASSERT_TRUE(WaitForState("pub", "active")) << Row("pub") << near_->Log() << far_->Log();
   ASSERT_TRUE(WaitForPort(published)) << far_->Log();
   fd = ConnectTcp(published);
   ASSERT_GE(fd, 0);
