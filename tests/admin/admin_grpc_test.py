@@ -91,6 +91,67 @@ def identity(x):
     return x
 
 
+def start_agent(tmp, name, argv):
+    """Starts an agent logging to TMP/NAME.log; returns (process, log path, port)."""
+    log_path = os.path.join(tmp, name + ".log")
+    log = open(log_path, "w")
+    agent = subprocess.Popen([ARGS.agent] + argv, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        m = re.search(r"engine: listening address=tcp://127\.0\.0\.1:(\d+)", open(log_path).read())
+        if m:
+            return agent, log_path, int(m.group(1))
+        if agent.poll() is not None:
+            break
+        time.sleep(0.02)
+    agent.kill()
+    raise RuntimeError("agent %s did not start:\n%s" % (name, open(log_path).read()))
+
+
+def stop_agent(agent, log_path):
+    agent.send_signal(signal.SIGTERM)
+    try:
+        code = agent.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        code = -9
+    if code != 0:
+        print(open(log_path).read(), file=sys.stderr)
+    return code
+
+
+class EchoServer:
+    """A loopback TCP echo server on a free port (one thread per connection)."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn):
+        with conn:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                conn.sendall(data)
+
+
 class AdminApiTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -107,7 +168,8 @@ class AdminApiTest(unittest.TestCase):
 
         cls.keys = {}
         for name, kind, bits in (("admin", "ed25519", None), ("tunnel", "ed25519", None),
-                                 ("file", "ed25519", None), ("small", "rsa", "1024")):
+                                 ("file", "ed25519", None), ("small", "rsa", "1024"),
+                                 ("upstream", "ed25519", None)):
             path = os.path.join(cls.tmp, name)
             argv = ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", name, "-f", path]
             if bits:
@@ -119,25 +181,26 @@ class AdminApiTest(unittest.TestCase):
         cls.authorized_keys = os.path.join(cls.tmp, "authorized_keys")
         with open(cls.authorized_keys, "w") as f:
             f.write(cls.keys["file"][1] + "\n")
+        # The Forwards service needs a client role: this agent's upstream "far" is a second agent.
+        far_keys = os.path.join(cls.tmp, "far_authorized_keys")
+        with open(far_keys, "w") as f:
+            f.write(cls.keys["upstream"][1] + "\n")
+        cls.far, cls.far_log, far_port = start_agent(
+            cls.tmp, "far", ["--state-dir", os.path.join(cls.tmp, "far_state"), "--listen", "tcp://127.0.0.1:0",
+                             "--workers", "1", "--metrics-listen", "off", "--authorized-keys", far_keys])
+        host_key = re.search(r"fingerprint=(SHA256:\S+)", open(cls.far_log).read()).group(1)
+        cls.echo = EchoServer()
+        config = os.path.join(cls.tmp, "agent.yaml")
+        with open(config, "w") as f:
+            f.write("upstreams:\n  - name: far\n    server: tcp://127.0.0.1:%d\n    identity: %s\n"
+                    "    host_key_fingerprint: %s\n    local_forwards: ['127.0.0.1:0:127.0.0.1:%d']\n"
+                    % (far_port, cls.keys["upstream"][0], host_key, cls.echo.port))
         state = os.path.join(cls.tmp, "state")
         cls.socket = os.path.join(state, "admin.sock")
-        cls.log_path = os.path.join(cls.tmp, "agent.log")
-        cls.log = open(cls.log_path, "w")
-        cls.agent = subprocess.Popen(
-            [ARGS.agent, "--state-dir", state, "--listen", "tcp://127.0.0.1:0", "--workers", "2",
-             "--metrics-listen", "off", "--authorized-keys", cls.authorized_keys],
-            stdout=cls.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 15
-        cls.port = None
-        while time.time() < deadline and cls.port is None:
-            m = re.search(r"engine: listening address=tcp://127\.0\.0\.1:(\d+)", open(cls.log_path).read())
-            if m:
-                cls.port = int(m.group(1))
-            elif cls.agent.poll() is not None:
-                break
-            time.sleep(0.02)
-        if cls.port is None:
-            raise RuntimeError("agent did not start:\n" + open(cls.log_path).read())
+        cls.agent, cls.log_path, cls.port = start_agent(
+            cls.tmp, "agent", ["--state-dir", state, "--listen", "tcp://127.0.0.1:0", "--workers", "2",
+                               "--metrics-listen", "off", "--authorized-keys", cls.authorized_keys,
+                               "--config", config])
         cls.channel = grpc.insecure_channel("unix:" + cls.socket)
         cls.keys_stub = keys_grpc.KeysStub(cls.channel)
         cls.policy_stub = policy_grpc.PolicyStub(cls.channel)
@@ -148,17 +211,11 @@ class AdminApiTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.channel.close()
-        cls.agent.send_signal(signal.SIGTERM)
-        try:
-            code = cls.agent.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            cls.agent.kill()
-            code = -9
-        cls.log.close()
-        if code != 0:
-            print(open(cls.log_path).read(), file=sys.stderr)
+        code = stop_agent(cls.agent, cls.log_path)
+        far_code = stop_agent(cls.far, cls.far_log)
+        cls.echo.sock.close()
         shutil.rmtree(cls.tmp, ignore_errors=True)
-        assert code == 0, "agent exit code %s" % code
+        assert code == 0 and far_code == 0, "agent exit codes %s, %s" % (code, far_code)
 
     def assertRpcError(self, call, code, needle):
         with self.assertRaises(grpc.RpcError) as caught:
@@ -327,15 +384,94 @@ class AdminApiTest(unittest.TestCase):
         self.assertTrue(status.state_file.endswith("state.pb"))
         self.assertGreater(status.start_time.seconds, 0)
 
-    # ---- Forwards (the client role is not in this build) ----
+    # ---- Forwards (the client role's upstream is the "far" agent) ----
+
+    def forward_info(self, forward_id):
+        for info in self.forwards_stub.ListForwards(forwards_pb2.ListForwardsRequest()).forwards:
+            if info.forward.id == forward_id:
+                return info
+        return None
 
     def test_forwards(self):
-        for call in (lambda: self.forwards_stub.ListForwards(forwards_pb2.ListForwardsRequest()),
-                     lambda: self.forwards_stub.AddForward(forwards_pb2.AddForwardRequest(
-                         forward=forwards_pb2.Forward(kind=forwards_pb2.FORWARD_KIND_DYNAMIC, upstream="u",
-                                                      listen="127.0.0.1:1080"))),
-                     lambda: self.forwards_stub.RemoveForward(forwards_pb2.RemoveForwardRequest(id="x"))):
-            self.assertRpcError(call, grpc.StatusCode.FAILED_PRECONDITION, "client role not available")
+        import socket
+        F = forwards_pb2
+        add = self.forwards_stub.AddForward
+        target = "127.0.0.1:%d" % self.echo.port
+        config_forward = self.forward_info("far/L0")
+        self.assertIsNotNone(config_forward)
+        self.assertEqual(config_forward.source, "config")
+        # LOCAL: added, carries bytes at once, counted.
+        added = add(F.AddForwardRequest(forward=F.Forward(
+            id="py-local", kind=F.FORWARD_KIND_LOCAL, upstream="far", listen="127.0.0.1:0", target=target)))
+        self.assertEqual(added.forward.forward.id, "py-local")
+        self.assertEqual(added.forward.source, "api")
+        port = int(added.forward.bound.rsplit(":", 1)[1])
+        payload = os.urandom(256 * 1024)
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+            conn.sendall(payload)
+            conn.shutdown(socket.SHUT_WR)
+            echoed = b""
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                echoed += chunk
+        self.assertEqual(echoed, payload)
+        deadline = time.time() + 10
+        info = self.forward_info("py-local")
+        while info.bytes_in < len(payload) and time.time() < deadline:
+            time.sleep(0.05)
+            info = self.forward_info("py-local")
+        self.assertEqual((info.state, info.connections, info.bytes_in, info.bytes_out),
+                         ("active", 1, len(payload), len(payload)))
+        # REMOTE and DYNAMIC: the agent picks the id; REMOTE turns active once the far agent listens.
+        remote = add(F.AddForwardRequest(forward=F.Forward(
+            kind=F.FORWARD_KIND_REMOTE, upstream="far", listen="127.0.0.1:0", target=target)))
+        remote_id = remote.forward.forward.id
+        self.assertRegex(remote_id, r"^fwd-[0-9a-f]{8}$")
+        deadline = time.time() + 10
+        while self.forward_info(remote_id).state != "active" and time.time() < deadline:
+            time.sleep(0.05)
+        remote_info = self.forward_info(remote_id)
+        self.assertEqual(remote_info.state, "active")
+        far_port = int(remote_info.bound.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", far_port), timeout=20) as conn:
+            conn.sendall(b"ping")
+            self.assertEqual(conn.recv(4), b"ping")
+        dynamic = add(F.AddForwardRequest(forward=F.Forward(
+            kind=F.FORWARD_KIND_DYNAMIC, upstream="far", listen="127.0.0.1:0")))
+        self.assertEqual(dynamic.forward.forward.kind, F.FORWARD_KIND_DYNAMIC)
+        # Bad requests: the right code, a message naming the field, nothing changed.
+        before = self.forwards_stub.ListForwards(F.ListForwardsRequest())
+        cases = (
+            (F.Forward(kind=F.FORWARD_KIND_LOCAL, upstream="far", listen="127.0.0.1:0"),
+             grpc.StatusCode.INVALID_ARGUMENT, "forward.target: is required"),
+            (F.Forward(upstream="far", listen="127.0.0.1:0", target=target),
+             grpc.StatusCode.INVALID_ARGUMENT, "forward.kind: must be DYNAMIC, LOCAL or REMOTE"),
+            (F.Forward(kind=F.FORWARD_KIND_LOCAL, upstream="nope", listen="127.0.0.1:0", target=target),
+             grpc.StatusCode.INVALID_ARGUMENT, "forward.upstream: no upstream named 'nope'"),
+            (F.Forward(kind=F.FORWARD_KIND_LOCAL, upstream="far", listen="127.0.0.1:0", target="x:0"),
+             grpc.StatusCode.INVALID_ARGUMENT, "forward.target: 'x:0'"),
+            (F.Forward(id="py-local", kind=F.FORWARD_KIND_LOCAL, upstream="far", listen="127.0.0.1:0",
+                       target=target),
+             grpc.StatusCode.ALREADY_EXISTS, "forward.id: a forward with id 'py-local' exists"),
+            (F.Forward(kind=F.FORWARD_KIND_LOCAL, upstream="far", listen=target, target=target),
+             grpc.StatusCode.ALREADY_EXISTS, "Address already in use"),
+        )
+        for forward, code, needle in cases:
+            self.assertRpcError(lambda: add(F.AddForwardRequest(forward=forward)), code, needle)
+        self.assertRpcError(lambda: self.forwards_stub.RemoveForward(F.RemoveForwardRequest(id="nothing")),
+                            grpc.StatusCode.NOT_FOUND, "id: no forward 'nothing'")
+        self.assertRpcError(lambda: self.forwards_stub.RemoveForward(F.RemoveForwardRequest(id="far/L0")),
+                            grpc.StatusCode.FAILED_PRECONDITION, "comes from the configuration file")
+        after = self.forwards_stub.ListForwards(F.ListForwardsRequest())
+        self.assertEqual([f.forward for f in after.forwards], [f.forward for f in before.forwards])
+        # Remove: gone from the list, the listener closed.
+        for forward_id in ("py-local", remote_id, dynamic.forward.forward.id):
+            self.forwards_stub.RemoveForward(F.RemoveForwardRequest(id=forward_id))
+            self.assertIsNone(self.forward_info(forward_id))
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
     # ---- grpc.health.v1 ----
 
