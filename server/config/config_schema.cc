@@ -218,6 +218,21 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
     return ParsePath(v, c.member);                                                  \
   },                                                                                \
       nullptr, [](const AgentConfig& c) { return std::vector<std::string>{c.member}; }
+// An optional host:port that reads and prints "off" when unset.
+#define ALKNET_OFF_OR_ADDRESS_FIELD(member)                                                   \
+  [](AgentConfig& c, std::string_view v) -> absl::Status {                                    \
+    if (v == "off") {                                                                         \
+      c.member.reset();                                                                       \
+      return absl::OkStatus();                                                                \
+    }                                                                                         \
+    absl::StatusOr<HostPort> address = ParseHostPort(v);                                      \
+    if (!address.ok()) return address.status();                                               \
+    c.member = *std::move(address);                                                           \
+    return absl::OkStatus();                                                                  \
+  },                                                                                          \
+      nullptr, [](const AgentConfig& c) {                                                     \
+        return std::vector<std::string>{c.member ? c.member->ToString() : "off"};            \
+      }
 #define ALKNET_INT_FIELD(member, range)                                                     \
   [](AgentConfig& c, std::string_view v) { return ParseInt(v, range, c.member); }, nullptr, \
       [](const AgentConfig& c) { return std::vector<std::string>{absl::StrCat(c.member)}; }
@@ -352,20 +367,7 @@ const std::array<FieldDef, 29>& Table() {
        ALKNET_OPTIONAL_PATH_FIELD(tls.stealth_backend)},
       {{"metrics.listen", "--metrics-listen", FieldKind::kScalar,
         "host:port of /metrics, /healthz and /readyz, or off (default 127.0.0.1:9464)"},
-       [](AgentConfig& c, std::string_view v) -> absl::Status {
-         if (v == "off") {
-           c.metrics.listen.reset();
-           return absl::OkStatus();
-         }
-         absl::StatusOr<HostPort> address = ParseHostPort(v);
-         if (!address.ok()) return address.status();
-         c.metrics.listen = *std::move(address);
-         return absl::OkStatus();
-       },
-       nullptr,
-       [](const AgentConfig& c) {
-         return std::vector<std::string>{c.metrics.listen ? c.metrics.listen->ToString() : "off"};
-       }},
+       ALKNET_OFF_OR_ADDRESS_FIELD(metrics.listen)},
       {{"metrics.key_labels", "--metrics-key-label", FieldKind::kList,
         "LABEL=SHA256:fingerprint: give this key its own metric series; repeatable, at most 200 "
         "(default none)"},
@@ -381,20 +383,7 @@ const std::array<FieldDef, 29>& Table() {
        ALKNET_OPTIONAL_PATH_FIELD(admin.socket)},
       {{"admin.listen", "--admin-listen", FieldKind::kScalar,
         "host:port of a TCP admin API listener (mutual TLS only), or off (default off)"},
-       [](AgentConfig& c, std::string_view v) -> absl::Status {
-         if (v == "off") {
-           c.admin.listen.reset();
-           return absl::OkStatus();
-         }
-         absl::StatusOr<HostPort> address = ParseHostPort(v);
-         if (!address.ok()) return address.status();
-         c.admin.listen = *std::move(address);
-         return absl::OkStatus();
-       },
-       nullptr,
-       [](const AgentConfig& c) {
-         return std::vector<std::string>{c.admin.listen ? c.admin.listen->ToString() : "off"};
-       }},
+       ALKNET_OFF_OR_ADDRESS_FIELD(admin.listen)},
       {{"admin.tls_cert", "--admin-tls-cert", FieldKind::kScalar,
         "PEM certificate (chain) of the TCP admin listener (default none)"},
        ALKNET_OPTIONAL_PATH_FIELD(admin.tls_cert)},
@@ -411,6 +400,7 @@ const std::array<FieldDef, 29>& Table() {
 
 #undef ALKNET_PATH_LIST_FIELD
 #undef ALKNET_OPTIONAL_PATH_FIELD
+#undef ALKNET_OFF_OR_ADDRESS_FIELD
 #undef ALKNET_INT_FIELD
 #undef ALKNET_DURATION_FIELD
 
