@@ -240,6 +240,16 @@ bool NginxEmulator::StepRequestLine(char c, absl::Time now, std::string& out, Ne
     Error(400, now, out, next);
     return false;
   };
+  // A request line that ends before " HTTP/x.y" is HTTP/0.9 (one more '\n' after a '\r').
+  auto http09_line_end = [&] {
+    r.http09 = true;
+    if (c == '\r') {
+      state_ = State::kHttp09AlmostDone;
+      return true;
+    }
+    HeadComplete(now, out, next);
+    return false;
+  };
   switch (state_) {
     case State::kStart:
       started_ = true;
@@ -306,13 +316,7 @@ bool NginxEmulator::StepRequestLine(char c, absl::Time now, std::string& out, Ne
       }
       if (c == '\r' || c == '\n') {
         r.path = "/";
-        r.http09 = true;
-        if (c == '\r') {
-          state_ = State::kHttp09AlmostDone;
-          return true;
-        }
-        HeadComplete(now, out, next);
-        return false;
+        return http09_line_end();
       }
       return bad();
     case State::kPath:
@@ -320,15 +324,7 @@ bool NginxEmulator::StepRequestLine(char c, absl::Time now, std::string& out, Ne
         state_ = State::kSpacesAfterUri;
         return true;
       }
-      if (c == '\r' || c == '\n') {
-        r.http09 = true;
-        if (c == '\r') {
-          state_ = State::kHttp09AlmostDone;
-          return true;
-        }
-        HeadComplete(now, out, next);
-        return false;
-      }
+      if (c == '\r' || c == '\n') return http09_line_end();
       if (IsControl(c)) return bad();
       r.path.push_back(c);
       return true;
@@ -338,15 +334,7 @@ bool NginxEmulator::StepRequestLine(char c, absl::Time now, std::string& out, Ne
         state_ = State::kHttpH;
         return true;
       }
-      if (c == '\r' || c == '\n') {
-        r.http09 = true;
-        if (c == '\r') {
-          state_ = State::kHttp09AlmostDone;
-          return true;
-        }
-        HeadComplete(now, out, next);
-        return false;
-      }
+      if (c == '\r' || c == '\n') return http09_line_end();
       return bad();
     case State::kHttpH:
       if (c != 'T') return bad();
