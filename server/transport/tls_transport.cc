@@ -155,6 +155,8 @@ class TlsConnection final : public FdHandler {
     switch (Classify(rc, &ignored)) {
       case Io::kWantRead: SetTlsInterest(EPOLLIN); return;
       case Io::kWantWrite: SetTlsInterest(EPOLLOUT); return;
+      // An EOF (SSL_OP_IGNORE_UNEXPECTED_EOF reports a bare TCP close that way) has no error.
+      case Io::kEof: FailHandshake("TLS handshake: connection closed by the client"); return;
       default: FailHandshake(absl::StrCat("TLS handshake: ", last_error_)); return;
     }
   }

@@ -296,6 +296,29 @@ TEST_F(TlsClientTest, ReconnectsAfterTheServerRestarts) {
   close(fd);
 }
 
+// Keepalives through the bridge: an idle but live server is kept (the keepalive check cannot
+// read TCP_INFO from the socketpair, so only what arrives through the bridge counts), a
+// stopped one is detected and the session comes back after it resumes.
+TEST_F(TlsClientTest, KeepalivesKeepAnIdleSessionAndDetectASilentServer) {
+  StartAgent();
+  EchoServer echo;
+  ClientProcess client(dir_, ClientArgs({"--tls-fingerprint", tls_fingerprint_,
+                                         "--keepalive-interval", "1s", "--keepalive-timeout", "3s"},
+                                        echo.port()));
+  ASSERT_TRUE(client.WaitForLog("upstream connected")) << client.Log();
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  EXPECT_THAT(client.Log(), Not(HasSubstr("keepalive timeout")));
+  agent_->process().Signal(SIGSTOP);
+  EXPECT_TRUE(client.WaitForLog("keepalive timeout", std::chrono::seconds(10))) << client.Log();
+  agent_->process().Signal(SIGCONT);
+  EXPECT_TRUE(client.WaitForLog("upstream connection lost")) << client.Log();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (client.CountInLog("upstream connected") < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(client.CountInLog("upstream connected"), 2) << client.Log();
+}
+
 // A tls:// client pointed at a plain SSH port: the handshake fails with a reason, no hang.
 TEST_F(TlsClientTest, PlainSshPortFailsTheHandshake) {
   StartAgent();
