@@ -154,7 +154,7 @@ std::string UsageText() {
       "Commands:\n"
       "  serve                      run the agent (the default); upstreams: in the config file\n"
       "                             run the client role next to the server\n"
-      "  connect --server tcp://HOST:PORT --identity FILE [upstream flags...]\n"
+      "  connect --server tcp://HOST:PORT|tls://HOST:PORT --identity FILE [upstream flags...]\n"
       "                             client role only: one SSH connection to HOST with a SOCKS5\n"
       "                             listener and -L / -R forwards (docs/configuration.md)\n"
       "\n"

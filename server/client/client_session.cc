@@ -96,7 +96,7 @@ void ClientSession::OnTcpConnected(absl::StatusOr<UniqueFd> fd) {
     return;
   }
   if (!config.proxy) {
-    StartSsh(*std::move(fd));
+    StartStream(*std::move(fd));
     return;
   }
   phase_ = Phase::kProxy;
@@ -109,9 +109,40 @@ void ClientSession::OnTcpConnected(absl::StatusOr<UniqueFd> fd) {
           Fail({absl::StrCat("proxy: ", tunnel.status().message())});
           return;
         }
-        StartSsh(*std::move(tunnel));
+        StartStream(*std::move(tunnel));
       });
   proxy_->Start();
+}
+
+// tls://: the TLS transport turns the socket into the plain end of its bridge; SSH below never
+// knows. Its failures ("tls: ...") end the attempt like any other.
+void ClientSession::StartStream(UniqueFd fd) {
+  const config::UpstreamConfig& config = env_.config;
+  if (config.server.scheme != "tls") {
+    StartSsh(std::move(fd));
+    return;
+  }
+  TlsClientOptions options{config.server.address.host, config.tls_server_name, config.tls_ca_file,
+                           config.tls_fingerprint, config.tls_insecure};
+  tls_ = std::make_unique<TlsClientStream>(
+      env_.loop, env_.logger, config.name, std::move(fd), std::move(options),
+      [this](absl::StatusOr<UniqueFd> plain) {
+        if (!plain.ok()) {
+          Fail({std::string(plain.status().message())});
+          return;
+        }
+        const config::UpstreamConfig& config = env_.config;
+        if (config.tls_insecure) {
+          env_.logger.Warn("client", "tls certificate not checked (tls_insecure)",
+                           {{"upstream", config.name}, {"server", server_},
+                            {"presented", tls_->presented_fingerprint()}});
+        }
+        env_.logger.Debug("client", "tls established",
+                          {{"upstream", config.name}, {"version", tls_->version()},
+                           {"cipher", tls_->cipher()}, {"sha256", tls_->presented_fingerprint()}});
+        StartSsh(*std::move(plain));
+      });
+  tls_->Start();
 }
 
 void ClientSession::StartSsh(UniqueFd fd) {
@@ -657,6 +688,10 @@ void ClientSession::Teardown(std::vector<std::unique_ptr<StreamRequest>>* unansw
   if (event_ != nullptr) {
     ssh_event_free(event_);
     event_ = nullptr;
+  }
+  if (tls_) {  // after ssh_free: the bridge passes on what SSH wrote last, then close_notify
+    tls_->Close();
+    env_.loop.DeleteLater(std::move(tls_));
   }
 }
 

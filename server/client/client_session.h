@@ -1,5 +1,6 @@
 // One SSH client connection to an upstream server on an event loop, never blocking:
-// TCP connect (optionally through a proxy) -> ssh_connect -> host key check -> public-key auth
+// TCP connect (optionally through a proxy) -> TLS for tls:// servers (a socketpair bridge,
+// server/transport/tls_client.h) -> ssh_connect -> host key check -> public-key auth
 // -> -R requests -> ready. Ready, it opens direct-tcpip channels for local connections, accepts
 // forwarded-tcpip channels for -R, relays both with ChannelRelay, and sends keepalives.
 // docs/adr/0008-client-event-model.md explains the model.
@@ -25,6 +26,7 @@
 #include "server/loop/event_loop.h"
 #include "server/metrics/engine_metrics.h"
 #include "server/ssh/channel_relay.h"
+#include "server/transport/tls_client.h"
 
 namespace alknet {
 
@@ -107,6 +109,7 @@ class ClientSession final : public FdHandler, public RelayOwner {
   };
 
   void OnTcpConnected(absl::StatusOr<UniqueFd> fd);
+  void StartStream(UniqueFd fd);  // tls:// first, then StartSsh
   void StartSsh(UniqueFd fd);
   void Step();                 // handshake phases
   bool CheckHostKey();         // false: refused (Fail called)
@@ -138,6 +141,7 @@ class ClientSession final : public FdHandler, public RelayOwner {
 
   std::unique_ptr<ConnectAttempt> tcp_;
   std::unique_ptr<ProxyHandshake> proxy_;
+  std::unique_ptr<TlsClientStream> tls_;  // tls:// servers: handshake, then the bridge
   EventLoop::TimerId handshake_timer_ = 0;
   EventLoop::TimerId keepalive_timer_ = 0;
   absl::Time last_rx_ = absl::Now();

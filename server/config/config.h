@@ -78,7 +78,7 @@ struct ForwardSpec {
 // holds its field table; `alknet-agent connect` flags map onto one upstream).
 struct UpstreamConfig {
   std::string name;                    // metrics label; default: the server's host:port
-  EndpointUrl server;                  // tcp://host:port (required)
+  EndpointUrl server;                  // tcp:// or tls://host:port (required)
   std::string user;                    // empty: the local user's name
   std::string identity;                // private key file (required)
   std::optional<HostPort> socks5;      // local SOCKS5 listener
@@ -90,6 +90,10 @@ struct UpstreamConfig {
   std::string host_key_fingerprint;    // or a pinned "SHA256:..." fingerprint
   bool insecure_accept_any_host_key = false;
   std::optional<EndpointUrl> proxy;    // socks5://host:port or http://host:port
+  std::string tls_server_name;         // tls://: SNI and certificate name; empty: the host
+  std::string tls_ca_file;             // tls://: PEM CA bundle; empty: the system roots
+  std::string tls_fingerprint;         // tls://: pinned leaf SHA-256, "AB:CD:..." (normalized)
+  bool tls_insecure = false;           // tls://: no certificate check at all
   absl::Duration handshake_timeout = absl::Seconds(15);   // TCP + proxy + SSH + auth
   absl::Duration keepalive_interval = absl::Seconds(15);
   absl::Duration keepalive_timeout = absl::Seconds(45);   // silent peer -> reconnect

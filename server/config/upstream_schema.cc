@@ -3,6 +3,7 @@
 
 #include <array>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/strings.h"
@@ -100,8 +101,8 @@ absl::Status CheckHost(std::string_view text, std::string_view host) {
 absl::Status ParseServer(std::string_view text, EndpointUrl& out) {
   absl::StatusOr<EndpointUrl> url = ParseEndpointUrl(text);
   if (!url.ok()) return url.status();
-  if (url->scheme != "tcp") {
-    return Bad(absl::StrCat("'", Shown(text), "': upstreams are reached over tcp:// only"));
+  if (url->scheme != "tcp" && url->scheme != "tls") {
+    return Bad(absl::StrCat("'", Shown(text), "': upstreams are reached over tcp:// or tls:// only"));
   }
   if (url->address.port == 0) return Bad(absl::StrCat("'", Shown(text), "' needs a port"));
   if (absl::Status status = CheckHost(text, url->address.host); !status.ok()) return status;
@@ -157,6 +158,48 @@ absl::Status ParseFingerprint(std::string_view text, std::string& out) {
   return absl::OkStatus();
 }
 
+// A TLS certificate pin: "SHA256:" + 64 hex digits, with or without ':' between the pairs, or
+// the "AB:CD:..." form the server logs (sha256=...) and `openssl x509 -fingerprint -sha256`
+// prints. Stored as that last form, upper case, which is what the client compares.
+absl::Status ParseTlsFingerprint(std::string_view text, std::string& out) {
+  if (text.empty()) {
+    out.clear();
+    return absl::OkStatus();
+  }
+  auto bad = [&] {
+    return Bad(absl::StrCat("'", Shown(text),
+                            "' is not a SHA256:<64 hex digits> or AB:CD:... certificate fingerprint"));
+  };
+  std::string_view hex = text;
+  if (hex.size() >= 7 && absl::AsciiStrToUpper(Sv(hex.substr(0, 7))) == "SHA256:") hex.remove_prefix(7);
+  std::string digits;
+  bool colons = hex.size() == 32 * 3 - 1;
+  if (!colons && hex.size() != 64) return bad();
+  for (size_t i = 0; i < hex.size(); ++i) {
+    char c = hex[i];
+    if (colons && i % 3 == 2) {
+      if (c != ':') return bad();
+      continue;
+    }
+    if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return bad();
+    digits.push_back(absl::ascii_toupper(static_cast<unsigned char>(c)));
+  }
+  out.clear();
+  for (size_t i = 0; i < digits.size(); i += 2) {
+    if (i > 0) out.push_back(':');
+    out.append(digits, i, 2);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseServerName(std::string_view text, std::string& out) {
+  if (!text.empty()) {
+    if (absl::Status status = CheckHost(text, text); !status.ok()) return status;
+  }
+  out = std::string(text);
+  return absl::OkStatus();
+}
+
 using Setter = absl::Status (*)(UpstreamConfig&, std::string_view);
 using Clearer = void (*)(UpstreamConfig&);
 using Printer = std::vector<std::string> (*)(const UpstreamConfig&);
@@ -183,14 +226,15 @@ std::vector<std::string> Forwards(const std::vector<ForwardSpec>& forwards) {
   [](UpstreamConfig& u, std::string_view v) { return ParseBoundedDuration(v, max, u.member); }, \
       nullptr, [](const UpstreamConfig& u) { return One(config::FormatDuration(u.member)); }
 
-const std::array<UpstreamFieldDef, 18>& Table() {
-  static const std::array<UpstreamFieldDef, 18> table = {{
+const std::array<UpstreamFieldDef, 22>& Table() {
+  static const std::array<UpstreamFieldDef, 22> table = {{
       {{"name", "--name", FieldKind::kScalar, true,
         "label of this upstream in logs and metrics, [A-Za-z0-9_.:-]{1,64} "
         "(default the server's host:port)"},
        ALKNET_UPSTREAM_TEXT(name)},
       {{"server", "--server", FieldKind::kScalar, true,
-        "SSH server to connect to, tcp://HOST:PORT (required; default none)"},
+        "SSH server to connect to, tcp://HOST:PORT or tls://HOST:PORT (SSH inside TLS, e.g. "
+        "an agent's tls:// listener) (required; default none)"},
        [](UpstreamConfig& u, std::string_view v) { return ParseServer(v, u.server); }, nullptr,
        [](const UpstreamConfig& u) {
          return One(u.server.address.host.empty() ? std::string() : u.server.ToString());
@@ -251,6 +295,25 @@ const std::array<UpstreamFieldDef, 18>& Table() {
         "(default none)"},
        [](UpstreamConfig& u, std::string_view v) { return ParseProxy(v, u.proxy); }, nullptr,
        [](const UpstreamConfig& u) { return One(u.proxy ? u.proxy->ToString() : ""); }},
+      {{"tls_server_name", "--tls-server-name", FieldKind::kScalar, true,
+        "tls:// only: the name sent as SNI and checked in the server's certificate (default "
+        "the server's host; an IP literal is checked as an IP address, without SNI)"},
+       [](UpstreamConfig& u, std::string_view v) { return ParseServerName(v, u.tls_server_name); },
+       nullptr, [](const UpstreamConfig& u) { return One(u.tls_server_name); }},
+      {{"tls_ca_file", "--tls-ca-file", FieldKind::kScalar, true,
+        "tls:// only: PEM CA bundle the server's certificate must chain to (default the "
+        "system's roots)"},
+       ALKNET_UPSTREAM_TEXT(tls_ca_file)},
+      {{"tls_fingerprint", "--tls-fingerprint", FieldKind::kScalar, true,
+        "tls:// only: pinned SHA-256 of the server's certificate, SHA256:<hex> or AB:CD:... as "
+        "the server logs it (sha256=); replaces the chain and name check (default none)"},
+       [](UpstreamConfig& u, std::string_view v) { return ParseTlsFingerprint(v, u.tls_fingerprint); },
+       nullptr, [](const UpstreamConfig& u) { return One(u.tls_fingerprint); }},
+      {{"tls_insecure", "--tls-insecure", FieldKind::kScalar, false,
+        "tls:// only: accept any server certificate without checking (testing only; default "
+        "false)"},
+       [](UpstreamConfig& u, std::string_view v) { return ParseBool(v, u.tls_insecure); }, nullptr,
+       [](const UpstreamConfig& u) { return One(u.tls_insecure ? "true" : "false"); }},
       {{"handshake_timeout", "--handshake-timeout", FieldKind::kScalar, true,
         "TCP connect, proxy, SSH handshake and authentication must finish within this, "
         ">0 and <=5m (default 15s)"},
@@ -387,7 +450,9 @@ absl::Status ValidateUpstreams(const std::vector<UpstreamConfig>& upstreams) {
     auto error = [&](std::string_view field, std::string_view message) {
       return absl::InvalidArgumentError(absl::StrCat("upstreams[", i, "].", Sv(field), ": ", Sv(message)));
     };
-    if (u.server.address.host.empty()) return error("server", "is required (tcp://HOST:PORT)");
+    if (u.server.address.host.empty()) {
+      return error("server", "is required (tcp://HOST:PORT or tls://HOST:PORT)");
+    }
     if (u.identity.empty()) return error("identity", "is required (a private key file)");
     if (u.name.empty() || u.name.size() > 64) return error("name", "must be 1..64 characters");
     for (char c : u.name) {
@@ -419,6 +484,24 @@ absl::Status ValidateUpstreams(const std::vector<UpstreamConfig>& upstreams) {
     }
     if (!u.socks5_username.empty() && !u.socks5) {
       return error("socks5_username", "needs a socks5 listener");
+    }
+    if (u.server.scheme != "tls") {
+      const std::pair<std::string_view, bool> tls_fields[] = {
+          {"tls_server_name", !u.tls_server_name.empty()},
+          {"tls_ca_file", !u.tls_ca_file.empty()},
+          {"tls_fingerprint", !u.tls_fingerprint.empty()},
+          {"tls_insecure", u.tls_insecure}};
+      for (const auto& [field, set] : tls_fields) {
+        if (set) return error(field, "applies to a tls:// server only");
+      }
+    }
+    if (u.tls_insecure && !u.tls_fingerprint.empty()) {
+      return error("tls_insecure", "tls_insecure and tls_fingerprint are exclusive");
+    }
+    if (!u.tls_ca_file.empty() && (u.tls_insecure || !u.tls_fingerprint.empty())) {
+      return error("tls_ca_file", absl::StrCat("is not used with ",
+                                               u.tls_insecure ? "tls_insecure" : "tls_fingerprint",
+                                               " (give one way to check the certificate)"));
     }
     if (u.keepalive_timeout <= u.keepalive_interval) {
       return error("keepalive_timeout", "must be longer than keepalive_interval");

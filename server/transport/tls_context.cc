@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/common/errno_status.h"
 #include "server/common/strings.h"
+#include "server/transport/openssl_status.h"
 
 namespace alknet {
 namespace {
@@ -32,18 +33,6 @@ constexpr const char* kTls12Ciphers =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
-
-std::string OpenSslErrors() {
-  std::string text;
-  unsigned long code;
-  while ((code = ERR_get_error()) != 0) {
-    char buffer[256];
-    ERR_error_string_n(code, buffer, sizeof(buffer));
-    if (!text.empty()) text += "; ";
-    text += buffer;
-  }
-  return text.empty() ? "unknown OpenSSL error" : text;
-}
 
 int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
                unsigned int inlen, void*) {
@@ -66,19 +55,6 @@ bool FileExists(const std::string& path) {
   return stat(path.c_str(), &st) == 0;
 }
 
-std::string Fingerprint(X509* cert) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  if (X509_digest(cert, EVP_sha256(), digest, &length) != 1) return "";
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned int i = 0; i < length; ++i) {
-    if (i > 0) out.push_back(':');
-    out.push_back(kHex[digest[i] >> 4]);
-    out.push_back(kHex[digest[i] & 0xf]);
-  }
-  return out;
-}
 
 // Writes `contents` to a new file `path` (O_EXCL) with `mode`.
 absl::Status WriteNewFile(const std::string& path, const std::string& contents, mode_t mode) {
@@ -120,11 +96,26 @@ bool AddExtension(X509* cert, int nid, const std::string& value) {
 
 }  // namespace
 
+std::string CertificateFingerprint(X509* cert) {
+  if (cert == nullptr) return "";
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (X509_digest(cert, EVP_sha256(), digest, &length) != 1) return "";
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned int i = 0; i < length; ++i) {
+    if (i > 0) out.push_back(':');
+    out.push_back(kHex[digest[i] >> 4]);
+    out.push_back(kHex[digest[i] & 0xf]);
+  }
+  return out;
+}
+
 absl::Status GenerateSelfSignedCertificate(const std::string& cert_path,
                                            const std::string& key_path, const std::string& host) {
   ERR_clear_error();
   std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(EVP_EC_gen("P-256"), EVP_PKEY_free);
-  if (!key) return absl::InternalError(absl::StrCat("EC key generation: ", OpenSslErrors()));
+  if (!key) return OpenSslStatus(absl::StatusCode::kInternal, "EC key generation");
   std::unique_ptr<X509, decltype(&X509_free)> cert(X509_new(), X509_free);
   if (!cert) return absl::InternalError("X509_new failed");
   X509_set_version(cert.get(), 2);
@@ -152,17 +143,17 @@ absl::Status GenerateSelfSignedCertificate(const std::string& cert_path,
       !AddExtension(cert.get(), NID_key_usage, "critical,digitalSignature") ||
       !AddExtension(cert.get(), NID_ext_key_usage, "serverAuth") ||
       !AddExtension(cert.get(), NID_subject_key_identifier, "hash")) {
-    return absl::InternalError(absl::StrCat("certificate extensions: ", OpenSslErrors()));
+    return OpenSslStatus(absl::StatusCode::kInternal, "certificate extensions");
   }
   if (X509_sign(cert.get(), key.get(), EVP_sha256()) == 0) {
-    return absl::InternalError(absl::StrCat("certificate signing: ", OpenSslErrors()));
+    return OpenSslStatus(absl::StatusCode::kInternal, "certificate signing");
   }
   std::unique_ptr<BIO, decltype(&BIO_free)> key_pem(BIO_new(BIO_s_mem()), BIO_free);
   std::unique_ptr<BIO, decltype(&BIO_free)> cert_pem(BIO_new(BIO_s_mem()), BIO_free);
   if (PEM_write_bio_PrivateKey(key_pem.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) !=
           1 ||
       PEM_write_bio_X509(cert_pem.get(), cert.get()) != 1) {
-    return absl::InternalError(absl::StrCat("PEM encoding: ", OpenSslErrors()));
+    return OpenSslStatus(absl::StatusCode::kInternal, "PEM encoding");
   }
   if (absl::Status status = WriteNewFile(key_path, BioContents(key_pem.get()), 0600); !status.ok()) {
     return status;
@@ -180,7 +171,7 @@ absl::StatusOr<SslCtxPtr> BuildServerContext(const std::string& cert_path,
                                              std::string* fingerprint) {
   ERR_clear_error();
   SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()), SslCtxDeleter());
-  if (!ctx) return absl::InternalError(absl::StrCat("SSL_CTX_new: ", OpenSslErrors()));
+  if (!ctx) return OpenSslStatus(absl::StatusCode::kInternal, "SSL_CTX_new");
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
   SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                      SSL_OP_IGNORE_UNEXPECTED_EOF);
@@ -191,25 +182,27 @@ absl::StatusOr<SslCtxPtr> BuildServerContext(const std::string& cert_path,
   SSL_CTX_set_read_ahead(ctx.get(), 1);
   SSL_CTX_set_default_read_buffer_len(ctx.get(), 64 * 1024);
   if (SSL_CTX_set_cipher_list(ctx.get(), kTls12Ciphers) != 1) {
-    return absl::InternalError(absl::StrCat("cipher list: ", OpenSslErrors()));
+    return OpenSslStatus(absl::StatusCode::kInternal, "cipher list");
   }
   SSL_CTX_set_alpn_select_cb(ctx.get(), SelectAlpn, nullptr);
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert_path.c_str()) != 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("TLS certificate ", cert_path, ": cannot load PEM certificate chain: ",
-                     OpenSslErrors()));
+                     OpenSslErrorText()));
   }
   if (SSL_CTX_use_PrivateKey_file(ctx.get(), key_path.c_str(), SSL_FILETYPE_PEM) != 1) {
     return absl::InvalidArgumentError(absl::StrCat("TLS key ", key_path,
                                                    ": cannot load PEM private key: ",
-                                                   OpenSslErrors()));
+                                                   OpenSslErrorText()));
   }
   if (SSL_CTX_check_private_key(ctx.get()) != 1) {
     return absl::InvalidArgumentError(absl::StrCat("TLS key ", key_path,
                                                    " does not match the certificate ", cert_path,
-                                                   ": ", OpenSslErrors()));
+                                                   ": ", OpenSslErrorText()));
   }
-  if (fingerprint != nullptr) *fingerprint = Fingerprint(SSL_CTX_get0_certificate(ctx.get()));
+  if (fingerprint != nullptr) {
+    *fingerprint = CertificateFingerprint(SSL_CTX_get0_certificate(ctx.get()));
+  }
   return ctx;
 }
 

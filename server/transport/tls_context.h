@@ -30,6 +30,10 @@ struct TlsCertificateInfo {
   bool generated = false;
 };
 
+// SHA-256 of the DER certificate in OpenSSL's "AB:CD:..." form (32 upper-case hex pairs joined
+// by ':'), the form the server logs and tls_fingerprint accepts; "" for nullptr.
+std::string CertificateFingerprint(X509* cert);
+
 // Writes a fresh self-signed EC P-256 certificate (CN and SAN = `host`, 10 years) and its key
 // (mode 0600) to the given paths, replacing nothing: fails if either exists.
 absl::Status GenerateSelfSignedCertificate(const std::string& cert_path,

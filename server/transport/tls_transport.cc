@@ -15,37 +15,20 @@
 #include "absl/strings/str_cat.h"
 #include "server/common/errno_status.h"
 #include "server/transport/stealth_responder.h"
+#include "server/transport/tls_relay.h"
 
 namespace alknet {
 namespace {
 
-constexpr size_t kChunk = 64 * 1024;          // relay read size, like ChannelRelay
-constexpr size_t kTlsRecord = 16 * 1024;      // one SSL_read returns at most a record
 constexpr absl::Duration kLinger = absl::Seconds(2);
 constexpr absl::Duration kBackendConnectTimeout = absl::Seconds(5);
 // One side has closed and our close_notify/FIN is out: how long the other side may still
 // take to finish (nginx's lingering_time).
 constexpr absl::Duration kHalfClosedLimit = absl::Seconds(30);
 
-// One relay buffer per worker thread: the relay never keeps more than the unsent tail.
-char* Scratch() {
-  thread_local std::unique_ptr<char[]> buffer(new char[kChunk]);
-  return buffer.get();
-}
-
-std::string SslErrorText(int ssl_error) {
-  unsigned long code = ERR_peek_last_error();
-  std::string detail;
-  if (code != 0) {
-    char buffer[256];
-    ERR_error_string_n(code, buffer, sizeof(buffer));
-    detail = buffer;
-  } else if (ssl_error == SSL_ERROR_SYSCALL) {
-    detail = errno != 0 ? std::strerror(errno) : "connection closed";
-  }
-  ERR_clear_error();
-  return absl::StrCat("ssl error ", ssl_error, detail.empty() ? "" : ": ", detail);
-}
+// One relay buffer per worker thread (shared with the relay).
+char* Scratch() { return TlsRelayScratch(); }
+constexpr size_t kChunk = kTlsRelayChunk;
 
 }  // namespace
 
@@ -76,14 +59,7 @@ class TlsConnection final : public FdHandler {
   }
 
   void OnFdEvents(uint32_t events) override {
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-      tls_read_blocked_ = false;
-      if (tls_write_wants_read_) tls_write_blocked_ = false;
-    }
-    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
-      if (!tls_write_wants_read_) tls_write_blocked_ = false;
-      if (tls_read_wants_write_) tls_read_blocked_ = false;
-    }
+    relay_.OnTlsEvents(events);
     switch (phase_) {
       case Phase::kHandshake: DoHandshake(); break;
       case Phase::kSniff: DoSniff(); break;
@@ -101,7 +77,7 @@ class TlsConnection final : public FdHandler {
       return;
     }
     if (phase_ != Phase::kRelay) return;
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) plain_read_blocked_ = false;
+    relay_.OnPlainEvents(events);
     Pump();
   }
 
@@ -110,7 +86,7 @@ class TlsConnection final : public FdHandler {
 
  private:
   enum class Phase { kHandshake, kSniff, kHttp, kConnecting, kRelay, kLinger, kDone };
-  enum class Io { kOk, kWantRead, kWantWrite, kEof, kError };
+  using Io = TlsIo;
 
   class PlainSide final : public FdHandler {
    public:
@@ -154,21 +130,7 @@ class TlsConnection final : public FdHandler {
 
   // ---- TLS I/O ----
 
-  Io Classify(int rc, int* n) {
-    if (rc > 0) {
-      *n = rc;
-      return Io::kOk;
-    }
-    int error = SSL_get_error(ssl_, rc);
-    switch (error) {
-      case SSL_ERROR_WANT_READ: return Io::kWantRead;
-      case SSL_ERROR_WANT_WRITE: return Io::kWantWrite;
-      case SSL_ERROR_ZERO_RETURN: return Io::kEof;
-      default:
-        last_error_ = SslErrorText(error);
-        return Io::kError;
-    }
-  }
+  Io Classify(int rc, int* n) { return ClassifyTlsIo(ssl_, rc, n, &last_error_); }
 
   Io TlsRead(char* buffer, size_t size, int* n) {
     ERR_clear_error();
@@ -193,6 +155,8 @@ class TlsConnection final : public FdHandler {
     switch (Classify(rc, &ignored)) {
       case Io::kWantRead: SetTlsInterest(EPOLLIN); return;
       case Io::kWantWrite: SetTlsInterest(EPOLLOUT); return;
+      // An EOF (SSL_OP_IGNORE_UNEXPECTED_EOF reports a bare TCP close that way) has no error.
+      case Io::kEof: FailHandshake("TLS handshake: connection closed by the client"); return;
       default: FailHandshake(absl::StrCat("TLS handshake: ", last_error_)); return;
     }
   }
@@ -254,7 +218,7 @@ class TlsConnection final : public FdHandler {
     UniqueFd engine_end(pair[1]);
     CancelTimer();
     phase_ = Phase::kRelay;
-    to_plain_ = std::move(inbuf_);  // the banner (and whatever followed it) goes first
+    relay_.Start(ssl_, plain_fd_.get(), std::move(inbuf_));  // the banner (and what followed) first
     inbuf_.clear();
     Done done = std::move(done_);
     done_ = nullptr;
@@ -262,141 +226,17 @@ class TlsConnection final : public FdHandler {
     Pump();
   }
 
-  // Reads TLS records into `buffer` until it is full or TLS would block.
-  Io ReadTlsInto(char* buffer, size_t size, size_t* got) {
-    *got = 0;
-    while (*got < size) {
-      int n = 0;
-      Io io = TlsRead(buffer + *got, std::min(size - *got, kTlsRecord), &n);
-      if (io != Io::kOk) return io;
-      *got += static_cast<size_t>(n);
-    }
-    return Io::kOk;
-  }
-
-  // Moves bytes both ways until nothing more can move; bounded by one chunk of backlog per
-  // direction (a side that cannot take more stops the other side's reads).
+  // The shared relay (tls_relay.h) moves what it can; a finished or failed relay ends the
+  // connection, a half-closed one gets kHalfClosedLimit to finish.
   void Pump() {
-    char* buffer = Scratch();
-    bool progress = true;
-    while (progress && phase_ == Phase::kRelay) {
-      progress = false;
-      // TLS -> plain.
-      if (!to_plain_.empty()) {
-        ssize_t n = send(plain_fd_.get(), to_plain_.data(), to_plain_.size(), MSG_NOSIGNAL);
-        if (n > 0) {
-          to_plain_.erase(0, static_cast<size_t>(n));
-          progress = true;
-        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-          Teardown();
-          return;
-        }
-      }
-      if (to_plain_.empty() && !tls_eof_ && !tls_read_blocked_) {
-        size_t got = 0;
-        Io io = ReadTlsInto(buffer, kChunk, &got);
-        if (got > 0) {
-          progress = true;
-          ssize_t n = send(plain_fd_.get(), buffer, got, MSG_NOSIGNAL);
-          if (n < 0) {
-            if (errno != EAGAIN && errno != EINTR) {
-              Teardown();
-              return;
-            }
-            n = 0;
-          }
-          if (static_cast<size_t>(n) < got) to_plain_.assign(buffer + n, got - static_cast<size_t>(n));
-        }
-        tls_read_wants_write_ = false;
-        switch (io) {
-          case Io::kOk: break;
-          case Io::kWantRead: tls_read_blocked_ = true; break;
-          case Io::kWantWrite:
-            tls_read_blocked_ = true;
-            tls_read_wants_write_ = true;
-            break;
-          case Io::kEof:
-            tls_eof_ = true;
-            progress = true;
-            break;
-          case Io::kError: Teardown(); return;
-        }
-      }
-      if (tls_eof_ && to_plain_.empty() && !plain_shut_) {
-        shutdown(plain_fd_.get(), SHUT_WR);  // TLS close_notify -> FIN towards SSH/backend
-        plain_shut_ = true;
-      }
-      // plain -> TLS.
-      if (!to_tls_.empty() && !tls_write_blocked_) {
-        int n = 0;
-        if (!WriteTls(to_tls_.data(), to_tls_.size(), &n)) return;
-        if (n > 0) {
-          to_tls_.erase(0, static_cast<size_t>(n));
-          progress = true;
-        }
-      }
-      if (to_tls_.empty() && !plain_eof_ && !plain_read_blocked_ && !tls_shut_) {
-        ssize_t n = recv(plain_fd_.get(), buffer, kChunk, 0);
-        if (n > 0) {
-          progress = true;
-          int written = 0;
-          if (!WriteTls(buffer, static_cast<size_t>(n), &written)) return;
-          if (written < n) to_tls_.assign(buffer + written, static_cast<size_t>(n - written));
-        } else if (n == 0) {
-          plain_eof_ = true;
-          progress = true;
-        } else if (errno == EAGAIN || errno == EINTR) {
-          plain_read_blocked_ = true;
-        } else {
-          Teardown();
-          return;
-        }
-      }
-      if (plain_eof_ && to_tls_.empty() && !tls_shut_) {
-        ERR_clear_error();
-        SSL_shutdown(ssl_);  // FIN from SSH/backend -> close_notify to the client
-        tls_shut_ = true;
-      }
-    }
     if (phase_ != Phase::kRelay) return;
-    if (tls_eof_ && plain_eof_ && to_plain_.empty() && to_tls_.empty()) {
+    if (relay_.Pump() != TlsRelay::State::kRunning) {
       Teardown();
       return;
     }
-    if ((tls_shut_ || plain_shut_) && timer_ == 0) ArmTimer(kHalfClosedLimit);
-    UpdateRelayInterest();
-  }
-
-  // SSL_write of a chunk; false after a fatal error (the connection is torn down). `*n` is the
-  // count written; a blocked write leaves it 0 and the caller keeps the bytes for the retry.
-  bool WriteTls(const char* data, size_t size, int* n) {
-    *n = 0;
-    tls_write_wants_read_ = false;
-    switch (TlsWrite(data, size, n)) {
-      case Io::kOk: return true;
-      case Io::kWantRead:
-        tls_write_blocked_ = true;
-        tls_write_wants_read_ = true;
-        return true;
-      case Io::kWantWrite: tls_write_blocked_ = true; return true;
-      default: Teardown(); return false;
-    }
-  }
-
-  void UpdateRelayInterest() {
-    uint32_t tls = 0;
-    if ((!tls_eof_ && to_plain_.empty() && !tls_read_wants_write_) || tls_write_wants_read_) {
-      tls |= EPOLLIN;
-    }
-    if ((!to_tls_.empty() && tls_write_blocked_ && !tls_write_wants_read_) ||
-        tls_read_wants_write_) {
-      tls |= EPOLLOUT;
-    }
-    uint32_t plain = 0;
-    if (!plain_eof_ && to_tls_.empty() && !tls_shut_) plain |= EPOLLIN;
-    if (!to_plain_.empty()) plain |= EPOLLOUT;
-    SetTlsInterest(tls);
-    SetPlainInterest(plain);
+    if (relay_.half_closed() && timer_ == 0) ArmTimer(kHalfClosedLimit);
+    SetTlsInterest(relay_.tls_interest());
+    SetPlainInterest(relay_.plain_interest());
   }
 
   // ---- stealth: nginx's answers, or the backend ----
@@ -490,9 +330,8 @@ class TlsConnection final : public FdHandler {
     setsockopt(plain_fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     CancelTimer();
     phase_ = Phase::kRelay;
-    to_plain_ = std::move(inbuf_);  // what the client already sent goes first
+    relay_.Start(ssl_, plain_fd_.get(), std::move(inbuf_));  // what the client sent goes first
     inbuf_.clear();
-    plain_read_blocked_ = false;
     Pump();
   }
 
@@ -589,17 +428,7 @@ class TlsConnection final : public FdHandler {
   UniqueFd plain_fd_;
   PlainSide plain_side_;
   uint32_t plain_events_ = 0;
-  std::string to_plain_;  // unsent tail towards SSH/backend (<= one chunk)
-  std::string to_tls_;    // unsent tail towards the client (<= one chunk)
-  bool tls_eof_ = false;
-  bool plain_eof_ = false;
-  bool plain_shut_ = false;
-  bool tls_shut_ = false;
-  bool tls_read_blocked_ = false;
-  bool tls_read_wants_write_ = false;
-  bool tls_write_blocked_ = false;
-  bool tls_write_wants_read_ = false;
-  bool plain_read_blocked_ = false;
+  TlsRelay relay_;
 
   // Stealth answers.
   std::unique_ptr<stealth::NginxEmulator> http_;

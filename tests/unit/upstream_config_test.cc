@@ -108,9 +108,17 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"BadServer", "upstreams:\n  - server: h:22\n",
                   "agent.yaml:2:13: upstreams[0].server: 'h:22' is not scheme://host:port (e.g. "
                   "tcp://127.0.0.1:2222)"},
-        ErrorCase{"TlsServerNotYet", "upstreams:\n  - server: tls://h:22\n",
-                  "agent.yaml:2:13: upstreams[0].server: 'tls://h:22': upstreams are reached over "
-                  "tcp:// only"},
+        ErrorCase{"UnsupportedScheme", "upstreams:\n  - server: quic://h:22\n",
+                  "agent.yaml:2:13: upstreams[0].server: 'quic://h:22': unsupported transport "
+                  "'quic' (supported: tcp, tls)"},
+        ErrorCase{"BadTlsFingerprint", "upstreams:\n  - tls_fingerprint: SHA256:abc\n",
+                  "agent.yaml:2:22: upstreams[0].tls_fingerprint: 'SHA256:abc' is not a "
+                  "SHA256:<64 hex digits> or AB:CD:... certificate fingerprint"},
+        ErrorCase{"BadTlsServerName", "upstreams:\n  - tls_server_name: a/b\n",
+                  "agent.yaml:2:22: upstreams[0].tls_server_name: 'a/b': the host 'a/b' may only "
+                  "contain letters, digits and . - _ : % *"},
+        ErrorCase{"BadTlsInsecure", "upstreams:\n  - tls_insecure: maybe\n",
+                  "agent.yaml:2:19: upstreams[0].tls_insecure: 'maybe' is not true or false"},
         ErrorCase{"BadForward", "upstreams:\n  - local_forwards: [8080:host]\n",
                   "agent.yaml:2:22: upstreams[0].local_forwards[0]: '8080:host' is not "
                   "[bind:]port:host:hostport (IPv6 addresses in brackets)"},
@@ -140,7 +148,7 @@ TEST(UpstreamValidateTest, RequiredAndExclusiveFields) {
   };
   EXPECT_EQ(validate([](UpstreamConfig&) {}), "");
   EXPECT_EQ(validate([](UpstreamConfig& u) { u.server = {}; }),
-            "upstreams[0].server: is required (tcp://HOST:PORT)");
+            "upstreams[0].server: is required (tcp://HOST:PORT or tls://HOST:PORT)");
   EXPECT_EQ(validate([](UpstreamConfig& u) { u.identity.clear(); }),
             "upstreams[0].identity: is required (a private key file)");
   EXPECT_EQ(validate([](UpstreamConfig& u) { u.known_hosts.clear(); }),
@@ -163,6 +171,178 @@ TEST(UpstreamValidateTest, RequiredAndExclusiveFields) {
   std::vector<UpstreamConfig> twins = {Office(), Office()};
   EXPECT_EQ(Message(ValidateUpstreams(twins)),
             "upstreams[1].name: 'office' is used by upstreams[0] too (give each upstream its own name)");
+}
+
+// ---- tls:// upstreams ----
+
+absl::StatusOr<AgentConfig> BuildConnect(std::vector<const char*> args);  // below
+
+constexpr char kPin[] = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:"
+                        "AB:CD:EF:01:23:45:67:89";
+
+UpstreamConfig TlsUpstream() {
+  UpstreamConfig u = Office();
+  u.server = EndpointUrl{"tls", HostPort{"gw.example.org", 443}};
+  u.proxy.reset();
+  return u;
+}
+
+TEST(UpstreamTlsTest, YamlFieldsAndServerScheme) {
+  AgentConfig config;
+  absl::Status status = ApplyYaml(R"(upstreams:
+  - server: tls://gw.example.org:443
+    identity: /k
+    insecure_accept_any_host_key: true
+    tls_server_name: front.example.org
+    tls_ca_file: /etc/alknet/ca.pem
+  - name: pinned
+    server: tls://127.0.0.1:8443
+    identity: /k
+    insecure_accept_any_host_key: true
+    tls_fingerprint: sha256:abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789
+  - name: insecure
+    server: tls://[::1]:443
+    identity: /k
+    insecure_accept_any_host_key: true
+    tls_insecure: true
+)",
+                                  "agent.yaml", config);
+  ASSERT_TRUE(status.ok()) << status;
+  ASSERT_EQ(config.upstreams.size(), 3u);
+  const UpstreamConfig& first = config.upstreams[0];
+  EXPECT_EQ(first.server, (EndpointUrl{"tls", HostPort{"gw.example.org", 443}}));
+  EXPECT_EQ(first.tls_server_name, "front.example.org");
+  EXPECT_EQ(first.tls_ca_file, "/etc/alknet/ca.pem");
+  EXPECT_TRUE(first.tls_fingerprint.empty());
+  EXPECT_FALSE(first.tls_insecure);
+  EXPECT_EQ(config.upstreams[1].tls_fingerprint, kPin);
+  EXPECT_TRUE(config.upstreams[2].tls_insecure);
+  ResolveDefaults(config);
+  EXPECT_EQ(config.upstreams[0].name, "gw.example.org:443");
+  EXPECT_TRUE(Validate(config).ok()) << Validate(config);
+}
+
+TEST(UpstreamTlsTest, FingerprintFormsNormalizeToTheLoggedForm) {
+  const UpstreamFieldSpec* field = FindUpstreamFieldByKey("tls_fingerprint");
+  ASSERT_NE(field, nullptr);
+  std::string hex = "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+  std::string colons = kPin;
+  std::string lower_colons = "ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:"
+                             "ab:cd:ef:01:23:45:67:89";
+  for (const std::string& text : {"SHA256:" + hex, "sha256:" + hex, "SHA256:" + colons, colons,
+                                  lower_colons, hex}) {
+    UpstreamConfig u;
+    absl::Status status = SetUpstreamField(u, *field, text);
+    ASSERT_TRUE(status.ok()) << text << ": " << status;
+    EXPECT_EQ(u.tls_fingerprint, kPin) << text;
+    EXPECT_EQ(PrintUpstreamField(u, *field), std::vector<std::string>{kPin});
+  }
+  for (const std::string& bad :
+       {std::string("SHA256:") + hex.substr(1), "SHA256:" + hex + "0", "SHA256:" + hex.substr(0, 62) + "zz",
+        std::string("SHA256:GtYsV3fNEe3nBk3vBMTzV/+zgRZkixy+uFXf/k1jrU4"),  // an SSH key fingerprint
+        "MD5:" + hex, colons.substr(0, colons.size() - 3), colons + ":00",
+        "AB-" + colons.substr(3), "AB:CDE" + colons.substr(6), std::string(" ") + colons}) {
+    UpstreamConfig u;
+    absl::Status status = SetUpstreamField(u, *field, bad);
+    EXPECT_EQ(Message(status), "'" + bad + "' is not a SHA256:<64 hex digits> or AB:CD:... certificate fingerprint")
+        << bad;
+    EXPECT_TRUE(u.tls_fingerprint.empty());
+  }
+  UpstreamConfig u;
+  u.tls_fingerprint = kPin;
+  ASSERT_TRUE(SetUpstreamField(u, *field, "").ok());
+  EXPECT_TRUE(u.tls_fingerprint.empty());
+}
+
+TEST(UpstreamTlsTest, ValidateNamesTheField) {
+  auto validate = [](void (*mutate)(UpstreamConfig&)) {
+    std::vector<UpstreamConfig> upstreams = {TlsUpstream()};
+    mutate(upstreams[0]);
+    return Message(ValidateUpstreams(upstreams));
+  };
+  EXPECT_EQ(validate([](UpstreamConfig&) {}), "");
+  EXPECT_EQ(validate([](UpstreamConfig& u) {
+              u.tls_server_name = "front.example.org";
+              u.tls_ca_file = "/ca.pem";
+            }),
+            "");
+  EXPECT_EQ(validate([](UpstreamConfig& u) { u.tls_fingerprint = kPin; }), "");
+  EXPECT_EQ(validate([](UpstreamConfig& u) { u.tls_insecure = true; }), "");
+  // TLS options need a tls:// server.
+  EXPECT_EQ(validate([](UpstreamConfig& u) {
+              u.server.scheme = "tcp";
+              u.tls_server_name = "front.example.org";
+            }),
+            "upstreams[0].tls_server_name: applies to a tls:// server only");
+  EXPECT_EQ(validate([](UpstreamConfig& u) {
+              u.server.scheme = "tcp";
+              u.tls_ca_file = "/ca.pem";
+            }),
+            "upstreams[0].tls_ca_file: applies to a tls:// server only");
+  EXPECT_EQ(validate([](UpstreamConfig& u) {
+              u.server.scheme = "tcp";
+              u.tls_fingerprint = kPin;
+            }),
+            "upstreams[0].tls_fingerprint: applies to a tls:// server only");
+  EXPECT_EQ(validate([](UpstreamConfig& u) {
+              u.server.scheme = "tcp";
+              u.tls_insecure = true;
+            }),
+            "upstreams[0].tls_insecure: applies to a tls:// server only");
+  // One way to check the certificate.
+  EXPECT_EQ(validate([](UpstreamConfig& u) {
+              u.tls_insecure = true;
+              u.tls_fingerprint = kPin;
+            }),
+            "upstreams[0].tls_insecure: tls_insecure and tls_fingerprint are exclusive");
+  EXPECT_EQ(validate([](UpstreamConfig& u) {
+              u.tls_ca_file = "/ca.pem";
+              u.tls_fingerprint = kPin;
+            }),
+            "upstreams[0].tls_ca_file: is not used with tls_fingerprint (give one way to check "
+            "the certificate)");
+  EXPECT_EQ(validate([](UpstreamConfig& u) {
+              u.tls_ca_file = "/ca.pem";
+              u.tls_insecure = true;
+            }),
+            "upstreams[0].tls_ca_file: is not used with tls_insecure (give one way to check "
+            "the certificate)");
+}
+
+TEST(UpstreamTlsTest, ConnectFlags) {
+  absl::StatusOr<AgentConfig> config = BuildConnect(
+      {"--server", "tls://gw.example.org:443", "--identity", "/k", "--insecure-accept-any-host-key",
+       "--tls-server-name", "front.example.org", "--tls-ca-file", "/ca.pem"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->upstreams[0].server.scheme, "tls");
+  EXPECT_EQ(config->upstreams[0].tls_server_name, "front.example.org");
+  EXPECT_EQ(config->upstreams[0].tls_ca_file, "/ca.pem");
+
+  absl::StatusOr<AgentConfig> pinned =
+      BuildConnect({"--server", "tls://127.0.0.1:8443", "--identity", "/k",
+                    "--insecure-accept-any-host-key", "--tls-fingerprint", kPin});
+  ASSERT_TRUE(pinned.ok()) << pinned.status();
+  EXPECT_EQ(pinned->upstreams[0].tls_fingerprint, kPin);
+
+  absl::StatusOr<AgentConfig> insecure = BuildConnect(
+      {"--server", "tls://127.0.0.1:8443", "--identity", "/k", "--insecure-accept-any-host-key",
+       "--tls-insecure"});
+  ASSERT_TRUE(insecure.ok()) << insecure.status();
+  EXPECT_TRUE(insecure->upstreams[0].tls_insecure);
+
+  EXPECT_EQ(Message(BuildConnect({"--server", "tls://h:443", "--tls-fingerprint", "SHA256:00"}).status()),
+            "--tls-fingerprint: 'SHA256:00' is not a SHA256:<64 hex digits> or AB:CD:... certificate "
+            "fingerprint");
+  EXPECT_EQ(Message(BuildConnect({"--server", "tcp://h:22", "--identity", "/k",
+                                  "--insecure-accept-any-host-key", "--tls-insecure"})
+                        .status()),
+            "invalid configuration: upstreams[0].tls_insecure: applies to a tls:// server only");
+  EXPECT_EQ(Message(BuildConnect({"--server", "tls://h:443", "--identity", "/k",
+                                  "--insecure-accept-any-host-key", "--tls-insecure",
+                                  "--tls-fingerprint", kPin})
+                        .status()),
+            "invalid configuration: upstreams[0].tls_insecure: tls_insecure and tls_fingerprint are "
+            "exclusive");
 }
 
 TEST(ForwardSpecTest, ParsesAndPrints) {
@@ -200,6 +380,16 @@ TEST(UpstreamRoundTripTest, ToYamlThenApplyYamlReproducesUpstreams) {
   original.upstreams[1].proxy.reset();
   original.upstreams[1].known_hosts.clear();
   original.upstreams[1].insecure_accept_any_host_key = true;
+  original.upstreams.push_back(TlsUpstream());
+  original.upstreams[2].name = "tls-ca";
+  original.upstreams[2].tls_server_name = "front.example.org";
+  original.upstreams[2].tls_ca_file = "/ca.pem";
+  original.upstreams.push_back(TlsUpstream());
+  original.upstreams[3].name = "tls-pin";
+  original.upstreams[3].tls_fingerprint = kPin;
+  original.upstreams.push_back(TlsUpstream());
+  original.upstreams[4].name = "tls-insecure";
+  original.upstreams[4].tls_insecure = true;
   std::string yaml = ToYaml(original);
   AgentConfig loaded;
   absl::Status status = ApplyYaml(yaml, "<print-config>", loaded);
