@@ -383,7 +383,7 @@ void Upstream::Connect() {
   if (stopped_) return;
   ++attempt_;
   shared_.logger.Info("client", "connecting",
-                      {{"upstream", config_.name}, {"server", config_.server.address.ToString()},
+                      {{"upstream", config_.name}, {"server", config_.server.ToString()},
                        {"attempt", absl::StrCat(attempt_)},
                        {"via", config_.proxy ? config_.proxy->ToString() : "direct"}});
   ClientSession::Callbacks callbacks;
@@ -402,7 +402,7 @@ void Upstream::Connect() {
 
 void Upstream::OnReady() {
   shared_.logger.Info("client", "upstream connected",
-                      {{"upstream", config_.name}, {"server", config_.server.address.ToString()},
+                      {{"upstream", config_.name}, {"server", config_.server.ToString()},
                        {"attempt", absl::StrCat(attempt_)}});
   backoff_.Reset();
   attempt_ = 0;
