@@ -544,9 +544,11 @@ void ClientSession::StartRelay(ssh_channel channel, UniqueFd fd, ChannelKind kin
   if (!early.empty()) ssh_channel_write(channel, early.data(), static_cast<uint32_t>(early.size()));
   auto relay = std::make_unique<ChannelRelay>(env_.loop, *this, env_.scratch, channel, std::move(fd));
   relay->set_kind(kind);
-  if (!relay->Start()) {
-    relay->Close();
-    env_.loop.DeleteLater(std::move(relay));
+  if (forward) {
+    // Aliasing: the relay keeps the whole status alive and adds to its byte counts.
+    relay->set_tally(std::shared_ptr<RelayCounters>(forward, &forward->bytes));
+  }
+  if (!relays_.Start(std::move(relay))) {
     env_.metrics.ChannelOpenFinished(kind, ChannelResult::kConnectFailed);
     return;
   }
@@ -554,36 +556,12 @@ void ClientSession::StartRelay(ssh_channel channel, UniqueFd fd, ChannelKind kin
   if (forward) {
     ++forward->connections;
     forward->bytes.from_target += early.size();
-    // Aliasing: the relay keeps the whole status alive and adds to its byte counts.
-    relay->set_tally(std::shared_ptr<RelayCounters>(forward, &forward->bytes));
   }
-  ChannelRelay* raw = relay.get();
-  relays_.emplace(raw, std::move(relay));
-  attention_.push_back(raw);
 }
 
 void ClientSession::PumpRelays() {
-  for (int round = 0; round < 4 && !attention_.empty() && phase_ == Phase::kReady; ++round) {
-    std::vector<ChannelRelay*> batch;
-    batch.swap(attention_);
-    std::sort(batch.begin(), batch.end());
-    batch.erase(std::unique(batch.begin(), batch.end()), batch.end());
-    for (ChannelRelay* relay : batch) {
-      auto it = relays_.find(relay);
-      if (it == relays_.end()) continue;
-      relay->Pump();
-      if (relay->finished()) {
-        env_.metrics.ChannelClosed(relay->kind());
-        env_.loop.DeleteLater(std::move(it->second));
-        relays_.erase(it);
-      }
-    }
-    if (round == 0 && !attention_.empty()) {
-      bool only_waiting = true;
-      for (ChannelRelay* relay : attention_) only_waiting &= relay->WantsPump();
-      if (only_waiting) break;
-    }
-  }
+  relays_.Pump([this] { return phase_ == Phase::kReady; },
+               [this](const ChannelRelay& relay) { env_.metrics.ChannelClosed(relay.kind()); });
 }
 
 void ClientSession::Keepalive() {
@@ -667,13 +645,7 @@ void ClientSession::Teardown(std::vector<std::unique_ptr<StreamRequest>>* unansw
     env_.loop.DeleteLater(std::move(accept.attempt));
   }
   accepts_.clear();
-  for (auto& [raw, relay] : relays_) {
-    env_.metrics.ChannelClosed(relay->kind());
-    relay->Close();
-    env_.loop.DeleteLater(std::move(relay));
-  }
-  relays_.clear();
-  attention_.clear();
+  relays_.CloseAll([this](const ChannelRelay& relay) { env_.metrics.ChannelClosed(relay.kind()); });
   if (watching_) {
     env_.loop.Unwatch(fd_);
     watching_ = false;

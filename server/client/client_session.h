@@ -26,6 +26,7 @@
 #include "server/loop/event_loop.h"
 #include "server/metrics/engine_metrics.h"
 #include "server/ssh/channel_relay.h"
+#include "server/ssh/relay_set.h"
 #include "server/transport/tls_client.h"
 
 namespace alknet {
@@ -84,7 +85,7 @@ class ClientSession final : public FdHandler, public RelayOwner {
   void Close();
 
   void OnFdEvents(uint32_t events) override;
-  void NeedsAttention(ChannelRelay* relay) override { attention_.push_back(relay); }
+  void NeedsAttention(ChannelRelay* relay) override { relays_.RequestPump(relay); }
   void AfterRelayIo() override { Service(); }
 
  private:
@@ -160,8 +161,7 @@ class ClientSession final : public FdHandler, public RelayOwner {
   std::vector<PendingOpen> pending_;
   uint64_t next_accept_id_ = 1;
   absl::flat_hash_map<uint64_t, PendingAccept> accepts_;
-  absl::flat_hash_map<ChannelRelay*, std::unique_ptr<ChannelRelay>> relays_;
-  std::vector<ChannelRelay*> attention_;
+  RelaySet relays_{env_.loop};
 };
 
 }  // namespace alknet

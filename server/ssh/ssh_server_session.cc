@@ -149,7 +149,7 @@ void SshServerSession::OnFdEvents(uint32_t events) {
   Service();
 }
 
-void SshServerSession::NeedsAttention(ChannelRelay* relay) { attention_.push_back(relay); }
+void SshServerSession::NeedsAttention(ChannelRelay* relay) { relays_.RequestPump(relay); }
 
 void SshServerSession::Service() {
   if (closed_ || in_service_) return;
@@ -424,10 +424,10 @@ SessionSnapshot SshServerSession::Snapshot() const {
   snapshot.channels_opened = channels_opened_;
   snapshot.bytes_upstream = bytes_to_targets_;
   snapshot.bytes_downstream = bytes_from_targets_;
-  for (const auto& [raw, relay] : relays_) {
-    snapshot.bytes_upstream += relay->counters().to_target;
-    snapshot.bytes_downstream += relay->counters().from_target;
-  }
+  relays_.ForEach([&](const ChannelRelay& relay) {
+    snapshot.bytes_upstream += relay.counters().to_target;
+    snapshot.bytes_downstream += relay.counters().from_target;
+  });
   return snapshot;
 }
 
@@ -548,23 +548,7 @@ void SshServerSession::OnConnectDone(uint64_t open_id, absl::StatusOr<UniqueFd> 
   }
   ssh_channel channel = ssh_message_channel_request_open_reply_accept(message);
   ssh_message_free(message);
-  if (channel == nullptr) {
-    Service();
-    return;
-  }
-  auto relay = std::make_unique<ChannelRelay>(env_.loop, *this, env_.scratch, channel,
-                                              *std::move(result),
-                                              env_.metrics.BytesFor(transport_label_, key_fingerprint_));
-  if (!relay->Start()) {
-    relay->Close();
-    env_.loop.DeleteLater(std::move(relay));
-  } else {
-    ++channels_opened_;
-    env_.metrics.ChannelOpenFinished(ChannelKind::kDirectTcpip, ChannelResult::kOpened);
-    ChannelRelay* raw = relay.get();
-    relays_.emplace(raw, std::move(relay));
-    attention_.push_back(raw);  // data may already be waiting on either side
-  }
+  if (channel != nullptr) StartRelay(channel, *std::move(result), ChannelKind::kDirectTcpip);
   Service();
 }
 
@@ -588,46 +572,22 @@ void SshServerSession::StartRelay(ssh_channel channel, UniqueFd fd, ChannelKind 
   auto relay = std::make_unique<ChannelRelay>(env_.loop, *this, env_.scratch, channel, std::move(fd),
                                               env_.metrics.BytesFor(transport_label_, key_fingerprint_));
   relay->set_kind(kind);
-  if (!relay->Start()) {
-    relay->Close();
-    env_.loop.DeleteLater(std::move(relay));
+  if (!relays_.Start(std::move(relay))) {
     env_.metrics.ChannelOpenFinished(kind, ChannelResult::kConnectFailed);
     return;
   }
   ++channels_opened_;
   env_.metrics.ChannelOpenFinished(kind, ChannelResult::kOpened);
-  ChannelRelay* raw = relay.get();
-  relays_.emplace(raw, std::move(relay));
-  attention_.push_back(raw);  // data may already be waiting on either side
 }
 
 void SshServerSession::PumpRelays() {
-  // Relays re-queue themselves while they wait (window, rekey); a few rounds settle nested
-  // requests raised while pumping.
-  for (int round = 0; round < 4 && !attention_.empty() && !closed_; ++round) {
-    std::vector<ChannelRelay*> batch;
-    batch.swap(attention_);
-    std::sort(batch.begin(), batch.end());
-    batch.erase(std::unique(batch.begin(), batch.end()), batch.end());
-    for (ChannelRelay* relay : batch) {
-      auto it = relays_.find(relay);
-      if (it == relays_.end()) continue;
-      relay->Pump();
-      if (relay->finished()) {
-        env_.metrics.ChannelClosed(relay->kind());
-        bytes_to_targets_ += relay->counters().to_target;
-        bytes_from_targets_ += relay->counters().from_target;
-        env_.loop.DeleteLater(std::move(it->second));
-        relays_.erase(it);
-      }
-    }
-    if (round == 0 && !attention_.empty()) {
-      // Waiting relays (window, rekey) are retried on the next poll, not spun on here.
-      bool only_waiting = true;
-      for (ChannelRelay* relay : attention_) only_waiting &= relay->WantsPump();
-      if (only_waiting) break;
-    }
-  }
+  relays_.Pump([this] { return !closed_; }, [this](const ChannelRelay& relay) { CountClosed(relay); });
+}
+
+void SshServerSession::CountClosed(const ChannelRelay& relay) {
+  env_.metrics.ChannelClosed(relay.kind());
+  bytes_to_targets_ += relay.counters().to_target;
+  bytes_from_targets_ += relay.counters().from_target;
 }
 
 void SshServerSession::UpdateSocketInterest() {
@@ -659,15 +619,7 @@ void SshServerSession::Terminate(std::string_view reason) {
     env_.loop.DeleteLater(std::move(pending.attempt));
   }
   pending_opens_.clear();
-  for (auto& [raw, relay] : relays_) {
-    env_.metrics.ChannelClosed(relay->kind());
-    relay->Close();
-    bytes_to_targets_ += relay->counters().to_target;
-    bytes_from_targets_ += relay->counters().from_target;
-    env_.loop.DeleteLater(std::move(relay));
-  }
-  relays_.clear();
-  attention_.clear();
+  relays_.CloseAll([this](const ChannelRelay& relay) { CountClosed(relay); });
   remote_forwards_.CloseAll();
   if (fd_ >= 0) env_.loop.Unwatch(fd_);
   if (session_ != nullptr) {

@@ -23,6 +23,7 @@
 #include "server/loop/event_loop.h"
 #include "server/metrics/engine_metrics.h"
 #include "server/ssh/channel_relay.h"
+#include "server/ssh/relay_set.h"
 #include "server/ssh/remote_forwards.h"
 #include "server/transport/transport.h"
 
@@ -127,6 +128,7 @@ class SshServerSession final : public FdHandler, public RelayOwner {
   void HandleGlobalRequest(ssh_message message);  // tcpip-forward / cancel-tcpip-forward
   void StartRelay(ssh_channel channel, UniqueFd fd, ChannelKind kind);
   void PumpRelays();
+  void CountClosed(const ChannelRelay& relay);  // metrics and the session's byte totals
   void UpdateSocketInterest();
   void RecordAuthFailure(std::string_view reason, std::string_view method, std::string_view user,
                          std::string_view fingerprint, std::string_view key_type,
@@ -166,8 +168,7 @@ class SshServerSession final : public FdHandler, public RelayOwner {
 
   uint64_t next_open_id_ = 1;
   absl::flat_hash_map<uint64_t, PendingOpen> pending_opens_;
-  absl::flat_hash_map<ChannelRelay*, std::unique_ptr<ChannelRelay>> relays_;
-  std::vector<ChannelRelay*> attention_;
+  RelaySet relays_{env_.loop};
   uint64_t channels_opened_ = 0;
   uint64_t bytes_to_targets_ = 0;
   uint64_t bytes_from_targets_ = 0;
