@@ -57,6 +57,19 @@ void EventLoop::Unwatch(int fd) {
   if (handlers_.erase(fd) > 0) epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
 }
 
+void EventLoop::SetInterest(int fd, uint32_t& current, uint32_t wanted, FdHandler* handler) {
+  if (wanted == current || fd < 0) return;
+  absl::Status status;
+  if (current == 0) {
+    status = Watch(fd, wanted, handler);
+  } else if (wanted == 0) {
+    Unwatch(fd);
+  } else {
+    status = Modify(fd, wanted);
+  }
+  if (status.ok()) current = wanted;
+}
+
 EventLoop::TimerId EventLoop::AddTimer(absl::Duration after, std::function<void()> callback) {
   TimerId id = next_timer_id_++;
   Clock::time_point due = Clock::now() + absl::ToChronoNanoseconds(after);

@@ -39,6 +39,9 @@ class EventLoop {
   absl::Status Watch(int fd, uint32_t events, FdHandler* handler);
   absl::Status Modify(int fd, uint32_t events);
   void Unwatch(int fd);
+  // Moves `fd` from the mask `current` to `wanted`: watch, modify, or unwatch at 0 (an fd with
+  // nothing to wait for is not in epoll at all: no HUP spin). `current` follows on success.
+  void SetInterest(int fd, uint32_t& current, uint32_t wanted, FdHandler* handler);
 
   // One-shot timers (loop thread only). Cancelling an unknown or fired timer is a no-op.
   TimerId AddTimer(absl::Duration after, std::function<void()> callback);

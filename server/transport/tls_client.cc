@@ -161,8 +161,8 @@ void TlsClientStream::DoHandshake() {
   }
   int ssl_error = SSL_get_error(ssl_, rc);  // leaves the error queue for HandshakeFailure
   switch (ssl_error) {
-    case SSL_ERROR_WANT_READ: SetInterest(fd_.get(), tls_events_, EPOLLIN, this); return;
-    case SSL_ERROR_WANT_WRITE: SetInterest(fd_.get(), tls_events_, EPOLLOUT, this); return;
+    case SSL_ERROR_WANT_READ: loop_.SetInterest(fd_.get(), tls_events_, EPOLLIN, this); return;
+    case SSL_ERROR_WANT_WRITE: loop_.SetInterest(fd_.get(), tls_events_, EPOLLOUT, this); return;
     default: break;
   }
   Finish(absl::UnavailableError(HandshakeFailure(ssl_error)));
@@ -199,8 +199,8 @@ void TlsClientStream::Finish(absl::StatusOr<UniqueFd> result) {
 void TlsClientStream::Pump() {
   switch (relay_.Pump()) {
     case TlsRelay::State::kRunning:
-      SetInterest(fd_.get(), tls_events_, relay_.tls_interest(), this);
-      SetInterest(plain_fd_.get(), plain_events_, relay_.plain_interest(), &plain_side_);
+      loop_.SetInterest(fd_.get(), tls_events_, relay_.tls_interest(), this);
+      loop_.SetInterest(plain_fd_.get(), plain_events_, relay_.plain_interest(), &plain_side_);
       return;
     case TlsRelay::State::kFailed:
       if (!relay_.error().empty()) {
@@ -213,19 +213,6 @@ void TlsClientStream::Pump() {
   }
 }
 
-void TlsClientStream::SetInterest(int fd, uint32_t& current, uint32_t wanted, FdHandler* handler) {
-  if (wanted == current || fd < 0) return;
-  absl::Status status;
-  if (current == 0) {
-    status = loop_.Watch(fd, wanted, handler);
-  } else if (wanted == 0) {
-    loop_.Unwatch(fd);
-  } else {
-    status = loop_.Modify(fd, wanted);
-  }
-  current = status.ok() ? wanted : current;
-}
-
 void TlsClientStream::Close() {
   done_ = nullptr;
   if (phase_ == Phase::kRelay) {
@@ -236,8 +223,8 @@ void TlsClientStream::Close() {
 
 void TlsClientStream::Shutdown() {
   phase_ = Phase::kDone;
-  SetInterest(fd_.get(), tls_events_, 0, this);
-  SetInterest(plain_fd_.get(), plain_events_, 0, &plain_side_);
+  loop_.SetInterest(fd_.get(), tls_events_, 0, this);
+  loop_.SetInterest(plain_fd_.get(), plain_events_, 0, &plain_side_);
   plain_fd_.reset();
   fd_.reset();
 }

@@ -78,7 +78,6 @@ class TlsClientStream final : public FdHandler {
   void Finish(absl::StatusOr<UniqueFd> result);
   void OnPlainEvents(uint32_t events);
   void Pump();
-  void SetInterest(int fd, uint32_t& current, uint32_t wanted, FdHandler* handler);
   void Shutdown();
 
   EventLoop& loop_;

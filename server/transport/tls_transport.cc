@@ -99,21 +99,9 @@ class TlsConnection final : public FdHandler {
 
   // ---- epoll interest: an fd with nothing to wait for is not in epoll at all (no HUP spin) ----
 
-  void SetInterest(int fd, uint32_t& current, uint32_t wanted, FdHandler* handler) {
-    if (wanted == current || fd < 0) return;
-    absl::Status status;
-    if (current == 0) {
-      status = loop_.Watch(fd, wanted, handler);
-    } else if (wanted == 0) {
-      loop_.Unwatch(fd);
-    } else {
-      status = loop_.Modify(fd, wanted);
-    }
-    current = status.ok() ? wanted : current;
-  }
-  void SetTlsInterest(uint32_t wanted) { SetInterest(fd_.get(), tls_events_, wanted, this); }
+  void SetTlsInterest(uint32_t wanted) { loop_.SetInterest(fd_.get(), tls_events_, wanted, this); }
   void SetPlainInterest(uint32_t wanted) {
-    SetInterest(plain_fd_.get(), plain_events_, wanted, &plain_side_);
+    loop_.SetInterest(plain_fd_.get(), plain_events_, wanted, &plain_side_);
   }
 
   void ArmTimer(absl::Duration after) {
