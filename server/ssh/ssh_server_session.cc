@@ -32,6 +32,9 @@
 namespace alknet {
 namespace {
 
+// ssh_event_dopoll() calls per wake-up of the session socket (see OnFdEvents).
+constexpr int kDopollBatch = 64;
+
 std::string_view AuthMethodName(int subtype) {
   switch (subtype) {
     case SSH_AUTH_METHOD_NONE: return "none";
@@ -108,6 +111,7 @@ absl::Status SshServerSession::Start(ssh_bind bind) {
   if (rc != SSH_OK) return SshStatus(rc, bind, "ssh_bind_accept_fd");
   fd_ = stream_fd_.release();  // libssh owns the descriptor from here on
   ssh_set_blocking(session_, 0);
+  ssh_set_counters(session_, nullptr, &packet_counter_);
   ssh_set_auth_methods(session_, SSH_AUTH_METHOD_PUBLICKEY);
   // Sends our banner; the rest of the key exchange runs inside ssh_event_dopoll().
   rc = ssh_handle_key_exchange(session_);
@@ -134,8 +138,9 @@ absl::Status SshServerSession::Start(ssh_bind bind) {
 
 void SshServerSession::OnFdEvents(uint32_t events) {
   if (closed_) return;
-  // libssh reads at most 4 KiB per poll; drain a bounded batch per wake-up.
-  for (int i = 0; i < 16; ++i) {
+  // libssh reads at most 4 KiB per poll (one poll() and one recv() each); drain a bounded batch
+  // per wake-up: 64 polls move up to 256 KiB, about 8 full-size packets from OpenSSH.
+  for (int i = 0; i < kDopollBatch; ++i) {
     int rc = ssh_event_dopoll(event_, 0);
     if (rc != SSH_OK) break;  // SSH_AGAIN: nothing more ready; SSH_ERROR: checked in Service
   }
@@ -173,10 +178,17 @@ void SshServerSession::Service() {
 }
 
 void SshServerSession::ProcessMessages() {
+  // Requests are queued only while libssh decodes packets. With an empty queue,
+  // ssh_message_get() would spend a poll() finding nothing (once per relay event on bulk
+  // downloads), so it is skipped when no packet arrived since the queue was last emptied.
+  if (packet_counter_.in_packets == packets_seen_) return;
   // Bounded per service pass; anything left is picked up on the next one.
   for (int i = 0; i < 64 && !closed_; ++i) {
     ssh_message message = ssh_message_get(session_);
-    if (message == nullptr) return;
+    if (message == nullptr) {
+      packets_seen_ = packet_counter_.in_packets;
+      return;
+    }
     HandleMessage(message);
   }
 }

@@ -147,6 +147,10 @@ class SshServerSession final : public FdHandler, public RelayOwner {
   ssh_session session_ = nullptr;
   ssh_event event_ = nullptr;
   uint32_t interest_ = 0;
+  // libssh counts the packets it decodes here; ssh_message_get() (which polls the socket when
+  // its queue is empty) is only called when packets arrived since the queue was last emptied.
+  ssh_counter_struct packet_counter_{};
+  uint64_t packets_seen_ = ~uint64_t{0};
   EventLoop::TimerId grace_timer_ = 0;
   absl::Time started_ = absl::Now();
 
