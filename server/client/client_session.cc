@@ -11,6 +11,7 @@
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 #include "server/client/client_session.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -58,6 +59,11 @@ std::string KnownFingerprints(const std::string& file, const HostPort& server) {
     ssh_knownhosts_entry_free(entry);
   }
   return found.empty() ? "none" : found;
+}
+
+void KeepNonBlocking(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
 std::string ErrorOf(ssh_session session) {
@@ -194,6 +200,10 @@ void ClientSession::OnFdEvents(uint32_t events) {
 void ClientSession::Step() {
   if (phase_ == Phase::kSsh) {
     int rc = ssh_connect(session_);
+    // libssh treats a socket given with SSH_OPTIONS_FD as "connecting" and, at its first
+    // POLLOUT, switches it to blocking mode. A blocking send() would stall this whole loop (and
+    // deadlock against a TLS bridge on the same loop): put O_NONBLOCK back.
+    KeepNonBlocking(fd_);
     if (rc == SSH_AGAIN) {
       UpdateInterest();
       return;
