@@ -269,10 +269,7 @@ absl::StatusOr<ForwardSnapshot> Upstream::AddForward(ForwardDef def, bool keep_i
   } else if (added.listener && started_) {
     StartListening(added);
   }
-  for (ForwardSnapshot& snapshot : ListForwards()) {
-    if (snapshot.def.id == added.def.id) return snapshot;
-  }
-  return absl::InternalError("forward vanished");
+  return Snapshot(added);
 }
 
 absl::Status Upstream::Listen(Forward& forward) {
@@ -322,18 +319,20 @@ bool Upstream::RemoveForward(const std::string& id) {
   return true;
 }
 
+ForwardSnapshot Upstream::Snapshot(const Forward& forward) const {
+  ForwardSnapshot snapshot{config_.name, forward.def, {}, *forward.status};
+  if (forward.listener) {
+    snapshot.bound = forward.listener->bound();
+  } else if (forward.def.kind == ForwardKind::kRemote) {
+    int port = session_ ? session_->RemoteForwardPort(forward.def.id) : 0;
+    snapshot.bound = HostPort{forward.def.spec.bind_host, static_cast<uint16_t>(port)};
+  }
+  return snapshot;
+}
+
 std::vector<ForwardSnapshot> Upstream::ListForwards() const {
   std::vector<ForwardSnapshot> out;
-  for (const auto& forward : forwards_) {
-    ForwardSnapshot snapshot{config_.name, forward->def, {}, *forward->status};
-    if (forward->listener) {
-      snapshot.bound = forward->listener->bound();
-    } else if (forward->def.kind == ForwardKind::kRemote) {
-      int port = session_ ? session_->RemoteForwardPort(forward->def.id) : 0;
-      snapshot.bound = HostPort{forward->def.spec.bind_host, static_cast<uint16_t>(port)};
-    }
-    out.push_back(std::move(snapshot));
-  }
+  for (const auto& forward : forwards_) out.push_back(Snapshot(*forward));
   return out;
 }
 

@@ -101,6 +101,7 @@ class Upstream {
   void RetryUnbound();
   void SetIdleStates();
   Forward* Find(const std::string& id) const;
+  ForwardSnapshot Snapshot(const Forward& forward) const;
   void OnSocksAccepted(Forward& forward, UniqueFd fd);
   void OnLocalForwardAccepted(Forward& forward, UniqueFd fd);
   void Socks5Done(Socks5Client* client, std::unique_ptr<StreamRequest> request);
