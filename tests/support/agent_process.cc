@@ -146,6 +146,13 @@ BackgroundProcess::BackgroundProcess(const std::vector<std::string>& argv, const
   int in_pipe[2] = {-1, -1};
   if (stdin_pipe && pipe2(in_pipe, O_CLOEXEC) != 0) std::abort();
   std::vector<char*> args = ArgvPointers(argv);
+  // Empty the logs before the fork: a caller polling them at once must not read an earlier
+  // process's lines (a restart with the same name once found the old "listening" line, then an
+  // empty log).
+  for (const std::string* path : {&stdout_path_, &stderr_path_}) {
+    int fd = open(path->c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) close(fd);
+  }
   pid_ = fork();
   if (pid_ == 0) {
     int out = open(stdout_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
