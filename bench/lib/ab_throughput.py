@@ -192,12 +192,7 @@ def main():
         bl.print_table(["cipher", "direction"] + labels, rows)
         print(f"finished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {bl.loadavg()}; "
               f"{foreign.report()}")
-        if problems:
-            print("PROBLEMS:")
-            for p in problems:
-                print(f"  {p}")
-            return 1
-        return 0
+        return bl.report_problems(problems)
 
 
 if __name__ == "__main__":

@@ -374,6 +374,21 @@ LogLevel {os.environ.get('SSHD_LOG_LEVEL', 'INFO')}
         wait_until(lambda: not children_of(self.sshd.pid), timeout, "sshd children to exit")
 
 
+def report_problems(problems, agent_log=None, header="PROBLEMS:"):
+    """Prints what broke (and the agent log's tail); returns the script's exit status."""
+    if not problems:
+        return 0
+    print()
+    print(header)
+    for p in problems:
+        print(f"  {p}")
+    if agent_log:
+        print(f"agent log tail ({agent_log}; set KEEP_TMP=1 to keep it):")
+        for line in open(agent_log).read().splitlines()[-20:]:
+            print(f"  | {line}")
+    return 1
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return "loadavg=" + " ".join(f.read().split()[:3])

@@ -108,18 +108,9 @@ def main():
                         "failed (alk/sshd)"], rows)
         print(f"finished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {bl.loadavg()}; "
               f"{foreign.report()}")
-        if failures:
-            print()
-            print("FAILED CONNECTIONS (first 5):")
-            for port, rc, err in failures[:5]:
-                who = "alknet" if port == bench.agent_port else "sshd"
-                print(f"  {who}: rc={rc} {err}")
-            tail = open(bench.agent_log).read().splitlines()[-20:]
-            print("agent log tail:")
-            for line in tail:
-                print(f"  | {line}")
-            return 1
-        return 0
+        shown = [f"{'alknet' if port == bench.agent_port else 'sshd'}: rc={rc} {err}"
+                 for port, rc, err in failures[:5]]
+        return bl.report_problems(shown, bench.agent_log, "FAILED CONNECTIONS (first 5):")
 
 
 if __name__ == "__main__":

@@ -203,13 +203,7 @@ def main():
                 rows.append([direction, label, f"{best:.1f}", f"{med:.1f}", ratio])
         bl.print_table(["direction", "path", "best", "median", f"median / ({baseline})"], rows)
         print(f"finished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {bl.loadavg()}; {foreign.report()}")
-        if problems:
-            print()
-            print("PROBLEMS:")
-            for p in problems:
-                print(f"  {p}")
-            return 1
-        return 0
+        return bl.report_problems(problems)
 
 
 if __name__ == "__main__":

@@ -136,17 +136,7 @@ def main():
 
         print(f"finished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {bl.loadavg()}; "
               f"{foreign.report()}")
-        if problems:
-            print()
-            print("PROBLEMS:")
-            for p in problems:
-                print(f"  {p}")
-            print(f"agent log: {bench.agent_log} (set KEEP_TMP=1 to keep it)")
-            tail = open(bench.agent_log).read().splitlines()[-20:]
-            for line in tail:
-                print(f"  | {line}")
-            return 1
-        return 0
+        return bl.report_problems(problems, bench.agent_log)
 
 
 if __name__ == "__main__":

@@ -175,16 +175,7 @@ def main():
         print("ratios use the medians; aims: tls/stunnel >= 1.0, tls/tcp >= 0.9")
         print(f"finished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {bl.loadavg()}; "
               f"{foreign.report()}")
-        if problems:
-            print()
-            print("PROBLEMS:")
-            for p in problems:
-                print(f"  {p}")
-            tail = open(bench.agent_log).read().splitlines()[-20:]
-            for line in tail:
-                print(f"  | {line}")
-            return 1
-        return 0
+        return bl.report_problems(problems, bench.agent_log)
 
 
 if __name__ == "__main__":
