@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "server/common/errno_status.h"
@@ -201,6 +202,10 @@ absl::StatusOr<std::unique_ptr<Upstream>> Upstream::Create(Shared shared,
     return absl::InvalidArgumentError(absl::StrCat("upstream ", config.name,
                                                    ": cannot load the identity '", config.identity,
                                                    "' (missing, unreadable or passphrase-protected)"));
+  }
+  if (!config.tls_ca_file.empty() && access(config.tls_ca_file.c_str(), R_OK) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("upstream ", config.name, ": tls_ca_file '",
+                                                   config.tls_ca_file, "': ", std::strerror(errno)));
   }
   upstream->user_ = config.user.empty() ? LocalUserName() : config.user;
   upstream->env_.reset(new ClientSessionEnv{shared.loop, shared.logger, shared.connector,

@@ -332,6 +332,20 @@ TEST_F(TlsClientTest, PlainSshPortFailsTheHandshake) {
   EXPECT_THAT(client.Log(), Not(HasSubstr("upstream connected")));
 }
 
+// A CA file that cannot be read stops the start with a message naming the field (not one
+// failed attempt after another).
+TEST_F(TlsClientTest, UnreadableCaFileIsAStartupError) {
+  StartAgent();
+  CommandResult result = RunCommand(
+      {ALKNET_AGENT_BINARY, "connect", "--metrics-listen", "off", "--server",
+       "tls://" + Loopback(agent_->port()), "--identity", key_.private_path, "--host-key-fingerprint",
+       host_fingerprint_, "--tls-ca-file", dir_.File("missing-ca.pem"), "--socks5", "127.0.0.1:0"},
+      "", std::chrono::seconds(20));
+  EXPECT_EQ(result.exit_code, 1) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("tls_ca_file '" + dir_.File("missing-ca.pem") +
+                                    "': No such file or directory"));
+}
+
 // TLS starts after the outbound proxy's tunnel is up.
 TEST_F(TlsClientTest, ThroughMicrosocksSocks5) {
   if (!HaveProgram("microsocks")) GTEST_SKIP() << "microsocks not installed (scripts/install-deps.sh --test)";
