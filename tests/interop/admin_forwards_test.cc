@@ -21,8 +21,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-std::string Loopback(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
-
 class AdminForwardsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -137,9 +135,8 @@ TEST_F(AdminForwardsTest, AddedForwardsCarryDataAtOnceSurviveRestartAndRemoveCle
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(1 << 20, 4)));
   close(fd);
   // -D: curl resolves nothing itself; the far side does.
-  CommandResult curl = RunCommand({"curl", "-sS", "--max-time", "20", "--socks5-hostname",
-                                   Loopback(BoundPort(socks_id)),
-                                   "http://localhost:" + std::to_string(http.port()) + "/"});
+  CommandResult curl =
+      CurlThroughSocks(BoundPort(socks_id), "http://localhost:" + std::to_string(http.port()) + "/");
   EXPECT_EQ(curl.out, "through an API forward\n") << curl.err;
 
   std::string web = Row("web");

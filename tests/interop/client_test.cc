@@ -21,12 +21,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-std::string Loopback(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
-
-CommandResult CurlThroughSocks(uint16_t socks, const std::string& url) {
-  return RunCommand({"curl", "-sS", "--max-time", "20", "--socks5-hostname", Loopback(socks), url});
-}
-
 // Waits until `needle` appears `count` times in the client's log.
 bool WaitForLog(const ClientProcess& client, std::string_view needle, int count,
                 std::chrono::seconds timeout = std::chrono::seconds(30)) {
@@ -36,10 +30,6 @@ bool WaitForLog(const ClientProcess& client, std::string_view needle, int count,
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return false;
-}
-
-bool HaveProgram(const std::string& name) {
-  return RunCommand({"sh", "-c", "command -v " + name}).exit_code == 0;
 }
 
 // ---- our client against a real OpenSSH sshd ----

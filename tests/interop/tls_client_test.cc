@@ -26,16 +26,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-std::string Loopback(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
-
-bool HaveProgram(const std::string& name) {
-  return RunCommand({"sh", "-c", "command -v " + name}).exit_code == 0;
-}
-
-CommandResult CurlThroughSocks(uint16_t socks, const std::string& url) {
-  return RunCommand({"curl", "-sS", "--max-time", "20", "--socks5-hostname", Loopback(socks), url});
-}
-
 // The value after `key` in a log ("sha256=AB:..." -> "AB:..."), up to the next space/newline.
 std::string LogValue(const std::string& log, const std::string& key) {
   size_t at = log.find(key);

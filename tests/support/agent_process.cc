@@ -253,6 +253,16 @@ uint16_t PickFreePort() {
   return ntohs(address.sin_port);
 }
 
+std::string Loopback(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
+
+CommandResult CurlThroughSocks(uint16_t socks, const std::string& url) {
+  return RunCommand({"curl", "-sS", "--max-time", "20", "--socks5-hostname", Loopback(socks), url});
+}
+
+bool HaveProgram(const std::string& name) {
+  return RunCommand({"sh", "-c", "command -v " + name}).exit_code == 0;
+}
+
 int ConnectTcp(uint16_t port, const char* source_ip) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (source_ip != nullptr) {

@@ -88,5 +88,11 @@ uint16_t PickFreePort();
 bool WaitForPort(uint16_t port, std::chrono::milliseconds timeout = std::chrono::seconds(10));
 // Connects to 127.0.0.1:port (optionally from `source_ip`); -1 on failure.
 int ConnectTcp(uint16_t port, const char* source_ip = nullptr);
+// "127.0.0.1:port".
+std::string Loopback(uint16_t port);
+// curl through a SOCKS5 proxy on 127.0.0.1:socks, the name resolved by the proxy's far side.
+CommandResult CurlThroughSocks(uint16_t socks, const std::string& url);
+// True if `name` is on PATH (for tests that skip when an optional peer is missing).
+bool HaveProgram(const std::string& name);
 
 }  // namespace alknet::testing
