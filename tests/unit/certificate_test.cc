@@ -17,6 +17,7 @@
 #include "server/auth/wire_reader.h"
 #include "tests/support/agent_process.h"
 #include "tests/support/ssh_keys.h"
+#include "tests/unit/key_blobs.h"
 
 namespace alknet::auth {
 namespace {
@@ -29,17 +30,6 @@ using ::alknet::testing::TempDir;
 using ::alknet::testing::TestKey;
 using ::alknet::testing::WriteFile;
 using ::testing::HasSubstr;
-
-// The decoded key blob of an OpenSSH public key line ("type base64 comment").
-std::string LineBlob(const std::string& line) {
-  const size_t start = line.find(' ') + 1;
-  const size_t end = line.find_first_of(" \n", start);
-  std::optional<std::string> blob = Base64Decode(line.substr(start, end - start));
-  EXPECT_TRUE(blob.has_value()) << line;
-  return blob.value_or("");
-}
-
-std::string KeyBlob(const TestKey& key) { return LineBlob(key.public_line); }
 
 // ssh-keygen -s <ca> -I <id> <args...> <user>.pub; returns the certificate blob.
 std::string Sign(const TestKey& ca, const TestKey& user, std::vector<std::string> args,

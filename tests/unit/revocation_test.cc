@@ -16,6 +16,7 @@
 #include "server/auth/wire_reader.h"
 #include "tests/support/agent_process.h"
 #include "tests/support/ssh_keys.h"
+#include "tests/unit/key_blobs.h"
 
 namespace alknet::auth {
 namespace {
@@ -28,14 +29,6 @@ using ::alknet::testing::TempDir;
 using ::alknet::testing::TestKey;
 using ::alknet::testing::WriteFile;
 using ::testing::HasSubstr;
-
-std::string LineBlob(const std::string& line) {
-  const size_t start = line.find(' ') + 1;
-  const size_t end = line.find_first_of(" \n", start);
-  return Base64Decode(line.substr(start, end - start)).value_or("");
-}
-
-std::string KeyBlob(const TestKey& key) { return LineBlob(key.public_line); }
 
 // A certificate as the revocation check sees it (no signature needed).
 Certificate Cert(const std::string& ca_key, uint64_t serial, std::string key_id = "id",
