@@ -11,16 +11,6 @@
 #include "absl/strings/str_join.h"
 
 namespace alknet {
-namespace {
-
-int64_t SteadyMillis() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
-
 ClientEngine::ClientEngine(const config::AgentConfig& config, Logger& logger,
                            EngineMetrics& metrics, Options options)
     : config_(config), logger_(logger), metrics_(metrics), options_(options) {}
@@ -56,15 +46,10 @@ absl::Status ClientEngine::Start() {
   loop_->Post([this] {
     for (auto& upstream : upstreams_) upstream->Start();
   });
-  last_heartbeat_ms_ = SteadyMillis();
+  heartbeat_.Reset();
   thread_ = std::thread([this] {
     ssh_set_log_level(SSH_LOG_NOLOG);  // libssh's log level is per thread
-    std::function<void()> beat;
-    beat = [this, &beat] {
-      last_heartbeat_ms_ = SteadyMillis();
-      loop_->AddTimer(absl::Seconds(1), beat);
-    };
-    beat();
+    heartbeat_.Beat(*loop_);
     loop_->Run();
   });
   started_ = true;
@@ -169,6 +154,6 @@ absl::StatusOr<std::vector<ForwardSnapshot>> ClientEngine::ListForwards() {
   return all;
 }
 
-bool ClientEngine::Healthy() const { return SteadyMillis() - last_heartbeat_ms_.load() < 5000; }
+bool ClientEngine::Healthy() const { return heartbeat_.millis_since() < 5000; }
 
 }  // namespace alknet

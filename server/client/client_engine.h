@@ -21,6 +21,7 @@
 #include "server/forward/resolver.h"
 #include "server/http/status_server.h"
 #include "server/loop/event_loop.h"
+#include "server/loop/loop_heartbeat.h"
 #include "server/metrics/engine_metrics.h"
 #include "server/ssh/channel_relay.h"
 
@@ -69,7 +70,7 @@ class ClientEngine {
   std::vector<std::unique_ptr<Upstream>> upstreams_;
   std::unique_ptr<http::StatusServer> status_server_;
   std::thread thread_;
-  std::atomic<int64_t> last_heartbeat_ms_{0};
+  LoopHeartbeat heartbeat_;
   bool started_ = false;
 
   // Runs `task` on the loop and waits; held shared so Shutdown waits for calls in flight.

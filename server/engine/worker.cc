@@ -42,20 +42,7 @@ Worker::Worker(int index, Logger& logger, auth::KeyStore& keys, std::unique_ptr<
     : index_(index), logger_(logger), loop_(std::move(loop)), connector_(*loop_, resolver),
       environment_{*loop_, logger, keys, connector_, *scratch_, metrics, limits} {}
 
-namespace {
-int64_t SteadyMillis() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-}  // namespace
-
-void Worker::Heartbeat() {
-  last_heartbeat_ms_.store(SteadyMillis());
-  loop_->AddTimer(absl::Seconds(1), [this] { Heartbeat(); });
-}
-
-int64_t Worker::millis_since_heartbeat() const { return SteadyMillis() - last_heartbeat_ms_.load(); }
+int64_t Worker::millis_since_heartbeat() const { return heartbeat_.millis_since(); }
 
 Worker::~Worker() {
   Stop();
@@ -68,10 +55,10 @@ Worker::~Worker() {
 }
 
 void Worker::StartThread() {
-  last_heartbeat_ms_.store(SteadyMillis());  // healthy from the start, until a beat is missed
+  heartbeat_.Reset();  // healthy from the start, until a beat is missed
   thread_ = std::thread([this] {
     ssh_set_log_level(SSH_LOG_NOLOG);  // libssh's log level is per thread
-    Heartbeat();
+    heartbeat_.Beat(*loop_);
     loop_running_ = true;
     loop_->Run();
     loop_running_ = false;

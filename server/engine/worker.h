@@ -17,6 +17,7 @@
 #include "server/engine/startup_limiter.h"
 #include "server/forward/outbound_connector.h"
 #include "server/loop/event_loop.h"
+#include "server/loop/loop_heartbeat.h"
 #include "server/ssh/channel_relay.h"
 #include "server/ssh/ssh_server_session.h"
 #include "server/transport/transport.h"
@@ -63,7 +64,6 @@ class Worker {
          Resolver& resolver, EngineMetrics& metrics, SessionLimits limits);
   // Runs `task` on the loop and waits for it (or runs it inline once the loop has stopped).
   void RunOnLoop(const std::function<void()>& task);
-  void Heartbeat();
   void StartSession(ConnectedStream stream, std::shared_ptr<StartupTicket> ticket);
 
   int index_;
@@ -76,7 +76,7 @@ class Worker {
   absl::flat_hash_map<SshServerSession*, std::unique_ptr<SshServerSession>> sessions_;
   bool shutting_down_ = false;
   std::atomic<int> session_count_{0};
-  std::atomic<int64_t> last_heartbeat_ms_{0};
+  LoopHeartbeat heartbeat_;
   std::atomic<bool> loop_running_{false};
   std::thread thread_;
 };
