@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/common/errno_status.h"
+#include "server/common/tcp_listen.h"
 #include "server/config/duration.h"
 
 namespace alknet {
@@ -21,35 +22,10 @@ namespace alknet {
 // ---- LocalListener ----
 
 absl::StatusOr<std::unique_ptr<LocalListener>> LocalListener::Bind(const HostPort& address) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  addrinfo* results = nullptr;
-  std::string port = absl::StrCat(address.port);
-  const char* host = address.host == "*" ? nullptr : address.host.c_str();
-  int rc = getaddrinfo(host, port.c_str(), &hints, &results);
-  if (rc != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen ", address.ToString(), ": cannot resolve host: ", gai_strerror(rc)));
-  }
-  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(results, freeaddrinfo);
-  absl::Status last = absl::UnavailableError(absl::StrCat("listen ", address.ToString(), ": no address"));
-  for (addrinfo* ai = results; ai != nullptr; ai = ai->ai_next) {
-    UniqueFd fd(socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!fd.valid()) continue;
-    int one = 1;
-    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (ai->ai_family == AF_INET6) setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd.get(), 1024) != 0) {
-      last = ErrnoStatus(absl::StrCat("listen ", address.ToString()), errno);
-      continue;
-    }
-    SocketEndpoint local = LocalOf(fd.get());
-    return std::unique_ptr<LocalListener>(
-        new LocalListener(std::move(fd), HostPort{local.ip, local.port}));
-  }
-  return last;
+  absl::StatusOr<UniqueFd> fd = ListenTcp(address, absl::StrCat("listen ", address.ToString()));
+  if (!fd.ok()) return fd.status();
+  SocketEndpoint local = LocalOf(fd->get());
+  return std::unique_ptr<LocalListener>(new LocalListener(*std::move(fd), HostPort{local.ip, local.port}));
 }
 
 LocalListener::~LocalListener() { Close(); }

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/common/errno_status.h"
+#include "server/common/tcp_listen.h"
 #include "server/common/strings.h"
 #include "server/http/http_request.h"
 
@@ -116,30 +117,12 @@ class StatusServer::Connection final : public FdHandler {
 };
 
 absl::StatusOr<std::unique_ptr<StatusServer>> StatusServer::Bind(const HostPort& address) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  addrinfo* results = nullptr;
-  std::string port = std::to_string(address.port);
-  const char* host = address.host == "*" ? nullptr : address.host.c_str();
-  if (int rc = getaddrinfo(host, port.c_str(), &hints, &results); rc != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics listen ", address.ToString(),
-                                                   ": cannot resolve host: ", gai_strerror(rc)));
-  }
-  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(results, freeaddrinfo);
-  UniqueFd fd(socket(results->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return ErrnoStatus("metrics socket", errno);
-  int one = 1;
-  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (bind(fd.get(), results->ai_addr, results->ai_addrlen) != 0) {
-    return ErrnoStatus(absl::StrCat("metrics listen ", address.ToString(), ": bind"), errno);
-  }
-  if (listen(fd.get(), 64) != 0) return ErrnoStatus("metrics listen", errno);
-  SocketEndpoint local = LocalOf(fd.get());
+  absl::StatusOr<UniqueFd> fd = ListenTcp(address, absl::StrCat("metrics listen ", address.ToString()), 64);
+  if (!fd.ok()) return fd.status();
+  SocketEndpoint local = LocalOf(fd->get());
   HostPort bound{local.ip, local.port};
   return std::unique_ptr<StatusServer>(
-      new StatusServer(std::move(fd), absl::StrCat("http://", bound.ToString())));
+      new StatusServer(*std::move(fd), absl::StrCat("http://", bound.ToString())));
 }
 
 StatusServer::StatusServer(UniqueFd fd, std::string bound_url)

@@ -9,49 +9,19 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/common/errno_status.h"
+#include "server/common/tcp_listen.h"
 
 namespace alknet {
 
 absl::StatusOr<std::unique_ptr<Listener>> Listener::Bind(const EndpointUrl& url,
                                                          ServerTransport& transport) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  addrinfo* results = nullptr;
-  std::string port = absl::StrCat(url.address.port);
-  const char* host = url.address.host == "*" ? nullptr : url.address.host.c_str();
-  int rc = getaddrinfo(host, port.c_str(), &hints, &results);
-  if (rc != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen ", url.ToString(), ": cannot resolve host: ", gai_strerror(rc)));
-  }
-  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(results, freeaddrinfo);
-  absl::Status last = absl::UnavailableError(absl::StrCat("listen ", url.ToString(), ": no address"));
-  for (addrinfo* ai = results; ai != nullptr; ai = ai->ai_next) {
-    UniqueFd fd(socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!fd.valid()) {
-      last = ErrnoStatus(absl::StrCat("listen ", url.ToString(), ": socket"), errno);
-      continue;
-    }
-    int one = 1;
-    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (ai->ai_family == AF_INET6) setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) {
-      last = ErrnoStatus(absl::StrCat("listen ", url.ToString(), ": bind"), errno);
-      continue;
-    }
-    if (listen(fd.get(), 1024) != 0) {
-      last = ErrnoStatus(absl::StrCat("listen ", url.ToString(), ": listen"), errno);
-      continue;
-    }
-    SocketEndpoint local = LocalOf(fd.get());
-    EndpointUrl bound = url;
-    bound.address.port = local.port;
-    if (host != nullptr) bound.address.host = local.ip;
-    return std::unique_ptr<Listener>(new Listener(std::move(fd), std::move(bound), transport));
-  }
-  return last;
+  absl::StatusOr<UniqueFd> fd = ListenTcp(url.address, absl::StrCat("listen ", url.ToString()));
+  if (!fd.ok()) return fd.status();
+  SocketEndpoint local = LocalOf(fd->get());
+  EndpointUrl bound = url;
+  bound.address.port = local.port;
+  if (url.address.host != "*") bound.address.host = local.ip;
+  return std::unique_ptr<Listener>(new Listener(*std::move(fd), std::move(bound), transport));
 }
 
 Listener::~Listener() { Close(); }

@@ -211,7 +211,7 @@ TEST_F(AdminForwardsTest, BadRequestsAreRefusedAndChangeNothing) {
       {"duplicate id", with({"--kind", "local", "--listen", "127.0.0.1:0", "--target", echo, "--id", "keep"}), 1,
        "ALREADY_EXISTS: forward.id: a forward with id 'keep' exists"},
       {"address in use", with({"--kind", "local", "--listen", echo, "--target", echo}), 1,
-       "ALREADY_EXISTS: listen " + echo + ": Address already in use"},
+       "ALREADY_EXISTS: listen " + echo + ": bind: Address already in use"},
       {"remove missing", {"forwards", "rm", "nothing"}, 1, "NOT_FOUND: id: no forward 'nothing'"},
       {"remove config forward", {"forwards", "rm", "far/L0"}, 1,
        "FAILED_PRECONDITION: id: forward 'far/L0' comes from the configuration file"},
