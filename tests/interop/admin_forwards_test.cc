@@ -129,7 +129,7 @@ TEST_F(AdminForwardsTest, AddedForwardsCarryDataAtOnceSurviveRestartAndRemoveCle
   close(fd);
   // -R: the far agent listens on `published` once the request went through.
   ASSERT_TRUE(WaitForState("pub", "active")) << Row("pub") << near_->Log() << far_->Log();
-  ASSERT_TRUE(WaitForPort(published)) << far_->Log();
+  ASSERT_TRUE(WaitForListener(far_->process(), published)) << far_->Log();
   fd = ConnectTcp(published);
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(1 << 20, 4)));

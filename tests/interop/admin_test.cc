@@ -73,11 +73,9 @@ class AdminTest : public ::testing::Test {
   }
 
   // ssh -N -L in the background, forwarding a local port to the echo server.
-  std::unique_ptr<BackgroundProcess> Tunnel(const TestKey& key, uint16_t local, const std::string& name) {
-    std::vector<std::string> argv = SshArgs(agent_->port(), key);
-    argv.insert(argv.end(), {"-N", "-L", std::to_string(local) + ":127.0.0.1:" + std::to_string(echo_.port()),
-                             "127.0.0.1"});
-    return std::make_unique<BackgroundProcess>(argv, dir_.path(), name);
+  // `ssh -N -L` to the echo server on a picked port (*local) that ssh itself listens on.
+  std::unique_ptr<BackgroundProcess> Tunnel(const TestKey& key, uint16_t* local, const std::string& name) {
+    return StartLocalForward(agent_->port(), key, echo_.port(), dir_.path(), name, local);
   }
 
   CommandResult EchoThrough(const TestKey& key) {
@@ -108,9 +106,9 @@ TEST_F(AdminTest, AddedKeyWorksAtOnceAndRemoveWithKillDropsTheSession) {
   ASSERT_EQ(added.exit_code, 0) << added.err;
   EXPECT_THAT(added.out, HasSubstr("added " + key.fingerprint));
 
-  uint16_t local = PickFreePort();
-  auto tunnel = Tunnel(key, local, "ssh_tunnel");
-  ASSERT_TRUE(WaitForPort(local)) << tunnel->Stderr() << agent_->Log();
+  uint16_t local = 0;
+  auto tunnel = Tunnel(key, &local, "ssh_tunnel");
+  ASSERT_NE(tunnel, nullptr) << agent_->Log();
   int fd = ConnectTcp(local);
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(64 << 10, 7)));
@@ -176,9 +174,9 @@ TEST_F(AdminTest, SighupAppliesChangedConfigLimitsAndKeepsApiValues) {
   TestKey key = MakeKey(dir_, "user_key");
   ASSERT_EQ(Admin({"keys", "add", key.private_path + ".pub"}).exit_code, 0);
   ASSERT_EQ(Admin({"policy", "set", "max_startups=50", "connect_timeout=3s"}).exit_code, 0);
-  uint16_t local = PickFreePort();
-  auto tunnel = Tunnel(key, local, "ssh_tunnel");
-  ASSERT_TRUE(WaitForPort(local));
+  uint16_t local = 0;
+  auto tunnel = Tunnel(key, &local, "ssh_tunnel");
+  ASSERT_NE(tunnel, nullptr);
 
   WriteFile(dir_.File("agent.yaml"), "limits:\n  max_sessions: 20\n  connect_timeout: 7s\n");
   agent_->process().Signal(SIGHUP);

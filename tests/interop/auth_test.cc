@@ -179,12 +179,9 @@ TEST_F(AuthTest, SighupReloadsKeysWithoutDroppingSessions) {
   StartAgent(first.public_line + "\n");
   EXPECT_EQ(EchoThrough(second).exit_code, 255);
   // A session of the first key stays up across the reload and keeps forwarding.
-  uint16_t local = PickFreePort();
-  std::vector<std::string> argv = SshArgs(agent_->port(), first);
-  argv.insert(argv.end(), {"-N", "-L", std::to_string(local) + ":127.0.0.1:" +
-                           std::to_string(echo_.port()), "127.0.0.1"});
-  BackgroundProcess session(argv, dir_.path(), "ssh_first");
-  ASSERT_TRUE(WaitForPort(local));
+  uint16_t local = 0;
+  auto session = StartLocalForward(agent_->port(), first, echo_.port(), dir_.path(), "ssh_first", &local);
+  ASSERT_NE(session, nullptr);
   WriteFile(dir_.File("authorized_keys"), first.public_line + "\n" + second.public_line + "\n");
   agent_->process().Signal(SIGHUP);
   ASSERT_TRUE(agent_->WaitForLog("loaded authorized keys count=2"));
@@ -193,7 +190,7 @@ TEST_F(AuthTest, SighupReloadsKeysWithoutDroppingSessions) {
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(1 << 20, 3)));
   close(fd);
-  EXPECT_TRUE(session.running());
+  EXPECT_TRUE(session->running());
 }
 
 }  // namespace

@@ -282,12 +282,9 @@ TEST_F(CertificateTest, KrlChangesApplyWithoutRestartAndBadUpdatesKeepThePreviou
   StartAgent({ca_}, "", {"--revoked-keys", dir_.File("krl")});
   EXPECT_EQ(EchoThrough(user_).out, "ping\n");
   // A session that stays up across the change.
-  uint16_t local = PickFreePort();
-  std::vector<std::string> argv = SshArgs(agent_->port(), user_);
-  argv.insert(argv.end(), {"-N", "-L", std::to_string(local) + ":127.0.0.1:" + std::to_string(echo_.port()),
-                           "127.0.0.1"});
-  BackgroundProcess session(argv, dir_.path(), "ssh_session");
-  ASSERT_TRUE(WaitForPort(local));
+  uint16_t local = 0;
+  auto session = StartLocalForward(agent_->port(), user_, echo_.port(), dir_.path(), "ssh_session", &local);
+  ASSERT_NE(session, nullptr);
   int fd = ConnectTcp(local);
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(EchoRoundTrip(fd, "before"));
@@ -433,12 +430,9 @@ TEST_F(CertificateTest, TrustedCaFileAndCertAuthorityLineTogether) {
 TEST_F(CertificateTest, SighupRemovingTheCaStopsNewChannelsOfLiveSessions) {
   Sign(ca_, user_, {"-n", "tester"});
   StartAgent({ca_});
-  uint16_t local = PickFreePort();
-  std::vector<std::string> argv = SshArgs(agent_->port(), user_);
-  argv.insert(argv.end(), {"-N", "-L", std::to_string(local) + ":127.0.0.1:" + std::to_string(echo_.port()),
-                           "127.0.0.1"});
-  BackgroundProcess session(argv, dir_.path(), "ssh_session");
-  ASSERT_TRUE(WaitForPort(local));
+  uint16_t local = 0;
+  auto session = StartLocalForward(agent_->port(), user_, echo_.port(), dir_.path(), "ssh_session", &local);
+  ASSERT_NE(session, nullptr);
   int fd = ConnectTcp(local);
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(1 << 16, 5)));
@@ -454,7 +448,7 @@ TEST_F(CertificateTest, SighupRemovingTheCaStopsNewChannelsOfLiveSessions) {
   }
   EXPECT_TRUE(agent_->WaitForLog("reason=cert-untrusted-ca"));
   EXPECT_THAT(agent_->Log(), ContainsRegex("channel refused .*reason=cert-untrusted-ca"));
-  EXPECT_TRUE(session.running());  // the session itself stays up
+  EXPECT_TRUE(session->running());  // the session itself stays up
   EXPECT_EQ(echo_.connections(), connections_before);
 }
 

@@ -264,7 +264,7 @@ TEST_F(ClientAgentTest, Socks5LocalAndRemoteForwards) {
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(64 << 20, 8)));
   close(fd);
   // -R: the agent listens on its loopback; a connection there reaches our local echo server.
-  ASSERT_TRUE(WaitForPort(published)) << agent_->Log();
+  ASSERT_TRUE(WaitForListener(agent_->process(), published)) << agent_->Log();
   fd = ConnectTcp(published);
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(4 << 20, 9)));
@@ -285,7 +285,7 @@ TEST_F(ClientAgentTest, ReconnectsWithBackoffAndRestoresEverything) {
              "0:127.0.0.1:" + std::to_string(source.port()), "-R",
              std::to_string(published) + ":127.0.0.1:" + std::to_string(echo.port())});
   ASSERT_TRUE(client.WaitForLog("upstream connected")) << client.Log();
-  ASSERT_TRUE(WaitForPort(published));
+  ASSERT_TRUE(WaitForListener(agent_->process(), published));
   // Mid-transfer: a download through -L is running when the server dies.
   int transfer = ConnectTcp(client.local_ports()[0]);
   ASSERT_GE(transfer, 0);
@@ -329,7 +329,7 @@ TEST_F(ClientAgentTest, ReconnectsWithBackoffAndRestoresEverything) {
   for (size_t i = 3; i < steps.size(); ++i) EXPECT_TRUE(steps[i] == "8s" || steps[i] == "16s") << steps[i];
   // -R is re-established, SOCKS works again: no client restart.
   EXPECT_EQ(client.CountInLog("remote forward established"), 2) << log;
-  ASSERT_TRUE(WaitForPort(published));
+  ASSERT_TRUE(WaitForListener(agent_->process(), published));
   int fd = ConnectTcp(published);
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(1 << 20, 10)));
@@ -453,10 +453,13 @@ class ClientProxyTest : public ClientAgentTest {};
 TEST_F(ClientProxyTest, ThroughMicrosocksSocks5) {
   if (!HaveProgram("microsocks")) GTEST_SKIP() << "microsocks not installed (scripts/install-deps.sh --test)";
   StartAgent();
-  uint16_t proxy_port = PickFreePort();
-  BackgroundProcess proxy({"microsocks", "-i", "127.0.0.1", "-p", std::to_string(proxy_port)},
-                          dir_.path(), "microsocks");
-  ASSERT_TRUE(WaitForPort(proxy_port));
+  uint16_t proxy_port = 0;
+  auto proxy = StartListening(
+      [](uint16_t port) {
+        return std::vector<std::string>{"microsocks", "-i", "127.0.0.1", "-p", std::to_string(port)};
+      },
+      dir_.path(), "microsocks", &proxy_port);
+  ASSERT_NE(proxy, nullptr);
   HttpServer http("via microsocks\n");
   ClientProcess client(dir_, {"--server", "tcp://localhost:" + std::to_string(agent_->port()),
                               "--identity", key_.private_path, "--host-key-fingerprint",
@@ -471,18 +474,23 @@ TEST_F(ClientProxyTest, ThroughMicrosocksSocks5) {
 TEST_F(ClientProxyTest, ThroughTinyproxyHttpConnect) {
   if (!HaveProgram("tinyproxy")) GTEST_SKIP() << "tinyproxy not installed (scripts/install-deps.sh --test)";
   StartAgent();
-  uint16_t proxy_port = PickFreePort();
-  WriteFile(dir_.File("tinyproxy.conf"),
-            "Port " + std::to_string(proxy_port) + "\nListen 127.0.0.1\nTimeout 60\nAllow 127.0.0.1\n"
-            "MaxClients 20\nPidFile \"" + dir_.File("tinyproxy.pid") + "\"\nLogLevel Info\n");
-  BackgroundProcess proxy({"tinyproxy", "-d", "-c", dir_.File("tinyproxy.conf")}, dir_.path(), "tinyproxy");
-  ASSERT_TRUE(WaitForPort(proxy_port)) << proxy.Stderr() << proxy.Stdout();
+  uint16_t proxy_port = 0;
+  std::string why;
+  auto proxy = StartListening(
+      [&](uint16_t port) {
+        WriteFile(dir_.File("tinyproxy.conf"),
+                  "Port " + std::to_string(port) + "\nListen 127.0.0.1\nTimeout 60\nAllow 127.0.0.1\n"
+                  "MaxClients 20\nPidFile \"" + dir_.File("tinyproxy.pid") + "\"\nLogLevel Info\n");
+        return std::vector<std::string>{"tinyproxy", "-d", "-c", dir_.File("tinyproxy.conf")};
+      },
+      dir_.path(), "tinyproxy", &proxy_port, &why);
+  ASSERT_NE(proxy, nullptr) << why;
   HttpServer http("via tinyproxy\n");
   ClientProcess client(dir_, {"--server", "tcp://127.0.0.1:" + std::to_string(agent_->port()),
                               "--identity", key_.private_path, "--host-key-fingerprint",
                               host_fingerprint_, "--socks5", "127.0.0.1:0", "--proxy",
                               "http://127.0.0.1:" + std::to_string(proxy_port)});
-  ASSERT_TRUE(client.WaitForLog("upstream connected")) << client.Log() << proxy.Stderr();
+  ASSERT_TRUE(client.WaitForLog("upstream connected")) << client.Log() << proxy->Stderr();
   CommandResult curl = CurlThroughSocks(client.socks_port(),
                                         "http://127.0.0.1:" + std::to_string(http.port()) + "/");
   EXPECT_EQ(curl.out, "via tinyproxy\n") << curl.err << client.Log();

@@ -4,6 +4,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -29,14 +31,10 @@ class ForwardingTest : public ::testing::Test {
     ASSERT_NE(agent_->port(), 0);
   }
 
-  // Starts `ssh -N <forward_flag> <spec>` and waits until its local port accepts.
-  std::unique_ptr<BackgroundProcess> StartForward(const std::string& flag, const std::string& spec,
-                                                  uint16_t local_port, const std::string& name) {
-    std::vector<std::string> argv = SshArgs(agent_->port(), key_);
-    argv.insert(argv.end(), {"-N", flag, spec, "127.0.0.1"});
-    auto ssh = std::make_unique<BackgroundProcess>(argv, dir_.path(), name);
-    EXPECT_TRUE(WaitForPort(local_port)) << ssh->Stderr() << agent_->Log();
-    return ssh;
+  // `ssh -N -L <local>:127.0.0.1:<target>` on a picked port ssh itself listens on.
+  std::unique_ptr<BackgroundProcess> StartLocalForwardTo(uint16_t target, const std::string& name,
+                                                         uint16_t* local) {
+    return StartLocalForward(agent_->port(), key_, target, dir_.path(), name, local);
   }
 
   // ssh prints "channel N: open failed: ..." at its default INFO level.
@@ -55,9 +53,9 @@ class ForwardingTest : public ::testing::Test {
 
 TEST_F(ForwardingTest, LocalForwardRoundTrips64MiBByteExact) {
   EchoServer echo;
-  uint16_t local = PickFreePort();
-  auto ssh = StartForward("-L", std::to_string(local) + ":127.0.0.1:" + std::to_string(echo.port()),
-                          local, "ssh_l");
+  uint16_t local = 0;
+  auto ssh = StartLocalForwardTo(echo.port(), "ssh_l", &local);
+  ASSERT_NE(ssh, nullptr);
   int fd = ConnectTcp(local);
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(64 << 20, 1)));
@@ -66,8 +64,11 @@ TEST_F(ForwardingTest, LocalForwardRoundTrips64MiBByteExact) {
 
 TEST_F(ForwardingTest, DynamicForwardServesCurlSocks5Hostname) {
   HttpServer http("hello through alknet\n");
-  uint16_t socks = PickFreePort();
-  auto ssh = StartForward("-D", "127.0.0.1:" + std::to_string(socks), socks, "ssh_d");
+  uint16_t socks = 0;
+  auto ssh = StartSshForward(
+      agent_->port(), key_, "-D", [](uint16_t port) { return Loopback(port); }, dir_.path(),
+      "ssh_d", &socks);
+  ASSERT_NE(ssh, nullptr);
   // "localhost" is resolved by the agent (the far side), not by curl.
   CommandResult curl = RunCommand({"curl", "-sS", "--max-time", "20", "--socks5-hostname",
                                    "127.0.0.1:" + std::to_string(socks),
@@ -125,29 +126,44 @@ TEST_F(ForwardingTest, TwoHundredChannelsOverTwentySessionsAllByteExact) {
   EchoServer echo;
   constexpr int kSessions = 20;
   constexpr int kChannelsPerSession = 10;
-  std::vector<uint16_t> ports;
+  std::vector<uint16_t> ports(kSessions);
   std::vector<std::unique_ptr<BackgroundProcess>> sessions;
   for (int s = 0; s < kSessions; ++s) {
-    uint16_t local = PickFreePort();
-    ports.push_back(local);
-    sessions.push_back(StartForward(
-        "-L", std::to_string(local) + ":127.0.0.1:" + std::to_string(echo.port()), local,
-        "ssh_many_" + std::to_string(s)));
+    sessions.push_back(StartLocalForwardTo(echo.port(), "ssh_many_" + std::to_string(s), &ports[s]));
+    ASSERT_NE(sessions.back(), nullptr);
   }
-  std::atomic<int> exact{0};
+  // Each channel's outcome: empty when byte-exact, else what went wrong, so a failure names
+  // the channels and the way they failed (connect, short read, wrong bytes).
+  std::vector<std::string> problems(kSessions * kChannelsPerSession);
   std::vector<std::thread> channels;
   for (int s = 0; s < kSessions; ++s) {
     for (int c = 0; c < kChannelsPerSession; ++c) {
       channels.emplace_back([&, s, c] {
+        std::string& problem = problems[s * kChannelsPerSession + c];
         int fd = ConnectTcp(ports[s]);
-        if (fd < 0) return;
-        if (EchoRoundTrip(fd, PatternBytes(256 << 10, s * 100 + c))) exact.fetch_add(1);
+        if (fd < 0) {
+          problem = std::string("connect: ") + strerror(errno);
+          return;
+        }
+        problem = EchoRoundTripProblem(fd, PatternBytes(256 << 10, s * 100 + c));
         close(fd);
       });
     }
   }
   for (auto& thread : channels) thread.join();
-  EXPECT_EQ(exact.load(), kSessions * kChannelsPerSession);
+  int exact = 0;
+  std::string report;
+  for (size_t i = 0; i < problems.size(); ++i) {
+    if (problems[i].empty()) {
+      ++exact;
+      continue;
+    }
+    size_t s = i / kChannelsPerSession;
+    report += "session " + std::to_string(s) + " (port " + std::to_string(ports[s]) + ", ssh " +
+              (sessions[s]->running() ? "running" : "exited") + ") channel " +
+              std::to_string(i % kChannelsPerSession) + ": " + problems[i] + "\n";
+  }
+  EXPECT_EQ(exact, kSessions * kChannelsPerSession) << report << agent_->Log();
 }
 
 TEST_F(ForwardingTest, ClosedChannelsAreReapedSoTheChannelCapNeverFills) {
@@ -157,12 +173,9 @@ TEST_F(ForwardingTest, ClosedChannelsAreReapedSoTheChannelCapNeverFills) {
   AgentProcess capped(dir, {"--authorized-keys", dir.File("authorized_keys"),
                             "--max-channels-per-session", "3"});
   EchoServer echo;
-  uint16_t local = PickFreePort();
-  std::vector<std::string> argv = SshArgs(capped.port(), key_);
-  argv.insert(argv.end(), {"-N", "-L", std::to_string(local) + ":127.0.0.1:" +
-                           std::to_string(echo.port()), "127.0.0.1"});
-  BackgroundProcess ssh(argv, dir.path(), "ssh_short");
-  ASSERT_TRUE(WaitForPort(local));
+  uint16_t local = 0;
+  auto ssh = StartLocalForward(capped.port(), key_, echo.port(), dir.path(), "ssh_short", &local);
+  ASSERT_NE(ssh, nullptr);
   int exact = 0;
   for (int i = 0; i < 40; ++i) {
     int fd = ConnectTcp(local);

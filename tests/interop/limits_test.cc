@@ -106,12 +106,9 @@ TEST_F(LimitsTest, PerSourceCapRefusesTheFloodWhileOthersGetIn) {
 TEST_F(LimitsTest, GlobalCapDoesNotTouchAuthenticatedSessions) {
   StartAgent({"--max-startups", "3", "--per-source-max-startups", "3"});
   // An authenticated session with a forward is up before the flood...
-  uint16_t local = PickFreePort();
-  std::vector<std::string> argv = SshArgs(agent_->port(), key_);
-  argv.insert(argv.end(), {"-N", "-L", std::to_string(local) + ":127.0.0.1:" + std::to_string(echo_.port()),
-                           "127.0.0.1"});
-  BackgroundProcess ssh(argv, dir_.path(), "ssh_l");
-  ASSERT_TRUE(WaitForPort(local)) << ssh.Stderr();
+  uint16_t local = 0;
+  auto ssh = StartLocalForward(agent_->port(), key_, echo_.port(), dir_.path(), "ssh_l", &local);
+  ASSERT_NE(ssh, nullptr);
   std::vector<int> flood;
   for (int i = 0; i < 3; ++i) {
     int fd = IdlePreAuthConnection(agent_->port(), "127.0.0.3");
@@ -162,19 +159,16 @@ TEST_F(LimitsTest, SigtermWithActiveChannelsExitsWithinTheDrainDeadline) {
 
 TEST_F(LimitsTest, SigtermWithIdleSessionsExitsPromptly) {
   StartAgent({"--shutdown-grace", "30s"});
-  uint16_t local = PickFreePort();
-  std::vector<std::string> argv = SshArgs(agent_->port(), key_);
-  argv.insert(argv.end(), {"-N", "-L", std::to_string(local) + ":127.0.0.1:" + std::to_string(echo_.port()),
-                           "127.0.0.1"});
-  BackgroundProcess ssh(argv, dir_.path(), "ssh_idle");
-  ASSERT_TRUE(WaitForPort(local));
+  uint16_t local = 0;
+  auto ssh = StartLocalForward(agent_->port(), key_, echo_.port(), dir_.path(), "ssh_idle", &local);
+  ASSERT_NE(ssh, nullptr);
   agent_->process().Signal(SIGTERM);
   // No open channels: nothing to drain, so the 30 s grace is not waited out.
   std::optional<int> exit_code = agent_->process().Wait(std::chrono::seconds(10));
   ASSERT_TRUE(exit_code.has_value()) << agent_->Log();
   EXPECT_EQ(*exit_code, 0);
   EXPECT_THAT(agent_->Log(), HasSubstr("engine: stopped disconnected_at_deadline=0"));
-  EXPECT_TRUE(ssh.Wait(std::chrono::seconds(10)).has_value());
+  EXPECT_TRUE(ssh->Wait(std::chrono::seconds(10)).has_value());
 }
 
 }  // namespace

@@ -48,14 +48,14 @@ TEST_F(RemoteForwardTest, StockSshPublishesLocalServerOnAgentLoopback) {
   uint16_t published = PickFreePort();
   BackgroundProcess ssh(Ssh(std::to_string(published) + ":127.0.0.1:" + std::to_string(echo.port())),
                         dir_.path(), "ssh_r");
-  ASSERT_TRUE(WaitForPort(published)) << ssh.Stderr() << agent_->Log();
+  ASSERT_TRUE(WaitForListener(agent_->process(), published)) << ssh.Stderr() << agent_->Log();
   for (int i = 0; i < 3; ++i) {
     int fd = ConnectTcp(published);
     ASSERT_GE(fd, 0);
     EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(4 << 20, 10 + i)));
     close(fd);
   }
-  EXPECT_GE(echo.connections(), 3);  // WaitForPort's probe is one more
+  EXPECT_GE(echo.connections(), 3);
   // GatewayPorts=no: bound on loopback; the listen port is the agent's own and is logged,
   // the client's target never is.
   EXPECT_TRUE(agent_->WaitForLog("remote forward listening"));
@@ -103,7 +103,6 @@ TEST_F(RemoteForwardTest, WildcardRequestBindsLoopbackAndPortZeroIsAllocated) {
 TEST_F(RemoteForwardTest, PermitListenLimitsPorts) {
   uint16_t allowed = PickFreePort();
   uint16_t other = PickFreePort();
-  while (other == allowed) other = PickFreePort();
   StartAgent("permitlisten=\"" + std::to_string(allowed) + "\"");
   EchoServer echo;
   CommandResult refused =
@@ -115,7 +114,7 @@ TEST_F(RemoteForwardTest, PermitListenLimitsPorts) {
 
   BackgroundProcess ssh(Ssh(std::to_string(allowed) + ":127.0.0.1:" + std::to_string(echo.port())),
                         dir_.path(), "ssh_allowed");
-  ASSERT_TRUE(WaitForPort(allowed)) << ssh.Stderr() << agent_->Log();
+  ASSERT_TRUE(WaitForListener(agent_->process(), allowed)) << ssh.Stderr() << agent_->Log();
   int fd = ConnectTcp(allowed);
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(64 << 10, 4)));

@@ -340,10 +340,13 @@ TEST_F(TlsClientTest, UnreadableCaFileIsAStartupError) {
 TEST_F(TlsClientTest, ThroughMicrosocksSocks5) {
   if (!HaveProgram("microsocks")) GTEST_SKIP() << "microsocks not installed (scripts/install-deps.sh --test)";
   StartAgent();
-  uint16_t proxy_port = PickFreePort();
-  BackgroundProcess proxy({"microsocks", "-i", "127.0.0.1", "-p", std::to_string(proxy_port)},
-                          dir_.path(), "microsocks");
-  ASSERT_TRUE(WaitForPort(proxy_port));
+  uint16_t proxy_port = 0;
+  auto proxy = StartListening(
+      [](uint16_t port) {
+        return std::vector<std::string>{"microsocks", "-i", "127.0.0.1", "-p", std::to_string(port)};
+      },
+      dir_.path(), "microsocks", &proxy_port);
+  ASSERT_NE(proxy, nullptr);
   EchoServer echo;
   ClientProcess client(dir_, ClientArgs({"--tls-fingerprint", tls_fingerprint_, "--proxy",
                                          "socks5://127.0.0.1:" + std::to_string(proxy_port)},

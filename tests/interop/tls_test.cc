@@ -200,29 +200,30 @@ class NginxProcess {
     std::string root = dir.File("nginx");
     mkdir(root.c_str(), 0755);
     MakeCertificate(root + "/cert.pem", root + "/key.pem", "localhost");
-    port_ = PickFreePort();
     std::string t = std::to_string(timeout_seconds) + "s";
-    WriteFile(root + "/nginx.conf",
-              "daemon off;\nmaster_process off;\nworker_processes 1;\n"
-              "pid " + root + "/nginx.pid;\nerror_log " + root + "/error.log;\n"
-              "events { worker_connections 64; }\n"
-              "http {\n  access_log off;\n"
-              "  client_header_timeout " + t + ";\n  keepalive_timeout " + t + ";\n"
-              "  client_body_temp_path " + root + "/body;\n  proxy_temp_path " + root + "/proxy;\n"
-              "  fastcgi_temp_path " + root + "/fastcgi;\n  uwsgi_temp_path " + root + "/uwsgi;\n"
-              "  scgi_temp_path " + root + "/scgi;\n"
-              "  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n"
-              "  server {\n    listen 127.0.0.1:" + std::to_string(port_) + " ssl default_server;\n"
-              "    ssl_certificate " + root + "/cert.pem;\n    ssl_certificate_key " + root + "/key.pem;\n"
-              "    location / { return 404; }\n  }\n}\n",
-              0644);
-    process_ = std::make_unique<BackgroundProcess>(
-        std::vector<std::string>{"nginx", "-e", root + "/error.log", "-p", root, "-c",
-                                 root + "/nginx.conf"},
-        dir.path(), "nginx");
-    if (!WaitForPort(port_)) {
-      ADD_FAILURE() << "nginx did not start: " << process_->Stderr() << ReadFile(root + "/error.log");
-      port_ = 0;
+    std::string why;
+    process_ = StartListening(
+        [&](uint16_t port) {
+          WriteFile(root + "/nginx.conf",
+                    "daemon off;\nmaster_process off;\nworker_processes 1;\n"
+                    "pid " + root + "/nginx.pid;\nerror_log " + root + "/error.log;\n"
+                    "events { worker_connections 64; }\n"
+                    "http {\n  access_log off;\n"
+                    "  client_header_timeout " + t + ";\n  keepalive_timeout " + t + ";\n"
+                    "  client_body_temp_path " + root + "/body;\n  proxy_temp_path " + root + "/proxy;\n"
+                    "  fastcgi_temp_path " + root + "/fastcgi;\n  uwsgi_temp_path " + root + "/uwsgi;\n"
+                    "  scgi_temp_path " + root + "/scgi;\n"
+                    "  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n"
+                    "  server {\n    listen 127.0.0.1:" + std::to_string(port) + " ssl default_server;\n"
+                    "    ssl_certificate " + root + "/cert.pem;\n    ssl_certificate_key " + root + "/key.pem;\n"
+                    "    location / { return 404; }\n  }\n}\n",
+                    0644);
+          return std::vector<std::string>{"nginx", "-e", root + "/error.log", "-p", root, "-c",
+                                          root + "/nginx.conf"};
+        },
+        dir.path(), "nginx", &port_, &why);
+    if (process_ == nullptr) {
+      ADD_FAILURE() << "nginx did not start: " << why << ReadFile(root + "/error.log");
     }
   }
   bool ok() const { return port_ != 0; }
@@ -267,14 +268,20 @@ class TlsTest : public ::testing::Test {
     return argv;
   }
 
-  std::unique_ptr<BackgroundProcess> StartTlsForward(uint16_t local, uint16_t target,
+  // `ssh -N -L` through TLS on a picked port (*local) that ssh itself listens on.
+  std::unique_ptr<BackgroundProcess> StartTlsForward(uint16_t* local, uint16_t target,
                                                      const std::string& name) {
-    std::vector<std::string> argv = SshOverTls();
-    argv.insert(argv.end(), {"-N", "-L",
-                             std::to_string(local) + ":127.0.0.1:" + std::to_string(target),
-                             "127.0.0.1"});
-    auto ssh = std::make_unique<BackgroundProcess>(argv, dir_.path(), name);
-    EXPECT_TRUE(WaitForPort(local, std::chrono::seconds(20))) << ssh->Stderr() << agent_->Log();
+    std::string why;
+    auto ssh = StartListening(
+        [&](uint16_t port) {
+          std::vector<std::string> argv = SshOverTls();
+          argv.insert(argv.end(), {"-N", "-L",
+                                   std::to_string(port) + ":127.0.0.1:" + std::to_string(target),
+                                   "127.0.0.1"});
+          return argv;
+        },
+        dir_.path(), name, local, &why, std::chrono::seconds(20));
+    EXPECT_NE(ssh, nullptr) << why << agent_->Log();
     return ssh;
   }
 
@@ -288,8 +295,9 @@ class TlsTest : public ::testing::Test {
 TEST_F(TlsTest, OpenSshThroughTlsMoves64MiBByteExact) {
   StartAgent();
   EchoServer echo;
-  uint16_t local = PickFreePort();
-  auto ssh = StartTlsForward(local, echo.port(), "ssh_tls");
+  uint16_t local = 0;
+  auto ssh = StartTlsForward(&local, echo.port(), "ssh_tls");
+  ASSERT_NE(ssh, nullptr);
   int fd = ConnectTcp(local);
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(64 << 20, 7)));
@@ -462,8 +470,9 @@ TEST_F(TlsTest, ReplacedCertificateIsServedWhileOpenSessionKeepsForwarding) {
   EXPECT_EQ(ServedFingerprint(tls_port_, dir_), first);
 
   EchoServer echo;
-  uint16_t local = PickFreePort();
-  auto ssh = StartTlsForward(local, echo.port(), "ssh_tls_reload");
+  uint16_t local = 0;
+  auto ssh = StartTlsForward(&local, echo.port(), "ssh_tls_reload");
+  ASSERT_NE(ssh, nullptr);
   int fd = ConnectTcp(local);
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(1 << 20, 21)));

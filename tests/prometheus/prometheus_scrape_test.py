@@ -36,6 +36,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import test_ports  # noqa: E402  (tests/support/test_ports.py)
+
 MAX_SERIES = 500
 FAILURES = []
 
@@ -88,9 +91,9 @@ def ensure_prometheus():
 
 
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a program that cannot bind port 0 (ssh -L/-D, prometheus): never one the
+    kernel hands out, and never one another concurrent test holds (tests/support/test_ports.py)."""
+    return test_ports.pick_free_port()
 
 
 def listening_ports():
@@ -378,6 +381,8 @@ class Harness:
         def scraped():
             if self.prometheus.poll() is not None:
                 raise Fatal("prometheus exited:\n" + self.read_log("prometheus"))
+            if not test_ports.listens_on(self.prometheus.pid, self.prom_port):
+                return False  # not up yet (or the port is another program's: never ask it)
             try:
                 result = self.query('up{job="alknet"}')
             except Fatal:
@@ -545,8 +550,8 @@ def scale_checks(h):
     def forwarding():
         if session.poll() is not None:
             raise Fatal("ssh -L/-D session exited: " + h.read_log("ssh-scale"))
-        ports = listening_ports()
-        return lport in ports and dport in ports
+        # ssh itself must hold both: another program on the port would take our traffic.
+        return test_ports.listens_on(session.pid, lport) and test_ports.listens_on(session.pid, dport)
 
     if not wait_for(forwarding, 30):
         raise Fatal("ssh -L/-D session did not start forwarding: " + h.read_log("ssh-scale"))

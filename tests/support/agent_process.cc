@@ -241,18 +241,6 @@ long AgentProcess::RssKb() const {
   return at == std::string::npos ? -1 : std::atol(status.c_str() + at + 6);
 }
 
-uint16_t PickFreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
-  socklen_t len = sizeof(address);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &len);
-  close(fd);
-  return ntohs(address.sin_port);
-}
-
 std::string Loopback(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
 
 CommandResult CurlThroughSocks(uint16_t socks, const std::string& url) {
@@ -283,19 +271,6 @@ int ConnectTcp(uint16_t port, const char* source_ip) {
     return -1;
   }
   return fd;
-}
-
-bool WaitForPort(uint16_t port, std::chrono::milliseconds timeout) {
-  auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    int fd = ConnectTcp(port);
-    if (fd >= 0) {
-      close(fd);
-      return true;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
 }
 
 }  // namespace alknet::testing

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tests/support/test_ports.h"
+
 namespace alknet::testing {
 
 // A fresh directory under $TMPDIR, removed with its contents on destruction.
@@ -82,10 +84,6 @@ class AgentProcess {
   uint16_t port_ = 0;
 };
 
-// A loopback TCP port that was free a moment ago (for ssh -L / -D listeners, which cannot take 0).
-uint16_t PickFreePort();
-// Polls until 127.0.0.1:port accepts a connection.
-bool WaitForPort(uint16_t port, std::chrono::milliseconds timeout = std::chrono::seconds(10));
 // Connects to 127.0.0.1:port (optionally from `source_ip`); -1 on failure.
 int ConnectTcp(uint16_t port, const char* source_ip = nullptr);
 // "127.0.0.1:port".

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,5 +23,17 @@ TestKey MakeKey(const TempDir& dir, const std::string& name, const std::string& 
 // ssh with host-key checking off (the agent's host key is fresh per test), batch mode, no
 // config files, our key only: {"ssh", "-F", "/dev/null", ..., "-p", port, "-i", key}.
 std::vector<std::string> SshArgs(uint16_t port, const TestKey& key);
+
+// `ssh -N <flag> <spec_for(local)>` to 127.0.0.1:agent_port, where `local` is a picked port that
+// this ssh itself listens on when the call returns (flag "-L" or "-D"; StartListening retries
+// when ssh cannot bind). Sets *local; on failure adds a test failure and returns nullptr.
+std::unique_ptr<BackgroundProcess> StartSshForward(
+    uint16_t agent_port, const TestKey& key, const std::string& flag,
+    const std::function<std::string(uint16_t)>& spec_for, const std::string& log_dir,
+    std::string_view name, uint16_t* local);
+// `ssh -N -L local:127.0.0.1:target_port`, as StartSshForward.
+std::unique_ptr<BackgroundProcess> StartLocalForward(uint16_t agent_port, const TestKey& key,
+                                                     uint16_t target_port, const std::string& log_dir,
+                                                     std::string_view name, uint16_t* local);
 
 }  // namespace alknet::testing

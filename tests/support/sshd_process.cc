@@ -32,7 +32,7 @@ SshdProcess::SshdProcess(const TempDir& dir, const std::string& authorized_line,
   process_ = std::make_unique<BackgroundProcess>(
       std::vector<std::string>{"/usr/sbin/sshd", "-D", "-e", "-f", dir.File("sshd_config")},
       dir.path(), "sshd");
-  EXPECT_TRUE(WaitForPort(port_)) << "sshd did not start: " << Log();
+  EXPECT_TRUE(WaitForListener(*process_, port_)) << "sshd did not start: " << Log();
 }
 
 std::string SshdProcess::KnownHostsLine() const {

@@ -7,6 +7,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <sys/time.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -108,26 +111,58 @@ std::string PatternBytes(size_t size, uint32_t seed) {
   return bytes;
 }
 
-bool EchoRoundTrip(int fd, const std::string& payload) {
+std::string EchoRoundTripProblem(int fd, const std::string& payload) {
+  // A lost byte must not hang the test: a read that waits this long is reported as such.
+  timeval read_timeout{30, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &read_timeout, sizeof(read_timeout));
   std::string received;
   received.reserve(payload.size());
-  std::thread writer([fd, &payload] {
-    for (size_t off = 0; off < payload.size();) {
-      ssize_t w = send(fd, payload.data() + off, std::min<size_t>(payload.size() - off, 1 << 20),
+  size_t sent = 0;
+  int send_errno = 0;
+  std::thread writer([fd, &payload, &sent, &send_errno] {
+    while (sent < payload.size()) {
+      ssize_t w = send(fd, payload.data() + sent, std::min<size_t>(payload.size() - sent, 1 << 20),
                        MSG_NOSIGNAL);
-      if (w <= 0) return;
-      off += static_cast<size_t>(w);
+      if (w <= 0) {
+        send_errno = w < 0 ? errno : 0;
+        return;
+      }
+      sent += static_cast<size_t>(w);
     }
     shutdown(fd, SHUT_WR);
   });
   char buffer[65536];
+  std::string read_end = "EOF";
   while (received.size() < payload.size()) {
     ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n <= 0) break;
+    if (n < 0) {
+      read_end = errno == EAGAIN ? "no byte for 30 s" : std::string("read: ") + strerror(errno);
+      break;
+    }
+    if (n == 0) break;
     received.append(buffer, static_cast<size_t>(n));
   }
   writer.join();
-  return received == payload;
+  std::string problem;
+  if (sent < payload.size()) {
+    problem += "sent " + std::to_string(sent) + " of " + std::to_string(payload.size()) + " bytes (" +
+               (send_errno != 0 ? strerror(send_errno) : "connection closed") + "); ";
+  }
+  size_t common = std::min(received.size(), payload.size());
+  size_t mismatch = std::mismatch(received.begin(), received.begin() + common, payload.begin()).first -
+                    received.begin();
+  if (mismatch < common) problem += "bytes differ from offset " + std::to_string(mismatch) + "; ";
+  if (received.size() < payload.size()) {
+    problem += "received " + std::to_string(received.size()) + " of " +
+               std::to_string(payload.size()) + " bytes (" + read_end + ")";
+  } else if (received.size() > payload.size()) {
+    problem += "received " + std::to_string(received.size() - payload.size()) + " bytes too many";
+  }
+  return problem;
+}
+
+bool EchoRoundTrip(int fd, const std::string& payload) {
+  return EchoRoundTripProblem(fd, payload).empty();
 }
 
 }  // namespace alknet::testing

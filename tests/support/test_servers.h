@@ -77,5 +77,8 @@ std::string PatternBytes(size_t size, uint32_t seed);
 
 // Sends `payload` on fd while reading the same amount back; true when the echo is identical.
 bool EchoRoundTrip(int fd, const std::string& payload);
+// The same round trip; empty if the echo was byte-exact, else what went wrong (short send,
+// short read and why, first differing offset).
+std::string EchoRoundTripProblem(int fd, const std::string& payload);
 
 }  // namespace alknet::testing
