@@ -11,8 +11,6 @@ set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
 
-bash scripts/install-deps.sh --build
-
 # Without --listen/--config the agent takes 127.0.0.1:2222: say so at once if that is taken.
 default_listen=1
 for arg in "$@"; do
@@ -25,6 +23,8 @@ if [[ $default_listen -eq 1 ]] && port_in_use; then
   echo "run-agent: 127.0.0.1:2222 is already in use (another agent?); stop it or pass --listen tcp://127.0.0.1:PORT" >&2
   exit 1
 fi
+
+bash scripts/install-deps.sh --build
 
 echo "run-agent: building alknet-agent and alknet-admin (Release) in build-release/"
 cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release -DALKNET_BUILD_TESTS=OFF \

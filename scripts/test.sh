@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Builds alknet and runs the whole test suite:
-#   1. deps   install build + test packages (scripts/install-deps.sh --test)
-#   2. build  RelWithDebInfo build in ./build, ctest (unit, integration, interop)
-#   3. asan   ASan+UBSan build in ./build-asan, ctest                (skipped by --quick)
-#   4. fuzz   clang libFuzzer build in ./build-fuzz; each tests/fuzz/*_fuzzer.cc runs for
-#             ALKNET_FUZZ_SECONDS (default 20) on a copy of its corpus  (skipped by --quick)
+# Builds alknet and runs the whole test suite, warnings as errors (ALKNET_WERROR=ON) throughout:
+#   1. deps      install build + test packages (scripts/install-deps.sh --test)
+#   2. build     RelWithDebInfo build in ./build, ctest (unit, integration, interop)
+#   3. release   what users build: Release with GCC (./build-release-gcc) and clang
+#                (./build-release-clang), the agent, alknet-admin and the bench helper
+#   4. newcomer  the README as a newcomer types it: scripts/run-agent.sh from a clean copy with a
+#                fresh HOME, stock ssh -D/-L/-W, curl, alknet-admin (tests/newcomer/)
+#   5. asan      ASan+UBSan build in ./build-asan, ctest                (skipped by --quick)
+#   6. fuzz      clang libFuzzer build in ./build-fuzz; each tests/fuzz/*_fuzzer.cc runs for
+#                ALKNET_FUZZ_SECONDS (default 20) on a copy of its corpus  (skipped by --quick)
 # Options:
 #   --quick      skip the asan and fuzz stages
-#   --label L    run only tests labelled L (ctest -L L)
+#   --label L    run only tests labelled L (ctest -L L); skips the release and newcomer stages
 # Re-running reuses the build directories. Exits non-zero on the first failing stage.
 set -euo pipefail
 
@@ -38,6 +42,10 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
+# ccache keys on paths relative to the tree, so the newcomer stage's copy (under build-newcomer/)
+# and a fresh clone elsewhere reuse what earlier builds compiled.
+export CCACHE_BASEDIR=$repo_root
+
 fuzz_seconds=${ALKNET_FUZZ_SECONDS:-20}
 if ! [[ "$fuzz_seconds" =~ ^[0-9]+$ ]] || [[ "$fuzz_seconds" -lt 1 ]]; then
   echo "test.sh: ALKNET_FUZZ_SECONDS must be a positive integer, got '$fuzz_seconds'" >&2
@@ -65,10 +73,27 @@ stage_deps() {
 }
 
 stage_build() {
-  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DALKNET_WERROR=ON \
     -DALKNET_BUILD_TESTS=ON -DALKNET_SANITIZE=OFF -DALKNET_FUZZ=OFF
   ninja -C build
   ctest --test-dir build "${ctest_args[@]}"
+}
+
+# The Release build type (-O3) that run-agent.sh, the Dockerfile and packagers use warns where
+# RelWithDebInfo does not: build it with both compilers, warnings as errors.
+stage_release() {
+  local pair cc cxx
+  for pair in "gcc g++" "clang clang++"; do
+    read -r cc cxx <<<"$pair"
+    CC=$cc CXX=$cxx cmake -S . -B "build-release-$cc" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DALKNET_WERROR=ON -DALKNET_BUILD_TESTS=OFF
+    ninja -C "build-release-$cc"
+  done
+}
+
+# The README's run command, run as a newcomer runs it (tests/newcomer/readme_commands.sh).
+stage_newcomer() {
+  bash tests/newcomer/readme_commands.sh "$repo_root" "$repo_root/build-newcomer"
 }
 
 # Prints "CC CXX" for the first compiler pair that builds and runs an ASan+UBSan program.
@@ -110,7 +135,7 @@ stage_asan() {
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   "${with_compiler[@]}" cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DALKNET_BUILD_TESTS=ON -DALKNET_SANITIZE=ON -DALKNET_FUZZ=OFF
+    -DALKNET_WERROR=ON -DALKNET_BUILD_TESTS=ON -DALKNET_SANITIZE=ON -DALKNET_FUZZ=OFF
   ninja -C build-asan
   ctest --test-dir build-asan "${ctest_args[@]}"
 }
@@ -133,7 +158,7 @@ stage_fuzz() {
   # Fuzz targets are defined in tests/CMakeLists.txt, so tests stay on; only the
   # fuzzers are built.
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DALKNET_BUILD_TESTS=ON -DALKNET_FUZZ=ON -DALKNET_SANITIZE=OFF
+    -DALKNET_WERROR=ON -DALKNET_BUILD_TESTS=ON -DALKNET_FUZZ=ON -DALKNET_SANITIZE=OFF
   ninja -C build-fuzz "${FUZZERS[@]}"
 
   local work
@@ -203,6 +228,12 @@ print_summary() {
 total_start=$(date +%s)
 run_stage deps stage_deps
 run_stage build stage_build
+if [[ -n "$label" ]]; then
+  summary+=("release: skipped (--label)" "newcomer: skipped (--label)")
+else
+  run_stage release stage_release
+  run_stage newcomer stage_newcomer
+fi
 if [[ $quick -eq 1 ]]; then
   summary+=("asan: skipped (--quick)" "fuzz: skipped (--quick)")
 else

@@ -97,3 +97,16 @@ def listens_on(pid, port):
         if target.startswith("socket:[") and target[8:-1] in inodes:
             return True
     return False
+
+
+if __name__ == "__main__":
+    # For shell tests: `test_ports.py pick` prints a port (outside the ephemeral range; the
+    # reservation ends with this process), `test_ports.py listens PID PORT` exits 0 if PID
+    # holds the listener 127.0.0.1:PORT reaches.
+    import sys
+    if sys.argv[1:2] == ["pick"]:
+        print(pick_free_port())
+    elif sys.argv[1:2] == ["listens"] and len(sys.argv) == 4:
+        sys.exit(0 if listens_on(int(sys.argv[2]), int(sys.argv[3])) else 1)
+    else:
+        sys.exit("usage: test_ports.py pick | listens PID PORT")
