@@ -18,6 +18,7 @@
 #include "agent/client_runner.h"
 #include "agent/command_line.h"
 #include "agent/default_config.h"
+#include "agent/health_check.h"
 #include "agent/trust_loader.h"
 #include "server/auth/authorized_keys.h"
 #include "server/auth/key_set.h"
@@ -47,6 +48,7 @@ int RunAgent(int argc, const char* const* argv) {
     std::cerr << "alknet-agent: " << command_line.status().message() << "\n";
     return 2;
   }
+  command_line->environment = CaptureEnvironment(environ);
   if (command_line->help) {
     std::cout << UsageText();
     return 0;
@@ -62,6 +64,19 @@ int RunAgent(int argc, const char* const* argv) {
   }
   if (command_line->print_config) {
     std::cout << config::ToYaml(*config);
+    return 0;
+  }
+  if (command_line->command == "health") {
+    if (!config->metrics.listen.has_value()) {
+      std::cerr << "alknet-agent: health: metrics.listen is off, so there is no /healthz to ask\n";
+      return 2;
+    }
+    absl::Status healthy = CheckHealth(*config->metrics.listen, absl::Seconds(3));
+    if (!healthy.ok()) {
+      std::cerr << "alknet-agent: unhealthy: " << healthy.message() << "\n";
+      return 1;
+    }
+    std::cout << "healthy\n";
     return 0;
   }
 

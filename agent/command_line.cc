@@ -2,10 +2,13 @@
 #include "agent/command_line.h"
 
 #include <algorithm>
+#include <cctype>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "server/common/strings.h"
 #include "server/config/config_yaml.h"
 
@@ -20,13 +23,32 @@ absl::Status MissingValue(std::string_view flag) {
 
 }  // namespace
 
+std::vector<std::pair<std::string, std::string>> CaptureEnvironment(const char* const* environ) {
+  std::vector<std::pair<std::string, std::string>> captured;
+  for (const char* const* entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+    std::string_view text = *entry;
+    size_t eq = text.find('=');
+    if (eq == std::string_view::npos || !absl::StartsWith(Sv(text), "ALKNET_")) continue;
+    captured.emplace_back(std::string(text.substr(0, eq)), std::string(text.substr(eq + 1)));
+  }
+  return captured;
+}
+
+std::string EnvironmentName(std::string_view yaml_path) {
+  std::string name = "ALKNET_";
+  for (char c : yaml_path) {
+    name.push_back(c == '.' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  }
+  return name;
+}
+
 absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) {
   CommandLine result;
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     if (arg.size() < 2 || arg[0] != '-' || arg == "--") {
       if (i == 1) {
-        if (arg != "serve" && arg != "connect") {
+        if (arg != "serve" && arg != "connect" && arg != "health") {
           return absl::InvalidArgumentError(
               absl::StrCat("unknown command '", Sv(arg), "' (see --help)"));
         }
@@ -104,10 +126,46 @@ absl::StatusOr<config::AgentConfig> BuildConfig(const CommandLine& command_line,
   if (absl::Status status = config::ApplyYaml(default_yaml, kDefaultSource, result); !status.ok()) {
     return status;
   }
-  if (command_line.config_file.has_value()) {
-    if (absl::Status status = config::ApplyYamlFile(*command_line.config_file, result);
-        !status.ok()) {
+  auto variable = [&](std::string_view name) -> const std::string* {
+    for (const auto& [key, value] : command_line.environment) {
+      if (key == name) return &value;
+    }
+    return nullptr;
+  };
+  std::optional<std::string> config_file = command_line.config_file;
+  if (const std::string* from_env = variable("ALKNET_CONFIG");
+      !config_file.has_value() && from_env != nullptr && !from_env->empty()) {
+    config_file = *from_env;
+  }
+  if (config_file.has_value()) {
+    if (absl::Status status = config::ApplyYamlFile(*config_file, result); !status.ok()) {
       return status;
+    }
+  }
+  // ALKNET_* variables, one per schema field; names that match no field are errors, so a typo
+  // in a container's environment does not pass silently.
+  for (const auto& [key, value] : command_line.environment) {
+    if (key == "ALKNET_CONFIG") continue;
+    const config::FieldSpec* field = nullptr;
+    for (const config::FieldSpec& candidate : config::Fields()) {
+      if (EnvironmentName(candidate.yaml_path) == key) field = &candidate;
+    }
+    if (field == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "environment variable ", key, " names no configuration field (docs/configuration.md)"));
+    }
+    std::vector<std::string> values = {value};
+    if (field->kind == config::FieldKind::kList) {
+      config::ClearListField(result, *field);
+      values.clear();
+      for (absl::string_view item : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
+        values.emplace_back(absl::StripAsciiWhitespace(item));
+      }
+    }
+    for (const std::string& item : values) {
+      if (absl::Status status = config::SetField(result, *field, item); !status.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(key, ": ", status.message()));
+      }
     }
   }
   // The first occurrence of a list flag replaces the list from the file; later ones append.
@@ -147,7 +205,9 @@ std::string UsageText() {
       "Usage: alknet-agent [serve] [--config FILE] [--print-config] [flags...]\n"
       "\n"
       "Runs the alknet SSH tunnel agent. Settings come from the embedded defaults, then the\n"
-      "--config file, then the flags below (later sources win; a list flag given on the\n"
+      "--config file (or $ALKNET_CONFIG), then ALKNET_* environment variables (the field's\n"
+      "YAML path in capitals, dots as underscores: ALKNET_LIMITS_MAX_SESSIONS; lists\n"
+      "comma-separated), then the flags below (later sources win; a list flag given on the\n"
       "command line replaces that list from the file, and may be repeated).\n"
       "Flags take their value as '--flag value' or '--flag=value'.\n"
       "\n"
@@ -157,6 +217,9 @@ std::string UsageText() {
       "  connect --server tcp://HOST:PORT|tls://HOST:PORT --identity FILE [upstream flags...]\n"
       "                             client role only: one SSH connection to HOST with a SOCKS5\n"
       "                             listener and -L / -R forwards (docs/configuration.md)\n"
+      "  health                     ask the running agent's /healthz (metrics.listen of the same\n"
+      "                             config) and exit 0 if it answers 200, else 1 (container\n"
+      "                             HEALTHCHECK; needs no shell or curl)\n"
       "\n"
       "Options:\n"
       "  --config FILE              YAML configuration file (docs/configuration.md)\n"

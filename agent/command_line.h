@@ -15,7 +15,7 @@
 namespace alknet::agent {
 
 struct CommandLine {
-  std::string command = "serve";              // "serve" (default); later "connect"
+  std::string command = "serve";              // "serve" (default), "connect" or "health"
   std::optional<std::string> config_file;     // --config FILE
   bool print_config = false;                  // --print-config: print the effective YAML, exit
   bool help = false;                          // --help / -h
@@ -24,13 +24,23 @@ struct CommandLine {
   std::vector<std::pair<const config::FieldSpec*, std::string>> settings;
   // `connect` only: flags of the one upstream it runs (--server, -L, ...), in order.
   std::vector<std::pair<const config::UpstreamFieldSpec*, std::string>> upstream_settings;
+  // The ALKNET_* environment variables (CaptureEnvironment); BuildConfig reads only these.
+  std::vector<std::pair<std::string, std::string>> environment;
 };
+
+// The ALKNET_* entries of an environ-style array ("NAME=value", null-terminated).
+std::vector<std::pair<std::string, std::string>> CaptureEnvironment(const char* const* environ);
+
+// The environment variable of a schema field: "limits.max_sessions" -> ALKNET_LIMITS_MAX_SESSIONS.
+std::string EnvironmentName(std::string_view yaml_path);
 
 // Unknown flags, missing values and a second positional command are errors naming the flag.
 absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv);
 
-// Embedded default YAML, then the config file, then the flags (a list flag given on the command
-// line replaces that list from earlier sources). Resolves defaults and validates.
+// Embedded default YAML, then the config file (--config, else $ALKNET_CONFIG), then ALKNET_*
+// variables (a list variable is comma-separated and replaces the list), then the flags (a list
+// flag given on the command line replaces that list from earlier sources). Resolves defaults
+// and validates.
 absl::StatusOr<config::AgentConfig> BuildConfig(const CommandLine& command_line,
                                                 std::string_view default_yaml);
 

@@ -1,5 +1,6 @@
 // The agent binary's start-up contract: config errors with file:line and exit code 2, host keys
 // (generated 0600, RSA/ECDSA given, unsafe modes refused) checked by the stock ssh client.
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <gmock/gmock.h>
@@ -35,6 +36,34 @@ TEST(AgentCliTest, BadValueIsAnErrorWithFileAndLine) {
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_THAT(result.err, HasSubstr(dir.File("agent.yaml") + ":3:"));
   EXPECT_THAT(result.err, HasSubstr("99999"));
+}
+
+// `alknet-agent health` is the container's HEALTHCHECK: it must say no when the agent cannot
+// answer (stopped, frozen, gone), not only yes.
+TEST(AgentCliTest, HealthCommandFollowsTheAgent) {
+  TempDir dir;
+  AgentProcess agent(dir);
+  const std::string marker = "metrics: listening address=http://";
+  std::string log = agent.Log();
+  size_t at = log.find(marker);
+  ASSERT_NE(at, std::string::npos) << log;
+  std::string metrics = log.substr(at + marker.size(), log.find_first_of(" \n", at + marker.size()) -
+                                                           at - marker.size());
+  CommandResult healthy = RunAgent({"health", "--metrics-listen", metrics});
+  EXPECT_EQ(healthy.exit_code, 0) << healthy.err;
+  EXPECT_EQ(healthy.out, "healthy\n");
+  agent.process().Signal(SIGSTOP);  // a frozen agent: connects (backlog), never answers
+  CommandResult frozen = RunAgent({"health", "--metrics-listen", metrics});
+  agent.process().Signal(SIGCONT);
+  EXPECT_EQ(frozen.exit_code, 1);
+  EXPECT_THAT(frozen.err, HasSubstr("unhealthy: GET /healthz on " + metrics + ": timed out"));
+  EXPECT_EQ(RunAgent({"health", "--metrics-listen", metrics}).exit_code, 0);
+  agent.process().Signal(SIGTERM);
+  ASSERT_TRUE(agent.process().Wait(std::chrono::seconds(20)).has_value());
+  CommandResult gone = RunAgent({"health", "--metrics-listen", metrics});
+  EXPECT_EQ(gone.exit_code, 1);
+  EXPECT_THAT(gone.err, HasSubstr("Connection refused"));
+  EXPECT_EQ(RunAgent({"health", "--metrics-listen", "off"}).exit_code, 2);
 }
 
 TEST(AgentCliTest, UnknownFlagIsAnError) {

@@ -386,5 +386,63 @@ TEST(UsageTextTest, ListsEveryFlagWithHelp) {
   }
 }
 
+// ---- ALKNET_* environment (container configuration) ----
+
+absl::StatusOr<AgentConfig> BuildWithEnvironment(
+    std::initializer_list<const char*> args,
+    std::vector<std::pair<std::string, std::string>> environment) {
+  absl::StatusOr<CommandLine> command_line = Parse(args);
+  if (!command_line.ok()) return command_line.status();
+  command_line->environment = std::move(environment);
+  return BuildConfig(*command_line, DefaultConfigYaml());
+}
+
+TEST(EnvironmentTest, CaptureKeepsOnlyAlknetVariables) {
+  const char* environ_like[] = {"PATH=/bin", "ALKNET_WORKERS=3", "ALKNET_CONFIG=/etc/a.yaml",
+                                "ALKNETX=1", "ALKNET_LISTEN=tcp://a:1=b", nullptr};
+  std::vector<std::pair<std::string, std::string>> captured = CaptureEnvironment(environ_like);
+  ASSERT_EQ(captured.size(), 3u);
+  EXPECT_EQ(captured[0], (std::pair<std::string, std::string>{"ALKNET_WORKERS", "3"}));
+  EXPECT_EQ(captured[2], (std::pair<std::string, std::string>{"ALKNET_LISTEN", "tcp://a:1=b"}));
+  EXPECT_EQ(EnvironmentName("limits.max_sessions"), "ALKNET_LIMITS_MAX_SESSIONS");
+}
+
+TEST(EnvironmentTest, VariablesSitBetweenTheFileAndTheFlags) {
+  TempFile file("workers: 2\nlimits:\n  max_sessions: 10\n");
+  absl::StatusOr<AgentConfig> config = BuildWithEnvironment(
+      {"--workers", "5"},
+      {{"ALKNET_CONFIG", file.path()}, {"ALKNET_WORKERS", "3"}, {"ALKNET_LIMITS_MAX_SESSIONS", "77"},
+       {"ALKNET_LISTEN", "tcp://127.0.0.1:1, tcp://127.0.0.1:2"}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->workers, 5);                 // the flag wins
+  EXPECT_EQ(config->limits.max_sessions, 77);    // the variable beats the file
+  EXPECT_EQ(config->listen, (std::vector<EndpointUrl>{Tcp("127.0.0.1", 1), Tcp("127.0.0.1", 2)}));
+}
+
+TEST(EnvironmentTest, ConfigFlagBeatsAlknetConfig) {
+  TempFile file("workers: 2\n");
+  absl::StatusOr<AgentConfig> config =
+      BuildWithEnvironment({"--config", file.path()}, {{"ALKNET_CONFIG", "/nonexistent.yaml"}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->workers, 2);
+}
+
+TEST(EnvironmentTest, UnknownOrBadVariablesAreErrorsNamingThem) {
+  absl::StatusOr<AgentConfig> unknown = BuildWithEnvironment({}, {{"ALKNET_WORKRES", "3"}});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(Message(unknown.status()).find("ALKNET_WORKRES names no configuration field"),
+            std::string::npos)
+      << unknown.status();
+  absl::StatusOr<AgentConfig> bad = BuildWithEnvironment({}, {{"ALKNET_WORKERS", "many"}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(Message(bad.status()).rfind("ALKNET_WORKERS: ", 0), 0u) << bad.status();
+}
+
+TEST(ParseCommandLineTest, HealthIsACommand) {
+  absl::StatusOr<CommandLine> parsed = Parse({"health", "--config", "/etc/a.yaml"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->command, "health");
+}
+
 }  // namespace
 }  // namespace alknet::agent
