@@ -3,6 +3,7 @@
 #include "admin-cli/admin_cli.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -201,7 +202,11 @@ absl::StatusOr<Connection> Connect(const CommandLine& line) {
     if (line.Has("--tls-server-name")) args.SetSslTargetNameOverride(line.Get("--tls-server-name"));
     connection.channel = grpc::CreateCustomChannel(line.Get("--server"), grpc::SslCredentials(ssl), args);
   } else {
-    connection.channel = grpc::CreateCustomChannel(absl::StrCat("unix:", line.Get("--socket", "./var/admin.sock")),
+    // The agent's own admin.socket setting, when the environment gives it (the container image
+    // sets ALKNET_ADMIN_SOCKET for both), else the default state directory's socket.
+    const char* from_env = std::getenv("ALKNET_ADMIN_SOCKET");
+    std::string fallback = from_env != nullptr && *from_env != '\0' ? from_env : "./var/admin.sock";
+    connection.channel = grpc::CreateCustomChannel(absl::StrCat("unix:", line.Get("--socket", fallback)),
                                                    grpc::InsecureChannelCredentials(), args);
   }
   return connection;
@@ -743,7 +748,7 @@ Commands:
   sessions kill ID | --key FINGERPRINT    disconnect sessions
   forwards list | add ... | rm ID         the client role's forwards
 
-Connection (default: --socket ./var/admin.sock):
+Connection (default: --socket $ALKNET_ADMIN_SOCKET, else ./var/admin.sock):
   --socket PATH                           the agent's Unix socket (<state_dir>/admin.sock)
   --server HOST:PORT --tls-cert F --tls-key F --tls-ca F [--tls-server-name N]
                                           TCP listener, mutual TLS

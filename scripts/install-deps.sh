@@ -5,7 +5,8 @@
 #            (OpenSSH client/server, curl, socat, ncat, python3 with grpcio for the admin
 #            API test, openssl for its test certificates, nginx as the reference for the
 #            TLS stealth answers, Prometheus/promtool
-#            for the metrics and deploy/ checks) and clang with its
+#            for the metrics and deploy/ checks, podman/buildah/runc/debootstrap to build and
+#            run the container image) and clang with its
 #            runtime libraries for the ASan/UBSan and libFuzzer builds.
 # Idempotent: when every package is already installed it only runs dpkg-query.
 set -euo pipefail
@@ -23,6 +24,7 @@ TEST_PACKAGES=(
   clang libclang-rt-14-dev
   python3-grpcio python3-protobuf openssl
   nginx
+  podman buildah runc debootstrap
 )
 
 usage() {

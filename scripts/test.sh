@@ -6,12 +6,16 @@
 #                (./build-release-clang), the agent, alknet-admin and the bench helper
 #   4. newcomer  the README as a newcomer types it: scripts/run-agent.sh from a clean copy with a
 #                fresh HOME, stock ssh -D/-L/-W, curl, alknet-admin (tests/newcomer/)
-#   5. asan      ASan+UBSan build in ./build-asan, ctest                (skipped by --quick)
-#   6. fuzz      clang libFuzzer build in ./build-fuzz; each tests/fuzz/*_fuzzer.cc runs for
+#   5. container docker/Dockerfile built and run with podman (ctest -L container,
+#                tests/container/check_image.sh)                (skipped by --no-container)
+#   6. asan      ASan+UBSan build in ./build-asan, ctest                (skipped by --quick)
+#   7. fuzz      clang libFuzzer build in ./build-fuzz; each tests/fuzz/*_fuzzer.cc runs for
 #                ALKNET_FUZZ_SECONDS (default 20) on a copy of its corpus  (skipped by --quick)
 # Options:
-#   --quick      skip the asan and fuzz stages
-#   --label L    run only tests labelled L (ctest -L L); skips the release and newcomer stages
+#   --quick         skip the asan and fuzz stages
+#   --no-container  skip the container stage (CI never does)
+#   --label L       run only tests labelled L (ctest -L L); skips the release, newcomer and
+#                   container stages
 # Re-running reuses the build directories. Exits non-zero on the first failing stage.
 set -euo pipefail
 
@@ -23,10 +27,12 @@ usage() {
 }
 
 quick=0
+container=1
 label=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) quick=1 ;;
+    --no-container) container=0 ;;
     --label)
       if [[ $# -lt 2 || -z "$2" ]]; then
         echo "test.sh: --label needs a value (unit, integration or interop)" >&2
@@ -55,6 +61,8 @@ fi
 ctest_args=(--output-on-failure -j2 --no-tests=error)
 if [[ -n "$label" ]]; then
   ctest_args+=(-L "$label")
+else
+  ctest_args+=(-LE container)  # the container stage runs those
 fi
 
 # Every tests/fuzz/NAME_fuzzer.cc is a libFuzzer target (tests/CMakeLists.txt); its seed
@@ -89,6 +97,18 @@ stage_release() {
       -DALKNET_WERROR=ON -DALKNET_BUILD_TESTS=OFF
     ninja -C "build-release-$cc"
   done
+}
+
+# The image users run: docker/Dockerfile built and run with podman.
+# The check skips (exit 77) only where podman cannot be installed; CI installs it, so there a
+# skip is a failure.
+stage_container() {
+  local log=build/container-ctest.log
+  ctest --test-dir build --output-on-failure --no-tests=error -L container | tee "$log"
+  if [[ "${CI:-}" == true ]] && grep -q "Skipped" "$log"; then
+    echo "test.sh: the container check was skipped, but CI installs podman: failing" >&2
+    return 1
+  fi
 }
 
 # The README's run command, run as a newcomer runs it (tests/newcomer/readme_commands.sh).
@@ -233,6 +253,11 @@ if [[ -n "$label" ]]; then
 else
   run_stage release stage_release
   run_stage newcomer stage_newcomer
+  if [[ $container -eq 1 ]]; then
+    run_stage container stage_container
+  else
+    summary+=("container: skipped (--no-container)")
+  fi
 fi
 if [[ $quick -eq 1 ]]; then
   summary+=("asan: skipped (--quick)" "fuzz: skipped (--quick)")
