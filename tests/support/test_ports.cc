@@ -94,6 +94,13 @@ std::set<std::string> ListeningInodes(uint16_t port) {
   return inodes;
 }
 
+std::string ExecutablePath(pid_t pid) {
+  char path[4096];
+  std::string link = "/proc/" + std::to_string(pid) + "/exe";
+  ssize_t n = readlink(link.c_str(), path, sizeof(path) - 1);
+  return n > 0 ? std::string(path, static_cast<size_t>(n)) : std::string();
+}
+
 }  // namespace
 
 uint16_t PickFreePort() {
@@ -147,9 +154,12 @@ bool ListensOn(pid_t pid, uint16_t port) {
 
 bool WaitForListener(BackgroundProcess& process, uint16_t port, std::chrono::milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
+  std::string our_binary = ExecutablePath(getpid());
   while (Clock::now() < deadline) {
     if (!process.running()) return false;
-    if (ListensOn(process.pid(), port)) return true;
+    // Between fork and exec the child still holds copies of this process's sockets (close-on-
+    // exec closes them only at exec): ask only once it runs its own program.
+    if (ExecutablePath(process.pid()) != our_binary && ListensOn(process.pid(), port)) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return false;
