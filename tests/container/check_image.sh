@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The container image as an operator meets it, built and run with podman (no Docker engine here):
-# docker/Dockerfile built unchanged except BASE_IMAGE/BUILD_IMAGE (a local debootstrap base),
+# docker/Dockerfile built unchanged except BASE_IMAGE/BUILD_IMAGE (a local debootstrap base;
+# --format docker, since the OCI format has no HEALTHCHECK),
 # `run` with no arguments as UID 65532, the first key added with alknet-admin inside, stock
 # `ssh -N -L` through the container, the TLS listener, a restart that keeps the host key,
 # the HEALTHCHECK saying yes and no, and SIGTERM draining to exit 0.
@@ -31,6 +32,8 @@ done
 pod() {
   podman --runtime runc --cgroup-manager=cgroupfs --events-backend=file --storage-driver vfs "$@"
 }
+# Containers get this sandbox's own limits: podman's defaults exceed what it may set.
+limits=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=$(ulimit -Hu):$(ulimit -Hu)")
 
 pids=()
 cleanup() {
@@ -81,12 +84,13 @@ ok "base image $base"
 
 # ---- build: the Dockerfile unchanged, only the base images pointed at the local one ----
 started=$(date +%s)
-pod build --isolation chroot --build-arg "BASE_IMAGE=$base" --build-arg "BUILD_IMAGE=$base" \
+pod build --format docker --isolation chroot --build-arg "BASE_IMAGE=$base" --build-arg "BUILD_IMAGE=$base" \
   -f "$repo/docker/Dockerfile" -t "$image" "$repo" >"$work/build.log" 2>&1 \
   || { tail -n 60 "$work/build.log" >&2; fail "the image does not build"; }
 size=$(pod image inspect "$image" --format '{{.Size}}')
 ok "image built in $(($(date +%s) - started)) s, $((size / 1024 / 1024)) MiB"
-if pod run --rm --entrypoint /bin/sh "$image" -c 'command -v cc c++ gcc g++' >/dev/null 2>&1; then
+if pod run --rm "${limits[@]}" --entrypoint /bin/sh "$image" \
+    -c 'for c in cc c++ gcc g++ clang; do command -v "$c" && exit 0; done; exit 1' >/dev/null 2>&1; then
   fail "the runtime image contains a compiler"
 fi
 
@@ -100,7 +104,7 @@ state=$work/state
 mkdir -p "$state"
 chown 65532:65532 "$state"
 run_container() {
-  pod run -d --name "$name" --network host -v "$state:/var/lib/alknet" "$image" >/dev/null
+  pod run -d "${limits[@]}" --name "$name" --network host -v "$state:/var/lib/alknet" "$image" >/dev/null
 }
 run_container || fail "podman run failed"
 wait_for_log "$name" 60 "engine: started" || fail "the agent did not start"
@@ -184,7 +188,7 @@ ok "restart: same host key ($fingerprint_after), the added key still works"
 pod stop -t 30 "$name" >/dev/null
 pod rm "$name" >/dev/null
 # The healthcheck command itself says no when nothing serves.
-if pod run --rm --network host --entrypoint /usr/local/bin/alknet-agent "$image" health >/dev/null 2>&1; then
+if pod run --rm "${limits[@]}" --network host --entrypoint /usr/local/bin/alknet-agent "$image" health >/dev/null 2>&1; then
   fail "alknet-agent health passes with no agent running"
 fi
 ok "alknet-agent health fails with the agent stopped"
