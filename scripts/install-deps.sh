@@ -7,8 +7,10 @@
 #            TLS stealth answers, Prometheus/promtool
 #            for the metrics and deploy/ checks, podman/buildah/runc/debootstrap to build and
 #            run the container image) and clang with its
-#            runtime libraries for the ASan/UBSan and libFuzzer builds.
-# Idempotent: when every package is already installed it only runs dpkg-query.
+#            runtime libraries for the ASan/UBSan and libFuzzer builds; python3-yaml and
+#            ajv-cli (npm, with Debian's npm if there is none) for the Helm chart check.
+# Idempotent: when every package is already installed it only runs dpkg-query (and `command -v`
+# for the npm tools).
 set -euo pipefail
 
 BUILD_PACKAGES=(
@@ -25,7 +27,11 @@ TEST_PACKAGES=(
   python3-grpcio python3-protobuf openssl
   nginx
   podman buildah runc debootstrap
+  python3-yaml
 )
+# npm packages of --test, installed globally only when their command is missing.
+NPM_TEST_PACKAGES=(ajv-cli ajv-formats)
+NPM_TEST_COMMAND=ajv
 
 usage() {
   echo "usage: $0 --build | --test" >&2
@@ -65,24 +71,38 @@ for pkg in "${packages[@]}"; do
   fi
 done
 
-if [[ ${#missing[@]} -eq 0 ]]; then
-  echo "install-deps: all ${#packages[@]} $mode packages already installed"
-  exit 0
-fi
-
 if [[ $(id -u) -eq 0 ]]; then
   as_root=()
 elif command -v sudo >/dev/null 2>&1; then
   as_root=(sudo)
 else
-  echo "install-deps: missing packages: ${missing[*]}" >&2
-  echo "install-deps: installing them needs root; run this script as root or install sudo" >&2
-  exit 1
+  as_root=(false)
 fi
 
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
-echo "install-deps: installed ${missing[*]}"
+apt_install() {
+  if [[ "${as_root[0]:-}" == false ]]; then
+    echo "install-deps: missing packages: $*" >&2
+    echo "install-deps: installing them needs root; run this script as root or install sudo" >&2
+    exit 1
+  fi
+  echo "install-deps: installing $*"
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "$@"
+  echo "install-deps: installed $*"
+}
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: all ${#packages[@]} $mode packages already installed"
+else
+  apt_install "${missing[@]}"
+fi
+
+if [[ "$mode" == test ]] && ! command -v "$NPM_TEST_COMMAND" >/dev/null 2>&1; then
+  # Any working npm will do (e.g. NodeSource's nodejs ships one); Debian's otherwise.
+  command -v npm >/dev/null 2>&1 || apt_install npm
+  echo "install-deps: npm install -g ${NPM_TEST_PACKAGES[*]}"
+  npm_prefix=("${as_root[@]}")
+  [[ "${as_root[0]:-}" == false ]] && npm_prefix=()
+  "${npm_prefix[@]}" npm install -g --no-fund --no-audit "${NPM_TEST_PACKAGES[@]}"
+fi

@@ -74,7 +74,11 @@ absl::StatusOr<HostKeyInfo> Generate(const std::string& path) {
 }
 
 absl::StatusOr<HostKeyInfo> Load(const std::string& path, const struct stat& st) {
-  if ((st.st_mode & 077) != 0) {
+  // Others may never read the key. Group access is refused only on a key the agent owns (it can
+  // chmod it); a key owned by another user and readable through our group is how that user hands
+  // a key over: `root:alknet 0640`, or a Kubernetes Secret volume under fsGroup (root:<fsGroup>
+  // 0440). OpenSSH's sshd applies the same owner rule.
+  if ((st.st_mode & 007) != 0 || ((st.st_mode & 070) != 0 && st.st_uid == geteuid())) {
     return absl::PermissionDeniedError(absl::StrFormat(
         "host key %s is accessible by others (mode %04o); run: chmod 600 %s", path,
         st.st_mode & 07777, path));

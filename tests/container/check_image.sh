@@ -32,8 +32,9 @@ done
 pod() {
   podman --runtime runc --cgroup-manager=cgroupfs --events-backend=file --storage-driver vfs "$@"
 }
-# Containers get this sandbox's own limits: podman's defaults exceed what it may set.
-limits=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=$(ulimit -Hu):$(ulimit -Hu)")
+# podman's default rlimits exceed what this sandbox may set: the open-file limit it has, and a
+# process limit well above what the agent uses (a fixed pool of threads).
+limits=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=4096:4096")
 
 pids=()
 cleanup() {

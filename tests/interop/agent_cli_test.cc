@@ -141,6 +141,18 @@ TEST(AgentCliTest, HostKeyReadableByOthersIsRefused) {
   EXPECT_THAT(result.err, HasSubstr("chmod 600"));
 }
 
+// Group access is refused on a key the agent owns; a key of another owner readable through the
+// group (a Kubernetes Secret under fsGroup: root:<fsGroup> 0440) is checked by tests/deploy.
+TEST(AgentCliTest, OwnHostKeyReadableByGroupIsRefused) {
+  TempDir dir;
+  TestKey host = MakeKey(dir, "host_key");
+  chmod(host.private_path.c_str(), 0640);
+  CommandResult result = RunAgent({"--state-dir", dir.File("state"), "--listen", "tcp://127.0.0.1:0",
+                                   "--host-key", host.private_path});
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, HasSubstr("chmod 600"));
+}
+
 TEST(AgentCliTest, ListenFailureIsReported) {
   TempDir dir;
   EchoServer busy;  // holds a port
