@@ -47,15 +47,21 @@ trap cleanup EXIT
 
 fail() {
   echo "container: FAIL: $*" >&2
-  pod logs "$name" 2>&1 | tail -n 40 >&2 || true
+  save_log
+  tail -n 40 "$work/container.log" >&2
   exit 1
 }
 ok() { echo "container: ok: $*"; }
 
-wait_for_log() {  # container, seconds, needle
+# The container's log so far, in $work/container.log (a file, not a pipe: `grep -q` closing a
+# pipe early would fail the pipeline under pipefail).
+save_log() { pod logs "$name" >"$work/container.log" 2>&1 || true; }
+log_has() { save_log; grep -qF -- "$1" "$work/container.log"; }
+
+wait_for_log() {  # seconds, needle
   local i
-  for ((i = 0; i < $2 * 10; i++)); do
-    pod logs "$1" 2>&1 | grep -qF -- "$3" && return 0
+  for ((i = 0; i < $1 * 10; i++)); do
+    log_has "$2" && return 0
     sleep 0.1
   done
   return 1
@@ -108,7 +114,7 @@ run_container() {
   pod run -d "${limits[@]}" --name "$name" --network host -v "$state:/var/lib/alknet" "$image" >/dev/null
 }
 run_container || fail "podman run failed"
-wait_for_log "$name" 60 "engine: started" || fail "the agent did not start"
+wait_for_log 60 "engine: started" || fail "the agent did not start"
 tini_pid=$(pod inspect "$name" --format '{{.State.Pid}}')
 agent_pid=$(pgrep -P "$tini_pid" | head -n 1)
 [[ -n "$agent_pid" ]] || fail "no agent process under tini"
@@ -120,9 +126,9 @@ ok "runs with no arguments as uid 65532 under tini"
 key_file=$state/ssh_host_ed25519_key
 [[ -f "$key_file" && "$(stat -c %u "$key_file")" == 65532 && "$(stat -c %a "$key_file")" == 600 ]] \
   || fail "host key not generated 0600 by uid 65532 in the volume"
-pod logs "$name" 2>&1 | grep -qF "alknet-admin --socket /var/lib/alknet/admin.sock keys add" \
+log_has "alknet-admin --socket /var/lib/alknet/admin.sock keys add" \
   || fail "no log line telling the operator how to add the first key"
-pod logs "$name" 2>&1 | grep -qF "tls: generated self-signed certificate" || fail "no TLS certificate generated"
+log_has "tls: generated self-signed certificate" || fail "no TLS certificate generated"
 ok "host key, TLS certificate and admin socket in the volume; the log says how to add the first key"
 
 # ---- the first key, from inside the container; stock ssh -N -L through it ----
@@ -173,7 +179,7 @@ kill "$ssh_l" 2>/dev/null || true
 pod stop -t 30 "$name" >/dev/null || fail "podman stop failed"
 code=$(pod inspect "$name" --format '{{.State.ExitCode}}')
 [[ "$code" == 0 ]] || fail "exit code $code after SIGTERM, want 0"
-pod logs "$name" 2>&1 | grep -qF "engine: stopped" || fail "no drain ('engine: stopped') in the log"
+log_has "engine: stopped" || fail "no drain ('engine: stopped') in the log"
 ok "SIGTERM (podman stop): drained, exit 0"
 pod start "$name" >/dev/null || fail "podman start failed"
 for _ in $(seq 100); do

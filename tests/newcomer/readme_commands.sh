@@ -162,7 +162,8 @@ grep -qF "$fingerprint" "$work/admin_add.out" || fail "keys add did not print th
 ssh_laptop=$!
 pids+=("$ssh_laptop")
 admin keys list >"$work/admin_list.out" 2>&1 || fail "alknet-admin keys list failed"
-grep -F "$fingerprint" "$work/admin_list.out" | grep -qF laptop \
+awk -v fp="$fingerprint" 'index($0, fp) && index($0, "laptop") {found = 1} END {exit !found}' \
+  "$work/admin_list.out" \
   || fail "keys list lacks the added key: $(cat "$work/admin_list.out")"
 admin policy set max_sessions=500 connect_timeout=5s >"$work/admin_policy.out" 2>&1 \
   || fail "alknet-admin policy set failed: $(cat "$work/admin_policy.out")"
