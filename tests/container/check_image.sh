@@ -5,13 +5,16 @@
 # `run` with no arguments as UID 65532, the first key added with alknet-admin inside, stock
 # `ssh -N -L` through the container, the TLS listener, a restart that keeps the host key,
 # the HEALTHCHECK saying yes and no, and SIGTERM draining to exit 0.
-# Usage: check_image.sh REPO_ROOT WORK_DIR
+# Then the Helm chart's default pod, rendered, run by podman from this image (two replicas sharing
+# the rendered Secret, tests/deploy/check_chart.py with ALKNET_CHART_POD_IMAGE).
+# Usage: check_image.sh REPO_ROOT WORK_DIR AGENT_BINARY (the host build, for the config check)
 # The debootstrap base is cached in ~/.cache/alknet-container (ALKNET_CONTAINER_CACHE).
 # Exits 77 (skipped) only when podman/buildah/debootstrap cannot be installed.
 set -euo pipefail
 
 repo=$(cd "$1" && pwd)
 work=$2
+agent=$3
 rm -rf "$work"
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
@@ -199,4 +202,9 @@ if pod run --rm "${limits[@]}" --network host --entrypoint /usr/local/bin/alknet
   fail "alknet-agent health passes with no agent running"
 fi
 ok "alknet-agent health fails with the agent stopped"
+
+# ---- the chart's rendered pod, run by podman ----
+ALKNET_CHART_POD_IMAGE=$image ALKNET_PODMAN="podman --runtime runc --cgroup-manager=cgroupfs --events-backend=file --storage-driver vfs" \
+  python3 "$repo/tests/deploy/check_chart.py" "$repo" "$agent" || fail "the chart's pod does not run from the image"
+ok "the Helm chart's default pod runs from the image: /readyz 200 on two replicas, one host key"
 echo "container: image checks passed (image $((size / 1024 / 1024)) MiB)"

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -404,13 +405,46 @@ def pubkey_fp(line):
     return p.stdout.split()[1] if p.returncode == 0 else "?"
 
 
+sys.path.insert(0, os.path.join(repo, "tests", "support"))
+import test_ports  # noqa: E402  (ports outside the ephemeral range, reserved: ADR 0009)
+
+
 def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    return test_ports.pick_free_port()
+
+
+def materialize(volume, dest, docs, fs_group, as_root):
+    """Files of a pod volume as the kubelet writes them under fsGroup (emptyDir: 2777)."""
+    found = lambda kind, name: (find(docs, kind, name) or [None])[0]
+    os.makedirs(dest)
+    os.chmod(dest, 0o755 | 0o2000)
+    if "emptyDir" in volume:
+        os.chmod(dest, 0o2777)  # kubelet: 0777, fsGroup adds setgid
+        if as_root:
+            os.chown(dest, 0, fs_group)
+        return
+    if "configMap" in volume:
+        src = volume["configMap"]
+        obj = found("ConfigMap", src["name"])
+        if obj is None:
+            raise RuntimeError("ConfigMap %s not rendered" % src["name"])
+        data = {k: v.encode() for k, v in obj["data"].items()}
+    else:
+        src = volume["secret"]
+        obj = found("Secret", src["secretName"])
+        if obj is None:
+            raise RuntimeError("Secret %s not rendered" % src["secretName"])
+        data = {k: base64.b64decode(v) for k, v in obj["data"].items()}
+    mode = src.get("defaultMode", 0o644) | 0o440  # read-only volume under fsGroup: g+r
+    for item in src.get("items") or [{"key": k, "path": k} for k in data]:
+        p = os.path.join(dest, item["path"])
+        with open(p, "wb") as f:
+            f.write(data[item["key"]])
+        os.chmod(p, mode)
+        if as_root:
+            os.chown(p, 0, fs_group)
+    if as_root:
+        os.chown(dest, 0, fs_group)
 
 
 def run_pods(r, tmp):
@@ -424,38 +458,6 @@ def run_pods(r, tmp):
     os.chmod(tmp, 0o755)
     os.chmod(root_dir, 0o755)
 
-    def objects(kind, name):
-        found = find(docs, kind, name)
-        if not found:
-            raise RuntimeError("%s %s not rendered" % (kind, name))
-        return found[0]
-
-    def materialize(volume, dest):
-        """Files of a configMap/secret volume as the kubelet writes them under fsGroup."""
-        os.makedirs(dest)
-        os.chmod(dest, 0o755 | 0o2000)
-        if "emptyDir" in volume:
-            os.chmod(dest, 0o2777)  # kubelet: 0777, fsGroup adds setgid
-            if as_root:
-                os.chown(dest, 0, fs_group)
-            return
-        if "configMap" in volume:
-            src = volume["configMap"]
-            data = {k: v.encode() for k, v in objects("ConfigMap", src["name"])["data"].items()}
-        else:
-            src = volume["secret"]
-            data = {k: base64.b64decode(v) for k, v in objects("Secret", src["secretName"])["data"].items()}
-        mode = src.get("defaultMode", 0o644) | 0o440  # read-only volume under fsGroup: g+r
-        for item in src.get("items") or [{"key": k, "path": k} for k in data]:
-            p = os.path.join(dest, item["path"])
-            with open(p, "wb") as f:
-                f.write(data[item["key"]])
-            os.chmod(p, mode)
-            if as_root:
-                os.chown(p, 0, fs_group)
-        if as_root:
-            os.chown(dest, 0, fs_group)
-
     mount_re = re.compile(r"(?<![\w/.-])(%s)/" % "|".join(
         re.escape(m["mountPath"]) for m in sorted(c["volumeMounts"], key=lambda m: -len(m["mountPath"]))))
 
@@ -467,12 +469,12 @@ def run_pods(r, tmp):
     shared = os.path.join(root_dir, "shared")  # Secrets and ConfigMaps are the same for every replica
     for m in c["volumeMounts"]:
         if "emptyDir" not in volumes[m["name"]]:
-            materialize(volumes[m["name"]], shared + m["mountPath"])
+            materialize(volumes[m["name"]], shared + m["mountPath"], docs, fs_group, as_root)
     for i in range(2):
         prefix = os.path.join(root_dir, "pod%d" % i)
         for m in c["volumeMounts"]:
             if "emptyDir" in volumes[m["name"]]:
-                materialize(volumes[m["name"]], prefix + m["mountPath"])
+                materialize(volumes[m["name"]], prefix + m["mountPath"], docs, fs_group, as_root)
             else:
                 os.makedirs(os.path.dirname(prefix + m["mountPath"]), exist_ok=True)
                 os.symlink(shared + m["mountPath"], prefix + m["mountPath"])
@@ -600,8 +602,101 @@ def run_pods(r, tmp):
 
 
 # --- main ---------------------------------------------------------------------------------
+def run_pods_in_podman(r, tmp, image, podman):
+    """The default pod as a container runtime runs it: the image, the rendered command, args, env
+    and mounts (volumes laid out as the kubelet does), the pod's user, fsGroup, read-only root and
+    dropped capabilities, the rendered config unchanged (its own ports), each replica in a network
+    namespace of its own. Two replicas sharing the rendered Secret: /readyz 200, one host key."""
+    docs, c, wl = r["docs"], r["container"], r["workload"]
+    pod = wl["spec"]["template"]["spec"]
+    sc = dict(pod.get("securityContext") or {}, **(c.get("securityContext") or {}))
+    fs_group = pod["securityContext"]["fsGroup"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    metrics_port = port_of(r["config"]["metrics"]["listen"])
+    ssh_port = next(port_of(a.split("://")[1]) for a in r["config"]["listen"] if a.startswith("tcp://"))
+    root_dir = os.path.join(tmp, "podman-pods")
+    os.makedirs(root_dir)
+    shared = os.path.join(root_dir, "shared")
+    for m in c["volumeMounts"]:
+        if "emptyDir" not in volumes[m["name"]]:
+            materialize(volumes[m["name"]], shared + m["mountPath"], docs, fs_group, True)
+    names, netns = [], []
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    ulimits = ["--ulimit", "nofile=%d:%d" % (nofile, nofile), "--ulimit", "nproc=4096:4096"]
+    try:
+        keys = []
+        for i in range(2):
+            ns = "alknet-pod%d-%d" % (i, os.getpid())
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            netns.append(ns)
+            subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+            cmd = podman + ["run", "-d", "--name", ns, "--network", "ns:/run/netns/" + ns] + ulimits
+            cmd += ["--user", "%d:%d" % (sc["runAsUser"], sc["runAsGroup"]), "--group-add", str(fs_group)]
+            if sc.get("readOnlyRootFilesystem"):
+                cmd.append("--read-only")
+            for cap in (sc.get("capabilities") or {}).get("drop") or []:
+                cmd += ["--cap-drop", cap]
+            if sc.get("allowPrivilegeEscalation") is False:
+                cmd += ["--security-opt", "no-new-privileges"]
+            for e in c.get("env") or []:
+                if "value" in e:
+                    cmd += ["-e", "%s=%s" % (e["name"], e["value"])]
+            for m in c["volumeMounts"]:
+                if "emptyDir" in volumes[m["name"]]:
+                    host = os.path.join(root_dir, "pod%d" % i, m["name"])
+                    materialize(volumes[m["name"]], host, docs, fs_group, True)
+                else:
+                    host = shared + m["mountPath"]
+                cmd += ["-v", "%s:%s%s" % (host, m["mountPath"], ":ro" if m.get("readOnly") else "")]
+            if c.get("command"):
+                cmd += ["--entrypoint", json.dumps(c["command"])]
+            cmd += [image] + list(c.get("args") or [])
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            if not check(p.returncode == 0, "podman run of the rendered pod failed: %s" % p.stderr.strip()):
+                return
+            names.append(ns)
+        for ns in names:
+            status = ""
+            for _ in range(150):
+                status = subprocess.run(["ip", "netns", "exec", ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                         "--max-time", "2", "http://127.0.0.1:%d/readyz" % metrics_port],
+                                        capture_output=True, text=True).stdout
+                if status == "200":
+                    break
+                time.sleep(0.2)
+            logs = subprocess.run(podman + ["logs", ns], capture_output=True, text=True)
+            if not check(status == "200", "%s: /readyz answered %r, not 200 (log:\n%s)" % (ns, status, logs.stdout + logs.stderr)):
+                return
+            out = subprocess.run(["ip", "netns", "exec", ns, "ssh-keyscan", "-p", str(ssh_port), "127.0.0.1"],
+                                 capture_output=True, text=True).stdout
+            keys.append(sorted(line.split(None, 1)[1] for line in out.splitlines() if line and not line.startswith("#")))
+        check(keys[0] and keys[0] == keys[1], "the two podman pods present different host keys: %s" % keys)
+        print("  two pods from the image with the rendered command, args, env and mounts: /readyz 200, "
+              "one host key (%s)" % (keys[0][0].split()[0] if keys[0] else "?"))
+    finally:
+        for ns in names:
+            subprocess.run(podman + ["rm", "-f", "-t", "5", ns], capture_output=True)
+        for ns in netns:
+            subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="alknet-chart-")
+    # The container stage (tests/container/check_image.sh) asks for the default pod run from the
+    # built image with podman instead of the rest of the checks.
+    pod_image = os.environ.get("ALKNET_CHART_POD_IMAGE")
+    if pod_image:
+        try:
+            step("the default pod run by podman from %s (two replicas, one Secret)" % pod_image)
+            default = check_rendering("default", render([]), DEFAULTS, tmp)
+            if default:
+                run_pods_in_podman(default, tmp, pod_image, os.environ["ALKNET_PODMAN"].split())
+        except (RuntimeError, subprocess.CalledProcessError) as e:
+            fail(str(e))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print("chart pods in podman: %s" % ("%d failed" % len(failures) if failures else "all passed"))
+        return 1 if failures else 0
     try:
         step("render: default values")
         default = check_rendering("default", render([]), DEFAULTS, tmp)
