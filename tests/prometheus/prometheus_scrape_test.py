@@ -654,9 +654,17 @@ def scale_checks(h):
 
 
 def shutdown_checks(h):
-    log("\n== SIGTERM: /readyz while draining")
+    log("\n== SIGTERM: /readyz while draining an open channel")
     status, _ = http_get(h.metrics_base + "/readyz")
     check(status == 200, "/readyz is 200 before SIGTERM (%s)" % status)
+    # An open channel keeps the agent draining (up to limits.shutdown_grace, 10 s) instead of
+    # exiting at once, so the drain itself must be visible as 503, not only a refusal after exit.
+    held = subprocess.Popen(h.ssh_args(h.key, ["-W", "127.0.0.1:%d" % h.echo.port]), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=h.env, start_new_session=True)
+    h.processes.append(held)
+    held.stdin.write(b"ping\n")
+    held.stdin.flush()
+    check(held.stdout.readline() == b"ping\n", "a channel is open through the agent before SIGTERM")
     sigterm_at = time.monotonic()
     h.agent.send_signal(signal.SIGTERM)
     seen = []  # (seconds after SIGTERM, status or None for no connection), on every change
@@ -664,18 +672,21 @@ def shutdown_checks(h):
         status, _ = http_get(h.metrics_base + "/readyz", timeout=2)
         if not seen or seen[-1][1] != status:
             seen.append((time.monotonic() - sigterm_at, status))
+        if status == 503 and held.stdin and not held.stdin.closed:
+            held.stdin.close()  # drain observed: let the channel end so the agent can exit
         if status is None and h.agent.poll() is not None:
             break
         time.sleep(0.1)
     log("  /readyz after SIGTERM: %s" % ", ".join(
         "%s at +%.1fs" % ("refused" if s is None else s, t) for t, s in seen))
     not_ready = [(t, s) for t, s in seen if s != 200]
-    check(bool(not_ready) and not_ready[0][0] < 5,
-          "/readyz stops answering 200 within 5s of SIGTERM (503 while draining, or refused after exit)")
+    check(bool(not_ready) and not_ready[0][0] < 5, "/readyz stops answering 200 within 5s of SIGTERM")
+    check(bool(not_ready) and not_ready[0][1] == 503,
+          "/readyz answers 503 while the agent drains an open channel (first answer after SIGTERM: %s)"
+          % (not_ready[0][1] if not_ready else "always 200"))
     if not_ready:
         after = [s for t, s in seen if t >= not_ready[0][0]]
         check(all(s in (503, None) for s in after), "/readyz never answers 200 again after SIGTERM")
-        log("  draining was %s" % ("observed (503)" if 503 in after else "not observed: the agent exited first"))
     try:
         code = h.agent.wait(timeout=30)
         check(code == 0, "agent exited after draining (exit code %s)" % code)
