@@ -306,11 +306,16 @@ class Harness:
             out.write(f.read())
         # metrics.key_labels: the agent's schema takes a list of LABEL=FINGERPRINT; an older draft
         # took a fingerprint -> label map. Try the list first.
+        # The agent is also its own upstream (client role into its own SSH listener), so the
+        # dashboard's upstream panels have real series to show (no "or vector(0)" needed).
+        ssh_port = test_ports.pick_free_port()
+        upstream = ("upstreams:\n  - name: self\n    server: tcp://127.0.0.1:%d\n    identity: %s\n"
+                    "    insecure_accept_any_host_key: true\n" % (ssh_port, self.key))
         variants = [
-            "metrics:\n  listen: 127.0.0.1:0\n  key_labels:\n    - \"alice=%s\"\n" % fingerprint,
-            "metrics:\n  listen: 127.0.0.1:0\n  key_labels:\n    \"%s\": alice\n" % fingerprint,
+            upstream + "metrics:\n  listen: 127.0.0.1:0\n  key_labels:\n    - \"alice=%s\"\n" % fingerprint,
+            upstream + "metrics:\n  listen: 127.0.0.1:0\n  key_labels:\n    \"%s\": alice\n" % fingerprint,
         ]
-        argv_tail = ["--state-dir", self.path("state"), "--listen", "tcp://127.0.0.1:0",
+        argv_tail = ["--state-dir", self.path("state"), "--listen", "tcp://127.0.0.1:%d" % ssh_port,
                      "--authorized-keys", self.path("authorized_keys"), "--login-grace-time", "1s",
                      "--per-source-max-startups", "2", "--max-channels-per-session", "2000", "--workers", "2"]
         engine_re = re.compile(r"engine: listening address=tcp://127\.0\.0\.1:(\d+)")
