@@ -469,6 +469,9 @@ TEST_F(ClientProxyTest, ThroughMicrosocksSocks5) {
   CommandResult curl = CurlThroughSocks(client.socks_port(),
                                         "http://127.0.0.1:" + std::to_string(http.port()) + "/");
   EXPECT_EQ(curl.out, "via microsocks\n") << curl.err << client.Log();
+  // The agent would also be reachable directly: the proxy's own log proves it carried the session.
+  EXPECT_THAT(proxy->Stderr(), HasSubstr(":" + std::to_string(agent_->port())));
+  EXPECT_THAT(proxy->Stderr(), HasSubstr("connected to"));
 }
 
 TEST_F(ClientProxyTest, ThroughTinyproxyHttpConnect) {
@@ -494,6 +497,8 @@ TEST_F(ClientProxyTest, ThroughTinyproxyHttpConnect) {
   CommandResult curl = CurlThroughSocks(client.socks_port(),
                                         "http://127.0.0.1:" + std::to_string(http.port()) + "/");
   EXPECT_EQ(curl.out, "via tinyproxy\n") << curl.err << client.Log();
+  // The agent would also be reachable directly: the proxy's own log proves it carried the session.
+  EXPECT_THAT(proxy->Stdout(), HasSubstr("CONNECT 127.0.0.1:" + std::to_string(agent_->port())));
 }
 
 }  // namespace

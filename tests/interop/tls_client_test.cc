@@ -356,6 +356,8 @@ TEST_F(TlsClientTest, ThroughMicrosocksSocks5) {
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(2 << 20, 25)));
   close(fd);
+  // The agent would also be reachable directly: the proxy's own log proves it carried the session.
+  EXPECT_THAT(proxy->Stderr(), HasSubstr("connected to 127.0.0.1:" + std::to_string(tls_port_)));
 }
 
 }  // namespace
