@@ -154,6 +154,8 @@ TEST_F(TlsClientTest, PinnedCertificateMovesDataByteExact) {
   close(fd);
   // The agent took it as SSH inside TLS (not its plain tcp:// listener).
   EXPECT_THAT(agent_->Log(), HasSubstr("result=accepted"));
+  EXPECT_THAT(agent_->Log(), HasSubstr("transport=tls"));
+  EXPECT_THAT(agent_->Log(), Not(HasSubstr("transport=tcp")));
 
   // The same pin as SHA256:<hex> without colons.
   ClientProcess hex(dir_, ClientArgs({"--tls-fingerprint", HexPinForm(tls_fingerprint_)}, echo.port()),

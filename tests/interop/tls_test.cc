@@ -320,6 +320,30 @@ TEST_F(TlsTest, StdioForwardThroughTlsAndStealthOff) {
   EXPECT_THAT(silent.data, ::testing::StartsWith("SSH-2.0-"));
 }
 
+// The README's TLS claims, asked of the agent by the stock openssl client: TLS 1.2 and 1.3 only,
+// ECDHE with AEAD ciphers only.
+TEST_F(TlsTest, OnlyTls12And13WithEcdheAeadSuitesAreAccepted) {
+  StartAgent();
+  auto handshake = [&](std::vector<std::string> options) {
+    std::vector<std::string> argv = {"openssl", "s_client", "-connect", Loopback(tls_port_),
+                                     "-servername", "example.com"};
+    argv.insert(argv.end(), options.begin(), options.end());
+    return RunCommand(argv, "", std::chrono::seconds(20));
+  };
+  CommandResult tls13 = handshake({"-tls1_3"});
+  EXPECT_THAT(tls13.out, HasSubstr("New, TLSv1.3, Cipher is TLS_")) << tls13.out << tls13.err;
+  CommandResult tls12 = handshake({"-tls1_2"});
+  EXPECT_THAT(tls12.out, ::testing::ContainsRegex("New, TLSv1.2, Cipher is ECDHE-[A-Z0-9-]*(GCM|CHACHA20-POLY1305)"))
+      << tls12.out << tls12.err;
+  // Older versions and non-AEAD (CBC) suites get no session. SECLEVEL=0 lets this client offer them.
+  for (const char* old_version : {"-tls1", "-tls1_1"}) {
+    CommandResult refused = handshake({old_version, "-cipher", "DEFAULT:@SECLEVEL=0"});
+    EXPECT_THAT(refused.out, HasSubstr("Cipher is (NONE)")) << old_version << ": " << refused.out;
+  }
+  CommandResult cbc = handshake({"-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:AES128-SHA"});
+  EXPECT_THAT(cbc.out, HasSubstr("Cipher is (NONE)")) << cbc.out;
+}
+
 TEST_F(TlsTest, GeneratedCertificateIsPrivateLoggedAndServed) {
   StartAgent();
   struct stat st {};
