@@ -2,6 +2,7 @@
 // own agent. SOCKS5 with curl, -L byte-exact, -R, reconnect with backoff, host key checks and
 // outbound proxies (microsocks, tinyproxy).
 #include <signal.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -139,10 +140,47 @@ TEST_F(ClientSshdTest, Socks5RepliesCodeByCode) {
     EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(1 << 20, 9)));
     close(fd);
   }
-  // IPv6 and domain address types reach the far side too (domain resolved there).
+  // The domain address type reaches the far side too (resolved there).
   EXPECT_EQ(Exchange(socks, hello + Bytes({5, 1, 0, 3, 9}) + "localhost" + PortBytes(echo.port()), 12)
                 .substr(0, 5),
             method_ok + ReplyHead(0));
+  // So does the IPv6 address type: CONNECT [::1]:port to a server that listens on ::1 only, and
+  // the bytes come back through it.
+  {
+    int v6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in6 address{};
+    address.sin6_family = AF_INET6;
+    address.sin6_addr = in6addr_loopback;
+    ASSERT_EQ(bind(v6, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0) << "no IPv6 loopback";
+    ASSERT_EQ(listen(v6, 1), 0);
+    socklen_t length = sizeof(address);
+    getsockname(v6, reinterpret_cast<sockaddr*>(&address), &length);
+    std::thread echo_once([v6] {
+      int peer = accept(v6, nullptr, nullptr);
+      char buffer[4096];
+      ssize_t n;
+      while (peer >= 0 && (n = recv(peer, buffer, sizeof(buffer), 0)) > 0) send(peer, buffer, n, MSG_NOSIGNAL);
+      if (peer >= 0) close(peer);
+    });
+    std::string connect_v6 = Bytes({5, 1, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}) +
+                             PortBytes(ntohs(address.sin6_port));
+    int fd = ConnectTcp(socks);
+    ASSERT_GE(fd, 0);
+    std::string request = hello + connect_v6;
+    send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+    std::string reply;
+    char buffer[64];
+    while (reply.size() < 2 + 10) {  // method choice, then VER REP RSV ATYP(1) addr(4) port
+      ssize_t n = recv(fd, buffer, 2 + 10 - reply.size(), 0);
+      if (n <= 0) break;
+      reply.append(buffer, static_cast<size_t>(n));
+    }
+    EXPECT_EQ(reply.substr(0, 5), method_ok + ReplyHead(0));
+    EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(64 << 10, 11)));
+    close(fd);
+    echo_once.join();
+    close(v6);
+  }
   // No acceptable method: 05 FF, then close.
   EXPECT_EQ(Exchange(socks, Bytes({5, 1, 2}), 3), Bytes({5, 0xff}));
   EXPECT_EQ(Exchange(socks, Bytes({5, 0}), 3), Bytes({5, 0xff}));
