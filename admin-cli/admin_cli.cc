@@ -26,6 +26,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/time/time.h"
 #include "admin-cli/ssh_bridge.h"
+#include "server/config/config.h"
+#include "server/config/config_yaml.h"
 #include "alknet/admin/v1/agent.grpc.pb.h"
 #include "alknet/admin/v1/forwards.grpc.pb.h"
 #include "alknet/admin/v1/keys.grpc.pb.h"
@@ -176,6 +178,23 @@ std::string ReadPemOption(const CommandLine& line, std::string_view option) {
   return buffer.str();
 }
 
+// The agent's admin socket when --socket is not given: $ALKNET_ADMIN_SOCKET, else admin.socket of
+// the agent's config file in $ALKNET_CONFIG (the variables the agent itself reads, so the image,
+// the chart and a host agree without a flag), else ./var/admin.sock (the default state dir).
+std::string DefaultSocket() {
+  const char* socket = std::getenv("ALKNET_ADMIN_SOCKET");
+  if (socket != nullptr && *socket != '\0') return socket;
+  const char* config_file = std::getenv("ALKNET_CONFIG");
+  if (config_file != nullptr && *config_file != '\0') {
+    config::AgentConfig config;
+    if (config::ApplyYamlFile(config_file, config).ok()) {
+      config::ResolveDefaults(config);
+      return config.admin.socket;
+    }
+  }
+  return "./var/admin.sock";
+}
+
 absl::StatusOr<Connection> Connect(const CommandLine& line) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
@@ -202,12 +221,9 @@ absl::StatusOr<Connection> Connect(const CommandLine& line) {
     if (line.Has("--tls-server-name")) args.SetSslTargetNameOverride(line.Get("--tls-server-name"));
     connection.channel = grpc::CreateCustomChannel(line.Get("--server"), grpc::SslCredentials(ssl), args);
   } else {
-    // The agent's own admin.socket setting, when the environment gives it (the container image
-    // sets ALKNET_ADMIN_SOCKET for both), else the default state directory's socket.
-    const char* from_env = std::getenv("ALKNET_ADMIN_SOCKET");
-    std::string fallback = from_env != nullptr && *from_env != '\0' ? from_env : "./var/admin.sock";
-    connection.channel = grpc::CreateCustomChannel(absl::StrCat("unix:", line.Get("--socket", fallback)),
-                                                   grpc::InsecureChannelCredentials(), args);
+    connection.channel = grpc::CreateCustomChannel(
+        absl::StrCat("unix:", line.Has("--socket") ? line.Get("--socket") : DefaultSocket()),
+        grpc::InsecureChannelCredentials(), args);
   }
   return connection;
 }
@@ -748,7 +764,8 @@ Commands:
   sessions kill ID | --key FINGERPRINT    disconnect sessions
   forwards list | add ... | rm ID         the client role's forwards
 
-Connection (default: --socket $ALKNET_ADMIN_SOCKET, else ./var/admin.sock):
+Connection (default: --socket $ALKNET_ADMIN_SOCKET, else admin.socket of $ALKNET_CONFIG, else
+./var/admin.sock):
   --socket PATH                           the agent's Unix socket (<state_dir>/admin.sock)
   --server HOST:PORT --tls-cert F --tls-key F --tls-ca F [--tls-server-name N]
                                           TCP listener, mutual TLS

@@ -6,7 +6,7 @@
 # `ssh -N -L` through the container, the TLS listener, a restart that keeps the host key,
 # the HEALTHCHECK saying yes and no, and SIGTERM draining to exit 0.
 # Then the Helm chart's default pod, rendered, run by podman from this image (two replicas sharing
-# the rendered Secret, tests/deploy/check_chart.py with ALKNET_CHART_POD_IMAGE).
+# the rendered Secret, tests/deploy/check_chart.py with CHECK_CHART_POD_IMAGE).
 # Usage: check_image.sh REPO_ROOT WORK_DIR AGENT_BINARY (the host build, for the config check)
 # The debootstrap base is cached in ~/.cache/alknet-container (ALKNET_CONTAINER_CACHE).
 # Exits 77 (skipped) only when podman/buildah/debootstrap cannot be installed.
@@ -205,7 +205,10 @@ fi
 ok "alknet-agent health fails with the agent stopped"
 
 # ---- the chart's rendered pod, run by podman ----
-ALKNET_CHART_POD_IMAGE=$image ALKNET_PODMAN="podman --runtime runc --cgroup-manager=cgroupfs --events-backend=file --storage-driver vfs" \
+CHECK_CHART_POD_IMAGE=$image CHECK_CHART_PODMAN="podman --runtime runc --cgroup-manager=cgroupfs --events-backend=file --storage-driver vfs" \
   python3 "$repo/tests/deploy/check_chart.py" "$repo" "$agent" || fail "the chart's pod does not run from the image"
 ok "the Helm chart's default pod runs from the image: /readyz 200 on two replicas, one host key"
+# vfs storage copies every layer whole: drop this run's image and the layers only it used.
+pod rmi "$image" >/dev/null 2>&1 || true
+pod image prune -f >/dev/null 2>&1 || true
 echo "container: image checks passed (image $((size / 1024 / 1024)) MiB)"

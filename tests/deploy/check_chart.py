@@ -684,13 +684,13 @@ def main():
     tmp = tempfile.mkdtemp(prefix="alknet-chart-")
     # The container stage (tests/container/check_image.sh) asks for the default pod run from the
     # built image with podman instead of the rest of the checks.
-    pod_image = os.environ.get("ALKNET_CHART_POD_IMAGE")
+    pod_image = os.environ.get("CHECK_CHART_POD_IMAGE")
     if pod_image:
         try:
             step("the default pod run by podman from %s (two replicas, one Secret)" % pod_image)
             default = check_rendering("default", render([]), DEFAULTS, tmp)
             if default:
-                run_pods_in_podman(default, tmp, pod_image, os.environ["ALKNET_PODMAN"].split())
+                run_pods_in_podman(default, tmp, pod_image, os.environ["CHECK_CHART_PODMAN"].split())
         except (RuntimeError, subprocess.CalledProcessError) as e:
             fail(str(e))
         finally:
