@@ -492,11 +492,7 @@ TEST_F(ClientProxyTest, ThroughMicrosocksSocks5) {
   if (!HaveProgram("microsocks")) GTEST_SKIP() << "microsocks not installed (scripts/install-deps.sh --test)";
   StartAgent();
   uint16_t proxy_port = 0;
-  auto proxy = StartListening(
-      [](uint16_t port) {
-        return std::vector<std::string>{"microsocks", "-i", "127.0.0.1", "-p", std::to_string(port)};
-      },
-      dir_.path(), "microsocks", &proxy_port);
+  auto proxy = StartMicrosocks(dir_.path(), &proxy_port);
   ASSERT_NE(proxy, nullptr);
   HttpServer http("via microsocks\n");
   ClientProcess client(dir_, {"--server", "tcp://localhost:" + std::to_string(agent_->port()),

@@ -183,14 +183,17 @@ for _ in $(seq 100); do kill -0 "$ssh_laptop" 2>/dev/null || break; sleep 0.1; d
 kill -0 "$ssh_laptop" 2>/dev/null && fail "keys rm --kill left the laptop's session up"
 ok "alknet-admin keys add / keys list / policy set / sessions list / --json status / keys rm --kill"
 
+# Sends signal $2 to the agent (pid $1) and checks that it exits 0; $3 names the signal.
+stops_cleanly() {
+  local code=0
+  kill "-$2" "$1"
+  wait "$1" || code=$?
+  [[ $code -eq 0 ]] || fail "the agent exited $code after $3, want 0"
+  ok "$3: exit 0"
+}
+
 # ---- Ctrl-C stops it cleanly ----
-kill -INT "$agent"
-set +e
-wait "$agent"
-code=$?
-set -e
-[[ $code -eq 0 ]] || fail "the agent exited $code after Ctrl-C (SIGINT), want 0"
-ok "Ctrl-C: exit 0"
+stops_cleanly "$agent" INT "Ctrl-C (SIGINT)"
 
 # ---- a second run reuses the build; a third one while it runs finds the port taken ----
 (cd "$work" && exec "${as_newcomer[@]}" bash "$copy/scripts/run-agent.sh") >"$work/run2.log" 2>&1 &
@@ -199,19 +202,11 @@ pids+=("$agent")
 wait_for_log "$work/run2.log" 120 "engine: listening address=tcp://127.0.0.1:2222" \
   || fail "the second run-agent.sh did not start"
 grep -qF "ninja: no work to do" "$work/run2.log" || fail "the second run rebuilt instead of reusing the build"
-set +e
-(cd "$work" && "${as_newcomer[@]}" bash "$copy/scripts/run-agent.sh") >"$work/run3.log" 2>&1
-code=$?
-set -e
+code=0
+(cd "$work" && "${as_newcomer[@]}" bash "$copy/scripts/run-agent.sh") >"$work/run3.log" 2>&1 || code=$?
 [[ $code -ne 0 ]] || fail "run-agent.sh with 127.0.0.1:2222 taken exited 0"
 [[ $(wc -l <"$work/run3.log") -eq 1 ]] && grep -qF "127.0.0.1:2222 is already in use" "$work/run3.log" \
   || fail "run-agent.sh with the port taken should say so in one line, said: $(cat "$work/run3.log")"
 ok "second run reuses the build; a run with the port taken says so in one line (exit $code)"
-kill -TERM "$agent"
-set +e
-wait "$agent"
-code=$?
-set -e
-[[ $code -eq 0 ]] || fail "the agent exited $code after SIGTERM, want 0"
-ok "SIGTERM: exit 0"
+stops_cleanly "$agent" TERM SIGTERM
 echo "newcomer: every README command above passed"

@@ -183,4 +183,12 @@ std::unique_ptr<BackgroundProcess> StartListening(
   return nullptr;
 }
 
+std::unique_ptr<BackgroundProcess> StartMicrosocks(const std::string& log_dir, uint16_t* port) {
+  return StartListening(
+      [](uint16_t picked) {
+        return std::vector<std::string>{"microsocks", "-i", "127.0.0.1", "-p", std::to_string(picked)};
+      },
+      log_dir, "microsocks", port);
+}
+
 }  // namespace alknet::testing

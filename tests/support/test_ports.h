@@ -39,4 +39,8 @@ std::unique_ptr<BackgroundProcess> StartListening(
     std::string_view name, uint16_t* port, std::string* why = nullptr,
     std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
+// microsocks (a SOCKS5 proxy nobody here wrote) on a picked loopback port; its stderr logs each
+// connection it carries ("client[N] 127.0.0.1: connected to HOST:PORT").
+std::unique_ptr<BackgroundProcess> StartMicrosocks(const std::string& log_dir, uint16_t* port);
+
 }  // namespace alknet::testing
