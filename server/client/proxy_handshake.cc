@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -164,24 +165,38 @@ void ProxyHandshake::OnFdEvents(uint32_t events) {
 }
 
 void ProxyHandshake::Step() {
-  // Peek, and consume exactly the proxy's reply: what follows belongs to SSH.
+  // Peek at what is there, then consume only bytes that belong to the proxy's reply: while the
+  // reply is incomplete that is everything (kept in `reply_`, at most kMaxReply bytes); once it
+  // is complete, exactly its rest. What follows belongs to SSH and stays in the socket. Peeking
+  // without consuming would leave a level-triggered socket readable forever: a proxy that sends
+  // half a reply and stalls would spin this loop at 100 % CPU until the timeout.
   char buffer[kMaxReply];
-  ssize_t n = ::recv(fd_.get(), buffer, sizeof(buffer), MSG_PEEK);
+  size_t room = kMaxReply - reply_.size();
+  ssize_t n = ::recv(fd_.get(), buffer, room, MSG_PEEK);
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
   if (n <= 0) {
     Finish(n == 0 ? absl::UnavailableError("the proxy closed the connection")
                   : ErrnoStatus("proxy", errno));
     return;
   }
-  std::string_view bytes(buffer, static_cast<size_t>(n));
+  size_t before = reply_.size();
+  reply_.append(buffer, static_cast<size_t>(n));
+  std::string_view bytes = reply_;
   proxy::Parsed parsed = phase_ == Phase::kMethod          ? proxy::ParseSocks5MethodReply(bytes)
                          : kind_ == ProxyKind::kSocks5      ? proxy::ParseSocks5ConnectReply(bytes)
                                                             : proxy::ParseHttpConnectReply(bytes);
-  if (!parsed.complete) {
-    if (static_cast<size_t>(n) == sizeof(buffer)) Finish(absl::UnavailableError("proxy reply too long"));
+  // The bytes of this read that are part of the reply; the parsers never report a reply that
+  // ends inside what an earlier, incomplete read already held.
+  size_t take = parsed.complete ? std::max(parsed.length, before) - before : static_cast<size_t>(n);
+  if (take > 0 && ::recv(fd_.get(), buffer, take, 0) != static_cast<ssize_t>(take)) {
+    Finish(ErrnoStatus("proxy", errno));
     return;
   }
-  (void)::recv(fd_.get(), buffer, parsed.length, 0);
+  if (!parsed.complete) {
+    if (reply_.size() >= kMaxReply) Finish(absl::UnavailableError("proxy reply too long"));
+    return;  // the socket is drained: the next readiness means new bytes
+  }
+  reply_.clear();
   if (!parsed.status.ok()) {
     Finish(parsed.status);
     return;

@@ -61,6 +61,7 @@ class ProxyHandshake final : public FdHandler {
   Done done_;
   Phase phase_ = Phase::kMethod;
   std::string out_;
+  std::string reply_;  // the current reply's bytes read so far (bounded by the reply limit)
   EventLoop::TimerId timer_ = 0;
   bool watching_ = false;
 };

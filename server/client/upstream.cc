@@ -31,32 +31,19 @@ absl::StatusOr<std::unique_ptr<LocalListener>> LocalListener::Bind(const HostPor
 LocalListener::~LocalListener() { Close(); }
 
 absl::Status LocalListener::Start(EventLoop& loop, Accept on_accept) {
-  loop_ = &loop;
-  on_accept_ = std::move(on_accept);
-  return loop.Watch(fd_.get(), EPOLLIN, this);
+  AcceptLoop::Options options;
+  options.tcp_nodelay = true;
+  accept_ = std::make_unique<AcceptLoop>(
+      loop, fd_.get(), std::move(options),
+      [on_accept = std::move(on_accept)](UniqueFd fd, const sockaddr_storage&, socklen_t) {
+        on_accept(std::move(fd));
+      });
+  return accept_->Start();
 }
 
 void LocalListener::Close() {
-  if (loop_ != nullptr && fd_.valid()) loop_->Unwatch(fd_.get());
+  if (accept_ != nullptr) accept_->Stop();
   fd_.reset();
-}
-
-void LocalListener::OnFdEvents(uint32_t) {
-  for (int i = 0; i < 64 && fd_.valid(); ++i) {
-    UniqueFd fd(accept4(fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-    if (!fd.valid()) {
-      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        loop_->Unwatch(fd_.get());
-        loop_->AddTimer(absl::Milliseconds(100), [this] {
-          if (fd_.valid()) (void)loop_->Watch(fd_.get(), EPOLLIN, this);
-        });
-      }
-      return;
-    }
-    int one = 1;
-    setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    on_accept_(std::move(fd));
-  }
 }
 
 // ---- one SOCKS5 client in its handshake ----

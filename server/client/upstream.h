@@ -23,6 +23,7 @@
 #include "server/common/log.h"
 #include "server/config/config.h"
 #include "server/forward/outbound_connector.h"
+#include "server/loop/accept_loop.h"
 #include "server/loop/event_loop.h"
 #include "server/metrics/engine_metrics.h"
 #include "server/ssh/channel_relay.h"
@@ -30,22 +31,20 @@
 namespace alknet {
 
 // A listening TCP socket on the client loop (host names resolved once, at bind time).
-class LocalListener final : public FdHandler {
+class LocalListener final {
  public:
   using Accept = std::function<void(UniqueFd fd)>;
   static absl::StatusOr<std::unique_ptr<LocalListener>> Bind(const HostPort& address);
-  ~LocalListener() override;
+  ~LocalListener();
   absl::Status Start(EventLoop& loop, Accept on_accept);
   void Close();
   const HostPort& bound() const { return bound_; }
-  void OnFdEvents(uint32_t events) override;
 
  private:
   LocalListener(UniqueFd fd, HostPort bound) : fd_(std::move(fd)), bound_(std::move(bound)) {}
   UniqueFd fd_;
   HostPort bound_;
-  EventLoop* loop_ = nullptr;
-  Accept on_accept_;
+  std::unique_ptr<AcceptLoop> accept_;
 };
 
 class Upstream {

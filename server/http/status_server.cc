@@ -133,25 +133,23 @@ StatusServer::~StatusServer() { Close(); }
 absl::Status StatusServer::Start(EventLoop& loop, StatusHandlers handlers) {
   loop_ = &loop;
   handlers_ = std::move(handlers);
-  return loop.Watch(fd_.get(), EPOLLIN, this);
+  AcceptLoop::Options options;
+  options.batch = 16;
+  accept_ = std::make_unique<AcceptLoop>(
+      loop, fd_.get(), std::move(options), [this](UniqueFd fd, const sockaddr_storage&, socklen_t) {
+        if (connections_.size() >= kMaxConnections) return;  // closed at once
+        auto connection = std::make_unique<Connection>(*this, std::move(fd));
+        Connection* raw = connection.get();
+        connections_.emplace(raw, std::move(connection));
+        raw->Start();
+      });
+  return accept_->Start();
 }
 
 void StatusServer::Close() {
   connections_.clear();
-  if (loop_ != nullptr && fd_.valid()) loop_->Unwatch(fd_.get());
+  if (accept_ != nullptr) accept_->Stop();
   fd_.reset();
-}
-
-void StatusServer::OnFdEvents(uint32_t events) {
-  for (int i = 0; i < 16 && fd_.valid(); ++i) {
-    UniqueFd fd(accept4(fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-    if (!fd.valid()) return;
-    if (connections_.size() >= kMaxConnections) continue;  // closed at once
-    auto connection = std::make_unique<Connection>(*this, std::move(fd));
-    Connection* raw = connection.get();
-    connections_.emplace(raw, std::move(connection));
-    raw->Start();
-  }
 }
 
 void StatusServer::Finished(Connection* connection) {

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "server/common/net_address.h"
 #include "server/common/unique_fd.h"
+#include "server/loop/accept_loop.h"
 #include "server/loop/event_loop.h"
 
 namespace alknet::http {
@@ -20,15 +21,14 @@ struct StatusHandlers {
   std::function<bool()> ready;           // can serve: listeners accepting, state loaded
 };
 
-class StatusServer final : public FdHandler {
+class StatusServer final {
  public:
   static absl::StatusOr<std::unique_ptr<StatusServer>> Bind(const HostPort& address);
-  ~StatusServer() override;
+  ~StatusServer();
 
   absl::Status Start(EventLoop& loop, StatusHandlers handlers);
   void Close();
   const std::string& bound_url() const { return bound_url_; }  // "http://127.0.0.1:9464"
-  void OnFdEvents(uint32_t events) override;
 
  private:
   class Connection;
@@ -41,6 +41,7 @@ class StatusServer final : public FdHandler {
   EventLoop* loop_ = nullptr;
   StatusHandlers handlers_;
   absl::flat_hash_map<Connection*, std::unique_ptr<Connection>> connections_;
+  std::unique_ptr<AcceptLoop> accept_;
 };
 
 }  // namespace alknet::http

@@ -148,28 +148,41 @@ void EventLoop::RunDeferredDeletes() {
   }
 }
 
-void EventLoop::Run() {
-  loop_thread_ = std::this_thread::get_id();
+bool EventLoop::Turn(int timeout_ms) {
   constexpr int kMaxEvents = 256;
   epoll_event events[kMaxEvents];
-  while (!stopping_) {
-    int count = epoll_wait(epoll_fd_.get(), events, kMaxEvents, NextTimeoutMs());
-    if (count < 0 && errno != EINTR) break;
-    for (int i = 0; i < count; ++i) {
-      int fd = events[i].data.fd;
-      if (fd == wake_fd_.get()) {
-        uint64_t value;
-        [[maybe_unused]] ssize_t ignored = read(wake_fd_.get(), &value, sizeof(value));
-        continue;
-      }
-      auto it = handlers_.find(fd);
-      if (it == handlers_.end()) continue;  // unwatched earlier in this batch
-      it->second->OnFdEvents(events[i].events);
+  int count = epoll_wait(epoll_fd_.get(), events, kMaxEvents, timeout_ms);
+  if (count < 0 && errno != EINTR) return false;
+  for (int i = 0; i < count; ++i) {
+    int fd = events[i].data.fd;
+    if (fd == wake_fd_.get()) {
+      uint64_t value;
+      [[maybe_unused]] ssize_t ignored = read(wake_fd_.get(), &value, sizeof(value));
+      continue;
     }
-    RunDueTimers();
-    RunPostedTasks();
-    RunDeferredDeletes();
+    auto it = handlers_.find(fd);
+    if (it == handlers_.end()) continue;  // unwatched earlier in this batch
+    it->second->OnFdEvents(events[i].events);
   }
+  RunDueTimers();
+  RunPostedTasks();
+  RunDeferredDeletes();
+  return true;
+}
+
+void EventLoop::Run() {
+  loop_thread_ = std::this_thread::get_id();
+  while (!stopping_) {
+    if (!Turn(NextTimeoutMs())) break;
+  }
+}
+
+void EventLoop::RunOnce(absl::Duration max_wait) {
+  loop_thread_ = std::this_thread::get_id();
+  int timeout = NextTimeoutMs();
+  int cap = static_cast<int>(absl::ToInt64Milliseconds(max_wait));
+  if (timeout < 0 || timeout > cap) timeout = cap;
+  Turn(timeout);
 }
 
 }  // namespace alknet

@@ -59,12 +59,19 @@ class EventLoop {
 
   // Runs until Stop(); Stop is thread-safe.
   void Run();
+  // One pass of Run() on the calling thread: waits at most `max_wait` for fd events (less when
+  // a timer is due sooner), dispatches them, then due timers, posted tasks, deferred deletes.
+  // For tests and fuzzers that step a loop.
+  void RunOnce(absl::Duration max_wait);
   void Stop();
   bool IsLoopThread() const { return std::this_thread::get_id() == loop_thread_; }
 
  private:
   EventLoop(UniqueFd epoll_fd, UniqueFd wake_fd);
   int NextTimeoutMs() const;
+  // One batch: epoll_wait(timeout_ms), events, timers, posted tasks, deferred deletes. False
+  // when epoll_wait failed.
+  bool Turn(int timeout_ms);
   void RunDueTimers();
   void RunPostedTasks();
   void RunDeferredDeletes();

@@ -19,40 +19,39 @@
 #include "server/common/errno_status.h"
 #include "server/common/net_address.h"
 #include "server/forward/forward_policy.h"
+#include "server/loop/accept_loop.h"
 
 namespace alknet {
 
-class RemoteForwards::ListenSocket final : public FdHandler {
+class RemoteForwards::ListenSocket final {
  public:
-  ListenSocket(RemoteForwards& owner, UniqueFd fd, std::string requested_address,
-               uint32_t requested_port, uint16_t bound_port, std::string bound_host)
-      : owner_(owner), fd_(std::move(fd)), requested_address_(std::move(requested_address)),
-        requested_port_(requested_port), bound_port_(bound_port), bound_host_(std::move(bound_host)) {}
-  ~ListenSocket() override { Close(); }
+  ListenSocket(RemoteForwards& owner, uint64_t id, UniqueFd fd, std::string requested_address,
+               uint32_t requested_port, uint16_t bound_port)
+      : owner_(owner), id_(id), fd_(std::move(fd)), requested_address_(std::move(requested_address)),
+        requested_port_(requested_port), bound_port_(bound_port) {}
+  ~ListenSocket() { Close(); }
 
-  absl::Status Start() { return owner_.loop_.Watch(fd_.get(), EPOLLIN, this); }
+  absl::Status Start() {
+    AcceptLoop::Options options;
+    options.batch = 16;
+    options.tcp_nodelay = true;
+    options.after_batch = [this] {
+      if (owner_.hooks_.after_io) owner_.hooks_.after_io();
+    };
+    accept_ = std::make_unique<AcceptLoop>(
+        owner_.loop_, fd_.get(), std::move(options),
+        [this](UniqueFd fd, const sockaddr_storage&, socklen_t) { owner_.OnAccepted(id_, std::move(fd)); });
+    return accept_->Start();
+  }
+  // Stops accepting and closes the socket; the object itself goes through DeleteLater.
   void Close() {
-    if (fd_.valid()) {
-      owner_.loop_.Unwatch(fd_.get());
-      fd_.reset();
-    }
+    if (accept_ != nullptr) accept_->Stop();
+    fd_.reset();
   }
 
-  void OnFdEvents(uint32_t) override {
-    for (int i = 0; i < 16 && fd_.valid(); ++i) {
-      UniqueFd accepted(accept4(fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-      if (!accepted.valid()) return;
-      int one = 1;
-      setsockopt(accepted.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      owner_.OnAccepted(*this, std::move(accepted));
-    }
-    if (owner_.hooks_.after_io) owner_.hooks_.after_io();
-  }
-
+  uint64_t id() const { return id_; }
   const std::string& requested_address() const { return requested_address_; }
-  uint32_t requested_port() const { return requested_port_; }
   uint16_t bound_port() const { return bound_port_; }
-  const std::string& bound_host() const { return bound_host_; }
   // cancel-tcpip-forward names the forward as requested, or by the port it got.
   bool Matches(std::string_view address, uint32_t port) const {
     return address == requested_address_ && (port == requested_port_ || port == bound_port_);
@@ -60,11 +59,23 @@ class RemoteForwards::ListenSocket final : public FdHandler {
 
  private:
   RemoteForwards& owner_;
+  uint64_t id_;
   UniqueFd fd_;
   std::string requested_address_;
   uint32_t requested_port_;
   uint16_t bound_port_;
-  std::string bound_host_;
+  std::unique_ptr<AcceptLoop> accept_;
+};
+
+class RemoteForwards::LibsshChannelOps final : public ChannelOps {
+ public:
+  ssh_channel New(ssh_session session) override { return ssh_channel_new(session); }
+  int OpenReverse(ssh_channel channel, const char* listen_address, int listen_port,
+                  const char* originator, int originator_port) override {
+    return ssh_channel_open_reverse_forward(channel, listen_address, listen_port, originator,
+                                            originator_port);
+  }
+  void Free(ssh_channel channel) override { ssh_channel_free(channel); }
 };
 
 namespace {
@@ -100,135 +111,144 @@ absl::StatusOr<UniqueFd> BindListening(const std::string& numeric_host, uint16_t
 
 }  // namespace
 
-RemoteForwards::RemoteForwards(EventLoop& loop, Logger& logger, EngineMetrics& metrics, Hooks hooks)
-    : loop_(loop), logger_(logger), metrics_(metrics), hooks_(std::move(hooks)) {}
+RemoteForwards::RemoteForwards(EventLoop& loop, Logger& logger, EngineMetrics& metrics, Hooks hooks,
+                               ChannelOps* ops)
+    : loop_(loop), logger_(logger), metrics_(metrics), hooks_(std::move(hooks)),
+      libssh_ops_(ops == nullptr ? std::make_unique<LibsshChannelOps>() : nullptr),
+      ops_(ops != nullptr ? *ops : *libssh_ops_) {}
 
 RemoteForwards::~RemoteForwards() { CloseAll(); }
 
 void RemoteForwards::Bind(ssh_session session, std::string source_ip, std::string key_fingerprint,
                           absl::Duration open_timeout) {
+  bound_ = true;
   session_ = session;
   source_ip_ = std::move(source_ip);
   key_fingerprint_ = std::move(key_fingerprint);
   open_timeout_ = open_timeout;
 }
 
-void RemoteForwards::Refuse(ssh_message message, RejectReason reason, std::string_view log_reason,
-                            uint32_t port) {
+RemoteForwards::Answer RemoteForwards::Refuse(RejectReason reason, std::string_view log_reason,
+                                              uint32_t port) {
   metrics_.Rejected(reason);
   // The requested listen port is this server's own port: loggable. Nothing of the client's
   // targets is ever known here.
   logger_.Info("session", "remote forward refused",
                {{"src", source_ip_}, {"key", key_fingerprint_}, {"port", absl::StrCat(port)},
                 {"reason", std::string(log_reason)}});
-  ssh_message_reply_default(message);
+  return Answer{};
 }
 
 void RemoteForwards::HandleGlobalRequest(ssh_message message, const auth::KeyOptions* options) {
-  const char* address_c = ssh_message_global_request_address(message);
-  std::string address = address_c != nullptr ? address_c : "";
-  int port_signed = ssh_message_global_request_port(message);
-  uint32_t port = port_signed < 0 ? 0 : static_cast<uint32_t>(port_signed);
   int subtype = ssh_message_subtype(message);
-
-  if (subtype == SSH_GLOBAL_REQUEST_CANCEL_TCPIP_FORWARD) {
-    auto it = std::find_if(listeners_.begin(), listeners_.end(),
-                           [&](const auto& l) { return l->Matches(address, port); });
-    if (it == listeners_.end()) {
-      ssh_message_reply_default(message);
-      return;
-    }
-    logger_.Info("session", "remote forward cancelled",
-                 {{"src", source_ip_}, {"key", key_fingerprint_},
-                  {"port", absl::StrCat((*it)->bound_port())}});
-    (*it)->Close();
-    loop_.DeleteLater(std::move(*it));
-    listeners_.erase(it);
-    ssh_message_global_request_reply_success(message, 0);
-    return;
-  }
-  if (subtype != SSH_GLOBAL_REQUEST_TCPIP_FORWARD) {
+  if (subtype != SSH_GLOBAL_REQUEST_TCPIP_FORWARD && subtype != SSH_GLOBAL_REQUEST_CANCEL_TCPIP_FORWARD) {
     ssh_message_reply_default(message);
     return;
   }
-  if (options == nullptr) {
-    Refuse(message, RejectReason::kKeyRevoked, "key-revoked", port);
-    return;
+  const char* address = ssh_message_global_request_address(message);
+  int port = ssh_message_global_request_port(message);
+  Request request{.cancel = subtype == SSH_GLOBAL_REQUEST_CANCEL_TCPIP_FORWARD,
+                  .address = address != nullptr ? address : "",
+                  .port = port < 0 ? 0u : static_cast<uint32_t>(port)};
+  Answer answer = HandleRequest(request, options);
+  if (answer.ok) {
+    ssh_message_global_request_reply_success(message, answer.bound_port);
+  } else {
+    ssh_message_reply_default(message);
   }
+}
+
+RemoteForwards::Answer RemoteForwards::HandleRequest(const Request& request,
+                                                     const auth::KeyOptions* options) {
+  const std::string& address = request.address;
+  uint32_t port = request.port;
+  if (request.cancel) {
+    auto it = std::find_if(listeners_.begin(), listeners_.end(),
+                           [&](const auto& l) { return l->Matches(address, port); });
+    if (it == listeners_.end()) return Answer{};
+    logger_.Info("session", "remote forward cancelled",
+                 {{"src", source_ip_}, {"key", key_fingerprint_},
+                  {"port", absl::StrCat((*it)->bound_port())}});
+    // Opens this listener started keep their own copy of what they name (PendingOpen).
+    (*it)->Close();
+    loop_.DeleteLater(std::move(*it));
+    listeners_.erase(it);
+    return Answer{.ok = true};
+  }
+  if (options == nullptr) return Refuse(RejectReason::kKeyRevoked, "key-revoked", port);
   if (hooks_.can_open && !hooks_.can_open()) {
-    Refuse(message, RejectReason::kShuttingDown, "shutting-down", port);
-    return;
+    return Refuse(RejectReason::kShuttingDown, "shutting-down", port);
   }
   if (listeners_.size() >= kMaxListeners) {
-    Refuse(message, RejectReason::kTooManyChannels, "too-many-listeners", port);
-    return;
+    return Refuse(RejectReason::kTooManyChannels, "too-many-listeners", port);
   }
   ListenDecision decision = CheckRemoteListen(*options, address, port);
   if (decision.verdict != ForwardVerdict::kAllowed) {
     RejectReason reason = decision.verdict == ForwardVerdict::kForwardingDisabled
                               ? RejectReason::kPortForwardingDisabled
                               : RejectReason::kPermitListen;
-    Refuse(message, reason, ForwardVerdictName(decision.verdict), port);
-    return;
+    return Refuse(reason, ForwardVerdictName(decision.verdict), port);
   }
   absl::StatusOr<UniqueFd> fd = BindListening(decision.bind_host, static_cast<uint16_t>(port));
   if (!fd.ok()) {
     logger_.Info("session", "remote forward refused",
                  {{"src", source_ip_}, {"key", key_fingerprint_}, {"port", absl::StrCat(port)},
                   {"reason", "bind-failed"}, {"error", std::string(fd.status().message())}});
-    ssh_message_reply_default(message);
-    return;
+    return Answer{};
   }
   uint16_t bound_port = LocalOf(fd->get()).port;
-  auto listener = std::make_unique<ListenSocket>(*this, *std::move(fd), address, port, bound_port,
-                                                 decision.bind_host);
-  if (!listener->Start().ok()) {
-    ssh_message_reply_default(message);
-    return;
-  }
+  uint64_t id = next_listener_id_++;
+  auto listener = std::make_unique<ListenSocket>(*this, id, *std::move(fd), address, port, bound_port);
+  if (!listener->Start().ok()) return Answer{};
   listeners_.push_back(std::move(listener));
   logger_.Info("session", "remote forward listening",
                {{"src", source_ip_}, {"key", key_fingerprint_},
                 {"listen", HostPort{decision.bind_host, bound_port}.ToString()}});
-  ssh_message_global_request_reply_success(message, bound_port);
+  return Answer{.ok = true, .bound_port = bound_port, .listener_id = id};
 }
 
-void RemoteForwards::OnAccepted(ListenSocket& listener, UniqueFd fd) {
-  if (session_ == nullptr || pending_.size() >= kMaxPendingOpens ||
-      (hooks_.can_open && !hooks_.can_open())) {
+void RemoteForwards::OnAccepted(uint64_t listener_id, UniqueFd fd) {
+  auto it = std::find_if(listeners_.begin(), listeners_.end(),
+                         [&](const auto& l) { return l->id() == listener_id; });
+  if (it == listeners_.end()) return;  // cancelled meanwhile: closing `fd` turns it away
+  if (!bound_ || pending_.size() >= kMaxPendingOpens || (hooks_.can_open && !hooks_.can_open())) {
     metrics_.Rejected(RejectReason::kTooManyChannels);
-    return;  // closing `fd` turns the connection away
+    return;
   }
   SocketEndpoint peer = PeerOf(fd.get());
-  ssh_channel channel = ssh_channel_new(session_);
+  ssh_channel channel = ops_.New(session_);
   if (channel == nullptr) return;
   PendingOpen open;
   open.channel = channel;
   open.fd = std::move(fd);
-  open.listener = &listener;
+  open.listen_address = (*it)->requested_address();
+  open.listen_port = (*it)->bound_port();
   open.originator = peer.ip.empty() ? "127.0.0.1" : peer.ip;
   open.originator_port = peer.port;
-  open.deadline = absl::Now() + open_timeout_;
+  open.deadline = Now() + open_timeout_;
   pending_.push_back(std::move(open));
   if (!polling_) Poll();
 }
 
 bool RemoteForwards::Step(PendingOpen& open) {
-  int rc = ssh_channel_open_reverse_forward(
-      open.channel, open.listener->requested_address().c_str(),
-      static_cast<int>(open.listener->bound_port()), open.originator.c_str(),
-      static_cast<int>(open.originator_port));
+  int rc = ops_.OpenReverse(open.channel, open.listen_address.c_str(),
+                            static_cast<int>(open.listen_port), open.originator.c_str(),
+                            static_cast<int>(open.originator_port));
   if (rc == SSH_OK) {
     ssh_channel channel = std::exchange(open.channel, nullptr);
-    if (hooks_.opened) hooks_.opened(channel, std::move(open.fd));
+    if (hooks_.opened) {
+      hooks_.opened(channel, std::move(open.fd));
+    } else {
+      ops_.Free(channel);
+    }
     return true;
   }
-  if (rc == SSH_AGAIN && absl::Now() < open.deadline) return false;
+  if (rc == SSH_AGAIN && Now() < open.deadline) return false;
   metrics_.ChannelOpenFinished(ChannelKind::kForwardedTcpip, ChannelResult::kConnectFailed);
   logger_.Debug("session", "forwarded channel not opened",
-                {{"src", source_ip_}, {"port", absl::StrCat(open.listener->bound_port())},
+                {{"src", source_ip_}, {"port", absl::StrCat(open.listen_port)},
                  {"reason", rc == SSH_AGAIN ? "open-timeout" : "client-refused"}});
-  ssh_channel_free(std::exchange(open.channel, nullptr));
+  ops_.Free(std::exchange(open.channel, nullptr));
   open.fd.reset();
   return true;
 }
@@ -254,9 +274,10 @@ void RemoteForwards::CloseAll() {
   }
   listeners_.clear();
   for (PendingOpen& open : pending_) {
-    if (open.channel != nullptr) ssh_channel_free(open.channel);
+    if (open.channel != nullptr) ops_.Free(open.channel);
   }
   pending_.clear();
+  bound_ = false;
   session_ = nullptr;
 }
 

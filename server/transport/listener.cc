@@ -27,39 +27,22 @@ absl::StatusOr<std::unique_ptr<Listener>> Listener::Bind(const EndpointUrl& url,
 Listener::~Listener() { Close(); }
 
 absl::Status Listener::Start(EventLoop& loop, AcceptCallback on_accept) {
-  loop_ = &loop;
   on_accept_ = std::move(on_accept);
-  return loop.Watch(fd_.get(), EPOLLIN, this);
+  accept_ = std::make_unique<AcceptLoop>(
+      loop, fd_.get(), AcceptLoop::Options{},
+      [this](UniqueFd fd, const sockaddr_storage& peer, socklen_t len) {
+        StreamInfo info;
+        info.transport = std::string(transport_.name());
+        info.peer = DescribeSockaddr(reinterpret_cast<const sockaddr*>(&peer), len);
+        info.local = LocalOf(fd.get());
+        on_accept_(std::move(fd), std::move(info), transport_);
+      });
+  return accept_->Start();
 }
 
 void Listener::Close() {
-  if (loop_ != nullptr && fd_.valid()) loop_->Unwatch(fd_.get());
+  if (accept_ != nullptr) accept_->Stop();
   fd_.reset();
-}
-
-void Listener::OnFdEvents(uint32_t events) {
-  // Accept a bounded batch per wake-up so one busy listener cannot starve the others.
-  for (int i = 0; i < 64 && fd_.valid(); ++i) {
-    sockaddr_storage peer{};
-    socklen_t len = sizeof(peer);
-    UniqueFd fd(accept4(fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len,
-                        SOCK_NONBLOCK | SOCK_CLOEXEC));
-    if (!fd.valid()) {
-      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        // Out of descriptors: stop watching briefly instead of spinning on a readable listener.
-        loop_->Unwatch(fd_.get());
-        loop_->AddTimer(absl::Milliseconds(100), [this] {
-          if (fd_.valid()) (void)loop_->Watch(fd_.get(), EPOLLIN, this);
-        });
-      }
-      return;  // EAGAIN or a transient error (ECONNABORTED): wait for the next readiness
-    }
-    StreamInfo info;
-    info.transport = std::string(transport_.name());
-    info.peer = DescribeSockaddr(reinterpret_cast<sockaddr*>(&peer), len);
-    info.local = LocalOf(fd.get());
-    on_accept_(std::move(fd), std::move(info), transport_);
-  }
 }
 
 }  // namespace alknet

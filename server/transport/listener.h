@@ -7,26 +7,26 @@
 #include "absl/status/statusor.h"
 #include "server/common/net_address.h"
 #include "server/common/unique_fd.h"
+#include "server/loop/accept_loop.h"
 #include "server/loop/event_loop.h"
 #include "server/transport/transport.h"
 
 namespace alknet {
 
-class Listener final : public FdHandler {
+class Listener final {
  public:
   using AcceptCallback = std::function<void(UniqueFd fd, StreamInfo info, ServerTransport&)>;
 
   // Binds and listens (resolving the host once, at start). Port 0 picks a free port.
   static absl::StatusOr<std::unique_ptr<Listener>> Bind(const EndpointUrl& url,
                                                         ServerTransport& transport);
-  ~Listener() override;
+  ~Listener();
 
   absl::Status Start(EventLoop& loop, AcceptCallback on_accept);
   void Close();
 
   // The bound address with the real port: "tcp://127.0.0.1:41234".
   const EndpointUrl& bound() const { return bound_; }
-  void OnFdEvents(uint32_t events) override;
 
  private:
   Listener(UniqueFd fd, EndpointUrl bound, ServerTransport& transport)
@@ -35,8 +35,8 @@ class Listener final : public FdHandler {
   UniqueFd fd_;
   EndpointUrl bound_;
   ServerTransport& transport_;
-  EventLoop* loop_ = nullptr;
   AcceptCallback on_accept_;
+  std::unique_ptr<AcceptLoop> accept_;
 };
 
 }  // namespace alknet
