@@ -16,8 +16,9 @@ std::string ForwardSpec::ToString() const {
   auto bracket = [](const std::string& host) {
     return host.find(':') != std::string::npos ? absl::StrCat("[", host, "]") : host;
   };
-  std::string out;
-  if (!bind_host.empty()) out = absl::StrCat(bracket(bind_host), ":");
+  // The bind is always written, an empty one (every address) as ":port:...": without it the
+  // text would parse back with the default bind (found by forward_spec_fuzzer).
+  std::string out = absl::StrCat(bracket(bind_host), ":");
   absl::StrAppend(&out, bind_port, ":", bracket(host), ":", host_port);
   return out;
 }

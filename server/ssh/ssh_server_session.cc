@@ -82,7 +82,6 @@ absl::StatusOr<UniqueFd> ConnectUnixSocket(const std::string& path) {
   return fd;
 }
 
-
 // A FIDO/U2F security key (sk-ssh-ed25519@openssh.com, sk-ecdsa-sha2-nistp256@openssh.com and
 // their certificates).
 bool IsSecurityKeyType(ssh_key key, std::string_view key_type) {

@@ -9,6 +9,8 @@
 
 #include <openssl/sha.h>
 
+#include <google/protobuf/stubs/logging.h>
+
 #include "agent/state/state_store.h"
 
 namespace {
@@ -30,6 +32,12 @@ std::string Wrap(std::string_view payload, uint32_t version) {
 }
 
 }  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  // Payloads with invalid UTF-8 in string fields are refused; protobuf's log of each is noise.
+  google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int, const std::string&) {});
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;

@@ -335,6 +335,23 @@ TEST_F(AdminCoreStateTest, Item11StateFileAddKeyWithFailedDirectoryFsyncIsAddedI
   EXPECT_EQ((*restarted)->limits().max_sessions, 5);
 }
 
+// Security round, item 2: the admin API refuses a LOCAL forward whose target is a reserved
+// "alknet-*" name (the far agent's own services), naming the field.
+TEST_F(AdminCoreStateTest, Item2AdminApiLocalForwardToReservedDestinationIsRefused) {
+  auto core = Open();
+  ASSERT_TRUE(core.ok()) << core.status();
+  admin::v1::AddForwardRequest request;
+  request.mutable_forward()->set_kind(admin::v1::FORWARD_KIND_LOCAL);
+  request.mutable_forward()->set_upstream("office");
+  request.mutable_forward()->set_listen("127.0.0.1:0");
+  request.mutable_forward()->set_target("Alknet-Admin:22");
+  auto added = (*core)->AddForward(request);
+  ASSERT_FALSE(added.ok());
+  EXPECT_EQ(added.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(added.status().message()),
+              HasSubstr("forward.target: the target host 'Alknet-Admin' is reserved"));
+}
+
 TEST(PolicySchemaTest, LimitsMessageMirrorsTheConfigSchema) {
   const auto* descriptor = admin::v1::Limits::descriptor();
   std::set<std::string> proto_fields;

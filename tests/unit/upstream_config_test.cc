@@ -357,7 +357,7 @@ TEST(ForwardSpecTest, ParsesAndPrints) {
            {"0:10.0.0.1:22", "localhost", {"localhost", 0, "10.0.0.1", 22}, "localhost:0:10.0.0.1:22"},
            {"*:9000:h:1", "localhost", {"*", 9000, "h", 1}, "*:9000:h:1"},
            {"[::]:443:[fe80::1%eth0]:8443", "x", {"::", 443, "fe80::1%eth0", 8443}, "[::]:443:[fe80::1%eth0]:8443"},
-           {":5000:h:1", "localhost", {"", 5000, "h", 1}, "5000:h:1"},
+           {":5000:h:1", "localhost", {"", 5000, "h", 1}, ":5000:h:1"},
        }) {
     absl::StatusOr<ForwardSpec> spec = ParseForwardSpec(c.text, c.default_bind);
     ASSERT_TRUE(spec.ok()) << c.text << ": " << spec.status();
