@@ -375,26 +375,35 @@ void AdminCore::RebuildSources() {
   }
 }
 
+absl::Status AdminCore::WriteStateFile(const state::v1::State& state) {
+  absl::StatusOr<state::WriteResult> written =
+      state::WriteStateFile(state_path_, state, nullptr, options_.sync_state_directory);
+  if (!written.ok()) {
+    logger_.Error("state", "cannot write state file",
+                  {{"path", state_path_}, {"error", std::string(written.status().message())}});
+    return absl::InternalError(absl::StrCat("cannot write the state file (nothing changed): ",
+                                            written.status().message()));
+  }
+  if (!written->durability_warning.empty()) {
+    // The new file is in place and a restart reads it: the change is made, in memory too.
+    logger_.Warn("state", "state file changed but not yet durable (directory fsync failed)",
+                 {{"path", state_path_}, {"error", written->durability_warning}});
+  }
+  return absl::OkStatus();
+}
+
 absl::Status AdminCore::WriteState() {
   state_.set_generation(state_.generation() + 1);
-  if (absl::Status written = state::WriteStateFile(state_path_, state_); !written.ok()) {
+  if (absl::Status written = WriteStateFile(state_); !written.ok()) {
     state_.set_generation(state_.generation() - 1);
-    logger_.Error("state", "cannot write state file",
-                  {{"path", state_path_}, {"error", std::string(written.message())}});
-    return absl::InternalError(absl::StrCat("cannot write the state file (nothing changed): ",
-                                            written.message()));
+    return written;
   }
   return absl::OkStatus();
 }
 
 absl::Status AdminCore::Commit(state::v1::State next) {
   next.set_generation(state_.generation() + 1);
-  if (absl::Status written = state::WriteStateFile(state_path_, next); !written.ok()) {
-    logger_.Error("state", "cannot write state file",
-                  {{"path", state_path_}, {"error", std::string(written.message())}});
-    return absl::InternalError(absl::StrCat("cannot write the state file (nothing changed): ",
-                                            written.message()));
-  }
+  if (absl::Status written = WriteStateFile(next); !written.ok()) return written;
   state_ = std::move(next);
   return absl::OkStatus();
 }

@@ -21,6 +21,7 @@
 #include "alknet/admin/v1/keys.pb.h"
 #include "alknet/admin/v1/policy.pb.h"
 #include "alknet/admin/v1/sessions.pb.h"
+#include "agent/state/state_store.h"
 #include "alknet/state/v1/state.pb.h"
 #include "server/auth/authorized_keys.h"
 #include "server/auth/key_set.h"
@@ -47,6 +48,8 @@ class AdminCore {
  public:
   struct Options {
     std::string version;  // reported by GetStatus
+    // Test seam: the state directory's fsync after each rename (null: the real one).
+    state::DirectorySync sync_state_directory;
   };
 
   // Locks the state directory, reads the state file (or seeds it from `config` on first start),
@@ -110,6 +113,10 @@ class AdminCore {
   absl::Status Commit(state::v1::State next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes state_ (as changed in place by the caller) with the next generation.
   absl::Status WriteState() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes `state` to the state file. An error means the file is unchanged; success means it
+  // holds `state` (a failed directory fsync after the rename is logged as a warning: the change
+  // stands, it may only not survive a power loss).
+  absl::Status WriteStateFile(const state::v1::State& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Installs api_keys_ + file_keys_ as the KeySet sessions see.
   void PublishKeys() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // source_by_blob_ from scratch (start, reload); changes update it incrementally.

@@ -11,6 +11,7 @@
 #include "agent/admin/api_errors.h"
 #include "server/common/net_address.h"
 #include "server/common/strings.h"
+#include "server/config/upstream_schema.h"
 
 namespace alknet::admin {
 namespace {
@@ -69,6 +70,11 @@ absl::StatusOr<std::pair<std::string, ForwardDef>> ParseForward(const v1::Forwar
     if (!target.ok()) return target.status();
     def.spec.host = target->host;
     def.spec.host_port = target->port;
+    if (def.kind == ForwardKind::kLocal) {
+      if (absl::Status status = config::CheckLocalForwardTarget(def.spec); !status.ok()) {
+        return FieldError("forward.target", StdSv(status.message()));
+      }
+    }
   }
   return std::make_pair(forward.upstream(), std::move(def));
 }

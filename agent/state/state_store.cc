@@ -155,8 +155,9 @@ absl::StatusOr<std::optional<v1::State>> ReadStateFile(const std::string& path) 
   return std::optional<v1::State>(*std::move(state));
 }
 
-absl::Status WriteStateFile(const std::string& path, const v1::State& state,
-                            const WriteStepHook& hook) {
+absl::StatusOr<WriteResult> WriteStateFile(const std::string& path, const v1::State& state,
+                                           const WriteStepHook& hook,
+                                           const DirectorySync& sync_directory) {
   static std::atomic<uint64_t> counter{0};
   auto step = [&](std::string_view name) {
     if (hook) hook(name);
@@ -185,10 +186,16 @@ absl::Status WriteStateFile(const std::string& path, const v1::State& state,
     return status;
   }
   step("renamed");
-  // The rename is only durable once the directory entry is.
-  if (absl::Status synced = SyncDirectory(dir); !synced.ok()) return synced;
+  // From here on the new file is what a restart reads: the change is committed, whatever the
+  // directory fsync says. It makes the rename durable; its failure is reported, not undone.
+  WriteResult result;
+  absl::Status synced = sync_directory ? sync_directory(dir) : SyncDirectory(dir);
+  if (!synced.ok()) {
+    result.durability_warning = std::string(synced.message());
+    return result;
+  }
   step("dir-synced");
-  return absl::OkStatus();
+  return result;
 }
 
 int RemoveStaleTempFiles(const std::string& path) {

@@ -40,9 +40,22 @@ absl::StatusOr<std::optional<v1::State>> ReadStateFile(const std::string& path);
 // "renamed", "dir-synced"), so a test can simulate a crash there.
 using WriteStepHook = std::function<void(std::string_view step)>;
 
-// Replaces the file atomically and durably. On error the old file is untouched.
-absl::Status WriteStateFile(const std::string& path, const v1::State& state,
-                            const WriteStepHook& hook = nullptr);
+// Test seam: fsyncs the directory holding the state file after the rename (null: open + fsync).
+using DirectorySync = std::function<absl::Status(const std::string& dir)>;
+
+// What a successful write leaves to report. Once the rename has happened the new state is the
+// file (a restart reads it), so the write is committed: a failed fsync of the directory after
+// it no longer undoes anything, it only means the rename may not survive a power loss.
+struct WriteResult {
+  std::string durability_warning;  // empty: durable; otherwise the failed directory fsync
+};
+
+// Replaces the file atomically and durably. An error means the old file is untouched (nothing
+// changed); success means the new file is in place, durably unless `durability_warning` says
+// otherwise. Never both.
+absl::StatusOr<WriteResult> WriteStateFile(const std::string& path, const v1::State& state,
+                                           const WriteStepHook& hook = nullptr,
+                                           const DirectorySync& sync_directory = nullptr);
 
 // Removes temp files a crash left next to `path` ("<name>.tmp.*"). Returns how many.
 int RemoveStaleTempFiles(const std::string& path);

@@ -49,7 +49,10 @@ void EmitCertificate(Logger& logger, const AuthEvent& event, LogField method, Lo
   const CertificateLogInfo& cert = *event.certificate;
   LogField key{"key", std::string(event.fingerprint)};
   LogField key_type{"key_type", std::string(event.key_type)};
-  LogField cert_id{"cert_id", EscapeCertificateKeyId(cert.key_id), /*always_quote=*/true};
+  // The key id is the CA's free text (and, before the CA is trusted, anyone's): bounded
+  // before its %XX escaping can triple it.
+  LogField cert_id{"cert_id", EscapeCertificateKeyId(TruncateForLog(cert.key_id, kMaxLoggedKeyId)),
+                   /*always_quote=*/true};
   LogField serial{"serial", absl::StrCat(cert.serial)};
   LogField ca{"ca", std::string(cert.ca_fingerprint)};
   if (event.accepted) {
@@ -84,7 +87,8 @@ void LogAuthEvent(Logger& logger, const AuthEvent& event) {
   const LogLevel level = event.accepted ? LogLevel::kInfo : LogLevel::kWarning;
   if (!logger.Enabled(level)) return;
   LogField method{"method", std::string(event.method)};
-  LogField user{"user", std::string(event.user)};
+  // Client-chosen before authentication: cut to sshd's 100 characters.
+  LogField user{"user", TruncateForLog(event.user, kMaxLoggedUserName)};
   LogField source{"src", std::string(event.source_ip)};
   LogField port{"port", absl::StrCat(event.source_port)};
   LogField transport{"transport", std::string(event.transport)};

@@ -19,6 +19,10 @@ namespace alknet::auth {
 // then the certified key's fingerprint. The key id is the CA's free text: bytes outside
 // printable ASCII and the characters = " \\ % are written as %XX, so it can never fake a
 // src= field for fail2ban.
+// The user name is cut to kMaxLoggedUserName (100, as sshd) and the key id to
+// kMaxLoggedKeyId bytes, "..." marking the cut.
+inline constexpr size_t kMaxLoggedKeyId = 256;
+
 struct CertificateLogInfo {
   std::string_view key_id;
   uint64_t serial = 0;

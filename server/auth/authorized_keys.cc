@@ -38,6 +38,10 @@ constexpr size_t kMaxShownLength = 100;    // longest user text quoted in an err
 constexpr size_t kMaxHostLength = 1024;    // sshd: strlen(host) < NI_MAXHOST
 constexpr size_t kRsaMinimumBits = 1024;   // sshd's SSH_RSA_MINIMUM_MODULUS_SIZE
 constexpr size_t kRsaMaximumBits = 16384;  // sshd's SSH_RSA_MAXIMUM_MODULUS_SIZE
+// The public exponent's size: 65537 and 2^32+1 fit. A huge exponent (up to the modulus size)
+// makes every signature check with the key as slow as a private-key operation, so a
+// certificate's CA key could burn CPU before its trust is known.
+constexpr size_t kRsaMaximumExponentBits = 33;
 constexpr size_t kEd25519KeySize = 32;
 constexpr std::string_view kCertificateSuffix = "-cert-v01@openssh.com";
 
@@ -199,6 +203,10 @@ absl::Status ValidateRsaKey(WireReader& reader) {
   const bool exponent_is_one = MpintBits(exponent) == 1;
   if (exponent_is_one || (static_cast<unsigned char>(exponent.back()) & 1) == 0) {
     return LineError("RSA public exponent is invalid (must be odd and at least 3)");
+  }
+  if (MpintBits(exponent) > kRsaMaximumExponentBits) {
+    return LineError(absl::StrFormat("RSA public exponent is too large (%d bits, at most %d)",
+                                     MpintBits(exponent), kRsaMaximumExponentBits));
   }
   if ((static_cast<unsigned char>(modulus.back()) & 1) == 0) {
     return LineError("RSA modulus is invalid (even)");

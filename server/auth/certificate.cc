@@ -443,6 +443,11 @@ absl::Status VerifySshSignature(std::string_view public_key, std::string_view si
   if (key_type == "ssh-ed25519") {
     status = VerifyEd25519(key, algorithm, raw, data);
   } else if (key_type == "ssh-rsa") {
+    // Bounds on the modulus and the exponent before any arithmetic (a huge exponent makes a
+    // verification as slow as a private-key operation).
+    if (absl::Status valid = ValidatePublicKeyBlob(public_key); !valid.ok()) {
+      return Invalid(std::string(valid.message()));
+    }
     status = VerifyRsa(key, algorithm, raw, data);
   } else if (const EcCurve* curve = FindEcCurve(key_type); curve != nullptr) {
     status = VerifyEcdsa(*curve, key, algorithm, raw, data);

@@ -66,7 +66,8 @@ bool IsCertificateKeyType(std::string_view name);
 absl::StatusOr<Certificate> ParseCertificate(std::string_view blob);
 
 // Checks the CA's signature over the signed part of the certificate. RSA CAs must sign with
-// rsa-sha2-256 or rsa-sha2-512 (ssh-rsa, SHA-1, is refused as by OpenSSH 8.8+).
+// rsa-sha2-256 or rsa-sha2-512 (ssh-rsa, SHA-1, is refused as by OpenSSH 8.8+). Costs CPU: a
+// login checks the CA is trusted first (EvaluateCertificate with verify_signature).
 absl::Status VerifyCertificateSignature(const Certificate& certificate);
 
 // ParseCertificate followed by VerifyCertificateSignature.

@@ -207,6 +207,12 @@ CertificateVerdict EvaluateCertificate(const Certificate& cert, const Certificat
   if (file_ca == nullptr && line_ca == nullptr) {
     return Reject(cert_reason::kUntrustedCa, "CA key is neither in trusted_user_ca_keys nor a cert-authority line");
   }
+  // Only now, with a CA we trust, is the signature worth its CPU.
+  if (context.verify_signature) {
+    if (absl::Status verified = VerifyCertificateSignature(cert); !verified.ok()) {
+      return Reject(cert_reason::kInvalid, std::string(verified.message()));
+    }
+  }
   CertificateVerdict verdict;
   if (file_ca != nullptr) verdict = CheckRoute(cert, context, *file_ca, /*via_authorized_keys=*/false);
   if ((file_ca == nullptr || !verdict.accepted()) && line_ca != nullptr) {

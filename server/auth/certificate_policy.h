@@ -77,6 +77,10 @@ struct CertificateContext {
   absl::Duration clock_skew = absl::Minutes(1);
   // false: skip the validity window (channel re-checks of a session that logged in in time).
   bool check_validity_period = true;
+  // true at login: the CA signature is verified, but only once the CA was found trusted (a
+  // certificate from an unknown CA costs a hash lookup, not a signature check). false for a
+  // certificate verified before (the probe's, a session's channel re-checks).
+  bool verify_signature = false;
   const KeySet* authorized_keys = nullptr;  // cert-authority lines
   const TrustedCaSet* trusted_cas = nullptr;
   const RevocationList* revoked = nullptr;
@@ -94,8 +98,9 @@ struct CertificateVerdict {
   bool accepted() const { return reason.empty(); }
 };
 
-// The certificate must already be parsed and its CA signature verified. Order of checks (the
-// first failure is the reason): type user, revocation, trusted CA, per trust route (CA line
+// The certificate must already be parsed; its CA signature is checked here (verify_signature)
+// or must have been. Order of checks (the first failure is the reason): type user,
+// revocation, trusted CA, the CA signature (cert-invalid), per trust route (CA line
 // expiry-time and from=, validity window, principals), critical options, source-address,
 // extension data. Both trust routes are tried (trusted_user_ca_keys first), as sshd does.
 CertificateVerdict EvaluateCertificate(const Certificate& certificate, const CertificateContext& context);

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/auth/fingerprint.h"
 #include "server/client/socks5.h"
+#include "server/common/reserved_names.h"
 #include "server/config/duration.h"
 
 namespace alknet {
@@ -495,6 +496,14 @@ void ClientSession::OnForwardConnectDone(uint64_t id, absl::StatusOr<UniqueFd> r
 }
 
 void ClientSession::Open(std::unique_ptr<StreamRequest> request) {
+  // The SOCKS5 handshake and the -L validation refuse these already; this is the last gate
+  // before a channel: the agent's own services are never opened for a local program.
+  if (IsReservedDestination(request->host) || request->port == 0) {
+    env_.logger.Info("client", "channel refused",
+                     {{"upstream", env_.config.name}, {"reason", "reserved-destination"}});
+    AnswerFailure(*request, socks5::Reply::kNotAllowed);
+    return;
+  }
   if (phase_ != Phase::kReady) {
     AnswerFailure(*request, socks5::Reply::kGeneralFailure);
     return;

@@ -6,6 +6,8 @@
 
 #include <cstring>
 
+#include "server/common/reserved_names.h"
+
 namespace alknet::socks5 {
 namespace {
 
@@ -148,6 +150,16 @@ ServerHandshake::Step ServerHandshake::Feed(std::string_view& input) {
           request.host = std::string(address);
         }
         input.remove_prefix(total);
+        // The agent's own services ("alknet-admin" is the admin API) are never asked for on
+        // behalf of a local program, whatever the far side's policy; nor is port 0.
+        if (request.type == AddressType::kDomain && IsReservedDestination(request.host)) {
+          step.reply += BuildReply(Reply::kNotAllowed);
+          return Close("reserved-destination", std::move(step.reply));
+        }
+        if (request.port == 0) {
+          step.reply += BuildReply(Reply::kNotAllowed);
+          return Close("port-zero", std::move(step.reply));
+        }
         request_ = std::move(request);
         phase_ = Phase::kDone;
         step.status = Status::kRequest;

@@ -1,6 +1,7 @@
 // SOCKS5 (RFC 1928) server side as a pure state machine, with optional username/password
 // authentication (RFC 1929). No I/O: the caller feeds received bytes and sends the replies.
 // Only CONNECT is supported; BIND and UDP ASSOCIATE are answered "command not supported".
+// Reserved "alknet-*" names (the agent's own services) and port 0 are answered "not allowed".
 #pragma once
 
 #include <sys/socket.h>

@@ -11,32 +11,72 @@
 namespace alknet {
 namespace {
 
+// The length of the valid UTF-8 sequence at the start of `text` (1..4), or 0 when the first
+// byte does not start one (stray continuation, overlong form, surrogate, beyond U+10FFFF).
+size_t Utf8SequenceLength(std::string_view text) {
+  const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
+  const unsigned char lead = byte(0);
+  if (lead < 0x80) return 1;
+  size_t length;
+  unsigned char low = 0x80, high = 0xbf;  // the allowed range of the second byte
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    if (lead == 0xe0) low = 0xa0;   // overlong
+    if (lead == 0xed) high = 0x9f;  // surrogates
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    if (lead == 0xf0) low = 0x90;   // overlong
+    if (lead == 0xf4) high = 0x8f;  // beyond U+10FFFF
+  } else {
+    return 0;
+  }
+  if (text.size() < length) return 0;
+  if (byte(1) < low || byte(1) > high) return 0;
+  for (size_t i = 2; i < length; ++i) {
+    if (byte(i) < 0x80 || byte(i) > 0xbf) return 0;
+  }
+  return length;
+}
+
 bool NeedsQuotes(std::string_view value) {
   if (value.empty()) return true;
   for (char c : value) {
-    if (c == ' ' || c == '"' || c == '=' || c == '\\' || static_cast<unsigned char>(c) < 0x20) {
-      return true;
-    }
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == ' ' || c == '"' || c == '=' || c == '\\' || byte < 0x20 || byte >= 0x7f) return true;
   }
   return false;
 }
 
-// Escapes for both the quoted text form and JSON strings: control characters never reach the log raw.
-void AppendEscaped(std::string& out, std::string_view value) {
-  for (char c : value) {
-    switch (c) {
+// Escapes for both the quoted text form and JSON strings: control characters and DEL become
+// \u00XX, bytes that are not valid UTF-8 become \ufffd, valid UTF-8 stays as it is. The result
+// is a valid JSON string body and never contains a raw line break. `quotes` false (the text
+// form's unquoted component and message): '"' and '\\' stay as they are.
+void AppendEscaped(std::string& out, std::string_view value, bool quotes = true) {
+  while (!value.empty()) {
+    const char c = value.front();
+    const auto byte = static_cast<unsigned char>(c);
+    size_t used = 1;
+    switch (quotes ? c : '\0') {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
       case '\n': out += "\\n"; break;
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
       default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          absl::StrAppendFormat(&out, "\\u%04x", static_cast<unsigned char>(c));
-        } else {
+        if (byte < 0x20 || byte == 0x7f) {
+          absl::StrAppendFormat(&out, "\\u%04x", byte);
+        } else if (byte < 0x80) {
           out += c;
+        } else if (size_t length = Utf8SequenceLength(value); length > 0) {
+          out.append(value.data(), length);
+          used = length;
+        } else {
+          out += "\\ufffd";
         }
     }
+    value.remove_prefix(used);
   }
 }
 
@@ -46,17 +86,28 @@ void AppendTextFields(std::string& line, std::initializer_list<LogField> fields)
   for (const LogField& field : fields) {
     if (!line.empty()) line += ' ';
     absl::StrAppend(&line, Sv(field.key), "=");
-    if (field.always_quote || NeedsQuotes(field.value)) {
+    const std::string value = TruncateForLog(field.value, kMaxLogValueBytes);
+    if (field.always_quote || NeedsQuotes(value)) {
       line += '"';
-      AppendEscaped(line, field.value);
+      AppendEscaped(line, value);
       line += '"';
     } else {
-      line += field.value;
+      line += value;
     }
   }
 }
 
 }  // namespace
+
+std::string TruncateForLog(std::string_view value, size_t max_bytes) {
+  if (value.size() <= max_bytes) return std::string(value);
+  size_t cut = max_bytes;
+  // Back off to a character boundary (at most 3 continuation bytes).
+  for (int i = 0; i < 3 && cut > 0 && (static_cast<unsigned char>(value[cut]) & 0xc0) == 0x80; ++i) {
+    --cut;
+  }
+  return absl::StrCat(Sv(value.substr(0, cut)), "...");
+}
 
 absl::StatusOr<LogLevel> ParseLogLevel(std::string_view name) {
   std::string lower = absl::AsciiStrToLower(Sv(name));
@@ -93,27 +144,30 @@ void Logger::Write(LogLevel level, std::string_view component, std::string_view 
   if (format_ == LogFormat::kJson) {
     absl::StrAppend(&line, "{\"time\":\"", time, "\",\"level\":\"", Sv(LogLevelName(level)),
                     "\",\"component\":\"");
-    AppendEscaped(line, component);
-    line += "\",\"msg\":\"";
-    if (message.empty()) {
-      std::string text;
-      AppendTextFields(text, fields);
-      AppendEscaped(line, text);
-    } else {
-      AppendEscaped(line, message);
-    }
+    AppendEscaped(line, TruncateForLog(component, kMaxLogValueBytes));
     line += '"';
+    if (!message.empty()) {
+      line += ",\"msg\":\"";
+      AppendEscaped(line, TruncateForLog(message, kMaxLogValueBytes));
+      line += '"';
+    }
+    // Each field once: a message-less line (the auth line) is all fields.
     for (const LogField& field : fields) {
       line += ",\"";
-      AppendEscaped(line, field.key);
+      AppendEscaped(line, TruncateForLog(field.key, kMaxLogValueBytes));
       line += "\":\"";
-      AppendEscaped(line, field.value);
+      AppendEscaped(line, TruncateForLog(field.value, kMaxLogValueBytes));
       line += '"';
     }
     line += "}\n";
   } else {
-    absl::StrAppend(&line, time, " ", Sv(LogLevelName(level)), " ", Sv(component), ":");
-    if (!message.empty()) absl::StrAppend(&line, " ", Sv(message));
+    absl::StrAppend(&line, time, " ", Sv(LogLevelName(level)), " ");
+    AppendEscaped(line, TruncateForLog(component, kMaxLogValueBytes), /*quotes=*/false);
+    line += ':';
+    if (!message.empty()) {
+      line += ' ';
+      AppendEscaped(line, TruncateForLog(message, kMaxLogValueBytes), /*quotes=*/false);
+    }
     std::string text;
     AppendTextFields(text, fields);
     if (!text.empty()) absl::StrAppend(&line, " ", text);

@@ -18,7 +18,21 @@ absl::StatusOr<LogLevel> ParseLogLevel(std::string_view name);
 absl::StatusOr<LogFormat> ParseLogFormat(std::string_view name);
 std::string_view LogLevelName(LogLevel level);
 
-// One key=value pair of a log line. Values are quoted in text form when needed.
+// Every field value and message is cut to this many bytes (then "..." is appended) before it
+// is escaped, so no line grows with what a client sends. Escaping grows a byte at most 6x
+// (\u00XX), so a line stays within a few KiB per field.
+inline constexpr size_t kMaxLogValueBytes = 1024;
+// sshd's limit for the user name it logs; other client-chosen strings (certificate key ids...)
+// use their own small bounds where they are put into fields.
+inline constexpr size_t kMaxLoggedUserName = 100;
+
+// `value` cut to at most `max_bytes` (on a UTF-8 character boundary) with "..." appended when
+// anything was cut.
+std::string TruncateForLog(std::string_view value, size_t max_bytes);
+
+// One key=value pair of a log line. Values are quoted in text form when needed. Control
+// characters, DEL and bytes that are not valid UTF-8 are escaped (\u00XX, \ufffd), so a JSON
+// line is always valid JSON and a text line is always one line.
 struct LogField {
   std::string_view key;
   std::string value;
@@ -35,7 +49,9 @@ class Logger {
   void set_min_level(LogLevel level) { min_level_ = level; }
   void set_format(LogFormat format) { format_ = format; }
 
-  // Writes one line: "<time> <LEVEL> <component>: <message> k=v ...".
+  // Writes one line: "<time> <LEVEL> <component>: <message> k=v ...". JSON:
+  // {"time":...,"level":...,"component":...,"msg":<message>,"k":"v",...}; a line without a
+  // message (the auth line) has no "msg", its content is all in the fields, each written once.
   void Write(LogLevel level, std::string_view component, std::string_view message,
              std::initializer_list<LogField> fields = {});
 

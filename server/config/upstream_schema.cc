@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "server/common/reserved_names.h"
 #include "server/common/strings.h"
 #include "server/config/duration.h"
 
@@ -15,8 +16,9 @@ std::string ForwardSpec::ToString() const {
   auto bracket = [](const std::string& host) {
     return host.find(':') != std::string::npos ? absl::StrCat("[", host, "]") : host;
   };
-  std::string out;
-  if (!bind_host.empty()) out = absl::StrCat(bracket(bind_host), ":");
+  // The bind is always written, an empty one (every address) as ":port:...": without it the
+  // text would parse back with the default bind (found by forward_spec_fuzzer).
+  std::string out = absl::StrCat(bracket(bind_host), ":");
   absl::StrAppend(&out, bind_port, ":", bracket(host), ":", host_port);
   return out;
 }
@@ -262,6 +264,9 @@ const std::array<UpstreamFieldDef, 22>& Table() {
        [](UpstreamConfig& u, std::string_view v) -> absl::Status {
          absl::StatusOr<ForwardSpec> spec = ParseForwardSpec(v, "127.0.0.1");
          if (!spec.ok()) return spec.status();
+         if (absl::Status status = CheckLocalForwardTarget(*spec); !status.ok()) {
+           return Bad(absl::StrCat("'", Shown(v), "': ", status.message()));
+         }
          u.local_forwards.push_back(*std::move(spec));
          return absl::OkStatus();
        },
@@ -350,6 +355,16 @@ const UpstreamFieldDef* FindDef(const UpstreamFieldSpec& field) {
 }
 
 }  // namespace
+
+absl::Status CheckLocalForwardTarget(const ForwardSpec& spec) {
+  if (IsReservedDestination(spec.host)) {
+    return Bad(absl::StrCat("the target host '", Shown(spec.host),
+                            "' is reserved for the agent's own services (alknet-*) and is never "
+                            "forwarded"));
+  }
+  if (spec.host_port == 0) return Bad("the target port must not be 0");
+  return absl::OkStatus();
+}
 
 absl::StatusOr<ForwardSpec> ParseForwardSpec(std::string_view text, std::string_view default_bind) {
   // Split on ':' outside brackets.

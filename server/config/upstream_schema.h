@@ -38,6 +38,10 @@ std::vector<std::string> PrintUpstreamField(const UpstreamConfig& upstream,
 // "[bind:]port:host:hostport"; IPv6 addresses in brackets. `default_bind` fills a missing bind.
 absl::StatusOr<ForwardSpec> ParseForwardSpec(std::string_view text, std::string_view default_bind);
 
+// A -L target (config, flag or admin API) the client role may ask the server for: not a
+// reserved "alknet-*" name (the agent's own services), not port 0. The error names the value.
+absl::Status CheckLocalForwardTarget(const ForwardSpec& spec);
+
 // Fills each upstream's name (server host:port) when empty.
 void ResolveUpstreamDefaults(std::vector<UpstreamConfig>& upstreams);
 // Required fields, exclusive options and unique names; errors read "upstreams[1].identity: ...".

@@ -33,7 +33,7 @@ ForwardVerdict CheckDirectForward(const auth::KeyOptions& options, std::string_v
   for (char c : host) {
     if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return ForwardVerdict::kInvalidDestination;
   }
-  if (absl::StartsWithIgnoreCase(Sv(host), Sv(kReservedDestinationPrefix))) {
+  if (IsReservedDestination(host)) {
     return ForwardVerdict::kReservedName;
   }
   if (!options.port_forwarding) return ForwardVerdict::kForwardingDisabled;

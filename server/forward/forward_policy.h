@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "server/auth/authorized_keys.h"
+#include "server/common/reserved_names.h"
 
 namespace alknet {
 
@@ -21,11 +22,6 @@ enum class ForwardVerdict {
 };
 
 std::string_view ForwardVerdictName(ForwardVerdict verdict);
-
-// The name prefix reserved for the agent's own services (admin API over SSH, ...).
-inline constexpr std::string_view kReservedDestinationPrefix = "alknet-";
-// direct-tcpip to "alknet-admin" port 0 from an admin-role key reaches the admin API.
-inline constexpr std::string_view kAdminDestination = "alknet-admin";
 
 ForwardVerdict CheckDirectForward(const auth::KeyOptions& options, std::string_view host,
                                   uint32_t port);

@@ -1,6 +1,7 @@
 // Authentication against the real agent with the stock OpenSSH client: accepted keys, refusals
 // with their fail2ban-friendly log lines, key options, and what is never offered or allowed.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gmock/gmock.h>
@@ -9,6 +10,9 @@
 #include "tests/support/agent_process.h"
 #include "tests/support/ssh_keys.h"
 #include "tests/support/test_servers.h"
+#include "tests/unit/json_check.h"
+
+#include "absl/strings/escaping.h"
 
 namespace alknet::testing {
 namespace {
@@ -76,6 +80,100 @@ TEST_F(AuthTest, UnknownKeyIsRefusedWithFail2banLine) {
   // The documented fail2ban failregex matches it.
   EXPECT_THAT(agent_->Log(), ContainsRegex("auth: result=rejected .* src=127\\.0\\.0\\.1 port=[0-9]+"));
   EXPECT_THAT(agent_->Log(), HasSubstr("key=" + stranger.fingerprint));
+}
+
+// Security round, item 5: a client sends a huge user name (the stock ssh client, ~60 KiB)
+// before authenticating; the agent's auth line keeps the first 100 characters, in text and in
+// JSON (where the line stays valid JSON and each field is written once).
+TEST_F(AuthTest, Item5LogFloodHugeUserNameKeepsTheAuthLineBounded) {
+  TestKey known = MakeKey(dir_, "known");
+  TestKey stranger = MakeKey(dir_, "stranger");
+  const std::string huge_user = "x" + std::string(60000, 'u');
+  for (const std::string format : {"text", "json"}) {
+    agent_.reset();  // one agent at a time on this directory
+    StartAgent(known.public_line + "\n", {"--log-format", format});
+    std::vector<std::string> argv = SshArgs(agent_->port(), stranger);
+    ASSERT_EQ(argv[argv.size() - 2], "-l");
+    argv.back() = huge_user;
+    argv.insert(argv.end(), {"-W", "127.0.0.1:1", "127.0.0.1"});
+    CommandResult result = RunCommand(argv);
+    EXPECT_EQ(result.exit_code, 255) << result.err;
+    ASSERT_TRUE(agent_->WaitForLog("unknown-key")) << agent_->Log().substr(0, 4000);
+    const std::string log = agent_->Log();
+    size_t at = log.find("unknown-key");
+    size_t begin = log.rfind('\n', at);
+    begin = begin == std::string::npos ? 0 : begin + 1;
+    const std::string line = log.substr(begin, log.find('\n', at) + 1 - begin);
+    EXPECT_LT(line.size(), 1000u) << format;
+    EXPECT_THAT(line, HasSubstr("x" + std::string(99, 'u') + "...")) << format;
+    EXPECT_THAT(line, Not(HasSubstr(std::string(100, 'u')))) << format;
+    EXPECT_LT(log.size(), 30000u) << format;  // the whole log: nothing repeats the name in full
+    if (format == "json") {
+      EXPECT_TRUE(test_json::IsFlatJsonObjectLine(line)) << line;
+    }
+  }
+}
+
+// An OpenSSH private key file for a FIDO key (sk-ssh-ed25519@openssh.com) that no token backs:
+// enough for the stock ssh client to offer its public key (the probe needs no token).
+// Returns the public key line.
+std::string WriteSkEd25519KeyFile(const std::string& path) {
+  auto put_u32 = [](std::string& out, uint32_t v) {
+    for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((v >> shift) & 0xff);
+  };
+  auto put_string = [&](std::string& out, std::string_view s) {
+    put_u32(out, static_cast<uint32_t>(s.size()));
+    out.append(s);
+  };
+  const std::string type = "sk-ssh-ed25519@openssh.com";
+  std::string point(32, '\0');
+  for (size_t i = 0; i < point.size(); ++i) point[i] = static_cast<char>(0x40 + i);
+  std::string public_blob;
+  put_string(public_blob, type);
+  put_string(public_blob, point);
+  put_string(public_blob, "ssh:");
+  std::string secret;
+  put_u32(secret, 0x12345678);
+  put_u32(secret, 0x12345678);
+  put_string(secret, type);
+  put_string(secret, point);
+  put_string(secret, "ssh:");
+  secret += static_cast<char>(0x01);  // flags: user presence required
+  put_string(secret, std::string(64, 'h'));  // key handle
+  put_string(secret, "");                    // reserved
+  put_string(secret, "fido-test");
+  for (char pad = 1; secret.size() % 8 != 0; ++pad) secret += pad;
+  std::string file = std::string("openssh-key-v1") + '\0';
+  put_string(file, "none");
+  put_string(file, "none");
+  put_string(file, "");
+  put_u32(file, 1);
+  put_string(file, public_blob);
+  put_string(file, secret);
+  std::string base64 = absl::Base64Escape(file);
+  std::string pem = "-----BEGIN OPENSSH PRIVATE KEY-----\n";
+  for (size_t i = 0; i < base64.size(); i += 70) pem += base64.substr(i, 70) + "\n";
+  pem += "-----END OPENSSH PRIVATE KEY-----\n";
+  WriteFile(path, pem);
+  chmod(path.c_str(), 0600);
+  const std::string line = type + " " + absl::Base64Escape(public_blob) + " fido-test";
+  WriteFile(path + ".pub", line + "\n");
+  return line;
+}
+
+// Security round, item 10: libssh 0.10 does not give the server a FIDO signature's flags, so
+// user presence cannot be checked: sk keys are refused with a clear reason, even when listed.
+TEST_F(AuthTest, Item10FidoSkKeyIsRefusedWithAClearReason) {
+  TestKey sk;
+  sk.private_path = dir_.File("id_ed25519_sk");
+  sk.public_line = WriteSkEd25519KeyFile(sk.private_path);
+  StartAgent(sk.public_line + "\n");
+  CommandResult result = EchoThrough(sk);
+  EXPECT_EQ(result.exit_code, 255) << result.err;
+  EXPECT_TRUE(agent_->WaitForLog("result=rejected reason=sk-key-unsupported method=publickey"))
+      << agent_->Log() << result.err;
+  EXPECT_THAT(agent_->Log(), HasSubstr("key_type=sk-ssh-ed25519@openssh.com"));
+  EXPECT_THAT(agent_->Log(), Not(HasSubstr("result=accepted")));
 }
 
 TEST_F(AuthTest, ExpiredKeyIsRefused) {

@@ -310,6 +310,38 @@ TEST_F(ClientAgentTest, Socks5LocalAndRemoteForwards) {
   EXPECT_THAT(agent_->Log(), Not(HasSubstr("localhost")));
 }
 
+// Security round, item 2: a local program asks the client role's SOCKS5 listener for the far
+// agent's admin API ("alknet-admin" port 0, any case) or any "alknet-*" name: reply 02 (not
+// allowed, curl reports it) and no channel open ever reaches the far side.
+TEST_F(ClientAgentTest, Item2Socks5NeverReachesTheReservedAdminDestination) {
+  StartAgent();
+  ClientProcess client(dir_, {"--server", "tcp://" + Loopback(agent_->port()), "--identity",
+                              key_.private_path, "--host-key-fingerprint", host_fingerprint_,
+                              "--socks5", "127.0.0.1:0", "--log-level", "debug"});
+  ASSERT_TRUE(client.WaitForLog("upstream connected")) << client.Log() << agent_->Log();
+  for (const std::string& url : {std::string("http://alknet-admin:80/"),
+                                  std::string("http://ALKNET-Admin:443/"),
+                                  std::string("http://alknet-metrics:9100/")}) {
+    CommandResult curl = CurlThroughSocks(client.socks_port(), url);
+    EXPECT_EQ(curl.exit_code, 97) << url << ": " << curl.err;  // CURLE_PROXY
+    // curl 7.88: "Can't complete SOCKS5 connection to alknet-admin. (2)".
+    EXPECT_THAT(curl.err, HasSubstr("SOCKS5 connection to")) << url;
+    EXPECT_THAT(curl.err, HasSubstr("(2)")) << url;
+  }
+  // Port 0 (what the admin API listens on) from a raw SOCKS5 client: 02 as well.
+  const std::string admin = "alknet-admin";
+  std::string request = Bytes({5, 1, 0}) + Bytes({5, 1, 0, 3, static_cast<int>(admin.size())}) +
+                        admin + PortBytes(0);
+  EXPECT_EQ(Exchange(client.socks_port(), request, 5).substr(0, 5), Bytes({5, 0}) + ReplyHead(2));
+  std::string port_zero = Bytes({5, 1, 0}) + Bytes({5, 1, 0, 1, 127, 0, 0, 1}) + PortBytes(0);
+  EXPECT_EQ(Exchange(client.socks_port(), port_zero, 5).substr(0, 5), Bytes({5, 0}) + ReplyHead(2));
+  EXPECT_TRUE(WaitForLog(client, "reason=reserved-destination", 4)) << client.Log();
+  // Nothing reached the far agent: it never saw a channel open, let alone refused one.
+  EXPECT_THAT(agent_->Log(), Not(HasSubstr("channel refused")));
+  EXPECT_THAT(agent_->Log(), Not(HasSubstr("reserved-destination")));
+  EXPECT_THAT(agent_->Log(), Not(HasSubstr("admin-role-required")));
+}
+
 TEST_F(ClientAgentTest, ReconnectsWithBackoffAndRestoresEverything) {
   uint16_t port = PickFreePort();
   StartAgent(port);

@@ -211,14 +211,18 @@ AgentProcess::AgentProcess(const TempDir& dir, std::vector<std::string> extra_ar
                                    "--metrics-listen", "127.0.0.1:0"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   process_ = std::make_unique<BackgroundProcess>(argv, dir.path(), "agent");
-  const std::string marker = "listening address=tcp://127.0.0.1:";
+  // The text form, or the JSON form (--log-format json).
+  const std::string markers[] = {"listening address=tcp://127.0.0.1:",
+                                 "\"address\":\"tcp://127.0.0.1:"};
   auto deadline = Clock::now() + std::chrono::seconds(15);
   while (Clock::now() < deadline) {
     std::string log = Log();
-    size_t at = log.find(marker);
-    if (at != std::string::npos) {
-      port_ = static_cast<uint16_t>(std::atoi(log.c_str() + at + marker.size()));
-      return;
+    for (const std::string& marker : markers) {
+      size_t at = log.find(marker);
+      if (at != std::string::npos) {
+        port_ = static_cast<uint16_t>(std::atoi(log.c_str() + at + marker.size()));
+        return;
+      }
     }
     if (!process_->running()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -327,6 +327,54 @@ TEST_F(CertificateTest, OversizedBlobIsRefusedUpFront) {
   EXPECT_FALSE(ParseCertificate(std::string(kMaxCertificateSize + 1, 'a')).ok());
 }
 
+// Security round, item 9: an RSA CA key whose exponent or modulus is out of bounds is refused
+// while parsing, before any arithmetic: a huge exponent would make each check as slow as a
+// private-key operation.
+TEST_F(CertificateTest, Item9CertificateCpuRsaExponentAndModulusAreBounded) {
+  TestKey rsa_ca = MakeKey(dir_, "rsa_ca", "rsa");
+  absl::StatusOr<Certificate> cert = ParseCertificate(Sign(rsa_ca, user_, {"-n", "tester"}));
+  ASSERT_TRUE(cert.ok()) << cert.status();
+  SshWireReader key(cert->ca_key);
+  std::string_view type, exponent, modulus;
+  ASSERT_TRUE(key.ReadString(type) && key.ReadString(exponent) && key.ReadString(modulus));
+  auto rsa_key = [](std::string_view e, std::string_view n) {
+    std::string blob;
+    PutString(blob, "ssh-rsa");
+    PutString(blob, e);
+    PutString(blob, n);
+    return blob;
+  };
+  auto with_ca = [&](std::string_view e, std::string_view n) {
+    Certificate changed = *cert;
+    changed.ca_key = rsa_key(e, n);
+    return Encode(changed);
+  };
+  ASSERT_TRUE(ParseCertificate(with_ca(exponent, modulus)).ok());
+  // A 2048-bit exponent (the modulus itself, made odd), 2^64+1, an even one, 1.
+  std::string huge(modulus);
+  huge.back() = static_cast<char>(huge.back() | 1);
+  const std::string two64_plus_1 = std::string("\x01") + std::string(7, '\0') + "\x01";
+  for (const std::string& e : {huge, two64_plus_1, std::string("\x01\x00\x00", 3), std::string("\x01")}) {
+    absl::StatusOr<Certificate> refused = ParseCertificate(with_ca(e, modulus));
+    ASSERT_FALSE(refused.ok()) << e.size();
+    EXPECT_THAT(refused.status().message(), HasSubstr("RSA public exponent is"));
+    // The signature check refuses such a key on its own too.
+    EXPECT_THAT(VerifySshSignature(rsa_key(e, modulus), cert->signature, "data").message(),
+                HasSubstr("exponent"));
+  }
+  // 2^32+1 is odd and 33 bits: allowed.
+  EXPECT_THAT(ParseCertificate(with_ca(std::string("\x01\x00\x00\x00\x01", 5), modulus)).status().message(),
+              ::testing::Not(HasSubstr("exponent")));
+  // A 512-bit and a 16392-bit modulus.
+  for (size_t bytes : {size_t{64}, size_t{2049}}) {
+    std::string n(bytes, '\xff');
+    n.insert(0, 1, '\0');
+    absl::StatusOr<Certificate> refused = ParseCertificate(with_ca(exponent, n));
+    ASSERT_FALSE(refused.ok());
+    EXPECT_THAT(refused.status().message(), HasSubstr("RSA key too"));
+  }
+}
+
 // ---- policy ----
 
 class CertificatePolicyTest : public CertificateTest {
@@ -381,6 +429,38 @@ TEST_F(CertificatePolicyTest, RejectionReasons) {
   EXPECT_TRUE(Check(pinned, &cas, nullptr, "tester", "127.0.0.1").accepted());
   EXPECT_TRUE(Check(pinned, &cas, nullptr, "tester", "10.9.8.7").accepted());
   EXPECT_TRUE(Check(Make({"-n", "tester", "-O", "force-command=/bin/false"}), &cas, nullptr).accepted());
+}
+
+// Security round, item 9: the CA signature costs CPU only once the CA is trusted. A
+// certificate from an unknown CA with a garbage signature is cert-untrusted-ca (no
+// verification happened); the same certificate under a trusted CA is cert-invalid.
+TEST_F(CertificatePolicyTest, Item9CertificateCpuUntrustedCaIsRefusedBeforeTheSignature) {
+  Certificate cert = Make({"-n", "tester"});
+  cert.signature[cert.signature.size() - 3] ^= 0x55;
+  absl::StatusOr<Certificate> garbage = ParseCertificate(Encode(cert));
+  ASSERT_TRUE(garbage.ok()) << garbage.status();
+  ASSERT_FALSE(VerifyCertificateSignature(*garbage).ok());
+  auto evaluate = [&](const TrustedCaSet* cas, bool verify) {
+    return EvaluateCertificate(*garbage, {.user = "tester", .source_ip = "192.0.2.7",
+                                          .verify_signature = verify, .trusted_cas = cas});
+  };
+  TrustedCaSet none;
+  EXPECT_EQ(evaluate(&none, true).reason, "cert-untrusted-ca");
+  EXPECT_EQ(evaluate(nullptr, true).reason, "cert-untrusted-ca");
+  TrustedCaSet cas = TrustCa();
+  CertificateVerdict verdict = evaluate(&cas, true);
+  EXPECT_EQ(verdict.reason, "cert-invalid");
+  EXPECT_THAT(verdict.detail, HasSubstr("does not verify"));
+  KeySet line = CaLine("cert-authority");
+  EXPECT_EQ(EvaluateCertificate(*garbage, {.user = "tester", .source_ip = "192.0.2.7",
+                                           .verify_signature = true, .authorized_keys = &line})
+                .reason,
+            "cert-invalid");
+  // A good signature under a trusted CA passes the same check.
+  EXPECT_TRUE(EvaluateCertificate(Make({"-n", "tester"}),
+                                  {.user = "tester", .source_ip = "192.0.2.7",
+                                   .verify_signature = true, .trusted_cas = &cas})
+                  .accepted());
 }
 
 TEST_F(CertificatePolicyTest, ClockSkewWidensTheWindowBothWays) {

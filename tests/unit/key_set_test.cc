@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/auth/auth_log.h"
+#include "tests/unit/json_check.h"
 
 namespace alknet::auth {
 namespace {
@@ -198,10 +199,42 @@ TEST(AuthLogTest, JsonFormatKeepsTheSameFields) {
   const std::string line = CaptureLine(LogLevel::kInfo, LogFormat::kJson,
                                        [&](Logger& logger) { LogAuthEvent(logger, event); });
   EXPECT_THAT(line, ::testing::HasSubstr(
-                        "\"level\":\"INFO\",\"component\":\"auth\",\"msg\":\"result=accepted "
-                        "method=publickey user=alice src=192.0.2.7 port=7 transport=tcp\",\"result\":"
+                        "\"level\":\"INFO\",\"component\":\"auth\",\"result\":"
                         "\"accepted\",\"method\":\"publickey\",\"user\":\"alice\",\"src\":"
                         "\"192.0.2.7\",\"port\":\"7\",\"transport\":\"tcp\"}"));
+}
+
+// Security round, item 5: a user name of 256 KiB (the most one SSH packet carries) is logged
+// as its first 100 characters, as sshd does; a certificate key id is bounded too.
+TEST(SecurityRound, Item5LogFloodAuthLineCutsUserNameAndKeyId) {
+  const std::string huge_user(256 * 1024, '\x01');
+  const std::string huge_key_id(256 * 1024, '=');
+  const CertificateLogInfo cert{huge_key_id, 7, "SHA256:ca"};
+  AuthEvent event;
+  event.reason = "unknown-key";
+  event.method = "publickey";
+  event.user = huge_user;
+  event.source_ip = "192.0.2.9";
+  event.source_port = 4;
+  event.transport = "tcp";
+  event.fingerprint = "SHA256:abc";
+  event.key_type = "ssh-ed25519-cert-v01@openssh.com";
+  event.certificate = &cert;
+  for (LogFormat format : {LogFormat::kText, LogFormat::kJson}) {
+    const std::string line = CaptureLine(LogLevel::kInfo, format,
+                                         [&](Logger& logger) { LogAuthEvent(logger, event); });
+    // 100 user bytes escaped 6x, 256 key id bytes escaped 3x (then \ maybe), the rest small.
+    EXPECT_LT(line.size(), 100 * 6 + kMaxLoggedKeyId * 3 * 2 + 400) << line.size();
+    EXPECT_THAT(line, ::testing::HasSubstr(std::string(format == LogFormat::kText ? "user=\"" : "\"user\":\"") +
+                                           [] {
+                                             std::string escaped;
+                                             for (int i = 0; i < 100; ++i) escaped += "\\u0001";
+                                             return escaped;
+                                           }() + "...\""));
+    if (format == LogFormat::kJson) {
+      EXPECT_TRUE(alknet::test_json::IsFlatJsonObjectLine(line)) << line;
+    }
+  }
 }
 
 TEST(AuthLogTest, LevelFilteringApplies) {

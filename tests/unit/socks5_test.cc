@@ -137,6 +137,37 @@ INSTANTIATE_TEST_SUITE_P(
              "no-acceptable-method"}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
+// Security round, item 2: a local program must never reach the far agent's own services
+// ("alknet-admin" port 0 is the admin API) through the SOCKS5 listener, in any letter case,
+// nor port 0 anywhere: reply 02 (not allowed) and close.
+TEST(SecurityRound, Item2Socks5RefusesReservedAdminDestination) {
+  for (const std::string& name : {std::string("alknet-admin"), std::string("ALKNET-Admin"),
+                                  std::string("alknet-anything")}) {
+    for (int port : {0, 22}) {
+      ServerHandshake handshake;
+      std::string input = kHello + B({5, 1, 0, 3, static_cast<int>(name.size())}) + name +
+                          B({port >> 8, port & 0xff});
+      std::string replies, left;
+      ServerHandshake::Step step = FeedAll(handshake, input, 0, &replies, &left);
+      EXPECT_EQ(step.status, Status::kClose) << name << ":" << port;
+      EXPECT_EQ(replies, kOk + FailureReply(2)) << name << ":" << port;
+      EXPECT_EQ(handshake.failure(), "reserved-destination") << name << ":" << port;
+    }
+  }
+}
+
+TEST(SecurityRound, Item2Socks5RefusesPortZero) {
+  for (const std::string& request :
+       {B({5, 1, 0, 1, 127, 0, 0, 1, 0, 0}), B({5, 1, 0, 3, 4}) + "host" + B({0, 0})}) {
+    ServerHandshake handshake;
+    std::string replies, left;
+    ServerHandshake::Step step = FeedAll(handshake, kHello + request, 1, &replies, &left);
+    EXPECT_EQ(step.status, Status::kClose);
+    EXPECT_EQ(replies, kOk + FailureReply(2));
+    EXPECT_EQ(handshake.failure(), "port-zero");
+  }
+}
+
 TEST(Socks5Test, EarlyDataAfterTheRequestIsLeftInTheInput) {
   ServerHandshake handshake;
   std::string input = kHello + B({5, 1, 0, 1, 127, 0, 0, 1, 0, 80}) + "GET / HTTP/1.0\r\n\r\n";

@@ -283,6 +283,75 @@ TEST_F(AdminCoreStateTest, SecondAgentOnTheSameStateDirIsRefused) {
 }
 
 // One configuration structure: the API's Limits fields are exactly the config's limits.* keys.
+// Security round, item 11: a directory fsync that fails after the rename must not make the
+// caller hear "not added" while the file (and so the next start) has the key. Once renamed,
+// the change is committed: the write succeeds with a durability warning.
+TEST(SecurityRound, Item11StateFileDirectoryFsyncFailureAfterRenameIsCommitted) {
+  TempDir dir;
+  std::string path = dir.File("state.pb");
+  ASSERT_TRUE(state::WriteStateFile(path, StateWithKeys(1)).ok());
+  int syncs = 0;
+  absl::StatusOr<state::WriteResult> written = state::WriteStateFile(
+      path, StateWithKeys(2), nullptr, [&](const std::string&) {
+        ++syncs;
+        return absl::InternalError("fsync directory: Input/output error");
+      });
+  EXPECT_EQ(syncs, 1);
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_THAT(written->durability_warning, HasSubstr("Input/output error"));
+  auto read = state::ReadStateFile(path);
+  ASSERT_TRUE(read.ok() && read->has_value());
+  EXPECT_EQ((*read)->SerializeAsString(), StateWithKeys(2).SerializeAsString());
+}
+
+TEST_F(AdminCoreStateTest, Item11StateFileAddKeyWithFailedDirectoryFsyncIsAddedInMemoryAndOnDisk) {
+  bool fail_sync = false;
+  auto core = admin::AdminCore::Open(
+      config_,
+      {.version = "test",
+       .sync_state_directory = [&](const std::string&) {
+         return fail_sync ? absl::InternalError("fsync directory: Input/output error")
+                          : absl::OkStatus();
+       }},
+      logger_, keys_);
+  ASSERT_TRUE(core.ok()) << core.status();
+  fail_sync = true;
+  admin::v1::AddKeyRequest request;
+  request.set_public_key(
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOm4QdJenLqPSU+htqPgiLdjy4cVpkzsthN1WMwqSrjf t");
+  auto added = (*core)->AddKey(request);
+  ASSERT_TRUE(added.ok()) << added.status();  // the file has it: so does the answer
+  EXPECT_EQ((*core)->ListKeys().keys_size(), 1);
+  EXPECT_EQ(keys_.Current()->size(), 1u);
+  // And a policy change (the other write path) the same way.
+  admin::v1::SetPolicyRequest policy;
+  policy.mutable_policy()->mutable_limits()->set_max_sessions(5);
+  ASSERT_TRUE((*core)->SetPolicy(policy).ok());
+  EXPECT_EQ((*core)->limits().max_sessions, 5);
+  core->reset();
+  auto restarted = Open();  // what a restart sees is what the caller was told
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  EXPECT_EQ((*restarted)->ListKeys().keys_size(), 1);
+  EXPECT_EQ((*restarted)->limits().max_sessions, 5);
+}
+
+// Security round, item 2: the admin API refuses a LOCAL forward whose target is a reserved
+// "alknet-*" name (the far agent's own services), naming the field.
+TEST_F(AdminCoreStateTest, Item2AdminApiLocalForwardToReservedDestinationIsRefused) {
+  auto core = Open();
+  ASSERT_TRUE(core.ok()) << core.status();
+  admin::v1::AddForwardRequest request;
+  request.mutable_forward()->set_kind(admin::v1::FORWARD_KIND_LOCAL);
+  request.mutable_forward()->set_upstream("office");
+  request.mutable_forward()->set_listen("127.0.0.1:0");
+  request.mutable_forward()->set_target("Alknet-Admin:22");
+  auto added = (*core)->AddForward(request);
+  ASSERT_FALSE(added.ok());
+  EXPECT_EQ(added.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(added.status().message()),
+              HasSubstr("forward.target: the target host 'Alknet-Admin' is reserved"));
+}
+
 TEST(PolicySchemaTest, LimitsMessageMirrorsTheConfigSchema) {
   const auto* descriptor = admin::v1::Limits::descriptor();
   std::set<std::string> proto_fields;

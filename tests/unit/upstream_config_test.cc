@@ -357,7 +357,7 @@ TEST(ForwardSpecTest, ParsesAndPrints) {
            {"0:10.0.0.1:22", "localhost", {"localhost", 0, "10.0.0.1", 22}, "localhost:0:10.0.0.1:22"},
            {"*:9000:h:1", "localhost", {"*", 9000, "h", 1}, "*:9000:h:1"},
            {"[::]:443:[fe80::1%eth0]:8443", "x", {"::", 443, "fe80::1%eth0", 8443}, "[::]:443:[fe80::1%eth0]:8443"},
-           {":5000:h:1", "localhost", {"", 5000, "h", 1}, "5000:h:1"},
+           {":5000:h:1", "localhost", {"", 5000, "h", 1}, ":5000:h:1"},
        }) {
     absl::StatusOr<ForwardSpec> spec = ParseForwardSpec(c.text, c.default_bind);
     ASSERT_TRUE(spec.ok()) << c.text << ": " << spec.status();
@@ -460,6 +460,36 @@ TEST(UpstreamDocTest, TableNamesEveryKeyAndFlag) {
     std::string row = "| `" + std::string(field.key) + "` | `" + std::string(field.flag) + "`";
     EXPECT_NE(doc.find(row), std::string::npos) << row;
   }
+}
+
+}  // namespace
+}  // namespace alknet::config
+
+namespace alknet::config {
+namespace {
+
+// Security round, item 2: a -L (YAML local_forwards, the -L flag) must never target the agent's
+// own services ("alknet-*", any case), and the error names the field.
+TEST(SecurityRound, Item2LocalForwardToReservedAdminDestinationIsRefused) {
+  AgentConfig config;
+  absl::Status status = ApplyYaml(
+      "upstreams:\n  - server: tcp://h:22\n    identity: /k\n    local_forwards:\n"
+      "      - 8080:ALKNET-admin:22\n",
+      "agent.yaml", config);
+  EXPECT_EQ(Message(status),
+            "agent.yaml:5:9: upstreams[0].local_forwards[0]: '8080:ALKNET-admin:22': the target "
+            "host 'ALKNET-admin' is reserved for the agent's own services (alknet-*) and is never "
+            "forwarded");
+  absl::StatusOr<AgentConfig> flags = BuildConnect(
+      {"--server", "tcp://h:22", "--identity", "/k", "-L", "8080:alknet-admin:1"});
+  ASSERT_FALSE(flags.ok());
+  EXPECT_EQ(Message(flags.status()),
+            "-L: '8080:alknet-admin:1': the target host 'alknet-admin' is reserved for the "
+            "agent's own services (alknet-*) and is never forwarded");
+  // Port 0 as a target was already refused by the parser.
+  EXPECT_FALSE(BuildConnect({"--server", "tcp://h:22", "--identity", "/k", "-L", "8080:h:0"}).ok());
+  EXPECT_FALSE(CheckLocalForwardTarget({"127.0.0.1", 1, "h", 0}).ok());
+  EXPECT_TRUE(CheckLocalForwardTarget({"127.0.0.1", 1, "alknetadmin", 1}).ok());
 }
 
 }  // namespace
