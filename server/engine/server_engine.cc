@@ -91,7 +91,9 @@ absl::Status ServerEngine::Start() {
   }
   for (const EndpointUrl& url : config_.listen) listener_up_.push_back(&metrics_.ListenerUp(url.ToString()));
 
-  resolver_ = std::make_unique<Resolver>(2);
+  // Name resolution for every session: fair per-session queues, at most 16 pending per session
+  // and 64 per key, a key holds at most half the threads, each lookup answered within 5 s.
+  resolver_ = std::make_unique<Resolver>(ResolverOptions{.threads = 4});
   SessionLimits limits = ToSessionLimits(config_.limits);
   int worker_count = config_.workers > 0 ? config_.workers : 1;
   for (int i = 0; i < worker_count; ++i) {
