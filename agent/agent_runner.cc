@@ -81,6 +81,8 @@ int RunAgent(int argc, const char* const* argv) {
   }
 
   Logger logger(config->log.level, config->log.format);
+  // The config as last read from the file and flags (SIGHUP replaces it only with a good one).
+  config::AgentConfig running = *config;
   if (absl::Status dir = EnsureStateDir(config->state_dir); !dir.ok()) {
     logger.Error("agent", "startup failed", {{"error", std::string(dir.message())}});
     return 1;
@@ -153,13 +155,17 @@ int RunAgent(int argc, const char* const* argv) {
         if (signal_number == SIGHUP) {
           // The config file (limits) and the authorized_keys files; sessions stay up.
           logger.Info("agent", "SIGHUP: reloading the config file and authorized keys");
+          // A bad file keeps the last good config (not the startup one, which would undo
+          // earlier reloads); the key and trust files are still re-read from its paths.
           auto reloaded = BuildConfig(*command_line, DefaultConfigYaml());
-          if (!reloaded.ok()) {
+          if (reloaded.ok()) {
+            running = *std::move(reloaded);
+          } else {
             logger.Error("agent", "SIGHUP: config file not reloaded; keeping the running one",
                          {{"error", std::string(reloaded.status().message())}});
           }
-          (*admin_core)->Reload(reloaded.ok() ? *reloaded : *config);
-          trust.Reload();
+          (*admin_core)->Reload(running);
+          trust.Reload(running);
           continue;
         }
         logger.Info("agent", "shutting down", {{"signal", strsignal(signal_number)}});

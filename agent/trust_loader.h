@@ -4,6 +4,9 @@
 // All file I/O happens here, on the agent's thread; workers only read immutable snapshots.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "absl/status/status.h"
 #include "server/auth/certificate_policy.h"
 #include "server/auth/revocation.h"
@@ -21,8 +24,12 @@ class TrustLoader {
   // Bad lines in CA key files are reported and skipped, as in authorized_keys.
   absl::Status LoadInitial();
 
-  // SIGHUP: re-reads every file. A file that fails keeps the previous state and logs an error.
-  void Reload();
+  // SIGHUP with the reloaded (or, after a bad config file, the last good) config: re-reads every
+  // file, from the config's paths, so changed trusted_user_ca_keys / revoked_keys paths take
+  // effect (an emptied list drops the CAs / revocations it named). A file that fails keeps the
+  // previous set and the previous paths, and logs an error naming the key. A changed
+  // certificate_clock_skew is read by running sessions, so it is logged as "restart needed".
+  void Reload(const config::AgentConfig& config);
 
   // Re-reads the revocation files if any changed (one stat per file); cheap enough to call
   // every second.
@@ -31,10 +38,12 @@ class TrustLoader {
   auth::TrustStores& stores() { return stores_; }
 
  private:
-  absl::Status LoadCas(bool initial);
-  absl::Status LoadRevocations();
+  absl::Status LoadCas(const std::vector<std::string>& paths);
+  absl::Status LoadRevocations(const std::vector<std::string>& paths);
 
-  const config::AgentConfig& config_;
+  std::vector<std::string> ca_paths_;       // trusted_user_ca_keys of the loaded set
+  std::vector<std::string> revoked_paths_;  // revoked_keys of the loaded list
+  absl::Duration clock_skew_;
   Logger& logger_;
   auth::TrustStores stores_;
   auth::FileWatch revocation_watch_;

@@ -430,9 +430,10 @@ void AdminCore::Reload(const config::AgentConfig& config) {
     absl::MutexLock lock(&mu_);
     if (config.listen != config_.listen || config.host_keys != config_.host_keys ||
         config.workers != config_.workers || config.admin != config_.admin ||
-        config.metrics != config_.metrics || config.state_dir != config_.state_dir) {
-      logger_.Warn("agent", "SIGHUP: changed listeners, host keys, workers, metrics or admin "
-                            "settings take effect only after a restart");
+        config.metrics != config_.metrics || config.state_dir != config_.state_dir ||
+        config.ssh != config_.ssh) {
+      logger_.Warn("agent", "SIGHUP: changed listeners, host keys, workers, metrics, admin or ssh "
+                            "algorithm settings take effect only after a restart");
     }
     state::v1::State merged = state_;
     limits = MergeConfigLimits(config, merged);

@@ -23,7 +23,7 @@ absl::Status ClientEngine::Start() {
   loop_ = *std::move(loop);
   resolver_ = std::make_unique<Resolver>(1);
   connector_ = std::make_unique<OutboundConnector>(*loop_, *resolver_);
-  Upstream::Shared shared{*loop_, logger_, *connector_, *scratch_, metrics_};
+  Upstream::Shared shared{*loop_, logger_, *connector_, *scratch_, metrics_, config_.ssh};
   for (const config::UpstreamConfig& upstream_config : config_.upstreams) {
     auto upstream = Upstream::Create(shared, upstream_config);
     if (!upstream.ok()) return upstream.status();

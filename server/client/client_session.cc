@@ -170,6 +170,26 @@ void ClientSession::StartSsh(UniqueFd fd) {
   ssh_options_set(session_, SSH_OPTIONS_KNOWNHOSTS,
                   config.known_hosts.empty() ? "/dev/null" : config.known_hosts.c_str());
   ssh_options_set(session_, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
+  // The same modern lists the server offers (ssh.*), not libssh's defaults.
+  const config::SshAlgorithms& algorithms = env_.algorithms;
+  const struct {
+    ssh_options_e option;
+    const std::vector<std::string>& list;
+  } lists[] = {
+      {SSH_OPTIONS_KEY_EXCHANGE, algorithms.kex},
+      {SSH_OPTIONS_CIPHERS_C_S, algorithms.ciphers},
+      {SSH_OPTIONS_CIPHERS_S_C, algorithms.ciphers},
+      {SSH_OPTIONS_HMAC_C_S, algorithms.macs},
+      {SSH_OPTIONS_HMAC_S_C, algorithms.macs},
+      {SSH_OPTIONS_HOSTKEYS, algorithms.host_key_algorithms},
+  };
+  for (const auto& entry : lists) {
+    if (ssh_options_set(session_, entry.option, config::JoinAlgorithms(entry.list).c_str()) !=
+        SSH_OK) {
+      Fail({absl::StrCat("ssh algorithms: ", ssh_get_error(session_))});
+      return;
+    }
+  }
   socket_t socket = fd.release();
   fd_ = socket;
   ssh_options_set(session_, SSH_OPTIONS_FD, &socket);  // libssh closes it in ssh_free

@@ -39,6 +39,7 @@ struct ClientSessionEnv {
   RelayScratch& scratch;
   EngineMetrics& metrics;
   const config::UpstreamConfig& config;
+  const config::SshAlgorithms& algorithms;  // proposed KEX, ciphers, MACs, host key types
   ssh_key identity;   // loaded once per upstream
   std::string user;   // resolved login name
 };

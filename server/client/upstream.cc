@@ -173,7 +173,8 @@ absl::StatusOr<std::unique_ptr<Upstream>> Upstream::Create(Shared shared,
   upstream->user_ = config.user.empty() ? LocalUserName() : config.user;
   upstream->env_.reset(new ClientSessionEnv{shared.loop, shared.logger, shared.connector,
                                             shared.scratch, shared.metrics, upstream->config_,
-                                            upstream->identity_, upstream->user_});
+                                            shared.algorithms, upstream->identity_,
+                                            upstream->user_});
   // The configuration's forwards, with stable ids; a bind error fails the agent's start.
   std::vector<ForwardDef> defs;
   if (config.socks5) {

@@ -55,6 +55,7 @@ class Upstream {
     OutboundConnector& connector;
     RelayScratch& scratch;
     EngineMetrics& metrics;
+    const config::SshAlgorithms& algorithms;  // ssh.* lists every session proposes
   };
 
   // Loads the identity and binds every listener (synchronously: errors fail the agent's start).

@@ -73,7 +73,7 @@ bool AgentConfig::operator==(const AgentConfig& other) const {
          certificate_clock_skew == other.certificate_clock_skew && limits == other.limits &&
          log == other.log && metrics == other.metrics && tls == other.tls &&
          upstreams == other.upstreams &&
-         admin == other.admin;
+         admin == other.admin && ssh == other.ssh;
 }
 
 absl::Status CheckRange(int value, IntRange range) {

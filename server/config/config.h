@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "server/common/log.h"
 #include "server/common/net_address.h"
+#include "server/config/algorithms.h"
 
 namespace alknet::config {
 
@@ -116,6 +117,7 @@ struct AgentConfig {
   MetricsConfig metrics;
   TlsConfig tls;
   AdminConfig admin;
+  SshAlgorithms ssh;  // ssh.kex / ciphers / macs / host_key_algorithms (server and client role)
 
   std::vector<UpstreamConfig> upstreams;  // client role (YAML list; `connect` flags make one)
 

@@ -236,14 +236,20 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
 #define ALKNET_INT_FIELD(member, range)                                                     \
   [](AgentConfig& c, std::string_view v) { return ParseInt(v, range, c.member); }, nullptr, \
       [](const AgentConfig& c) { return std::vector<std::string>{absl::StrCat(c.member)}; }
+// An sshd-style algorithm list: "a,b" replaces it, "+a" appends, "-a" removes, "^a" puts first.
+#define ALKNET_ALGORITHMS_FIELD(member, kind)                                                \
+  [](AgentConfig& c, std::string_view v) { return ApplyAlgorithmSpec(kind, v, c.member); },  \
+      nullptr, [](const AgentConfig& c) {                                                    \
+        return std::vector<std::string>{JoinAlgorithms(c.member)};                           \
+      }
 #define ALKNET_DURATION_FIELD(member, range)                                                   \
   [](AgentConfig& c, std::string_view v) { return ParseBoundedDuration(v, range, c.member); }, \
       nullptr, [](const AgentConfig& c) {                                                      \
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 29>& Table() {
-  static const std::array<FieldDef, 29> table = {{
+const std::array<FieldDef, 33>& Table() {
+  static const std::array<FieldDef, 33> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
@@ -394,6 +400,23 @@ const std::array<FieldDef, 29>& Table() {
         "PEM CA certificates that admin clients' certificates must chain to; required with "
         "admin.listen (default none)"},
        ALKNET_OPTIONAL_PATH_FIELD(admin.client_ca)},
+      {{"ssh.kex", "--ssh-kex", FieldKind::kScalar,
+        "key exchange algorithms, comma-separated; +a appends, -a removes, ^a puts first "
+        "(default curve25519-sha256,curve25519-sha256@libssh.org)"},
+       ALKNET_ALGORITHMS_FIELD(ssh.kex, AlgorithmKind::kKex)},
+      {{"ssh.ciphers", "--ssh-ciphers", FieldKind::kScalar,
+        "ciphers, comma-separated; +a appends, -a removes, ^a puts first (default "
+        "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,"
+        "aes256-ctr,aes192-ctr,aes128-ctr)"},
+       ALKNET_ALGORITHMS_FIELD(ssh.ciphers, AlgorithmKind::kCiphers)},
+      {{"ssh.macs", "--ssh-macs", FieldKind::kScalar,
+        "MACs, comma-separated; +a appends, -a removes, ^a puts first (default "
+        "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com)"},
+       ALKNET_ALGORITHMS_FIELD(ssh.macs, AlgorithmKind::kMacs)},
+      {{"ssh.host_key_algorithms", "--ssh-host-key-algorithms", FieldKind::kScalar,
+        "host key algorithms, comma-separated; +a appends, -a removes, ^a puts first (default "
+        "ssh-ed25519,rsa-sha2-512,rsa-sha2-256, plus the ECDSA one of a configured ECDSA host key)"},
+       ALKNET_ALGORITHMS_FIELD(ssh.host_key_algorithms, AlgorithmKind::kHostKeys)},
   }};
   return table;
 }
@@ -403,6 +426,7 @@ const std::array<FieldDef, 29>& Table() {
 #undef ALKNET_OFF_OR_ADDRESS_FIELD
 #undef ALKNET_INT_FIELD
 #undef ALKNET_DURATION_FIELD
+#undef ALKNET_ALGORITHMS_FIELD
 
 const FieldDef* FindDef(const FieldSpec& field) {
   for (const FieldDef& def : Table()) {

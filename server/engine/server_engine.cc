@@ -21,6 +21,35 @@ SessionLimits ToSessionLimits(const config::Limits& limits) {
   session.connect_timeout = limits.connect_timeout;
   return session;
 }
+
+// The configured lists, except that the default host key list gains the algorithm of each
+// ECDSA host key (ECDSA is offered only when such a key is configured). A host key that no
+// listed algorithm can use is reported: clients will never see it.
+config::SshAlgorithms OfferedAlgorithms(const config::SshAlgorithms& configured,
+                                        const std::vector<HostKeyInfo>& host_keys, Logger& logger) {
+  config::SshAlgorithms offered = configured;
+  std::vector<std::string>& list = offered.host_key_algorithms;
+  bool is_default =
+      configured.host_key_algorithms == config::DefaultAlgorithms(config::AlgorithmKind::kHostKeys);
+  for (const HostKeyInfo& key : host_keys) {
+    if (is_default && key.type.rfind("ecdsa-sha2-", 0) == 0 &&
+        std::find(list.begin(), list.end(), key.type) == list.end()) {
+      list.push_back(key.type);
+    }
+    bool usable = key.type == "ssh-rsa"
+                      ? std::any_of(list.begin(), list.end(),
+                                    [](const std::string& a) {
+                                      return a == "rsa-sha2-512" || a == "rsa-sha2-256" ||
+                                             a == "ssh-rsa";
+                                    })
+                      : std::find(list.begin(), list.end(), key.type) != list.end();
+    if (!usable) {
+      logger.Warn("engine", "host key not offered: no algorithm in ssh.host_key_algorithms uses it",
+                  {{"path", key.path}, {"type", key.type}});
+    }
+  }
+  return offered;
+}
 }  // namespace
 
 
@@ -41,6 +70,7 @@ absl::Status ServerEngine::Start() {
     logger_.Info("engine", key.generated ? "generated host key" : "loaded host key",
                  {{"path", key.path}, {"type", key.type}, {"fingerprint", key.fingerprint}});
   }
+  config::SshAlgorithms algorithms = OfferedAlgorithms(config_.ssh, *host_keys, logger_);
 
   auto acceptor_loop = EventLoop::Create();
   if (!acceptor_loop.ok()) return acceptor_loop.status();
@@ -61,11 +91,14 @@ absl::Status ServerEngine::Start() {
   }
   for (const EndpointUrl& url : config_.listen) listener_up_.push_back(&metrics_.ListenerUp(url.ToString()));
 
-  resolver_ = std::make_unique<Resolver>(2);
+  // Name resolution for every session: fair per-session queues, at most 16 pending per session
+  // and 64 per key, a key holds at most half the threads, each lookup answered within 5 s.
+  resolver_ = std::make_unique<Resolver>(ResolverOptions{.threads = 4});
   SessionLimits limits = ToSessionLimits(config_.limits);
   int worker_count = config_.workers > 0 ? config_.workers : 1;
   for (int i = 0; i < worker_count; ++i) {
-    auto worker = Worker::Create(i, logger_, keys_, *resolver_, metrics_, config_.host_keys, limits);
+    auto worker = Worker::Create(i, logger_, keys_, *resolver_, metrics_, config_.host_keys,
+                                 algorithms, limits);
     if (!worker.ok()) return worker.status();
     (*worker)->SetAdminSocketPath(config_.admin.socket);
     (*worker)->SetTrustStores(trust_);

@@ -18,6 +18,7 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(int index, Logger& logger
                                                        auth::KeyStore& keys, Resolver& resolver,
                                                        EngineMetrics& metrics,
                                                        const std::vector<std::string>& host_keys,
+                                                       const config::SshAlgorithms& algorithms,
                                                        SessionLimits limits) {
   auto loop = EventLoop::Create();
   if (!loop.ok()) return loop.status();
@@ -36,6 +37,25 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(int index, Logger& logger
       ssh_key_free(key);
       return SshStatus(rc, worker->bind_, absl::StrCat("host key ", path));
     }
+  }
+  // The offered algorithms; ssh_bind_accept_fd copies them into every accepted session.
+  const struct {
+    ssh_bind_options_e option;
+    const std::vector<std::string>& list;
+    const char* name;
+  } lists[] = {
+      {SSH_BIND_OPTIONS_KEY_EXCHANGE, algorithms.kex, "ssh.kex"},
+      {SSH_BIND_OPTIONS_CIPHERS_C_S, algorithms.ciphers, "ssh.ciphers"},
+      {SSH_BIND_OPTIONS_CIPHERS_S_C, algorithms.ciphers, "ssh.ciphers"},
+      {SSH_BIND_OPTIONS_HMAC_C_S, algorithms.macs, "ssh.macs"},
+      {SSH_BIND_OPTIONS_HMAC_S_C, algorithms.macs, "ssh.macs"},
+      {SSH_BIND_OPTIONS_HOSTKEY_ALGORITHMS, algorithms.host_key_algorithms,
+       "ssh.host_key_algorithms"},
+  };
+  for (const auto& entry : lists) {
+    std::string value = config::JoinAlgorithms(entry.list);
+    int rc = ssh_bind_options_set(worker->bind_, entry.option, value.c_str());
+    if (rc != SSH_OK) return SshStatus(rc, worker->bind_, entry.name);
   }
   return worker;
 }

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "server/auth/key_set.h"
 #include "server/common/log.h"
+#include "server/config/algorithms.h"
 #include "server/engine/startup_limiter.h"
 #include "server/forward/outbound_connector.h"
 #include "server/loop/event_loop.h"
@@ -30,6 +31,7 @@ class Worker {
                                                         auth::KeyStore& keys, Resolver& resolver,
                                                         EngineMetrics& metrics,
                                                         const std::vector<std::string>& host_keys,
+                                                        const config::SshAlgorithms& algorithms,
                                                         SessionLimits limits);
   ~Worker();
 

@@ -15,8 +15,14 @@ ConnectFailure ClassifyConnectError(const absl::Status& status) {
   switch (status.code()) {
     case absl::StatusCode::kOk: return ConnectFailure::kNone;
     case absl::StatusCode::kNotFound: return ConnectFailure::kUnknownHost;
-    case absl::StatusCode::kDeadlineExceeded: return ConnectFailure::kTimeout;
-    case absl::StatusCode::kResourceExhausted: return ConnectFailure::kResourceShortage;
+    case absl::StatusCode::kDeadlineExceeded:
+      return status.message().find("name resolution") != std::string_view::npos
+                 ? ConnectFailure::kResolveTimeout
+                 : ConnectFailure::kTimeout;
+    case absl::StatusCode::kResourceExhausted:
+      return status.message().find("pending name resolutions") != std::string_view::npos
+                 ? ConnectFailure::kResolveQuota
+                 : ConnectFailure::kResourceShortage;
     case absl::StatusCode::kUnavailable:
       return status.message().find("refused") != std::string_view::npos ? ConnectFailure::kRefused
                                                                         : ConnectFailure::kUnreachable;
@@ -33,23 +39,27 @@ std::string_view ConnectFailureName(ConnectFailure failure) {
     case ConnectFailure::kTimeout: return "connect-timeout";
     case ConnectFailure::kResourceShortage: return "resource-shortage";
     case ConnectFailure::kOther: return "connect-failed";
+    case ConnectFailure::kResolveTimeout: return "resolve-timeout";
+    case ConnectFailure::kResolveQuota: return "too-many-pending-resolutions";
   }
   return "connect-failed";
 }
 
 std::unique_ptr<ConnectAttempt> OutboundConnector::Connect(const std::string& host, uint16_t port,
                                                             absl::Duration timeout,
-                                                            ConnectCallback done) {
+                                                            ConnectCallback done,
+                                                            ResolveOwner owner) {
   auto attempt = std::make_unique<ConnectAttempt>(loop_, timeout, std::move(done));
-  attempt->Begin(resolver_, host, port);
+  attempt->Begin(resolver_, host, port, std::move(owner));
   return attempt;
 }
 
 ConnectAttempt::ConnectAttempt(EventLoop& loop, absl::Duration timeout, ConnectCallback done)
-    : loop_(loop), done_(std::move(done)) {
+    : loop_(loop), timeout_(timeout), done_(std::move(done)) {
   timer_ = loop_.AddTimer(timeout, [this] {
     timer_ = 0;
-    Finish(absl::DeadlineExceededError("connect timed out"));
+    Finish(absl::DeadlineExceededError(resolving_ ? "name resolution timed out"
+                                                  : "connect timed out"));
   });
 }
 
@@ -59,18 +69,23 @@ ConnectAttempt::~ConnectAttempt() {
   if (socket_.valid()) loop_.Unwatch(socket_.get());
 }
 
-void ConnectAttempt::Begin(Resolver& resolver, const std::string& host, uint16_t port) {
+void ConnectAttempt::Begin(Resolver& resolver, const std::string& host, uint16_t port,
+                           ResolveOwner owner) {
   // Always start from a posted task so `done` never runs before Connect() has returned.
-  loop_.Post([this, &resolver, host, port, cancelled = cancelled_] {
+  resolving_ = true;
+  loop_.Post([this, &resolver, host, port, owner = std::move(owner), cancelled = cancelled_] {
     if (*cancelled) return;
-    resolver.Resolve(host, port, loop_, cancelled,
-                     [this](absl::StatusOr<std::vector<ResolvedAddress>> addresses) {
-                       OnResolved(std::move(addresses));
-                     });
+    resolver.Resolve(
+        host, port, loop_, cancelled,
+        [this](absl::StatusOr<std::vector<ResolvedAddress>> addresses) {
+          OnResolved(std::move(addresses));
+        },
+        owner, timeout_);
   });
 }
 
 void ConnectAttempt::OnResolved(absl::StatusOr<std::vector<ResolvedAddress>> addresses) {
+  resolving_ = false;
   if (finished_) return;
   if (!addresses.ok()) {
     Finish(addresses.status());

@@ -17,7 +17,11 @@
 namespace alknet {
 
 // Why an outbound connect failed, in the terms SSH and SOCKS replies need.
-enum class ConnectFailure { kNone, kUnknownHost, kRefused, kUnreachable, kTimeout, kResourceShortage, kOther };
+enum class ConnectFailure {
+  kNone, kUnknownHost, kRefused, kUnreachable, kTimeout, kResourceShortage, kOther,
+  kResolveTimeout,    // the name was not resolved by its deadline
+  kResolveQuota,      // the session or key has too many name resolutions pending
+};
 ConnectFailure ClassifyConnectError(const absl::Status& status);
 std::string_view ConnectFailureName(ConnectFailure failure);  // "connect-refused", ...
 
@@ -31,9 +35,11 @@ class OutboundConnector {
   OutboundConnector(EventLoop& loop, Resolver& resolver) : loop_(loop), resolver_(resolver) {}
 
   // Status codes: NotFound (unknown host), Unavailable (refused / unreachable),
-  // DeadlineExceeded (timeout), ResourceExhausted, Internal.
+  // DeadlineExceeded (timeout), ResourceExhausted, Internal. `owner` is the resolver's
+  // fairness and quota unit (the SSH session and its key).
   std::unique_ptr<ConnectAttempt> Connect(const std::string& host, uint16_t port,
-                                          absl::Duration timeout, ConnectCallback done);
+                                          absl::Duration timeout, ConnectCallback done,
+                                          ResolveOwner owner = {});
 
  private:
   EventLoop& loop_;
@@ -45,7 +51,7 @@ class ConnectAttempt final : public FdHandler {
   ConnectAttempt(EventLoop& loop, absl::Duration timeout, ConnectCallback done);
   ~ConnectAttempt() override;
 
-  void Begin(Resolver& resolver, const std::string& host, uint16_t port);
+  void Begin(Resolver& resolver, const std::string& host, uint16_t port, ResolveOwner owner);
   void OnFdEvents(uint32_t events) override;
 
  private:
@@ -54,6 +60,8 @@ class ConnectAttempt final : public FdHandler {
   void Finish(absl::StatusOr<UniqueFd> result);
 
   EventLoop& loop_;
+  absl::Duration timeout_;
+  bool resolving_ = false;  // waiting for the resolver (the timeout then names resolution)
   ConnectCallback done_;
   std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
   std::vector<ResolvedAddress> addresses_;

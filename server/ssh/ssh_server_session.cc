@@ -553,7 +553,8 @@ bool SshServerSession::HandleDirectTcpip(ssh_message message) {
   pending.started = absl::Now();
   pending.attempt = env_.connector.Connect(
       host, static_cast<uint16_t>(port), env_.limits.connect_timeout,
-      [this, open_id](absl::StatusOr<UniqueFd> result) { OnConnectDone(open_id, std::move(result)); });
+      [this, open_id](absl::StatusOr<UniqueFd> result) { OnConnectDone(open_id, std::move(result)); },
+      ResolveOwner{id_, key_fingerprint_});  // fair share and quota of the resolver pool
   return true;
 }
 

@@ -49,6 +49,12 @@ AgentConfig NonDefaultConfig() {
   config.log.level = LogLevel::kDebug;
   config.log.format = LogFormat::kJson;
   config.admin.socket = "/srv/alknet/admin.sock";
+  config.ssh.kex = {"curve25519-sha256"};
+  config.ssh.ciphers = {"aes128-ctr", "chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com",
+                        "aes128-gcm@openssh.com", "aes256-ctr", "aes192-ctr"};
+  config.ssh.macs = {"hmac-sha2-512-etm@openssh.com"};
+  config.ssh.host_key_algorithms = {"ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256",
+                                    "ecdsa-sha2-nistp256"};
   return config;
 }
 
@@ -73,6 +79,11 @@ log:
   format: json
 admin:
   socket: /srv/alknet/admin.sock
+ssh:
+  kex: curve25519-sha256
+  ciphers: ^aes128-ctr
+  macs: -hmac-sha2-256-etm@openssh.com
+  host_key_algorithms: +ecdsa-sha2-nistp256
 )";
 
 // ---- schema table ----
@@ -88,7 +99,7 @@ TEST(SchemaTest, EveryFieldHasUniquePathFlagAndHelp) {
     EXPECT_EQ(FindFieldByYamlPath(field.yaml_path), &field);
     EXPECT_EQ(FindFieldByFlag(field.flag), &field);
   }
-  EXPECT_EQ(Fields().size(), 29u);
+  EXPECT_EQ(Fields().size(), 33u);
   EXPECT_EQ(FindFieldByYamlPath("limits"), nullptr);
   EXPECT_EQ(FindFieldByFlag("--config"), nullptr);
 }
@@ -118,6 +129,10 @@ TEST(SetFieldTest, SetsEveryField) {
       {"--log-level", "DEBUG"},
       {"--log-format", "json"},
       {"--admin-socket", "/srv/alknet/admin.sock"},
+      {"--ssh-kex", "curve25519-sha256"},
+      {"--ssh-ciphers", "^aes128-ctr"},
+      {"--ssh-macs", "-hmac-sha2-256-etm@openssh.com"},
+      {"--ssh-host-key-algorithms", "+ecdsa-sha2-nistp256"},
   };
   AgentConfig config;
   for (const SetCase& c : cases) {
@@ -546,6 +561,12 @@ TEST(ToYamlTest, RendersTheSchemaLayout) {
             "  tls_cert: \"\"\n"
             "  tls_key: \"\"\n"
             "  client_ca: \"\"\n"
+            "ssh:\n"
+            "  kex: curve25519-sha256\n"
+            "  ciphers: aes128-ctr,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,"
+            "aes128-gcm@openssh.com,aes256-ctr,aes192-ctr\n"
+            "  macs: hmac-sha2-512-etm@openssh.com\n"
+            "  host_key_algorithms: ssh-ed25519,rsa-sha2-512,rsa-sha2-256,ecdsa-sha2-nistp256\n"
             "upstreams: []\n");
 }
 
