@@ -17,8 +17,15 @@ namespace alknet::http {
 
 class StatusServer::Connection final : public FdHandler {
  public:
-  Connection(StatusServer& server, UniqueFd fd) : server_(server), fd_(std::move(fd)) {}
+  Connection(StatusServer& server, UniqueFd fd, std::string source, uint64_t sequence)
+      : server_(server), fd_(std::move(fd)), source_(std::move(source)), sequence_(sequence) {}
   ~Connection() override { Close(); }
+
+  const std::string& source() const { return source_; }
+  uint64_t sequence() const { return sequence_; }
+  // Still waiting for (the rest of) its request: such a connection may be evicted.
+  bool waiting() const { return response_.empty(); }
+  void Evict() { Finish(); }
 
   void Start() {
     (void)server_.loop_->Watch(fd_.get(), EPOLLIN, this);
@@ -110,6 +117,8 @@ class StatusServer::Connection final : public FdHandler {
 
   StatusServer& server_;
   UniqueFd fd_;
+  std::string source_;
+  uint64_t sequence_;
   std::string request_;
   std::string response_;
   size_t written_ = 0;
@@ -136,17 +145,39 @@ absl::Status StatusServer::Start(EventLoop& loop, StatusHandlers handlers) {
   AcceptLoop::Options options;
   options.batch = 16;
   accept_ = std::make_unique<AcceptLoop>(
-      loop, fd_.get(), std::move(options), [this](UniqueFd fd, const sockaddr_storage&, socklen_t) {
-        if (connections_.size() >= kMaxConnections) return;  // closed at once
-        auto connection = std::make_unique<Connection>(*this, std::move(fd));
-        Connection* raw = connection.get();
-        connections_.emplace(raw, std::move(connection));
-        raw->Start();
-      });
+      loop, fd_.get(), std::move(options),
+      [this](UniqueFd fd, const sockaddr_storage&, socklen_t) { Admit(std::move(fd)); });
   return accept_->Start();
 }
 
+void StatusServer::Admit(UniqueFd fd) {
+  std::string source = PeerOf(fd.get()).ip;
+  // One source holds at most kMaxPerSource connections and all of them at most kMaxConnections;
+  // past either, the oldest connection that has not sent its request yet makes room. Idle and
+  // half-sent requests (slowloris) therefore cannot lock out a probe that sends its request.
+  if (per_source_[source] >= kMaxPerSource && !EvictOldestWaiting(&source)) return;  // closed
+  if (connections_.size() >= kMaxConnections && !EvictOldestWaiting(nullptr)) return;
+  auto connection = std::make_unique<Connection>(*this, std::move(fd), source, next_sequence_++);
+  Connection* raw = connection.get();
+  connections_.emplace(raw, std::move(connection));
+  by_age_.emplace(raw->sequence(), raw);
+  ++per_source_[source];
+  raw->Start();
+}
+
+bool StatusServer::EvictOldestWaiting(const std::string* source) {
+  for (const auto& [sequence, connection] : by_age_) {
+    if (connection->waiting() && (source == nullptr || connection->source() == *source)) {
+      connection->Evict();  // Finished() removes it from every index
+      return true;
+    }
+  }
+  return false;
+}
+
 void StatusServer::Close() {
+  by_age_.clear();
+  per_source_.clear();
   connections_.clear();
   if (accept_ != nullptr) accept_->Stop();
   fd_.reset();
@@ -155,6 +186,10 @@ void StatusServer::Close() {
 void StatusServer::Finished(Connection* connection) {
   auto it = connections_.find(connection);
   if (it == connections_.end()) return;
+  by_age_.erase(connection->sequence());
+  if (auto count = per_source_.find(connection->source()); count != per_source_.end() && --count->second == 0) {
+    per_source_.erase(count);
+  }
   loop_->DeleteLater(std::move(it->second));
   connections_.erase(it);
 }

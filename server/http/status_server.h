@@ -1,8 +1,12 @@
 // The operator's HTTP endpoints on the metrics port: /metrics, /healthz, /readyz.
-// One request per connection, bounded request size, a read deadline and a connection cap.
+// One request per connection, bounded request size, a read deadline and a connection cap that an
+// outsider cannot fill: a new connection evicts the oldest one still waiting for its request
+// (from the same source first), so a health probe always gets its answer (docs/security.md, 6).
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -33,14 +37,22 @@ class StatusServer final {
  private:
   class Connection;
   StatusServer(UniqueFd fd, std::string bound_url);
+  void Admit(UniqueFd fd);
+  // Closes the oldest connection still waiting for its request (of `source` when given); false
+  // if every connection is already answering.
+  bool EvictOldestWaiting(const std::string* source);
   void Finished(Connection* connection);
 
   static constexpr size_t kMaxConnections = 64;
+  static constexpr size_t kMaxPerSource = 8;
   UniqueFd fd_;
   std::string bound_url_;
   EventLoop* loop_ = nullptr;
   StatusHandlers handlers_;
   absl::flat_hash_map<Connection*, std::unique_ptr<Connection>> connections_;
+  std::map<uint64_t, Connection*> by_age_;           // arrival order, oldest first
+  absl::flat_hash_map<std::string, size_t> per_source_;
+  uint64_t next_sequence_ = 0;
   std::unique_ptr<AcceptLoop> accept_;
 };
 

@@ -1,7 +1,9 @@
 // The agent binary's start-up contract: config errors with file:line and exit code 2, host keys
 // (generated 0600, RSA/ECDSA given, unsafe modes refused) checked by the stock ssh client.
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -64,6 +66,35 @@ TEST(AgentCliTest, HealthCommandFollowsTheAgent) {
   EXPECT_EQ(gone.exit_code, 1);
   EXPECT_THAT(gone.err, HasSubstr("Connection refused"));
   EXPECT_EQ(RunAgent({"health", "--metrics-listen", "off"}).exit_code, 2);
+}
+
+// Security round item 6: connections that never finish a request (idle ones, slowloris halves)
+// must not keep /healthz and /readyz from answering, or a liveness probe restarts the agent.
+TEST(SecurityRound, Item6MetricsPortHealthAnswersUnderIdleAndSlowlorisConnections) {
+  TempDir dir;
+  AgentProcess agent(dir);
+  const std::string marker = "metrics: listening address=http://127.0.0.1:";
+  std::string log = agent.Log();
+  ASSERT_NE(log.find(marker), std::string::npos) << log;
+  uint16_t port = static_cast<uint16_t>(std::atoi(log.c_str() + log.find(marker) + marker.size()));
+  std::vector<int> held;
+  for (int i = 0; i < 200; ++i) {
+    int fd = ConnectTcp(port);
+    ASSERT_GE(fd, 0);
+    if (i % 2 == 1) {
+      const std::string half = "GET /healthz HTTP/1.1\r\nHost: x\r\n";  // never finished
+      send(fd, half.data(), half.size(), MSG_NOSIGNAL);
+    }
+    held.push_back(fd);
+  }
+  for (const char* path : {"/healthz", "/readyz", "/healthz"}) {
+    CommandResult curl = RunCommand({"curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w",
+                                     "%{http_code}", "http://127.0.0.1:" + std::to_string(port) + path});
+    EXPECT_EQ(curl.out, "200") << path << ": " << curl.err;
+  }
+  CommandResult health = RunAgent({"health", "--metrics-listen", Loopback(port)});
+  EXPECT_EQ(health.exit_code, 0) << health.err;
+  for (int fd : held) close(fd);
 }
 
 TEST(AgentCliTest, UnknownFlagIsAnError) {
