@@ -373,7 +373,13 @@ class AdminApiTest(unittest.TestCase):
     # ---- Agent ----
 
     def test_agent_status(self):
+        # Ready waits for the upstream "far" to connect (like /readyz), which takes a moment after
+        # start, longer under the sanitizers: ask until it is ready, for up to 30 s.
+        deadline = time.monotonic() + 30
         status = self.agent_stub.GetStatus(agent_pb2.GetStatusRequest())
+        while not status.ready and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status = self.agent_stub.GetStatus(agent_pb2.GetStatusRequest())
         self.assertTrue(status.ready)
         self.assertRegex(status.version, r"^\d+\.\d+\.\d+")
         self.assertRegex(status.libssh_version, r"^\d+\.\d+\.\d+")  # "0.10.6/openssl/zlib"

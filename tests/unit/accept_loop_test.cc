@@ -95,7 +95,18 @@ TEST(SecurityRound, Item8AcceptLoopPausesOnEmfileAndResumes) {
 }
 
 // The same with a real EMFILE: a forked child lowers RLIMIT_NOFILE so accept4 cannot get a
-// descriptor, measures its CPU time for a second, then frees one descriptor.
+// descriptor, measures its CPU time for a second, then frees one descriptor. Not built under
+// the sanitizers: their runtime needs descriptors of its own (UBSan's vptr check reads
+// /proc/self/maps) and reports a false error in a process with none left; the injected-EMFILE
+// test above covers the same behaviour there.
+#if defined(__SANITIZE_ADDRESS__)  // GCC
+#define ALKNET_TEST_SANITIZED 1
+#elif defined(__has_feature)       // clang
+#if __has_feature(address_sanitizer)
+#define ALKNET_TEST_SANITIZED 1
+#endif
+#endif
+#if !defined(ALKNET_TEST_SANITIZED)
 TEST(SecurityRound, Item8AcceptLoopRealEmfileDoesNotSpin) {
   pid_t child = fork();
   ASSERT_GE(child, 0);
@@ -138,6 +149,7 @@ TEST(SecurityRound, Item8AcceptLoopRealEmfileDoesNotSpin) {
   // 14: accepted while out of fds, 15: never paused, 16: spun, 17: did not resume.
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
+#endif
 
 }  // namespace
 }  // namespace alknet
