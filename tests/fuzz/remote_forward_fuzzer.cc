@@ -93,14 +93,6 @@ class FakeChannels final : public RemoteForwards::ChannelOps {
 
 constexpr const char* kAddresses[] = {"127.0.0.1", "localhost", "", "0.0.0.0", "::1", "*", "10.1.2.3"};
 
-uint16_t PortOf(int fd) {
-  sockaddr_storage address{};
-  socklen_t len = sizeof(address);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&address), &len) != 0) return 0;
-  if (address.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&address)->sin_port);
-  return ntohs(reinterpret_cast<sockaddr_in6*>(&address)->sin6_port);
-}
-
 int ConnectLoopback(uint16_t port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   sockaddr_in address{};
