@@ -61,22 +61,32 @@ def pick_free_port():
     raise RuntimeError("no free loopback port in %d-%d" % (low, high))
 
 
-def _listening_inodes(port):
-    inodes = set()
+def _listeners():
+    """(local address hex, port, inode) of every listening TCP socket, from /proc/net/tcp{,6}."""
+    found = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
                 next(f)
                 for line in f:
                     fields = line.split()
-                    address, hex_port = fields[1].rsplit(":", 1)
-                    # 127.0.0.1, 0.0.0.0 or dual-stack ::, not ::1 alone (see test_ports.cc)
-                    reaches_v4 = address == "0100007F" or address.strip("0") == ""
-                    if fields[3] == "0A" and reaches_v4 and int(hex_port, 16) == port:
-                        inodes.add(fields[9])
+                    if fields[3] == "0A":  # LISTEN
+                        address, hex_port = fields[1].rsplit(":", 1)
+                        found.append((address, int(hex_port, 16), fields[9]))
         except OSError:
             pass
-    return inodes
+    return found
+
+
+def listening_ports():
+    """TCP ports something listens on (any address)."""
+    return {port for _, port, _ in _listeners()}
+
+
+def _listening_inodes(port):
+    # 127.0.0.1, 0.0.0.0 or dual-stack ::, not ::1 alone (see test_ports.cc)
+    return {inode for address, p, inode in _listeners()
+            if p == port and (address == "0100007F" or address.strip("0") == "")}
 
 
 def listens_on(pid, port):
