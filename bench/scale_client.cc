@@ -2,7 +2,8 @@
 // open from one process, for bench/scale. Benchmark tool only: it does not verify host keys.
 //
 // Phase 1 connects --sessions sessions (key exchange + publickey auth), prints
-//   "SESSIONS sessions=N failed=F ms=T"
+//   "NEGOTIATED kex=K cipher=C" (what the first session's key exchange chose; C is
+//   server->client) and "SESSIONS sessions=N failed=F ms=T"
 // and waits for a line on stdin. Phase 2 opens --channels direct-tcpip channels to
 // --target-host:--target-port round-robin across the sessions, writes 16 bytes on each, reads
 // them back, prints
@@ -153,6 +154,12 @@ int main(int argc, char** argv) {
     if (session == nullptr) {
       ++session_failures;
       continue;
+    }
+    if (sessions.empty()) {
+      const char* kex = ssh_get_kex_algo(session);
+      const char* cipher = ssh_get_cipher_in(session);
+      std::printf("NEGOTIATED kex=%s cipher=%s\n", kex != nullptr ? kex : "?",
+                  cipher != nullptr ? cipher : "?");
     }
     sessions.push_back(session);
   }
