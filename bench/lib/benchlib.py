@@ -393,12 +393,17 @@ class NegotiationError(BenchError):
 # cipher=C". alknet-bench-scale-client: "NEGOTIATED kex=K cipher=C". TLS ProxyCommand: socat
 # -d -d ("N SSL proto version used: TLSv1.3", "N SSL connection using TLS_AES_256_GCM_SHA384") or
 # openssl s_client -brief ("Protocol version: TLSv1.3", "Ciphersuite: TLS_AES_256_GCM_SHA384").
-NEGOTIATION_PATTERNS = {
-    "kex": (r"kex: algorithm: (\S+)", r"(?:ssh negotiated|NEGOTIATED)\b.*?\bkex=\"?([^\s\"]+)"),
-    "cipher": (r"kex: server->client cipher: (\S+)",
-               r"(?:ssh negotiated|NEGOTIATED)\b.*?\bcipher=\"?([^\s\"]+)"),
-    "tls": (r"SSL proto version used: (\S+)", r"Protocol version: (\S+)"),
-    "suite": (r"SSL connection using (\S+)", r"Ciphersuite: (\S+)"),
+NEGOTIATION_PATTERNS = {  # key -> ((regex, what it is), ...)
+    "kex": ((r"kex: algorithm: (\S+)", "ssh -v 'kex: algorithm:'"),
+            (r"(?:ssh negotiated|NEGOTIATED)\b.*?\bkex=\"?([^\s\"]+)",
+             "alknet client 'ssh negotiated kex=' / scale client 'NEGOTIATED kex='")),
+    "cipher": ((r"kex: server->client cipher: (\S+)", "ssh -v 'kex: server->client cipher:'"),
+               (r"(?:ssh negotiated|NEGOTIATED)\b.*?\bcipher=\"?([^\s\"]+)",
+                "alknet client / scale client 'cipher='")),
+    "tls": ((r"SSL proto version used: (\S+)", "socat -d -d 'SSL proto version used:'"),
+            (r"Protocol version: (\S+)", "openssl s_client -brief 'Protocol version:'")),
+    "suite": ((r"SSL connection using (\S+)", "socat -d -d 'SSL connection using'"),
+              (r"Ciphersuite: (\S+)", "openssl s_client -brief 'Ciphersuite:'")),
 }
 SSH_KEYS = ("kex", "cipher")
 TLS_KEYS = ("tls", "suite")
@@ -410,7 +415,7 @@ def parse_negotiated(text, keys, source):
     found, missing = {}, []
     for key in keys:
         value = None
-        for pattern in NEGOTIATION_PATTERNS[key]:
+        for pattern, _what in NEGOTIATION_PATTERNS[key]:
             m = re.search(pattern, text)
             if m and m.group(1) not in ("", "?"):
                 value = m.group(1)
@@ -421,9 +426,9 @@ def parse_negotiated(text, keys, source):
             found[key] = value
     if missing:
         tail = "\n".join("    | " + line for line in text.splitlines()[-15:])
+        wanted = "; ".join(what for k in missing for _p, what in NEGOTIATION_PATTERNS[k])
         raise NegotiationError(f"{source}: no negotiated {' / '.join(missing)} in its output "
-                               f"(looked for {' or '.join(repr(p) for k in missing for p in NEGOTIATION_PATTERNS[k])});"
-                               f" last lines:\n{tail}")
+                               f"(looked for: {wanted}); its last lines:\n{tail or '    (empty)'}")
     return found
 
 
