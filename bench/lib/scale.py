@@ -27,7 +27,8 @@ import benchlib as bl  # noqa: E402
 class Helper:
     """One alknet-bench-scale-client run, driven over its stdin/stdout."""
 
-    def __init__(self, bench, port, sessions, channels, echo_port, cipher, label, user=None):
+    def __init__(self, bench, port, sessions, channels, echo_port, cipher, label, user=None,
+                 gate=False):
         binary = os.environ.get("SCALE_CLIENT",
                                 os.path.join(bl.BUILD_DIR, "bench", "alknet-bench-scale-client"))
         if not os.access(binary, os.X_OK):
@@ -36,14 +37,17 @@ class Helper:
         self.label = label
         self.errfile = bench.path(f"scale-client-{label}.err")
         self.negotiated_line = ""
+        self.pending = b""  # stdout read but not yet split into lines
         argv = [binary, "--port", str(port), "--key", bench.key, "--user", user or bench.user,
                 "--sessions", str(sessions), "--channels", str(channels),
                 "--target-port", str(echo_port), "--ciphers", cipher]
         if bench.kex and bench.kex != "default":
             argv += ["--kex", bench.kex]
+        if gate:  # prints STARTED and connects only after a line on stdin
+            argv += ["--gate", "1"]
         with open(self.errfile, "w") as err:
             self.proc = bench.spawn(argv, f"scale-client-{label}", stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
+                                    stdout=subprocess.PIPE, stderr=err, bufsize=0)
 
     def expect(self, prefix, timeout):
         deadline = time.monotonic() + timeout
@@ -51,13 +55,20 @@ class Helper:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RuntimeError(f"{self.label}: no '{prefix}' line after {timeout}s")
-            ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 1.0))
-            if not ready:
+            if b"\n" not in self.pending:
+                # Unbuffered reads into our own buffer: several lines may arrive in one read,
+                # and select() knows nothing of lines already buffered.
+                ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 1.0))
+                if not ready:
+                    continue
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    raise RuntimeError(f"{self.label}: scale client exited "
+                                       f"(rc={self.proc.wait()}): {self.stderr_tail()}")
+                self.pending += chunk
                 continue
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"{self.label}: scale client exited "
-                                   f"(rc={self.proc.wait()}): {self.stderr_tail()}")
+            raw, self.pending = self.pending.split(b"\n", 1)
+            line = raw.decode(errors="replace")
             if line.startswith("NEGOTIATED"):
                 self.negotiated_line = line
             if line.startswith(prefix):
@@ -69,8 +80,7 @@ class Helper:
             self.negotiated_line, bl.SSH_KEYS, f"{self.label}: alknet-bench-scale-client stdout"))
 
     def send(self, text):
-        self.proc.stdin.write(text)
-        self.proc.stdin.flush()
+        self.proc.stdin.write(text.encode())
 
     def finish(self, timeout=120):
         self.proc.stdin.close()
@@ -147,10 +157,14 @@ def measure_sshd_delta(bench, user, sessions, channels_each, echo, cipher, settl
     """PSS of sshd's whole process tree (master included) with no session, with `sessions`
     sessions, and with `channels_each` channels on each; returns the deltas per session."""
     bench.wait_sshd_idle()
-    time.sleep(settle)
-    pss0 = tree_pss_kib(bench.sshd.pid)
     sh = Helper(bench, bench.sshd_port, sessions, sessions * channels_each, echo, cipher,
-                f"sshd-{user}-x{sessions}", user=user)
+                f"sshd-{user}-x{sessions}", user=user, gate=True)
+    sh.expect("STARTED", phase_timeout)
+    time.sleep(settle)
+    # Baseline with the client already running: it maps libcrypto too, which lowers every
+    # sharer's PSS; measured before that, the client's start would count as negative cost.
+    pss0 = tree_pss_kib(bench.sshd.pid)
+    sh.send("go\n")
     got = sh.expect("SESSIONS", phase_timeout)
     opened = int(got["sessions"])
     if got["failed"] or opened != sessions:
@@ -209,9 +223,14 @@ def main():
         warm.finish()
         time.sleep(settle)
 
+        helper = Helper(bench, bench.agent_port, sessions, channels, echo, cipher, "alknet",
+                        gate=True)
+        helper.expect("STARTED", phase_timeout)
+        time.sleep(settle)
+        # Baseline with the client started but not connected (see measure_sshd_delta).
         rss0, cpu0, pss0 = bl.rss_kib(agent), bl.cpu_seconds(agent), bl.pss_kib(agent)
         fds0 = fd_count(agent)
-        helper = Helper(bench, bench.agent_port, sessions, channels, echo, cipher, "alknet")
+        helper.send("go\n")
         got = helper.expect("SESSIONS", phase_timeout)
         cpu1 = bl.cpu_seconds(agent)
         time.sleep(settle)
