@@ -2,7 +2,10 @@
 // open from one process, for bench/scale. Benchmark tool only: it does not verify host keys.
 //
 // Phase 1 connects --sessions sessions (key exchange + publickey auth), prints
-//   "SESSIONS sessions=N failed=F ms=T"
+//   "NEGOTIATED kex=K cipher=C" (what the first session's key exchange chose; C is
+//   server->client) and "SESSIONS sessions=N failed=F ms=T". With --gate 1 it first prints
+//   "STARTED" and waits for a line on stdin before connecting, so that a baseline can be
+//   measured while this process (and the libraries it shares with the servers) already exists.
 // and waits for a line on stdin. Phase 2 opens --channels direct-tcpip channels to
 // --target-host:--target-port round-robin across the sessions, writes 16 bytes on each, reads
 // them back, prints
@@ -38,6 +41,7 @@ struct Options {
   std::string ciphers = "chacha20-poly1305@openssh.com";
   std::string kex = "curve25519-sha256";
   int timeout_ms = 20000;
+  bool gate = false;
 };
 
 constexpr int kEchoBytes = 16;
@@ -46,7 +50,7 @@ constexpr int kEchoBytes = 16;
   std::fprintf(stderr,
                "usage: %s --port P --key FILE [--host H] [--user U] [--sessions N]\n"
                "          [--channels M --target-port T [--target-host H]]\n"
-               "          [--ciphers LIST] [--kex LIST] [--timeout-ms MS]\n",
+               "          [--ciphers LIST] [--kex LIST] [--timeout-ms MS] [--gate 1]\n",
                argv0);
   std::exit(2);
 }
@@ -68,6 +72,7 @@ Options Parse(int argc, char** argv) {
     else if (flag == "--ciphers") o.ciphers = value;
     else if (flag == "--kex") o.kex = value;
     else if (flag == "--timeout-ms") o.timeout_ms = std::atoi(value);
+    else if (flag == "--gate") o.gate = std::atoi(value) != 0;
     else Usage(argv[0]);
   }
   if (o.key.empty() || o.port <= 0 || o.sessions <= 0 || o.channels < 0 ||
@@ -143,6 +148,12 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  if (o.gate) {
+    std::printf("STARTED\n");
+    std::fflush(stdout);
+    if (!WaitForLine()) return 0;
+  }
+
   // Phase 1: sessions.
   std::vector<ssh_session> sessions;
   sessions.reserve(static_cast<size_t>(o.sessions));
@@ -153,6 +164,12 @@ int main(int argc, char** argv) {
     if (session == nullptr) {
       ++session_failures;
       continue;
+    }
+    if (sessions.empty()) {
+      const char* kex = ssh_get_kex_algo(session);
+      const char* cipher = ssh_get_cipher_in(session);
+      std::printf("NEGOTIATED kex=%s cipher=%s\n", kex != nullptr ? kex : "?",
+                  cipher != nullptr ? cipher : "?");
     }
     sessions.push_back(session);
   }

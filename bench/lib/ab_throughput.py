@@ -88,6 +88,7 @@ def main():
             bench.start_sshd()
             servers.append(("sshd", bench.sshd_port, None))
         proto = bench.endpoint("proto")
+        closer = bench.endpoint("closer")
         print("== alknet A/B throughput: " + ", ".join(f"{l}={b}" for l, b in agents) + " ==")
         print(bl.machine_line())
         foreign = bl.ForeignLoad()
@@ -108,6 +109,8 @@ def main():
         for cipher in ciphers:
             tunnels = []
             for label, port, proc in servers:
+                print(f"  {label:8} {cipher}: negotiated "
+                      f"{bench.negotiated(port, cipher, closer, label)}", flush=True)
                 lport = bl.free_port()
                 ssh = bench.spawn(bench.ssh_argv(port, cipher, "-N", "-L",
                                                  f"127.0.0.1:{lport}:127.0.0.1:{proto}"),
@@ -196,4 +199,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bl.run(main))

@@ -66,6 +66,7 @@ def main():
         keys = keys_pb2_grpc.KeysStub(channel)
         print("== alknet admin API benchmark ==")
         print(bl.machine_line())
+        print(f"  alknet: negotiated {bench.negotiated(bench.agent_port, cipher, closer, 'alknet')}")
         foreign = bl.ForeignLoad()
 
         def handshake_ms():
@@ -144,4 +145,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bl.run(main))

@@ -341,17 +341,22 @@ LogLevel {os.environ.get('SSHD_LOG_LEVEL', 'INFO')}
             argv += ["-o", f"KexAlgorithms={self.kex}"]
         return argv + list(extra) + [f"{self.user}@127.0.0.1"]
 
-    def negotiated(self, port, cipher, closer_port):
-        """Runs one verbose ssh -W and returns 'kex=... cipher=...' as the client saw them."""
-        r = subprocess.run(self.ssh_argv(port, cipher, "-W", f"127.0.0.1:{closer_port}",
+    def negotiated(self, port, cipher, closer_port, label, proxy=None):
+        """Runs one verbose ssh -W to 127.0.0.1:closer_port (a target that closes at once) and
+        returns what it negotiated, as printed by format_negotiated: 'kex=... cipher=...', plus
+        'tls=... suite=...' when proxy (a TLS ProxyCommand, see tls_probe_proxy) is given.
+        Raises NegotiationError when a line is missing from the client's output."""
+        extra = ["-o", f"ProxyCommand={tls_probe_proxy(proxy)}"] if proxy else []
+        r = subprocess.run(self.ssh_argv(port, cipher, *extra, "-W", f"127.0.0.1:{closer_port}",
                                          log_level="DEBUG1"),
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, timeout=30, text=True)
-        kex = re.search(r"kex: algorithm: (\S+)", r.stderr)
-        ciph = re.search(r"kex: server->client cipher: (\S+)", r.stderr)
-        if r.returncode != 0 or not kex or not ciph:
-            raise RuntimeError(f"probe ssh to port {port} failed (rc={r.returncode}):\n{r.stderr}")
-        return f"kex={kex.group(1)} cipher={ciph.group(1)}"
+        keys = SSH_KEYS + (TLS_KEYS if proxy else ())
+        found = parse_negotiated(r.stderr, keys, f"{label}: ssh -v probe to port {port}")
+        if r.returncode != 0:
+            raise BenchError(f"{label}: probe ssh to port {port} failed (rc={r.returncode}):\n"
+                             f"{r.stderr[-2000:]}")
+        return format_negotiated(found)
 
     def boost_servers(self):
         """With BENCH_NICE, gives the agent's autogroup and the autogroup of each live sshd
@@ -372,6 +377,89 @@ LogLevel {os.environ.get('SSHD_LOG_LEVEL', 'INFO')}
     def wait_sshd_idle(self, timeout=10.0):
         """Waits until the sshd master has no per-connection children left."""
         wait_until(lambda: not children_of(self.sshd.pid), timeout, "sshd children to exit")
+
+
+class BenchError(RuntimeError):
+    """Something the benchmark needs broke: run() prints it and exits 2 (no traceback)."""
+
+
+class NegotiationError(BenchError):
+    """A negotiated algorithm could not be read from a client's output."""
+
+
+# What each client prints about the negotiation. ssh -v (OpenSSH 9.2): "debug1: kex: algorithm:
+# curve25519-sha256", "debug1: kex: server->client cipher: aes128-gcm@openssh.com MAC: <implicit>
+# compression: none". alknet-agent connect (info log): "client: ssh negotiated ... kex=K
+# cipher=C". alknet-bench-scale-client: "NEGOTIATED kex=K cipher=C". TLS ProxyCommand: socat
+# -d -d ("N SSL proto version used: TLSv1.3", "N SSL connection using TLS_AES_256_GCM_SHA384") or
+# openssl s_client -brief ("Protocol version: TLSv1.3", "Ciphersuite: TLS_AES_256_GCM_SHA384").
+NEGOTIATION_PATTERNS = {  # key -> ((regex, what it is), ...)
+    "kex": ((r"kex: algorithm: (\S+)", "ssh -v 'kex: algorithm:'"),
+            (r"(?:ssh negotiated|NEGOTIATED)\b.*?\bkex=\"?([^\s\"]+)",
+             "alknet client 'ssh negotiated kex=' / scale client 'NEGOTIATED kex='")),
+    "cipher": ((r"kex: server->client cipher: (\S+)", "ssh -v 'kex: server->client cipher:'"),
+               (r"(?:ssh negotiated|NEGOTIATED)\b.*?\bcipher=\"?([^\s\"]+)",
+                "alknet client / scale client 'cipher='")),
+    "tls": ((r"SSL proto version used: (\S+)", "socat -d -d 'SSL proto version used:'"),
+            (r"Protocol version: (\S+)", "openssl s_client -brief 'Protocol version:'")),
+    "suite": ((r"SSL connection using (\S+)", "socat -d -d 'SSL connection using'"),
+              (r"Ciphersuite: (\S+)", "openssl s_client -brief 'Ciphersuite:'")),
+}
+SSH_KEYS = ("kex", "cipher")
+TLS_KEYS = ("tls", "suite")
+
+
+def parse_negotiated(text, keys, source):
+    """{key: value} for each of keys (NEGOTIATION_PATTERNS), read from a client's output; raises
+    NegotiationError naming every missing one and where it was looked for."""
+    found, missing = {}, []
+    for key in keys:
+        value = None
+        for pattern, _what in NEGOTIATION_PATTERNS[key]:
+            m = re.search(pattern, text)
+            if m and m.group(1) not in ("", "?"):
+                value = m.group(1)
+                break
+        if value is None:
+            missing.append(key)
+        else:
+            found[key] = value
+    if missing:
+        tail = "\n".join("    | " + line for line in text.splitlines()[-15:])
+        wanted = "; ".join(what for k in missing for _p, what in NEGOTIATION_PATTERNS[k])
+        raise NegotiationError(f"{source}: no negotiated {' / '.join(missing)} in its output "
+                               f"(looked for: {wanted}); its last lines:\n{tail or '    (empty)'}")
+    return found
+
+
+def format_negotiated(found):
+    return " ".join(f"{k}={found[k]}" for k in SSH_KEYS + TLS_KEYS if k in found)
+
+
+def tls_probe_proxy(proxy):
+    """The TLS ProxyCommand of a run, made to print the TLS version and suite on stderr."""
+    if proxy.startswith("socat "):
+        return "socat -d -d " + proxy[len("socat "):]
+    if proxy.startswith("openssl s_client") and "-brief" not in proxy:
+        return proxy.replace("openssl s_client", "openssl s_client -brief", 1)
+    return proxy
+
+
+def log_negotiated(path, label):
+    """What alknet-agent connect negotiated, from its log ('ssh negotiated' line)."""
+    with open(path) as f:
+        text = f.read()
+    return format_negotiated(parse_negotiated(text, SSH_KEYS, f"{label}: {path}"))
+
+
+def run(main):
+    """Runs a benchmark's main(); a BenchError is printed as one clear ERROR line, exit 2."""
+    try:
+        return main()
+    except BenchError as e:
+        print(f"ERROR: {e}", flush=True)
+        print(f"[bench] ERROR: {str(e).splitlines()[0]}", file=sys.stderr, flush=True)
+        return 2
 
 
 def report_problems(problems, agent_log=None, header="PROBLEMS:"):

@@ -7,8 +7,10 @@ Environment: N (300), PARALLEL (8), CIPHER (chacha20-poly1305@openssh.com), WORK
 KEX (curve25519-sha256), WARMUP (5).
 """
 
+import collections
 import concurrent.futures
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,6 +33,41 @@ def settle(bench, label):
         bench.wait_sshd_idle()
 
 
+def run_connections(one, n, parallel):
+    """Runs one() n times (parallel=1: one after another), returns (succeeded, failures, wall).
+    one() returns None on success or a one-line reason for a failed connection."""
+    t0 = time.perf_counter()
+    if parallel <= 1:
+        outcomes = [one() for _ in range(n)]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+            outcomes = list(pool.map(lambda _: one(), range(n)))
+    wall = time.perf_counter() - t0
+    failures = [o for o in outcomes if o is not None]
+    return n - len(failures), failures, wall
+
+
+def failure_reason(returncode, stderr):
+    """One line per kind of failure: the exit status and ssh's last message, ports blanked."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    message = re.sub(r"port \d+", "port N", lines[-1]) if lines else "(no message)"
+    return f"rc={returncode}: {message[:160]}"
+
+
+def summarize_failures(failures, limit=3):
+    """'12 failed: 10x rc=255: ...; 2x ...' (most frequent reasons first), or 'failed 0'."""
+    if not failures:
+        return "failed 0"
+    counts = collections.Counter(failures).most_common()
+    shown = "; ".join(f"{count}x {reason}" for reason, count in counts[:limit])
+    more = f"; {len(counts) - limit} other reasons" if len(counts) > limit else ""
+    return f"failed {len(failures)}: {shown}{more}"
+
+
+def per_success(value, succeeded, scale=1.0):
+    return f"{value * scale / succeeded:.2f}" if succeeded else "n/a"
+
+
 def main():
     n = bl.env_int("N", 300)
     parallel = bl.env_int("PARALLEL", 8)
@@ -51,67 +88,73 @@ def main():
         print("priority: both servers at default priority (agent: one scheduler autogroup; sshd: "
               "one autogroup per connection, as it calls setsid)")
 
-        failures = []
+        failures = []  # (label, reason) of every failed connection, for the problem report
 
         def one(port):
-            t0 = time.perf_counter()
-            r = subprocess.run(bench.ssh_argv(port, cipher, "-W", f"127.0.0.1:{closer}",
-                                              "-o", "ConnectTimeout=10"),
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, timeout=60)
-            if r.returncode != 0:
-                failures.append((port, r.returncode, r.stderr.decode(errors="replace").strip()))
-            return time.perf_counter() - t0
+            """One connection; None when it succeeded, else why it failed."""
+            try:
+                r = subprocess.run(bench.ssh_argv(port, cipher, "-W", f"127.0.0.1:{closer}",
+                                                  "-o", "ConnectTimeout=10"),
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, timeout=60)
+            except subprocess.TimeoutExpired:
+                return "ssh did not finish within 60 s"
+            if r.returncode == 0:
+                return None
+            return failure_reason(r.returncode, r.stderr.decode(errors="replace"))
 
-        results = {}  # (mode, label) -> (conn_per_s, server_ms, client_ms, failed)
+        # (mode, label) -> (succeeded, conn_per_s, server_ms, client_ms, failures)
+        results = {}
         for label, port, _pid in bench.servers():
-            print(f"  {label:6}: negotiated {bench.negotiated(port, cipher, closer)}")
+            print(f"  {label:6}: negotiated {bench.negotiated(port, cipher, closer, label)}")
             for _ in range(warmup):
                 one(port)
         for mode in ("sequential", f"parallel-{parallel}"):
             for label, port, _pid in bench.servers():
                 settle(bench, label)
-                before_fail = len(failures)
                 s0, c0 = server_cpu(bench, label), bl.children_cpu_seconds()
-                t0 = time.perf_counter()
-                if mode == "sequential":
-                    for _ in range(n):
-                        one(port)
-                else:
-                    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
-                        list(pool.map(lambda _: one(port), range(n)))
-                wall = time.perf_counter() - t0
+                ok, failed, wall = run_connections(lambda: one(port), n,
+                                                   1 if mode == "sequential" else parallel)
                 settle(bench, label)
                 s1, c1 = server_cpu(bench, label), bl.children_cpu_seconds()
-                failed = len(failures) - before_fail
-                results[(mode, label)] = (n / wall, (s1 - s0) * 1000 / n, (c1 - c0) * 1000 / n,
-                                          failed)
-                print(f"  {mode:12} {label:6}: {n / wall:7.1f} conn/s  wall {wall:6.2f} s  "
-                      f"server cpu {(s1 - s0) * 1000 / n:6.2f} ms/conn  "
-                      f"client cpu {(c1 - c0) * 1000 / n:6.2f} ms/conn  failed {failed}",
-                      flush=True)
+                failures.extend((label, reason) for reason in failed)
+                # Rates and CPU are per *successful* connection; failures are reported beside.
+                results[(mode, label)] = (ok, ok / wall, (s1 - s0) * 1000 / ok if ok else None,
+                                          (c1 - c0) * 1000 / ok if ok else None, failed)
+                print(f"  {mode:12} {label:6}: {ok / wall:7.1f} conn/s  ({ok} of {n} succeeded)  "
+                      f"wall {wall:6.2f} s  server cpu {per_success(s1 - s0, ok, 1000):>6} "
+                      f"ms/conn  client cpu {per_success(c1 - c0, ok, 1000):>6} ms/conn  "
+                      f"{summarize_failures(failed)}", flush=True)
                 if bench.agent.poll() is not None:
-                    raise RuntimeError(f"alknet-agent died (rc={bench.agent.returncode})")
+                    raise bl.BenchError(f"alknet-agent died (rc={bench.agent.returncode}); "
+                                        f"{summarize_failures(failed)}")
 
         print()
         print("Handshakes (connect + kex + publickey auth + 1 channel + close). The ssh client's "
               "own CPU dominates wall time on 2 cores;\nserver CPU per handshake is the main figure.")
         rows = []
+
+        def ms(v):
+            return "n/a" if v is None else f"{v:.2f}"
+
         for mode in ("sequential", f"parallel-{parallel}"):
             a, s = results[(mode, "alknet")], results[(mode, "sshd")]
-            rows.append([mode, f"{a[0]:.1f}", f"{s[0]:.1f}", bl.fmt_ratio(a[0], s[0]),
-                         f"{a[1]:.2f}", f"{s[1]:.2f}", bl.fmt_ratio(a[1], s[1]),
-                         bl.fmt_ratio(s[1], a[1]) + "x", f"{a[2]:.2f} / {s[2]:.2f}",
-                         f"{a[3]} / {s[3]}"])
+            rows.append([mode, f"{a[1]:.1f}", f"{s[1]:.1f}", bl.fmt_ratio(a[1], s[1]),
+                         ms(a[2]), ms(s[2]),
+                         bl.fmt_ratio(a[2], s[2]) if a[2] is not None and s[2] is not None else "n/a",
+                         (bl.fmt_ratio(s[2], a[2]) + "x") if a[2] and s[2] is not None else "n/a",
+                         f"{ms(a[3])} / {ms(s[3])}", f"{len(a[4])} / {len(s[4])}"])
         bl.print_table(["mode", "alknet conn/s", "sshd conn/s", "ratio", "alknet srv ms/conn",
                         "sshd srv ms/conn", "ratio", "sshd÷alknet", "client ms/conn (alk/sshd)",
                         "failed (alk/sshd)"], rows)
+        print("(conn/s and CPU per connection count successful connections only; failed "
+              "connections are listed beside them)")
         print(f"finished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {bl.loadavg()}; "
               f"{foreign.report()}")
-        shown = [f"{'alknet' if port == bench.agent_port else 'sshd'}: rc={rc} {err}"
-                 for port, rc, err in failures[:5]]
-        return bl.report_problems(shown, bench.agent_log, "FAILED CONNECTIONS (first 5):")
+        shown = [f"{label}: {count}x {reason}" for (label, reason), count in
+                 collections.Counter(failures).most_common(5)]
+        return bl.report_problems(shown, bench.agent_log, "FAILED CONNECTIONS (most frequent reasons):")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bl.run(main))

@@ -79,7 +79,8 @@ def upload(socks_port, proto, size, verify, timeout):
 
 
 def start_client(bench, label, server_port):
-    """alknet-agent connect with a SOCKS5 listener on a free port; returns (proc, socks_port)."""
+    """alknet-agent connect with a SOCKS5 listener on a free port; returns (proc, socks_port,
+    what its SSH session negotiated, from its 'ssh negotiated' log line)."""
     logfile = bench.path(f"client-{label}.log")
     with open(logfile, "w") as out:
         proc = bench.spawn([bl.agent_binary(), "connect", "--server", f"tcp://127.0.0.1:{server_port}",
@@ -101,7 +102,7 @@ def start_client(bench, label, server_port):
         return port[0] is not None and "upstream connected" in text
 
     bl.wait_until(ready, 30, f"alknet client ({label}) to connect")
-    return proc, port[0]
+    return proc, port[0], bl.log_negotiated(logfile, f"alknet client -> {label}")
 
 
 def main():
@@ -126,10 +127,13 @@ def main():
               f"{os.environ.get('WORKERS', '2')}")
 
         paths = []  # (label, socks_port, client_pid, server_pid)
-        proc, port = start_client(bench, "agent", bench.agent_port)
+        negotiated = []
+        proc, port, algos = start_client(bench, "agent", bench.agent_port)
         paths.append(("alknet client -> alknet-agent", port, proc.pid, bench.agent.pid))
-        proc, port = start_client(bench, "sshd", bench.sshd_port)
+        negotiated.append((paths[-1][0], algos, "client log"))
+        proc, port, algos = start_client(bench, "sshd", bench.sshd_port)
         paths.append(("alknet client -> sshd", port, proc.pid, bench.sshd.pid))
+        negotiated.append((paths[-1][0], algos, "client log"))
         dport = bl.free_port()
         ssh = bench.spawn(bench.ssh_argv(bench.sshd_port, cipher, "-N", "-D", f"127.0.0.1:{dport}"),
                           "ssh-D", stdin=subprocess.DEVNULL)
@@ -137,6 +141,10 @@ def main():
         if ssh.poll() is not None:
             raise RuntimeError(f"ssh -N -D exited with {ssh.returncode}")
         paths.append(("ssh -D -> sshd", dport, ssh.pid, bench.sshd.pid))
+        negotiated.append((paths[-1][0], bench.negotiated(bench.sshd_port, cipher, closer,
+                                                          paths[-1][0]), "ssh -v probe"))
+        for label, algos, source in negotiated:
+            print(f"  {label:32} negotiated {algos}  ({source})")
         baseline = paths[-1][0]
         time.sleep(0.5)
 
@@ -207,4 +215,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bl.run(main))

@@ -49,7 +49,7 @@ def main():
         for cipher in ciphers:
             tunnels = {}
             for label, port, _pid in bench.servers():
-                print(f"  {label:6} {cipher}: negotiated {bench.negotiated(port, cipher, closer)}")
+                print(f"  {label:6} {cipher}: negotiated {bench.negotiated(port, cipher, closer, label)}")
                 lport = bl.free_port()
                 ssh = bench.spawn(bench.ssh_argv(port, cipher, "-N", "-L",
                                                  f"127.0.0.1:{lport}:127.0.0.1:{proto}"),
@@ -140,4 +140,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bl.run(main))

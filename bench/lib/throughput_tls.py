@@ -88,6 +88,7 @@ def main():
         bench.start_sshd()
         stunnel, stunnel_port = start_stunnel(bench)
         proto = bench.endpoint("proto")
+        closer = bench.endpoint("closer")
         proxy = proxy_command(client)
         print("== alknet TLS throughput benchmark: ssh -N -L inside TLS, "
               "alknet-agent tls:// vs stunnel4 + OpenSSH sshd ==")
@@ -107,6 +108,11 @@ def main():
         for cipher in ciphers:
             tunnels = {}
             for label, (port, proxy_cmd, _cpu) in routes.items():
+                # What this route negotiates: SSH kex and cipher, and for the TLS routes the TLS
+                # version and suite, as the same TLS client reports them (a verbose probe).
+                print(f"  {label:12} {cipher}: negotiated "
+                      f"{bench.negotiated(port, cipher, closer, label, proxy=proxy_cmd)}",
+                      flush=True)
                 extra = ["-o", f"ProxyCommand={proxy_cmd}"] if proxy_cmd else []
                 lport = bl.free_port()
                 ssh = bench.spawn(bench.ssh_argv(port, cipher, *extra, "-N", "-L",
@@ -179,4 +185,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bl.run(main))

@@ -425,6 +425,11 @@ void ClientSession::EnterReady() {
     return;
   }
   phase_ = Phase::kReady;
+  const char* kex = ssh_get_kex_algo(session_);
+  const char* cipher = ssh_get_cipher_in(session_);  // server->client, as `ssh -v` shows it
+  env_.logger.Info("client", "ssh negotiated",
+                   {{"upstream", env_.config.name}, {"kex", kex != nullptr ? kex : ""},
+                    {"cipher", cipher != nullptr ? cipher : ""}});
   last_rx_ = absl::Now();
   keepalive_timer_ = env_.loop.AddTimer(env_.config.keepalive_interval, [this] { Keepalive(); });
   if (callbacks_.on_ready) callbacks_.on_ready();

@@ -19,6 +19,7 @@
 namespace alknet::testing {
 namespace {
 
+using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -293,6 +294,8 @@ TEST_F(ClientAgentTest, Socks5LocalAndRemoteForwards) {
              std::to_string(published) + ":127.0.0.1:" + std::to_string(echo.port())});
   ASSERT_TRUE(client.WaitForLog("upstream connected")) << client.Log() << agent_->Log();
   EXPECT_THAT(client.Log(), HasSubstr("remote forward established"));
+  // What the key exchange chose, logged once per session (bench/socks5 prints it from here).
+  EXPECT_THAT(client.Log(), ContainsRegex("ssh negotiated .*kex=[a-z0-9@.-]+ cipher=[a-z0-9@.-]+"));
   CommandResult curl = CurlThroughSocks(client.socks_port(),
                                         "http://localhost:" + std::to_string(http.port()) + "/");
   EXPECT_EQ(curl.exit_code, 0) << curl.err << client.Log();
