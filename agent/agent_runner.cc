@@ -144,10 +144,13 @@ int RunAgent(int argc, const char* const* argv) {
     } else {
       (*admin_core)->AttachEngine(&engine);
       if (client) (*admin_core)->AttachClient(client.get());
+      // grpc.health.v1 "" follows /readyz, polled here (the engine knows no gRPC).
+      (*admin_server)->SetServing(engine.Ready());
       for (;;) {
-        // Wakes at least once a second to pick up changed revocation lists.
+        // Wakes at least once a second to pick up changed revocation lists and readiness.
         const timespec tick{.tv_sec = 1, .tv_nsec = 0};
         const int signal_number = sigtimedwait(&signals, nullptr, &tick);
+        (*admin_server)->SetServing(engine.Ready());
         if (signal_number < 0) {
           trust.ReloadRevocationsIfChanged();
           continue;
@@ -169,12 +172,16 @@ int RunAgent(int argc, const char* const* argv) {
           continue;
         }
         logger.Info("agent", "shutting down", {{"signal", strsignal(signal_number)}});
+        // gRPC health says NOT_SERVING at once and keeps answering through the drain (as
+        // /readyz answers 503); the admin API stops once the engine has stopped.
+        (*admin_server)->BeginDrain();
         if (client) {
           (*admin_core)->AttachClient(nullptr);
           client->Shutdown();
         }
-        (*admin_server)->Shutdown(absl::Seconds(1));
+        (*admin_core)->AttachEngine(nullptr);  // no admin call reaches a stopping engine
         engine.Shutdown((*admin_core)->limits().shutdown_grace);
+        (*admin_server)->Shutdown(absl::Seconds(1));
         break;
       }
     }

@@ -35,11 +35,13 @@ int RunClientRole(const config::AgentConfig& config, Logger& logger, const sigse
 }
 
 std::unique_ptr<ClientEngine> MakeClientRole(const config::AgentConfig& config, Logger& logger,
-                                             EngineMetrics& metrics, ServerEngine& engine) {
+                                             EngineMetrics& metrics, ServerEngine& engine,
+                                             ClientEngine::Options options) {
   if (config.upstreams.empty()) return nullptr;
-  auto client = std::make_unique<ClientEngine>(config, logger, metrics, ClientEngine::Options{});
+  auto client = std::make_unique<ClientEngine>(config, logger, metrics, std::move(options));
   ClientEngine* raw = client.get();
   engine.AddReadinessCheck([raw] { return raw->Ready(); });
+  engine.AddHealthCheck([raw] { return raw->Healthy(); });  // the client loop's heartbeat
   return client;
 }
 

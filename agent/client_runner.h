@@ -16,8 +16,10 @@ namespace alknet::agent {
 int RunClientRole(const config::AgentConfig& config, Logger& logger, const sigset_t& signals);
 
 // `serve` with upstreams: makes the client engine (nullptr without upstreams) and joins its
-// readiness to the server's /readyz. Start it after the server engine.
+// readiness to the server's /readyz and its loop's heartbeat to /healthz. Start it after the
+// server engine. `options` are the client engine's (tests inject hooks there).
 std::unique_ptr<ClientEngine> MakeClientRole(const config::AgentConfig& config, Logger& logger,
-                                             EngineMetrics& metrics, ServerEngine& engine);
+                                             EngineMetrics& metrics, ServerEngine& engine,
+                                             ClientEngine::Options options = {});
 
 }  // namespace alknet::agent

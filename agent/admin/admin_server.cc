@@ -259,7 +259,7 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(AdminCore& core,
   }
   grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
   if (health != nullptr) {
-    health->SetServingStatus(true);
+    health->SetServingStatus(false);  // "": the agent's readiness, set by SetServing()
     for (const char* name : {"alknet.admin.v1.Keys", "alknet.admin.v1.Policy", "alknet.admin.v1.Sessions",
                              "alknet.admin.v1.Agent", "alknet.admin.v1.Forwards"}) {
       health->SetServingStatus(name, true);
@@ -271,13 +271,33 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(AdminCore& core,
   return server;
 }
 
+void AdminServer::SetServing(bool serving) {
+  absl::MutexLock lock(&health_mu_);
+  if (server_ == nullptr || draining_ || serving == serving_) return;
+  serving_ = serving;
+  if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
+    health->SetServingStatus(serving);
+  }
+}
+
+void AdminServer::BeginDrain() {
+  absl::MutexLock lock(&health_mu_);
+  if (server_ == nullptr || draining_) return;
+  draining_ = true;
+  serving_ = false;
+  // Every registered status to NOT_SERVING; later SetServingStatus calls are ignored.
+  if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) health->Shutdown();
+}
+
 AdminServer::~AdminServer() { Shutdown(absl::ZeroDuration()); }
 
 void AdminServer::Shutdown(absl::Duration deadline) {
   if (server_ == nullptr) return;
+  BeginDrain();
   server_->Shutdown(std::chrono::time_point_cast<std::chrono::system_clock::duration>(
       std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline)));
   server_->Wait();
+  absl::MutexLock lock(&health_mu_);
   server_.reset();
   ::unlink(unix_socket_.c_str());
 }

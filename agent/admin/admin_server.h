@@ -10,6 +10,7 @@
 #include <grpcpp/server.h>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "agent/admin/admin_core.h"
 #include "server/common/log.h"
 #include "server/common/net_address.h"
@@ -35,6 +36,12 @@ class AdminServer {
 
   // "unix:/path", "127.0.0.1:7000".
   const std::vector<std::string>& addresses() const { return addresses_; }
+  // grpc.health.v1: the overall status ("") follows the agent's readiness (/readyz); the
+  // agent polls the engine and calls this (the engine knows no gRPC). Starts NOT_SERVING.
+  void SetServing(bool serving);
+  // SIGTERM: every status ("" and each service) NOT_SERVING for good, while the server keeps
+  // answering through the drain.
+  void BeginDrain();
   // Stops accepting and waits up to `deadline` for calls in flight.
   void Shutdown(absl::Duration deadline);
 
@@ -45,6 +52,9 @@ class AdminServer {
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::string> addresses_;
   std::string unix_socket_;
+  absl::Mutex health_mu_;
+  bool serving_ ABSL_GUARDED_BY(health_mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(health_mu_) = false;
 };
 
 }  // namespace alknet::admin

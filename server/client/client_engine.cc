@@ -47,12 +47,17 @@ absl::Status ClientEngine::Start() {
     for (auto& upstream : upstreams_) upstream->Start();
   });
   heartbeat_.Reset();
+  heartbeat_.SetTestHook(options_.heartbeat_test_hook);
   thread_ = std::thread([this] {
     ssh_set_log_level(SSH_LOG_NOLOG);  // libssh's log level is per thread
     heartbeat_.Beat(*loop_);
     loop_->Run();
   });
   started_ = true;
+  {
+    absl::MutexLock lock(&ready_mu_);
+    loop_running_ = true;
+  }
   {
     absl::MutexLock lock(&api_mu_);
     running_ = true;
@@ -65,6 +70,10 @@ void ClientEngine::Shutdown() {
   {
     absl::MutexLock lock(&api_mu_);  // waits for API calls in flight
     running_ = false;
+  }
+  {
+    absl::MutexLock lock(&ready_mu_);
+    loop_running_ = false;
   }
   if (!loop_) return;
   if (thread_.joinable()) {
@@ -90,6 +99,8 @@ void ClientEngine::Shutdown() {
 }
 
 bool ClientEngine::Ready() const {
+  absl::MutexLock lock(&ready_mu_);
+  if (!loop_running_ || !heartbeat_.fresh()) return false;
   for (const auto& upstream : upstreams_) {
     if (!upstream->connected()) return false;
   }
@@ -154,6 +165,9 @@ absl::StatusOr<std::vector<ForwardSnapshot>> ClientEngine::ListForwards() {
   return all;
 }
 
-bool ClientEngine::Healthy() const { return heartbeat_.millis_since() < 5000; }
+bool ClientEngine::Healthy() const {
+  absl::MutexLock lock(&ready_mu_);
+  return !loop_running_ || heartbeat_.fresh();
+}
 
 }  // namespace alknet

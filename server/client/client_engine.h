@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -33,6 +34,9 @@ class ClientEngine {
     // Serve /metrics, /healthz and /readyz on config.metrics.listen (the `connect` command,
     // where no ServerEngine does it).
     bool serve_status = false;
+    // Tests only: runs on the client loop at every heartbeat (a hook that blocks stalls the
+    // loop; see LoopHeartbeat::SetTestHook).
+    std::function<void()> heartbeat_test_hook;
   };
   ClientEngine(const config::AgentConfig& config, Logger& logger, EngineMetrics& metrics,
                Options options);
@@ -44,8 +48,12 @@ class ClientEngine {
   // Closes listeners and sessions and joins the thread. Idempotent.
   void Shutdown();
 
-  // Readiness contribution: every upstream has its SSH session up.
+  // Readiness contribution: the loop is alive (Healthy) and every upstream has its SSH session
+  // up. The "connected" flags are written by the loop, so a stuck loop would leave them true:
+  // readiness needs a fresh heartbeat too. Thread-safe.
   bool Ready() const;
+  // The client loop ran its heartbeat within LoopHeartbeat::kStaleMillis (true when the loop
+  // is not running: before Start and after Shutdown nothing can be stuck). Thread-safe.
   bool Healthy() const;
 
   // Forwards at run time (the admin API). Call from any thread but the loop's; each call runs
@@ -72,6 +80,10 @@ class ClientEngine {
   std::thread thread_;
   LoopHeartbeat heartbeat_;
   bool started_ = false;
+  // Ready()/Healthy() from other threads: the loop runs, and upstreams_ is not being built or
+  // cleared (ready_mu_ guards the vector itself, never held while waiting for the loop).
+  mutable absl::Mutex ready_mu_;
+  bool loop_running_ ABSL_GUARDED_BY(ready_mu_) = false;
 
   // Runs `task` on the loop and waits; held shared so Shutdown waits for calls in flight.
   absl::Status RunOnLoop(absl::AnyInvocable<void()> task);

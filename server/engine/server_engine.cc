@@ -2,7 +2,6 @@
 #include "server/engine/server_engine.h"
 
 #include <algorithm>
-#include <algorithm>
 #include <chrono>
 #include <future>
 
@@ -102,14 +101,31 @@ absl::Status ServerEngine::Start() {
     if (!worker.ok()) return worker.status();
     (*worker)->SetAdminSocketPath(config_.admin.socket);
     (*worker)->SetTrustStores(trust_);
+    if (worker_heartbeat_test_hook_) {
+      (*worker)->SetHeartbeatTestHook([hook = worker_heartbeat_test_hook_, i] { hook(i); });
+    }
     workers_.push_back(*std::move(worker));
   }
   for (auto& worker : workers_) worker->StartThread();
 
-  for (auto& listener : listeners_) {
+  for (size_t i = 0; i < listeners_.size(); ++i) {
+    Listener* listener = listeners_[i].get();
+    prometheus::Gauge* up = listener_up_[i];
     absl::Status started = listener->Start(
-        *acceptor_loop_, [this](UniqueFd fd, StreamInfo info, ServerTransport& transport) {
+        *acceptor_loop_,
+        [this](UniqueFd fd, StreamInfo info, ServerTransport& transport) {
           OnAccept(std::move(fd), std::move(info), transport);
+        },
+        [this, listener, up](bool starved) {
+          // Out of descriptors or memory: not ready, and alknet_listener_up says which one.
+          starved_listeners_ += starved ? 1 : -1;
+          up->Set(starved ? 0 : 1);
+          if (starved) {
+            logger_.Warn("engine", "listener paused: out of descriptors or memory",
+                         {{"address", listener->bound().ToString()}});
+          } else {
+            logger_.Info("engine", "listener accepting again", {{"address", listener->bound().ToString()}});
+          }
         });
     if (!started.ok()) return started;
     logger_.Info("engine", "listening", {{"address", listener->bound().ToString()}});
@@ -236,6 +252,7 @@ void ServerEngine::Shutdown(absl::Duration grace) {
 
 bool ServerEngine::Ready() const {
   if (!ready_.load()) return false;
+  if (starved_listeners_.load() > 0) return false;
   for (const auto& check : readiness_checks_) {
     if (!check()) return false;
   }
@@ -277,7 +294,10 @@ config::Limits ServerEngine::limits() const {
 
 bool ServerEngine::Healthy() const {
   for (const auto& worker : workers_) {
-    if (worker->millis_since_heartbeat() > 5000) return false;
+    if (!worker->heartbeat_fresh()) return false;
+  }
+  for (const auto& check : health_checks_) {
+    if (!check()) return false;
   }
   return true;
 }

@@ -56,13 +56,24 @@ class ServerEngine {
   config::Limits limits() const;
   int active_sessions() const;
   int unauthenticated() const { return limiter_.unauthenticated(); }
-  // /readyz: started, not draining, every listener accepting.
+  // /readyz: started, not draining, every listener accepting (none paused for lack of
+  // descriptors or memory, see AcceptLoop::starved), and every added readiness check.
+  // Thread-safe.
   bool Ready() const;
   // Another role's readiness joins /readyz (e.g. the client role: upstreams connected). Call
   // before Start(); the check runs on the acceptor thread and must be thread-safe.
   void AddReadinessCheck(std::function<bool()> check) { readiness_checks_.push_back(std::move(check)); }
-  // /healthz: every worker loop ran its heartbeat recently.
+  // /healthz: every worker loop ran its heartbeat recently, and every added health check (e.g.
+  // the client role's loop heartbeat). Thread-safe.
   bool Healthy() const;
+  // Another role's liveness joins /healthz. Same rules as AddReadinessCheck.
+  void AddHealthCheck(std::function<bool()> check) { health_checks_.push_back(std::move(check)); }
+
+  // Tests only, before Start(): runs on worker `index`'s loop at every heartbeat (a hook that
+  // blocks stalls that loop; see LoopHeartbeat::SetTestHook).
+  void SetWorkerHeartbeatTestHook(std::function<void(int index)> hook) {
+    worker_heartbeat_test_hook_ = std::move(hook);
+  }
   std::string metrics_url() const { return status_server_ ? status_server_->bound_url() : ""; }
 
  private:
@@ -79,7 +90,12 @@ class ServerEngine {
   std::unique_ptr<http::StatusServer> status_server_;
   std::vector<prometheus::Gauge*> listener_up_;
   std::atomic<bool> ready_{false};
+  // Listeners whose accepting is paused for lack of descriptors or memory (acceptor thread
+  // writes, anyone reads).
+  std::atomic<int> starved_listeners_{0};
   std::vector<std::function<bool()>> readiness_checks_;
+  std::vector<std::function<bool()>> health_checks_;
+  std::function<void(int index)> worker_heartbeat_test_hook_;
   StartupLimiter limiter_;
   std::unique_ptr<Resolver> resolver_;
   TcpTransport tcp_transport_;

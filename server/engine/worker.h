@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -57,9 +58,13 @@ class Worker {
   // Before StartThread: trusted user CAs and revocations for certificate and key checks.
   void SetTrustStores(const auth::TrustStores* trust) { environment_.trust = trust; }
 
+  // Tests only, before StartThread: see LoopHeartbeat::SetTestHook.
+  void SetHeartbeatTestHook(std::function<void()> hook) { heartbeat_.SetTestHook(std::move(hook)); }
+
   int session_count() const { return session_count_.load(); }
   // Milliseconds since the loop last ran its heartbeat timer (a stuck loop stops beating).
   int64_t millis_since_heartbeat() const;
+  bool heartbeat_fresh() const { return heartbeat_.fresh(); }
 
  private:
   Worker(int index, Logger& logger, auth::KeyStore& keys, std::unique_ptr<EventLoop> loop,

@@ -1,6 +1,7 @@
 // The operator's HTTP endpoints on the metrics port: /metrics, /healthz, /readyz.
 #include "server/http/status_server.h"
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -134,8 +135,18 @@ absl::StatusOr<std::unique_ptr<StatusServer>> StatusServer::Bind(const HostPort&
       new StatusServer(*std::move(fd), absl::StrCat("http://", bound.ToString())));
 }
 
+namespace {
+UniqueFd OpenReserve() { return UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
+}  // namespace
+
 StatusServer::StatusServer(UniqueFd fd, std::string bound_url)
-    : fd_(std::move(fd)), bound_url_(std::move(bound_url)) {}
+    : fd_(std::move(fd)), bound_url_(std::move(bound_url)), reserve_(OpenReserve()) {}
+
+bool StatusServer::ReleaseReserve() {
+  if (!reserve_.valid()) return false;
+  reserve_.reset();
+  return true;
+}
 
 StatusServer::~StatusServer() { Close(); }
 
@@ -144,6 +155,7 @@ absl::Status StatusServer::Start(EventLoop& loop, StatusHandlers handlers) {
   handlers_ = std::move(handlers);
   AcceptLoop::Options options;
   options.batch = 16;
+  options.release_reserve = [this] { return ReleaseReserve(); };
   accept_ = std::make_unique<AcceptLoop>(
       loop, fd_.get(), std::move(options),
       [this](UniqueFd fd, const sockaddr_storage&, socklen_t) { Admit(std::move(fd)); });
@@ -155,8 +167,12 @@ void StatusServer::Admit(UniqueFd fd) {
   // One source holds at most kMaxPerSource connections and all of them at most kMaxConnections;
   // past either, the oldest connection that has not sent its request yet makes room. Idle and
   // half-sent requests (slowloris) therefore cannot lock out a probe that sends its request.
-  if (per_source_[source] >= kMaxPerSource && !EvictOldestWaiting(&source)) return;  // closed
-  if (connections_.size() >= kMaxConnections && !EvictOldestWaiting(nullptr)) return;
+  if ((per_source_[source] >= kMaxPerSource && !EvictOldestWaiting(&source)) ||
+      (connections_.size() >= kMaxConnections && !EvictOldestWaiting(nullptr))) {
+    fd.reset();  // refused
+    if (!reserve_.valid()) reserve_ = OpenReserve();
+    return;
+  }
   auto connection = std::make_unique<Connection>(*this, std::move(fd), source, next_sequence_++);
   Connection* raw = connection.get();
   connections_.emplace(raw, std::move(connection));
@@ -176,6 +192,7 @@ bool StatusServer::EvictOldestWaiting(const std::string* source) {
 }
 
 void StatusServer::Close() {
+  reserve_.reset();
   by_age_.clear();
   per_source_.clear();
   connections_.clear();
@@ -192,6 +209,7 @@ void StatusServer::Finished(Connection* connection) {
   }
   loop_->DeleteLater(std::move(it->second));
   connections_.erase(it);
+  if (!reserve_.valid() && fd_.valid()) reserve_ = OpenReserve();  // the descriptor just closed
 }
 
 }  // namespace alknet::http

@@ -2,6 +2,8 @@
 // One request per connection, bounded request size, a read deadline and a connection cap that an
 // outsider cannot fill: a new connection evicts the oldest one still waiting for its request
 // (from the same source first), so a health probe always gets its answer (docs/security.md, 6).
+// One descriptor is kept in reserve (/dev/null) and given up to accept a probe when the process
+// is out of descriptors, so /readyz can still answer 503 then.
 #pragma once
 
 #include <cstdint>
@@ -42,6 +44,8 @@ class StatusServer final {
   // if every connection is already answering.
   bool EvictOldestWaiting(const std::string* source);
   void Finished(Connection* connection);
+  // AcceptLoop::Options::release_reserve: closes the reserve (true) so accept4 can use it.
+  bool ReleaseReserve();
 
   static constexpr size_t kMaxConnections = 64;
   static constexpr size_t kMaxPerSource = 8;
@@ -54,6 +58,7 @@ class StatusServer final {
   absl::flat_hash_map<std::string, size_t> per_source_;
   uint64_t next_sequence_ = 0;
   std::unique_ptr<AcceptLoop> accept_;
+  UniqueFd reserve_;  // re-opened when a connection closes
 };
 
 }  // namespace alknet::http

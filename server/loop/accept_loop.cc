@@ -32,20 +32,31 @@ void AcceptLoop::Stop() {
   }
 }
 
+void AcceptLoop::SetStarved(bool starved) {
+  if (starved_ == starved) return;
+  starved_ = starved;
+  if (options_.on_starved) options_.on_starved(starved);
+}
+
 void AcceptLoop::Pause() {
   ++pauses_;
+  SetStarved(true);
   if (watching_) {
     loop_.Unwatch(fd_);
     watching_ = false;
   }
   resume_timer_ = loop_.AddTimer(options_.resource_pause, [this] {
     resume_timer_ = 0;
-    if (!stopped_) watching_ = loop_.Watch(fd_, EPOLLIN, this).ok();
+    if (stopped_) return;
+    watching_ = loop_.Watch(fd_, EPOLLIN, this).ok();
+    // Try at once: a connection or an empty backlog ends the starved state, EMFILE pauses again.
+    if (watching_) OnFdEvents(EPOLLIN);
   });
 }
 
 void AcceptLoop::OnFdEvents(uint32_t) {
   bool accepted_any = false;
+  bool released_reserve = false;
   for (int i = 0; i < options_.batch && !stopped_ && watching_; ++i) {
     sockaddr_storage peer{};
     socklen_t len = sizeof(peer);
@@ -55,9 +66,20 @@ void AcceptLoop::OnFdEvents(uint32_t) {
     if (raw < 0) {
       int error = errno;
       if (error == EINTR) continue;
-      if (error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM) Pause();
+      if ((error == EMFILE || error == ENFILE) && !released_reserve && options_.release_reserve &&
+          options_.release_reserve()) {
+        released_reserve = true;
+        --i;
+        continue;
+      }
+      if (error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM) {
+        Pause();
+      } else if (error == EAGAIN || error == EWOULDBLOCK) {
+        SetStarved(false);  // the backlog is empty: nothing waits for a descriptor
+      }
       break;  // EAGAIN, or a connection that died in the backlog (ECONNABORTED, EPERM, ...)
     }
+    SetStarved(false);
     UniqueFd fd(raw);
     if (options_.tcp_nodelay) {
       int one = 1;

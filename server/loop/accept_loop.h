@@ -23,6 +23,11 @@ namespace alknet {
 // epoll for `resource_pause` and is watched again afterwards (the kernel keeps queueing
 // connections in the backlog meanwhile). Other errors (EAGAIN, ECONNABORTED, EPERM, ...) end the
 // batch; readiness brings us back if anything is left.
+//
+// "Starved" is the listener's health as /readyz sees it: set by such a failure, cleared only by
+// an accept4() that gets a connection or finds the backlog empty (EAGAIN). The resume timer
+// itself does not clear it: on resume the loop tries once at once, so a listener still short
+// of descriptors stays starved without flapping between pauses.
 class AcceptLoop final : public FdHandler {
  public:
   // The accepted socket (non-blocking, close-on-exec) and the peer address accept4 reported.
@@ -36,6 +41,13 @@ class AcceptLoop final : public FdHandler {
     bool tcp_nodelay = false;            // set TCP_NODELAY on each accepted socket
     std::function<void()> after_batch;   // runs once after each wake-up that accepted something
     AcceptFn accept;                     // empty: accept4
+    // Runs on each change of starved() (true: out of descriptors or memory; false: accepting
+    // again). Not run by Stop().
+    std::function<void(bool starved)> on_starved;
+    // On EMFILE/ENFILE, before pausing: frees a descriptor the owner keeps in reserve and
+    // returns true, and accept4 is tried once more (the metrics port answers /readyz this way
+    // while the process is out of descriptors). Empty or false: pause.
+    std::function<bool()> release_reserve;
   };
 
   // `listen_fd` stays owned by the caller and must outlive Stop().
@@ -50,6 +62,8 @@ class AcceptLoop final : public FdHandler {
   void Stop();
 
   bool paused() const { return resume_timer_ != 0; }
+  // Out of descriptors or memory since the last accept attempt (see above).
+  bool starved() const { return starved_; }
   // How often accepting was paused for lack of descriptors or memory.
   uint64_t pauses() const { return pauses_; }
 
@@ -57,6 +71,7 @@ class AcceptLoop final : public FdHandler {
 
  private:
   void Pause();
+  void SetStarved(bool starved);
 
   EventLoop& loop_;
   int fd_;
@@ -66,6 +81,7 @@ class AcceptLoop final : public FdHandler {
   bool stopped_ = false;
   EventLoop::TimerId resume_timer_ = 0;
   uint64_t pauses_ = 0;
+  bool starved_ = false;
 };
 
 }  // namespace alknet

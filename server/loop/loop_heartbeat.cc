@@ -17,6 +17,7 @@ int64_t SteadyMillis() {
 void LoopHeartbeat::Reset() { last_ms_.store(SteadyMillis()); }
 
 void LoopHeartbeat::Beat(EventLoop& loop) {
+  if (test_hook_) test_hook_();
   Reset();
   loop.AddTimer(absl::Seconds(1), [this, &loop] { Beat(loop); });
 }

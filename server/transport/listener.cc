@@ -26,10 +26,13 @@ absl::StatusOr<std::unique_ptr<Listener>> Listener::Bind(const EndpointUrl& url,
 
 Listener::~Listener() { Close(); }
 
-absl::Status Listener::Start(EventLoop& loop, AcceptCallback on_accept) {
+absl::Status Listener::Start(EventLoop& loop, AcceptCallback on_accept,
+                             std::function<void(bool starved)> on_starved) {
   on_accept_ = std::move(on_accept);
+  AcceptLoop::Options options;
+  options.on_starved = std::move(on_starved);
   accept_ = std::make_unique<AcceptLoop>(
-      loop, fd_.get(), AcceptLoop::Options{},
+      loop, fd_.get(), std::move(options),
       [this](UniqueFd fd, const sockaddr_storage& peer, socklen_t len) {
         StreamInfo info;
         info.transport = std::string(transport_.name());

@@ -22,7 +22,10 @@ class Listener final {
                                                         ServerTransport& transport);
   ~Listener();
 
-  absl::Status Start(EventLoop& loop, AcceptCallback on_accept);
+  // `on_starved` (optional, on the loop's thread) follows AcceptLoop::starved(): true while
+  // accepting is paused for lack of descriptors or memory, false once it accepts again.
+  absl::Status Start(EventLoop& loop, AcceptCallback on_accept,
+                     std::function<void(bool starved)> on_starved = {});
   void Close();
 
   // The bound address with the real port: "tcp://127.0.0.1:41234".

@@ -484,6 +484,10 @@ class AdminApiTest(unittest.TestCase):
     def test_health(self):
         check = self.channel.unary_unary("/grpc.health.v1.Health/Check",
                                          request_serializer=identity, response_deserializer=identity)
+        # "" follows readiness (/readyz), polled by the agent once a second: wait for it.
+        deadline = time.time() + 30
+        while (1, 0, 1) not in parse(check(b"")) and time.time() < deadline:
+            time.sleep(0.2)
         for service in ("", "alknet.admin.v1.Keys", "alknet.admin.v1.Policy"):
             response = parse(check(field_bytes(1, service.encode()) if service else b""))
             self.assertIn((1, 0, 1), response, "%r is not SERVING" % service)  # status = SERVING

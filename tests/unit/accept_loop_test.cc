@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -91,6 +92,78 @@ TEST(SecurityRound, Item8AcceptLoopPausesOnEmfileAndResumes) {
   for (int i = 0; i < 100 && accepted == 0; ++i) (*loop)->RunOnce(absl::Milliseconds(20));
   EXPECT_EQ(accepted, 1);
   EXPECT_FALSE(acceptor.paused());
+  close(client);
+}
+
+// Issue 21: "starved" (what /readyz and alknet_listener_up follow) turns true on the first
+// EMFILE, stays true across the pause/resume cycles while descriptors are short (no flapping
+// at each resume), and turns false only when accepting works again.
+TEST(AcceptLoopTest, StarvedFollowsExhaustionWithoutFlapping) {
+  auto loop = EventLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  auto listen_fd = ListenTcp(HostPort{"127.0.0.1", 0}, "test");
+  ASSERT_TRUE(listen_fd.ok()) << listen_fd.status();
+  bool exhausted = true;
+  int accepted = 0;
+  std::vector<bool> changes;
+  AcceptLoop::Options options;
+  options.accept = [&](int fd, sockaddr* peer, socklen_t* len) {
+    if (exhausted) {
+      errno = EMFILE;
+      return -1;
+    }
+    return accept4(fd, peer, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  };
+  options.on_starved = [&](bool starved) { changes.push_back(starved); };
+  AcceptLoop acceptor(**loop, listen_fd->get(), options,
+                      [&](UniqueFd, const sockaddr_storage&, socklen_t) { ++accepted; });
+  ASSERT_TRUE(acceptor.Start().ok());
+  EXPECT_FALSE(acceptor.starved());
+  int client = ConnectTo(LocalOf(listen_fd->get()).port);
+  ASSERT_GE(client, 0);
+  for (int i = 0; i < 500 && acceptor.pauses() < 3; ++i) (*loop)->RunOnce(absl::Milliseconds(20));
+  ASSERT_GE(acceptor.pauses(), 3u);
+  EXPECT_TRUE(acceptor.starved());
+  EXPECT_EQ(changes, std::vector<bool>{true});  // one change for several pauses
+  exhausted = false;
+  for (int i = 0; i < 100 && accepted == 0; ++i) (*loop)->RunOnce(absl::Milliseconds(20));
+  EXPECT_EQ(accepted, 1);
+  EXPECT_FALSE(acceptor.starved());
+  EXPECT_EQ(changes, (std::vector<bool>{true, false}));
+  close(client);
+}
+
+// A listener that keeps a descriptor in reserve (the metrics port) gives it up on EMFILE and
+// accepts at once instead of pausing.
+TEST(AcceptLoopTest, ReserveDescriptorIsReleasedOnEmfile) {
+  auto loop = EventLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  auto listen_fd = ListenTcp(HostPort{"127.0.0.1", 0}, "test");
+  ASSERT_TRUE(listen_fd.ok()) << listen_fd.status();
+  bool reserve_held = true;
+  int accepted = 0;
+  AcceptLoop::Options options;
+  options.accept = [&](int fd, sockaddr* peer, socklen_t* len) {
+    if (reserve_held) {
+      errno = EMFILE;
+      return -1;
+    }
+    return accept4(fd, peer, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  };
+  options.release_reserve = [&] {
+    bool had = reserve_held;
+    reserve_held = false;
+    return had;
+  };
+  AcceptLoop acceptor(**loop, listen_fd->get(), options,
+                      [&](UniqueFd, const sockaddr_storage&, socklen_t) { ++accepted; });
+  ASSERT_TRUE(acceptor.Start().ok());
+  int client = ConnectTo(LocalOf(listen_fd->get()).port);
+  ASSERT_GE(client, 0);
+  for (int i = 0; i < 100 && accepted == 0; ++i) (*loop)->RunOnce(absl::Milliseconds(20));
+  EXPECT_EQ(accepted, 1);
+  EXPECT_EQ(acceptor.pauses(), 0u);
+  EXPECT_FALSE(acceptor.starved());
   close(client);
 }
 
