@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -129,6 +130,8 @@ class SilentServer final : public LoopbackServer {
 class PreauthTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // A refused ssh closes its stdin pipe, a closed TLS socket its write side: report, not die.
+    signal(SIGPIPE, SIG_IGN);
     key_ = MakeKey(dir_, "user_key");
     WriteFile(dir_.File("authorized_keys"), key_.public_line + "\n");
   }
@@ -167,10 +170,12 @@ TEST_F(PreauthTest, Item3WebConnectionsDoNotHoldSshStartupSlots) {
   constexpr int kWeb = 8;
   std::vector<std::unique_ptr<WebClient>> web;
   for (int i = 0; i < kWeb; ++i) {
-    web.push_back(std::make_unique<WebClient>(tls_port_));
-    ASSERT_TRUE(web.back()->connected()) << "web connection " << i << "\n" << agent_->Log();
-    ASSERT_TRUE(web.back()->Get()) << "web connection " << i << "\n" << agent_->Log();
+    auto client = std::make_unique<WebClient>(tls_port_);
+    // Before the fix the fifth is dropped at accept; the four others hold every slot.
+    EXPECT_TRUE(client->connected()) << "web connection " << i;
+    if (client->connected() && client->Get()) web.push_back(std::move(client));
   }
+  EXPECT_EQ(web.size(), static_cast<size_t>(kWeb)) << agent_->Log();
   // They keep asking while ssh logs in.
   std::atomic<bool> stop{false};
   std::atomic<int> failed{0};
