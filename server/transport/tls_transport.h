@@ -39,9 +39,10 @@ struct TlsTransportOptions {
   // Web-looking connections (nginx imitation or backend relay), total and per source.
   int web_max_connections = 256;
   int web_per_source_max_connections = 10;
-  absl::Duration web_lifetime = absl::Minutes(5);     // from the web decision on, busy or not
-  absl::Duration web_idle_timeout = absl::Minutes(1);  // no byte either way (backend relay;
-                                                       // caps the imitation's keep-alive too)
+  absl::Duration web_lifetime = absl::Minutes(5);  // from the web decision on, busy or not
+  // Backend relay: no byte either way for this long closes it; also caps the imitation's
+  // keep-alive wait (otherwise stealth_timeout).
+  absl::Duration web_idle_timeout = absl::Minutes(1);
   // A connection turned away by a budget: "tls_handshakes" or "web_connections" (a metric).
   std::function<void(std::string_view budget)> on_refused;
 };

@@ -201,6 +201,28 @@ TEST_F(PreauthTest, Item3WebConnectionsDoNotHoldSshStartupSlots) {
   EXPECT_THAT(agent_->Log(), Not(HasSubstr("reason=max-startups")));
 }
 
+// Item 3: an SSH client over TLS takes its max_startups slot at its banner: a full pool refuses
+// it there (the TLS handshake itself was not counted), and it gets in once a slot frees up.
+TEST_F(PreauthTest, Item3TlsSshClientTakesItsStartupSlotAtTheBanner) {
+  StartAgent({"--max-startups", "1", "--per-source-max-startups", "1"});
+  int silent = ConnectTcp(agent_->port());  // a plain SSH client that never authenticates
+  ASSERT_GE(silent, 0);
+  EchoServer echo;
+  std::vector<std::string> argv = SshOverTls();
+  argv.insert(argv.end(), {"-W", Loopback(echo.port()), "127.0.0.1"});
+  CommandResult refused = RunCommand(argv, "refused\n");
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_TRUE(agent_->WaitForLog("transport=tls reason=max-startups")) << agent_->Log();
+  close(silent);
+  CommandResult admitted;
+  auto deadline = Clock::now() + std::chrono::seconds(20);
+  do {
+    admitted = RunCommand(argv, "admitted\n");
+  } while (admitted.exit_code != 0 && Clock::now() < deadline);
+  EXPECT_EQ(admitted.exit_code, 0) << admitted.err << agent_->Log();
+  EXPECT_EQ(admitted.out, "admitted\n");
+}
+
 // Item 3: the nginx imitation cannot keep a connection forever by asking again and again.
 TEST_F(PreauthTest, Item3WebConnectionClosedAtLifetimeWhileBusy) {
   StartAgent({"--stealth-timeout", "5s", "--web-lifetime", "2s"});
