@@ -44,6 +44,16 @@ absl::Status ValidateTls(const AgentConfig& config) {
         "tls.stealth (--stealth) is set to true but no listener is tls:// "
         "(add --listen tls://HOST:PORT or drop --stealth)");
   }
+  if (tls.per_source_max_handshakes > tls.max_handshakes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tls.per_source_max_handshakes (", tls.per_source_max_handshakes,
+                     ") must not exceed tls.max_handshakes (", tls.max_handshakes, ")"));
+  }
+  if (tls.web_per_source_max_connections > tls.web_max_connections) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tls.web_per_source_max_connections (", tls.web_per_source_max_connections,
+        ") must not exceed tls.web_max_connections (", tls.web_max_connections, ")"));
+  }
   if (tls.cert.empty() != tls.key.empty()) {
     return absl::InvalidArgumentError(
         "tls.cert (--tls-cert) and tls.key (--tls-key) must be given together");
@@ -150,6 +160,13 @@ absl::Status Validate(const AgentConfig& config) {
            IntCheck{"limits.max_sessions", limits.max_sessions, kMaxSessionsRange},
            IntCheck{"limits.max_channels_per_session", limits.max_channels_per_session,
                     kMaxChannelsPerSessionRange},
+           IntCheck{"tls.max_handshakes", config.tls.max_handshakes, kTlsConnectionCapRange},
+           IntCheck{"tls.per_source_max_handshakes", config.tls.per_source_max_handshakes,
+                    kTlsConnectionCapRange},
+           IntCheck{"tls.web_max_connections", config.tls.web_max_connections,
+                    kTlsConnectionCapRange},
+           IntCheck{"tls.web_per_source_max_connections",
+                    config.tls.web_per_source_max_connections, kTlsConnectionCapRange},
        }) {
     if (absl::Status status = CheckRange(check.value, check.range); !status.ok()) {
       return FieldError(check.field, status);
@@ -165,6 +182,9 @@ absl::Status Validate(const AgentConfig& config) {
            DurationCheck{"limits.login_grace_time", limits.login_grace_time, kLoginGraceTimeRange},
            DurationCheck{"limits.connect_timeout", limits.connect_timeout, kConnectTimeoutRange},
            DurationCheck{"limits.shutdown_grace", limits.shutdown_grace, kShutdownGraceRange},
+           DurationCheck{"tls.web_lifetime", config.tls.web_lifetime, kWebLifetimeRange},
+           DurationCheck{"tls.web_idle_timeout", config.tls.web_idle_timeout,
+                         kWebIdleTimeoutRange},
        }) {
     if (absl::Status status = CheckRange(check.value, check.range); !status.ok()) {
       return FieldError(check.field, status);

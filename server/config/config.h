@@ -40,6 +40,17 @@ struct TlsConfig {
   bool stealth_enabled() const { return stealth.value_or(true); }
   absl::Duration stealth_timeout = absl::Seconds(10);  // wait this long for an SSH banner
   std::string stealth_backend;  // http://host:port to proxy non-SSH traffic to; empty: 404
+  // Before the first bytes decide SSH or web (TLS handshake + banner wait): its own budget,
+  // so it never holds a max_startups slot. IPv6 sources count per /64.
+  int max_handshakes = 200;
+  int per_source_max_handshakes = 10;
+  // Web-looking connections (nginx imitation, stealth-backend relay): their own budget, never
+  // a max_startups slot; closed after web_lifetime however busy, and the backend relay after
+  // web_idle_timeout without a byte either way.
+  int web_max_connections = 256;
+  int web_per_source_max_connections = 10;
+  absl::Duration web_lifetime = absl::Minutes(5);
+  absl::Duration web_idle_timeout = absl::Minutes(1);
   bool operator==(const TlsConfig&) const = default;
 };
 
@@ -134,6 +145,7 @@ inline constexpr IntRange kMaxStartupsRange{1, 100000};
 inline constexpr IntRange kPerSourceMaxStartupsRange{1, 100000};
 inline constexpr IntRange kMaxSessionsRange{0, 1000000};
 inline constexpr IntRange kMaxChannelsPerSessionRange{1, 100000};
+inline constexpr IntRange kTlsConnectionCapRange{1, 100000};  // tls.*max_handshakes, web_*
 
 struct DurationRange {
   absl::Duration min;
@@ -145,6 +157,8 @@ inline constexpr DurationRange kConnectTimeoutRange{absl::ZeroDuration(), true, 
 inline constexpr DurationRange kShutdownGraceRange{absl::ZeroDuration(), false, absl::Hours(1)};
 inline constexpr DurationRange kCertificateClockSkewRange{absl::ZeroDuration(), false, absl::Hours(1)};
 inline constexpr DurationRange kStealthTimeoutRange{absl::ZeroDuration(), true, absl::Minutes(5)};
+inline constexpr DurationRange kWebLifetimeRange{absl::ZeroDuration(), true, absl::Hours(24)};
+inline constexpr DurationRange kWebIdleTimeoutRange{absl::ZeroDuration(), true, absl::Hours(1)};
 
 // Range checks; errors read "'<value>' is out of range (...)" without a field name.
 absl::Status CheckRange(int value, IntRange range);

@@ -248,8 +248,8 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 33>& Table() {
-  static const std::array<FieldDef, 33> table = {{
+const std::array<FieldDef, 39>& Table() {
+  static const std::array<FieldDef, 39> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
@@ -371,6 +371,31 @@ const std::array<FieldDef, 33>& Table() {
       {{"tls.stealth_backend", "--stealth-backend", FieldKind::kScalar,
         "http://host:port to proxy non-SSH TLS traffic to instead of the 404 (default none)"},
        ALKNET_OPTIONAL_PATH_FIELD(tls.stealth_backend)},
+      {{"tls.max_handshakes", "--tls-max-handshakes", FieldKind::kScalar,
+        "TLS connections not yet known as SSH or web (handshake, banner wait) across all "
+        "sources, 1..100000 (default 200)"},
+       ALKNET_INT_FIELD(tls.max_handshakes, kTlsConnectionCapRange)},
+      {{"tls.per_source_max_handshakes", "--tls-per-source-max-handshakes", FieldKind::kScalar,
+        "such TLS connections from one source IP (IPv6: one /64), 1..100000 and <= "
+        "max_handshakes (default 10)"},
+       ALKNET_INT_FIELD(tls.per_source_max_handshakes, kTlsConnectionCapRange)},
+      {{"tls.web_max_connections", "--web-max-connections", FieldKind::kScalar,
+        "web-looking TLS connections (404 imitation or stealth backend) across all sources, "
+        "1..100000 (default 256)"},
+       ALKNET_INT_FIELD(tls.web_max_connections, kTlsConnectionCapRange)},
+      {{"tls.web_per_source_max_connections", "--web-per-source-max-connections",
+        FieldKind::kScalar,
+        "web-looking TLS connections from one source IP (IPv6: one /64), 1..100000 and <= "
+        "web_max_connections (default 10)"},
+       ALKNET_INT_FIELD(tls.web_per_source_max_connections, kTlsConnectionCapRange)},
+      {{"tls.web_lifetime", "--web-lifetime", FieldKind::kScalar,
+        "a web-looking TLS connection is closed this long after it started, busy or not, "
+        ">0 and <=24h (default 5m)"},
+       ALKNET_DURATION_FIELD(tls.web_lifetime, kWebLifetimeRange)},
+      {{"tls.web_idle_timeout", "--web-idle-timeout", FieldKind::kScalar,
+        "a web-looking TLS connection with no byte either way for this long is closed, "
+        ">0 and <=1h (default 1m)"},
+       ALKNET_DURATION_FIELD(tls.web_idle_timeout, kWebIdleTimeoutRange)},
       {{"metrics.listen", "--metrics-listen", FieldKind::kScalar,
         "host:port of /metrics, /healthz and /readyz, or off (default 127.0.0.1:9464)"},
        ALKNET_OFF_OR_ADDRESS_FIELD(metrics.listen)},

@@ -104,6 +104,7 @@ absl::Status ServerEngine::Start() {
     if (worker_heartbeat_test_hook_) {
       (*worker)->SetHeartbeatTestHook([hook = worker_heartbeat_test_hook_, i] { hook(i); });
     }
+    (*worker)->SetLateAdmission([this](const StreamInfo& info) { return AdmitStartup(info); });
     workers_.push_back(*std::move(worker));
   }
   for (auto& worker : workers_) worker->StartThread();
@@ -163,6 +164,16 @@ absl::StatusOr<ServerTransport*> ServerEngine::TransportFor(const EndpointUrl& u
     options.stealth = tls.stealth_enabled();
     options.stealth_timeout = tls.stealth_timeout;
     options.handshake_timeout = std::min(tls.stealth_timeout, config_.limits.login_grace_time);
+    options.max_handshakes = tls.max_handshakes;
+    options.per_source_max_handshakes = tls.per_source_max_handshakes;
+    options.web_max_connections = tls.web_max_connections;
+    options.web_per_source_max_connections = tls.web_per_source_max_connections;
+    options.web_lifetime = tls.web_lifetime;
+    options.web_idle_timeout = tls.web_idle_timeout;
+    options.on_refused = [this](std::string_view budget) {
+      metrics_.Rejected(budget == "web_connections" ? RejectReason::kWebConnections
+                                                    : RejectReason::kTlsHandshakes);
+    };
     if (!tls.stealth_backend.empty()) {
       std::string_view backend = tls.stealth_backend;
       backend.remove_prefix(std::string_view("http://").size());
@@ -187,17 +198,12 @@ void ServerEngine::OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& trans
                   {"reason", "max-sessions"}});
     return;
   }
-  StartupVerdict verdict;
-  std::unique_ptr<StartupTicket> ticket = limiter_.TryAdmit(info.peer.ip, &verdict);
-  if (ticket == nullptr) {
-    metrics_.Rejected(verdict == StartupVerdict::kGlobalLimit ? RejectReason::kMaxStartups
-                                                              : RejectReason::kPerSourceMaxStartups);
-    // Dropped before any SSH byte, like sshd past MaxStartups.
-    logger_.Warn("engine", "connection refused",
-                 {{"src", info.peer.ip}, {"port", absl::StrCat(info.peer.port)},
-                  {"reason", verdict == StartupVerdict::kGlobalLimit ? "max-startups"
-                                                                      : "per-source-max-startups"}});
-    return;
+  // TLS takes its slot at the SSH banner (its handshake and banner wait have their own budget,
+  // so web-looking traffic never holds one).
+  std::unique_ptr<StartupTicket> ticket;
+  if (transport.startup_slot_at_accept()) {
+    ticket = AdmitStartup(info);
+    if (ticket == nullptr) return;
   }
   // Least-loaded worker, ties broken round-robin.
   size_t best = next_worker_++ % workers_.size();
@@ -205,6 +211,21 @@ void ServerEngine::OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& trans
     if (workers_[i]->session_count() < workers_[best]->session_count()) best = i;
   }
   workers_[best]->Adopt(std::move(fd), std::move(info), transport, std::move(ticket));
+}
+
+std::unique_ptr<StartupTicket> ServerEngine::AdmitStartup(const StreamInfo& info) {
+  StartupVerdict verdict;
+  std::unique_ptr<StartupTicket> ticket = limiter_.TryAdmit(info.peer.ip, &verdict);
+  if (ticket != nullptr) return ticket;
+  metrics_.Rejected(verdict == StartupVerdict::kGlobalLimit ? RejectReason::kMaxStartups
+                                                            : RejectReason::kPerSourceMaxStartups);
+  // Dropped before any SSH byte, like sshd past MaxStartups.
+  logger_.Warn("engine", "connection refused",
+               {{"src", info.peer.ip}, {"port", absl::StrCat(info.peer.port)},
+                {"transport", info.transport},
+                {"reason", verdict == StartupVerdict::kGlobalLimit ? "max-startups"
+                                                                    : "per-source-max-startups"}});
+  return nullptr;
 }
 
 void ServerEngine::Shutdown(absl::Duration grace) {

@@ -78,6 +78,9 @@ class ServerEngine {
 
  private:
   void OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& transport);
+  // A max_startups slot for `info`'s source, or nullptr after counting and logging the refusal.
+  // Thread-safe: the acceptor calls it at accept, workers when a TLS stream turns out SSH.
+  std::unique_ptr<StartupTicket> AdmitStartup(const StreamInfo& info);
   // The transport for a listener's scheme (tcp, tls), creating the TLS one on first use.
   absl::StatusOr<ServerTransport*> TransportFor(const EndpointUrl& url);
 

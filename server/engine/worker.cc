@@ -105,7 +105,17 @@ void Worker::Adopt(UniqueFd fd, StreamInfo info, ServerTransport& transport,
                                          {{"error", std::string(stream.status().message())}});
                             return;
                           }
-                          StartSession(*std::move(stream), shared_ticket);
+                          std::shared_ptr<StartupTicket> ticket = shared_ticket;
+                          if (ticket == nullptr) {
+                            // The transport took no slot at accept: the SSH banner is here
+                            // now. Refused: dropping the stream closes the connection.
+                            if (!late_admission_) {
+                              ticket = std::make_shared<StartupTicket>(nullptr, "");
+                            } else if (!(ticket = late_admission_(stream->info))) {
+                              return;
+                            }
+                          }
+                          StartSession(*std::move(stream), std::move(ticket));
                         });
   });
 }

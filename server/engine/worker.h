@@ -57,6 +57,10 @@ class Worker {
   void SetAdminSocketPath(std::string path) { environment_.admin_socket_path = std::move(path); }
   // Before StartThread: trusted user CAs and revocations for certificate and key checks.
   void SetTrustStores(const auth::TrustStores* trust) { environment_.trust = trust; }
+  // Before StartThread: takes the pre-auth slot (max_startups) of a stream whose transport
+  // took none at accept (TLS: at the SSH banner); nullptr refuses it (the callee logs why).
+  using LateAdmission = std::function<std::unique_ptr<StartupTicket>(const StreamInfo&)>;
+  void SetLateAdmission(LateAdmission admit) { late_admission_ = std::move(admit); }
 
   // Tests only, before StartThread: see LoopHeartbeat::SetTestHook.
   void SetHeartbeatTestHook(std::function<void()> hook) { heartbeat_.SetTestHook(std::move(hook)); }
@@ -81,6 +85,7 @@ class Worker {
   OutboundConnector connector_;
   SessionEnvironment environment_;
   absl::flat_hash_map<SshServerSession*, std::unique_ptr<SshServerSession>> sessions_;
+  LateAdmission late_admission_;
   bool shutting_down_ = false;
   std::atomic<int> session_count_{0};
   LoopHeartbeat heartbeat_;

@@ -24,7 +24,8 @@ constexpr std::array<std::string_view, static_cast<size_t>(RejectReason::kCount)
     "max_startups",          "per_source_max_startups", "max_sessions",
     "login_grace_timeout",   "too_many_auth_attempts",  "too_many_channels",
     "port_forwarding_disabled", "permitopen",           "reserved_destination",
-    "key_revoked",           "shutting_down",           "permitlisten"};
+    "key_revoked",           "shutting_down",           "permitlisten",
+    "tls_handshakes",        "web_connections"};
 
 const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
   static const prometheus::Histogram::BucketBoundaries buckets = {

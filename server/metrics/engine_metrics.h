@@ -35,7 +35,10 @@ enum class Direction { kUpstream = 0, kDownstream, kCount };  // client->target,
 enum class RejectReason {
   kMaxStartups = 0, kPerSourceMaxStartups, kMaxSessions, kLoginGraceTimeout, kTooManyAuthAttempts,
   kTooManyChannels, kPortForwardingDisabled, kPermitOpen, kReservedDestination, kKeyRevoked,
-  kShuttingDown, kPermitListen, kCount
+  kShuttingDown, kPermitListen,
+  kTlsHandshakes,   // tls:// before the SSH/web decision: tls.max_handshakes (or per source)
+  kWebConnections,  // tls:// web-looking: tls.web_max_connections (or per source)
+  kCount
 };
 
 std::string_view RejectReasonName(RejectReason reason);

@@ -103,6 +103,7 @@ TlsRelay::State TlsRelay::Pump() {
       ssize_t n = send(plain_fd_, to_plain_.data(), to_plain_.size(), MSG_NOSIGNAL);
       if (n > 0) {
         to_plain_.erase(0, static_cast<size_t>(n));
+        moved_ += static_cast<uint64_t>(n);
         progress = true;
       } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
         return state_ = State::kFailed;
@@ -118,6 +119,7 @@ TlsRelay::State TlsRelay::Pump() {
           if (errno != EAGAIN && errno != EINTR) return state_ = State::kFailed;
           n = 0;
         }
+        moved_ += static_cast<uint64_t>(n);
         if (static_cast<size_t>(n) < got) {
           to_plain_.assign(buffer + n, got - static_cast<size_t>(n));
         }
@@ -147,6 +149,7 @@ TlsRelay::State TlsRelay::Pump() {
       if (!Write(to_tls_.data(), to_tls_.size(), &n)) return state_ = State::kFailed;
       if (n > 0) {
         to_tls_.erase(0, static_cast<size_t>(n));
+        moved_ += static_cast<uint64_t>(n);
         progress = true;
       }
     }
@@ -156,6 +159,7 @@ TlsRelay::State TlsRelay::Pump() {
         progress = true;
         int written = 0;
         if (!Write(buffer, static_cast<size_t>(n), &written)) return state_ = State::kFailed;
+        moved_ += static_cast<uint64_t>(written);
         if (written < n) to_tls_.assign(buffer + written, static_cast<size_t>(n - written));
       } else if (n == 0) {
         plain_eof_ = true;

@@ -52,6 +52,8 @@ class TlsRelay {
   // One side has closed and its close went on; the other may still be sending.
   bool half_closed() const { return tls_shut_ || plain_shut_; }
   const std::string& error() const { return error_; }
+  // Bytes delivered so far, both directions (an owner's idle check compares it over time).
+  uint64_t moved() const { return moved_; }
 
  private:
   TlsIo Read(char* buffer, size_t size, int* n);
@@ -62,6 +64,7 @@ class TlsRelay {
   int plain_fd_ = -1;
   State state_ = State::kRunning;
   std::string error_;
+  uint64_t moved_ = 0;
   std::string to_plain_;  // unsent tail towards the plain side (<= one chunk)
   std::string to_tls_;    // unsent tail towards the TLS peer (<= one chunk)
   bool tls_eof_ = false;

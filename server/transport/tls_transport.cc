@@ -9,6 +9,7 @@
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -38,9 +39,11 @@ class TlsConnection final : public FdHandler {
  public:
   using Done = std::function<void(absl::StatusOr<ConnectedStream>)>;
 
-  TlsConnection(TlsTransport& transport, EventLoop& loop, UniqueFd fd, StreamInfo info, Done done)
+  TlsConnection(TlsTransport& transport, EventLoop& loop, UniqueFd fd, StreamInfo info, Done done,
+                std::unique_ptr<BudgetTicket> ticket)
       : transport_(transport), options_(transport.options_), loop_(loop), fd_(std::move(fd)),
-        info_(std::move(info)), done_(std::move(done)), plain_side_(this) {}
+        info_(std::move(info)), done_(std::move(done)), ticket_(std::move(ticket)),
+        plain_side_(this) {}
 
   ~TlsConnection() override {
     // Never touches the loop: by now it is either running deferred deletes or gone.
@@ -114,6 +117,10 @@ class TlsConnection final : public FdHandler {
   void CancelTimer() {
     if (timer_ != 0) loop_.CancelTimer(timer_);
     timer_ = 0;
+  }
+  void CancelTimer(EventLoop::TimerId& timer) {
+    if (timer != 0) loop_.CancelTimer(timer);
+    timer = 0;
   }
 
   // ---- TLS I/O ----
@@ -208,6 +215,9 @@ class TlsConnection final : public FdHandler {
     phase_ = Phase::kRelay;
     relay_.Start(ssl_, plain_fd_.get(), std::move(inbuf_));  // the banner (and what followed) first
     inbuf_.clear();
+    // The handshake slot goes back; the engine takes a max_startups slot for the SSH session
+    // (or refuses it, closing the other end, which ends this relay).
+    ticket_.reset();
     Done done = std::move(done_);
     done_ = nullptr;
     done(ConnectedStream{std::move(engine_end), info_});
@@ -222,6 +232,10 @@ class TlsConnection final : public FdHandler {
       Teardown();
       return;
     }
+    if (web_ && relay_.moved() != moved_seen_) {
+      moved_seen_ = relay_.moved();
+      last_active_ = absl::Now();
+    }
     if (relay_.half_closed() && timer_ == 0) ArmTimer(kHalfClosedLimit);
     SetTlsInterest(relay_.tls_interest());
     SetPlainInterest(relay_.plain_interest());
@@ -233,11 +247,51 @@ class TlsConnection final : public FdHandler {
     transport_.logger_.Debug("tls", "not an ssh client; answering as a web server",
                              {{"src", info_.peer.ip},
                               {"to", options_.stealth_backend ? "backend" : "nginx-404"}});
+    if (!EnterWeb()) return;
     if (options_.stealth_backend) {
       StartBackend();
       return;
     }
     StartEmulator();
+  }
+
+  // From the handshake budget to the web budget (a full web budget closes the connection, as
+  // a web server out of connections would), and the web lifetime starts.
+  bool EnterWeb() {
+    ticket_.reset();
+    ticket_ = transport_.Admit(transport_.web_, "web_connections", info_);
+    if (ticket_ == nullptr) {
+      Teardown();
+      return false;
+    }
+    web_ = true;
+    lifetime_timer_ = loop_.AddTimer(options_.web_lifetime, [this] {
+      lifetime_timer_ = 0;
+      OnLifetimeOver();
+    });
+    return true;
+  }
+
+  // The web lifetime is over: nginx's keepalive_time ends an idle keep-alive connection with
+  // close_notify; anything busier (mid-request, backend relay) just closes.
+  void OnLifetimeOver() {
+    switch (phase_) {
+      case Phase::kHttp:
+        if (http_ != nullptr && http_->idle() && out_.empty()) {
+          CloseNotifyAndLinger();
+        } else {
+          Teardown();
+        }
+        return;
+      case Phase::kLinger: return;  // already closing, bounded by kLinger
+      default: Teardown(); return;
+    }
+  }
+
+  // The nginx imitation's keep-alive / header wait: stealth_timeout (nginx's timeouts), never
+  // longer than the web idle timeout.
+  absl::Duration HttpIdle() const {
+    return std::min(options_.stealth_timeout, options_.web_idle_timeout);
   }
 
   void StartEmulator() {
@@ -249,7 +303,7 @@ class TlsConnection final : public FdHandler {
       close_after_out_ = true;
     }
     inbuf_.clear();
-    if (http_->TakeResponded()) ArmTimer(options_.stealth_timeout);  // keepalive_timeout
+    if (http_->TakeResponded()) ArmTimer(HttpIdle());  // keepalive_timeout
     HttpPump();
   }
 
@@ -276,7 +330,7 @@ class TlsConnection final : public FdHandler {
               stealth::NginxEmulator::Next::kCloseAfterWrite) {
             close_after_out_ = true;
           }
-          if (http_->TakeResponded() && !close_after_out_) ArmTimer(options_.stealth_timeout);
+          if (http_->TakeResponded() && !close_after_out_) ArmTimer(HttpIdle());
           continue;
         case Io::kWantRead: SetTlsInterest(EPOLLIN); return;
         case Io::kWantWrite: SetTlsInterest(EPOLLOUT); return;
@@ -320,7 +374,26 @@ class TlsConnection final : public FdHandler {
     phase_ = Phase::kRelay;
     relay_.Start(ssl_, plain_fd_.get(), std::move(inbuf_));  // what the client sent goes first
     inbuf_.clear();
+    moved_seen_ = relay_.moved();
+    last_active_ = absl::Now();
+    ArmIdleTimer(options_.web_idle_timeout);
     Pump();
+  }
+
+  // The backend relay's idle timeout: re-armed lazily from the last time bytes moved.
+  void ArmIdleTimer(absl::Duration after) {
+    idle_timer_ = loop_.AddTimer(after, [this] {
+      idle_timer_ = 0;
+      if (phase_ != Phase::kRelay) return;
+      absl::Duration left = last_active_ + options_.web_idle_timeout - absl::Now();
+      if (left > absl::ZeroDuration()) {
+        ArmIdleTimer(left);
+        return;
+      }
+      transport_.logger_.Debug("tls", "stealth backend relay idle; closing",
+                               {{"src", info_.peer.ip}});
+      Teardown();
+    });
   }
 
   void BackendFailed(std::string_view what) {
@@ -338,6 +411,7 @@ class TlsConnection final : public FdHandler {
         // What nginx would have made of these bytes: a partial "SSH-2.0-..." is a 400 for it,
         // a partial request line a close without a word; nothing at all ends like an idle
         // keep-alive connection (close_notify).
+        if (!EnterWeb()) return;
         if (options_.stealth_backend) {
           StartBackend();
           return;
@@ -390,11 +464,14 @@ class TlsConnection final : public FdHandler {
     if (phase_ == Phase::kDone) return;
     phase_ = Phase::kDone;
     CancelTimer();
+    CancelTimer(lifetime_timer_);
+    CancelTimer(idle_timer_);
     SetTlsInterest(0);
     SetPlainInterest(0);
     plain_fd_.reset();
     fd_.reset();
-    done_ = nullptr;  // gives back the startup slot of a client that never reached SSH
+    done_ = nullptr;
+    ticket_.reset();  // the handshake or web slot
     transport_.Forget(this);
     loop_.DeleteLater(std::unique_ptr<TlsConnection>(this));
   }
@@ -411,6 +488,12 @@ class TlsConnection final : public FdHandler {
   uint32_t tls_events_ = 0;
   std::string last_error_;
   std::string inbuf_;  // bytes read before the decision
+  std::unique_ptr<BudgetTicket> ticket_;  // handshake slot, then web slot; none once SSH
+  bool web_ = false;                      // decided: web (imitation or backend relay)
+  EventLoop::TimerId lifetime_timer_ = 0;  // web_lifetime
+  EventLoop::TimerId idle_timer_ = 0;      // backend relay: web_idle_timeout
+  uint64_t moved_seen_ = 0;                // relay_.moved() when last looked at
+  absl::Time last_active_;                 // when the backend relay last moved a byte
 
   // Relay (SSH socketpair or backend socket).
   UniqueFd plain_fd_;
@@ -468,13 +551,30 @@ void TlsTransport::Forget(TlsConnection* connection) {
   live_.erase(connection);
 }
 
+std::unique_ptr<BudgetTicket> TlsTransport::Admit(ConnectionBudget& budget, std::string_view name,
+                                                  const StreamInfo& info) {
+  BudgetVerdict verdict;
+  std::unique_ptr<BudgetTicket> ticket = budget.TryAdmit(info.peer.ip, &verdict);
+  if (ticket != nullptr) return ticket;
+  // Debug only: a flood of these must not flood the log; the metric counts them.
+  std::string reason(name);
+  std::replace(reason.begin(), reason.end(), '_', '-');
+  if (verdict == BudgetVerdict::kSourceLimit) reason = absl::StrCat("per-source-", reason);
+  logger_.Debug("tls", "connection refused", {{"src", info.peer.ip}, {"reason", reason}});
+  if (options_.on_refused) options_.on_refused(name);
+  return nullptr;
+}
+
 void TlsTransport::Establish(EventLoop& loop, UniqueFd accepted, StreamInfo info,
                              std::function<void(absl::StatusOr<ConnectedStream>)> done) {
+  // Handshake and banner wait have their own budget; a full one closes before any TLS byte.
+  std::unique_ptr<BudgetTicket> ticket = Admit(handshakes_, "tls_handshakes", info);
+  if (ticket == nullptr) return;
   int one = 1;
   setsockopt(accepted.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   setsockopt(accepted.get(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
   auto* connection = new TlsConnection(*this, loop, std::move(accepted), std::move(info),
-                                       std::move(done));
+                                       std::move(done), std::move(ticket));
   {
     absl::MutexLock lock(&mu_);
     live_.insert(connection);

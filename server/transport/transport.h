@@ -27,11 +27,17 @@ struct ConnectedStream {
 };
 
 // Turns an accepted connection into a ConnectedStream on the worker loop that will own the
-// SSH session (a TLS transport handshakes there). `done` runs on that loop exactly once.
+// SSH session (a TLS transport handshakes there). `done` runs on that loop at most once: with
+// the stream, or with an error for a failed handshake; a connection that never turns out to be
+// SSH (TLS stealth: web traffic, a full budget) ends without calling it.
 class ServerTransport {
  public:
   virtual ~ServerTransport() = default;
   virtual std::string_view name() const = 0;
+  // True: the engine takes the pre-auth slot (max_startups) at accept. False: only when `done`
+  // hands over the stream (TLS: at the client's SSH banner); until then the transport bounds
+  // the connection itself.
+  virtual bool startup_slot_at_accept() const { return true; }
   virtual void Establish(EventLoop& loop, UniqueFd accepted, StreamInfo info,
                          std::function<void(absl::StatusOr<ConnectedStream>)> done) = 0;
 };

@@ -99,7 +99,7 @@ TEST(SchemaTest, EveryFieldHasUniquePathFlagAndHelp) {
     EXPECT_EQ(FindFieldByYamlPath(field.yaml_path), &field);
     EXPECT_EQ(FindFieldByFlag(field.flag), &field);
   }
-  EXPECT_EQ(Fields().size(), 33u);
+  EXPECT_EQ(Fields().size(), 39u);
   EXPECT_EQ(FindFieldByYamlPath("limits"), nullptr);
   EXPECT_EQ(FindFieldByFlag("--config"), nullptr);
 }
@@ -552,6 +552,12 @@ TEST(ToYamlTest, RendersTheSchemaLayout) {
             "  stealth: auto\n"
             "  stealth_timeout: 10s\n"
             "  stealth_backend: \"\"\n"
+            "  max_handshakes: 200\n"
+            "  per_source_max_handshakes: 10\n"
+            "  web_max_connections: 256\n"
+            "  web_per_source_max_connections: 10\n"
+            "  web_lifetime: 5m\n"
+            "  web_idle_timeout: 1m\n"
             "metrics:\n"
             "  listen: 127.0.0.1:9464\n"
             "  key_labels: []\n"
@@ -719,6 +725,17 @@ INSTANTIATE_TEST_SUITE_P(
                      [](AgentConfig& c) { c.limits.per_source_max_startups = 501; },
                      "limits.per_source_max_startups (501) must not exceed limits.max_startups "
                      "(500)"},
+        ValidateCase{"TlsPerSourceHandshakesAboveMax",
+                     [](AgentConfig& c) { c.tls.per_source_max_handshakes = 201; },
+                     "tls.per_source_max_handshakes (201) must not exceed tls.max_handshakes "
+                     "(200)"},
+        ValidateCase{"WebPerSourceAboveMax",
+                     [](AgentConfig& c) { c.tls.web_per_source_max_connections = 300; },
+                     "tls.web_per_source_max_connections (300) must not exceed "
+                     "tls.web_max_connections (256)"},
+        ValidateCase{"WebLifetimeZero",
+                     [](AgentConfig& c) { c.tls.web_lifetime = absl::ZeroDuration(); },
+                     "tls.web_lifetime: '0s' is out of range (must be > 0s and <= 24h)"},
         ValidateCase{"NoListen", [](AgentConfig& c) { c.listen.clear(); },
                      "listen: no listen address"},
         ValidateCase{"DuplicateListen",
