@@ -248,8 +248,8 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 33>& Table() {
-  static const std::array<FieldDef, 33> table = {{
+const std::array<FieldDef, 34>& Table() {
+  static const std::array<FieldDef, 34> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
@@ -371,6 +371,28 @@ const std::array<FieldDef, 33>& Table() {
       {{"tls.stealth_backend", "--stealth-backend", FieldKind::kScalar,
         "http://host:port to proxy non-SSH TLS traffic to instead of the 404 (default none)"},
        ALKNET_OPTIONAL_PATH_FIELD(tls.stealth_backend)},
+      {{"tls.profile", "--tls-profile", FieldKind::kScalar,
+        "what the TLS handshake presents: nginx (a stock Debian nginx 1.22.1: its versions, "
+        "ciphers, order, extensions, tickets), modern (TLS 1.2+, ECDHE-AEAD only) or auto "
+        "(default auto: nginx with stealth on, modern with stealth off)"},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         if (v == "auto") {
+           c.tls.profile.reset();
+         } else if (v == "nginx") {
+           c.tls.profile = TlsProfile::kNginx;
+         } else if (v == "modern") {
+           c.tls.profile = TlsProfile::kModern;
+         } else {
+           return Bad(absl::StrCat("'", Shown(v), "' is not nginx, modern or auto"));
+         }
+         return absl::OkStatus();
+       },
+       nullptr,
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{!c.tls.profile                        ? "auto"
+                                         : *c.tls.profile == TlsProfile::kNginx ? "nginx"
+                                                                                : "modern"};
+       }},
       {{"metrics.listen", "--metrics-listen", FieldKind::kScalar,
         "host:port of /metrics, /healthz and /readyz, or off (default 127.0.0.1:9464)"},
        ALKNET_OFF_OR_ADDRESS_FIELD(metrics.listen)},

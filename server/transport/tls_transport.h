@@ -30,6 +30,7 @@ struct TlsTransportOptions {
   absl::Duration stealth_timeout = absl::Seconds(10);  // banner wait, HTTP header/keep-alive idle
   absl::Duration handshake_timeout = absl::Seconds(10);
   std::optional<HostPort> stealth_backend;  // plain HTTP server for non-SSH clients
+  TlsProfile profile = TlsProfile::kModern;  // what the handshake presents (tls_context.h)
 };
 
 class TlsConnection;
