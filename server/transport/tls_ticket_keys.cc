@@ -12,8 +12,9 @@
 namespace alknet {
 namespace {
 
-// OpenSSL's SSL_CTX_set_tlsext_ticket_key_evp_cb contract: 1 = key set up, 0 = no such key
-// (full handshake, new ticket), -1 = error. Encryption (enc = 1) fills name and IV.
+// OpenSSL's SSL_CTX_set_tlsext_ticket_key_evp_cb contract: 1 = key set up, 2 = set up and
+// renew the ticket, 0 = no such key (full handshake, new ticket), -1 = error. Encryption
+// (enc = 1) fills name and IV.
 int TicketKeyCallback(SSL* ssl, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
                       EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac, int enc) {
   auto* ring = static_cast<TicketKeyRing*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
@@ -39,7 +40,10 @@ int TicketKeyCallback(SSL* ssl, unsigned char key_name[16], unsigned char iv[EVP
   int ok = enc == 1
                ? EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key->aes.data(), iv)
                : EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key->aes.data(), iv);
-  return ok == 1 ? 1 : -1;
+  if (ok != 1) return -1;
+  // As OpenSSL's built-in keys: a TLS 1.3 resumption gets a new ticket (2 = renew), a TLS 1.2
+  // one keeps its ticket (1), whichever of the two keys opened it.
+  return enc != 1 && SSL_version(ssl) >= TLS1_3_VERSION ? 2 : 1;
 }
 
 }  // namespace

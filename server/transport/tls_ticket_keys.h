@@ -20,7 +20,8 @@ namespace alknet {
 // AES-256-CBC, HMAC-SHA256), so a ticket is as long as the one a stock OpenSSL server (nginx
 // without ssl_session_ticket_key) sends. A new key takes over every `rotation`; the previous one
 // still opens tickets until the next rotation, so a ticket (valid for the session timeout,
-// far shorter) is accepted for its whole life and nothing is renewed early.
+// far shorter) is accepted for its whole life. Renewal follows OpenSSL's own keys: a new ticket
+// after each TLS 1.3 resumption, none after a TLS 1.2 one.
 class TicketKeyRing {
  public:
   struct Key {
