@@ -433,7 +433,9 @@ class Commands {
          << "keys:        " << response.keys() << "\n"
          << "state file:  " << response.state_file() << "\n";
     for (const v1::Listener& listener : response.listeners()) {
-      out_ << "listener:    " << listener.kind() << " " << listener.address() << "\n";
+      out_ << "listener:    " << listener.kind() << " " << listener.address();
+      if (!listener.tls_profile().empty()) out_ << " (tls profile " << listener.tls_profile() << ")";
+      out_ << "\n";
     }
     return kExitOk;
   }

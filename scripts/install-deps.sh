@@ -4,7 +4,7 @@
 #   --test   everything in --build plus the peers the test suite runs against
 #            (OpenSSH client/server, curl, socat, ncat, python3 with grpcio for the admin
 #            API test, openssl for its test certificates, nginx as the reference for the
-#            TLS stealth answers, Prometheus/promtool
+#            TLS stealth answers and handshake, sslscan to scan both, Prometheus/promtool
 #            for the metrics and deploy/ checks, podman/buildah/runc/debootstrap to build and
 #            run the container image) and clang with its
 #            runtime libraries for the ASan/UBSan and libFuzzer builds; python3-yaml and
@@ -25,7 +25,7 @@ TEST_PACKAGES=(
   prometheus
   clang libclang-rt-14-dev
   python3-grpcio python3-protobuf openssl
-  nginx
+  nginx sslscan
   podman buildah runc debootstrap
   python3-yaml
 )

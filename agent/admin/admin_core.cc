@@ -243,7 +243,10 @@ absl::Status ApplyLimitsProto(const v1::Limits& limits, config::AgentConfig& con
 AdminCore::AdminCore(const config::AgentConfig& config, Options options, Logger& logger,
                      auth::KeyStore& keys)
     : options_(std::move(options)), logger_(logger), keys_(keys),
-      state_path_(StateFilePath(config.state_dir)), config_(config) {}
+      state_path_(StateFilePath(config.state_dir)),
+      tls_profile_(config.tls.effective_profile() == config::TlsProfile::kNginx ? "nginx"
+                                                                               : "modern"),
+      config_(config) {}
 
 absl::StatusOr<std::unique_ptr<AdminCore>> AdminCore::Open(const config::AgentConfig& config,
                                                            Options options, Logger& logger,
@@ -431,9 +434,9 @@ void AdminCore::Reload(const config::AgentConfig& config) {
     if (config.listen != config_.listen || config.host_keys != config_.host_keys ||
         config.workers != config_.workers || config.admin != config_.admin ||
         config.metrics != config_.metrics || config.state_dir != config_.state_dir ||
-        config.ssh != config_.ssh) {
-      logger_.Warn("agent", "SIGHUP: changed listeners, host keys, workers, metrics, admin or ssh "
-                            "algorithm settings take effect only after a restart");
+        config.ssh != config_.ssh || config.tls != config_.tls) {
+      logger_.Warn("agent", "SIGHUP: changed listeners, host keys, workers, metrics, admin, tls or "
+                            "ssh algorithm settings take effect only after a restart");
     }
     state::v1::State merged = state_;
     limits = MergeConfigLimits(config, merged);
@@ -948,6 +951,7 @@ v1::GetStatusResponse AdminCore::GetStatus() {
       v1::Listener& listener = *response.add_listeners();
       listener.set_kind("ssh");
       listener.set_address(url.ToString());
+      if (url.scheme == "tls") listener.set_tls_profile(tls_profile_);
     }
     if (std::string metrics = engine->metrics_url(); !metrics.empty()) {
       v1::Listener& listener = *response.add_listeners();

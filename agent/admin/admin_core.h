@@ -135,6 +135,7 @@ class AdminCore {
   const absl::Time started_ = absl::Now();
   UniqueFd lock_fd_;
   std::string state_path_;
+  const std::string tls_profile_;  // tls.profile in force (fixed at start, like the listeners)
 
   mutable absl::Mutex mu_;
   config::AgentConfig config_ ABSL_GUARDED_BY(mu_);  // limits = the limits in force

@@ -30,6 +30,8 @@ struct LogConfig {
   LogFormat format = LogFormat::kText;
 };
 
+enum class TlsProfile { kNginx, kModern };
+
 // TLS transport (tls:// listeners). Without cert/key a self-signed pair is made in state_dir.
 struct TlsConfig {
   std::string cert;            // PEM certificate chain; empty: <state_dir>/tls_cert.pem (generated)
@@ -51,6 +53,12 @@ struct TlsConfig {
   int web_per_source_max_connections = 10;
   absl::Duration web_lifetime = absl::Minutes(5);
   absl::Duration web_idle_timeout = absl::Minutes(1);
+  // What the TLS handshake presents: nginx (a stock Debian nginx 1.22.1) or modern (TLS 1.2+,
+  // ECDHE-AEAD only). Unset ("auto"): nginx when stealth is on, modern otherwise.
+  std::optional<TlsProfile> profile;
+  TlsProfile effective_profile() const {
+    return profile.value_or(stealth_enabled() ? TlsProfile::kNginx : TlsProfile::kModern);
+  }
   bool operator==(const TlsConfig&) const = default;
 };
 

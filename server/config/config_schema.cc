@@ -248,8 +248,8 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 39>& Table() {
-  static const std::array<FieldDef, 39> table = {{
+const std::array<FieldDef, 40>& Table() {
+  static const std::array<FieldDef, 40> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
@@ -396,6 +396,28 @@ const std::array<FieldDef, 39>& Table() {
         "a web-looking TLS connection with no byte either way for this long is closed, "
         ">0 and <=1h (default 1m)"},
        ALKNET_DURATION_FIELD(tls.web_idle_timeout, kWebIdleTimeoutRange)},
+      {{"tls.profile", "--tls-profile", FieldKind::kScalar,
+        "what the TLS handshake presents: nginx (a stock Debian nginx 1.22.1: its versions, "
+        "ciphers, order, extensions, tickets), modern (TLS 1.2+, ECDHE-AEAD only) or auto "
+        "(default auto: nginx with stealth on, modern with stealth off)"},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         if (v == "auto") {
+           c.tls.profile.reset();
+         } else if (v == "nginx") {
+           c.tls.profile = TlsProfile::kNginx;
+         } else if (v == "modern") {
+           c.tls.profile = TlsProfile::kModern;
+         } else {
+           return Bad(absl::StrCat("'", Shown(v), "' is not nginx, modern or auto"));
+         }
+         return absl::OkStatus();
+       },
+       nullptr,
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{!c.tls.profile                        ? "auto"
+                                         : *c.tls.profile == TlsProfile::kNginx ? "nginx"
+                                                                                : "modern"};
+       }},
       {{"metrics.listen", "--metrics-listen", FieldKind::kScalar,
         "host:port of /metrics, /healthz and /readyz, or off (default 127.0.0.1:9464)"},
        ALKNET_OFF_OR_ADDRESS_FIELD(metrics.listen)},

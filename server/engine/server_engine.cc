@@ -163,6 +163,8 @@ absl::StatusOr<ServerTransport*> ServerEngine::TransportFor(const EndpointUrl& u
     options.cert_host = wildcard ? "localhost" : host;
     options.stealth = tls.stealth_enabled();
     options.stealth_timeout = tls.stealth_timeout;
+    options.profile = tls.effective_profile() == config::TlsProfile::kNginx ? TlsProfile::kNginx
+                                                                           : TlsProfile::kModern;
     options.handshake_timeout = std::min(tls.stealth_timeout, config_.limits.login_grace_time);
     options.max_handshakes = tls.max_handshakes;
     options.per_source_max_handshakes = tls.per_source_max_handshakes;

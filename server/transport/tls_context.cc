@@ -1,4 +1,5 @@
-// The server's TLS configuration: certificate loading or generation, SSL_CTX settings, reload.
+// The server's TLS configuration: certificate loading or generation, SSL_CTX settings of the
+// profiles, reload.
 #include "server/transport/tls_context.h"
 
 #include <arpa/inet.h>
@@ -28,8 +29,9 @@ namespace {
 // ALPN without any of them gets the "no_application_protocol" alert, as from nginx.
 constexpr unsigned char kAlpnProtocols[] = "\x08http/1.1\x08http/1.0\x08http/0.9";
 
-// TLS 1.2 suites of a current web server: ECDHE with AEAD only. TLS 1.3 keeps OpenSSL's list.
-constexpr const char* kTls12Ciphers =
+// `modern`: TLS 1.2 suites of a current web server, ECDHE with AEAD only. TLS 1.3 keeps
+// OpenSSL's list.
+constexpr const char* kModernTls12Ciphers =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
@@ -43,6 +45,71 @@ int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const uns
   }
   *out = selected;
   return SSL_TLSEXT_ERR_OK;
+}
+
+// `nginx`: ssl_ciphers' default in nginx 1.22 (ngx_http_ssl_module), TLS 1.2 and below.
+constexpr const char* kNginxCiphers = "HIGH:!aNULL:!MD5";
+// ssl_session_timeout's default (5m): the session lifetime, so also the ticket lifetime hint.
+constexpr long kNginxSessionTimeoutSeconds = 300;
+
+// nginx's server name callback (ngx_http_ssl_servername) returns OK for every name it gets, so
+// OpenSSL acknowledges SNI with an empty server_name extension (observed on 1.22.1 with names
+// nginx's Host check refuses, too: "a..b", "x/y"). Without a callback OpenSSL stays silent.
+int AcknowledgeServerName(SSL*, int*, void*) { return SSL_TLSEXT_ERR_OK; }
+
+// nginx's session ID context (ngx_ssl_session_id_context): SHA-1 over "HTTP" and the SHA-1 of
+// each server certificate. It travels inside every ticket, so it also sets the ticket's size.
+bool SetNginxSessionIdContext(SSL_CTX* ctx) {
+  X509* leaf = SSL_CTX_get0_certificate(ctx);
+  unsigned char cert_digest[EVP_MAX_MD_SIZE];
+  unsigned int cert_digest_length = 0;
+  if (leaf == nullptr || X509_digest(leaf, EVP_sha1(), cert_digest, &cert_digest_length) != 1) {
+    return false;
+  }
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  unsigned char context[EVP_MAX_MD_SIZE];
+  unsigned int context_length = 0;
+  return md && EVP_DigestInit_ex(md.get(), EVP_sha1(), nullptr) == 1 &&
+         EVP_DigestUpdate(md.get(), "HTTP", 4) == 1 &&
+         EVP_DigestUpdate(md.get(), cert_digest, cert_digest_length) == 1 &&
+         EVP_DigestFinal_ex(md.get(), context, &context_length) == 1 &&
+         SSL_CTX_set_session_id_context(ctx, context, context_length) == 1;
+}
+
+// The options ngx_ssl_create() and the http module's defaults set, as far as OpenSSL 3.0 still
+// has them (the old bug workarounds are 0 there; client renegotiation is off by default and
+// SSL_OP_NO_CLIENT_RENEGOTIATION does not exist). Debian's nginx.conf enables TLSv1..TLSv1.3;
+// OpenSSL 3.0 itself refuses TLS 1.0/1.1 at its default security level 1, with nginx's alerts.
+absl::Status ApplyNginxProfile(SSL_CTX* ctx) {
+  SSL_CTX_clear_options(ctx, SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 | SSL_OP_NO_TLSv1_2 |
+                                 SSL_OP_NO_TLSv1_3);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_SSLv3 | SSL_OP_DONT_INSERT_EMPTY_FRAGMENTS |
+                               SSL_OP_NO_COMPRESSION | SSL_OP_NO_ANTI_REPLAY |
+                               SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_min_proto_version(ctx, 0);
+  SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+  SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
+  if (SSL_CTX_set_cipher_list(ctx, kNginxCiphers) != 1) {
+    return OpenSslStatus(absl::StatusCode::kInternal, "cipher list");
+  }
+  // ssl_session_cache's default "none": sessions look resumable but are never stored, so only
+  // tickets resume.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_AUTO_CLEAR |
+                                          SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_cache_size(ctx, 1);
+  SSL_CTX_set_timeout(ctx, kNginxSessionTimeoutSeconds);
+  SSL_CTX_set_tlsext_servername_callback(ctx, AcknowledgeServerName);
+  return absl::OkStatus();
+}
+
+absl::Status ApplyModernProfile(SSL_CTX* ctx) {
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                               SSL_OP_IGNORE_UNEXPECTED_EOF);
+  if (SSL_CTX_set_cipher_list(ctx, kModernTls12Ciphers) != 1) {
+    return OpenSslStatus(absl::StatusCode::kInternal, "cipher list");
+  }
+  return absl::OkStatus();
 }
 
 std::string JoinPath(const std::string& dir, std::string_view name) {
@@ -166,24 +233,29 @@ absl::Status GenerateSelfSignedCertificate(const std::string& cert_path,
   return absl::OkStatus();
 }
 
+std::string_view TlsProfileName(TlsProfile profile) {
+  return profile == TlsProfile::kNginx ? "nginx" : "modern";
+}
+
 absl::StatusOr<SslCtxPtr> BuildServerContext(const std::string& cert_path,
                                              const std::string& key_path,
-                                             std::string* fingerprint) {
+                                             std::string* fingerprint, TlsProfile profile,
+                                             std::shared_ptr<TicketKeyRing> tickets) {
   ERR_clear_error();
-  SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()), SslCtxDeleter());
+  // The deleter keeps the ticket ring alive as long as the context (and its connections).
+  SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()),
+                [tickets](SSL_CTX* doomed) { SSL_CTX_free(doomed); });
   if (!ctx) return OpenSslStatus(absl::StatusCode::kInternal, "SSL_CTX_new");
-  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
-  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                                     SSL_OP_IGNORE_UNEXPECTED_EOF);
+  absl::Status applied = profile == TlsProfile::kNginx ? ApplyNginxProfile(ctx.get())
+                                                       : ApplyModernProfile(ctx.get());
+  if (!applied.ok()) return applied;
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE |
                                   SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
   // Read ahead: one read() takes several records instead of two read()s per record. The
   // transport always reads until SSL_read wants more, so nothing stays buffered unseen.
   SSL_CTX_set_read_ahead(ctx.get(), 1);
   SSL_CTX_set_default_read_buffer_len(ctx.get(), 64 * 1024);
-  if (SSL_CTX_set_cipher_list(ctx.get(), kTls12Ciphers) != 1) {
-    return OpenSslStatus(absl::StatusCode::kInternal, "cipher list");
-  }
+  if (tickets != nullptr) tickets->Install(ctx.get());
   SSL_CTX_set_alpn_select_cb(ctx.get(), SelectAlpn, nullptr);
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert_path.c_str()) != 1) {
     return absl::InvalidArgumentError(
@@ -199,6 +271,9 @@ absl::StatusOr<SslCtxPtr> BuildServerContext(const std::string& cert_path,
     return absl::InvalidArgumentError(absl::StrCat("TLS key ", key_path,
                                                    " does not match the certificate ", cert_path,
                                                    ": ", OpenSslErrorText()));
+  }
+  if (profile == TlsProfile::kNginx && !SetNginxSessionIdContext(ctx.get())) {
+    return OpenSslStatus(absl::StatusCode::kInternal, "session ID context");
   }
   if (fingerprint != nullptr) {
     *fingerprint = CertificateFingerprint(SSL_CTX_get0_certificate(ctx.get()));
@@ -225,7 +300,8 @@ TlsContextStore::FileStamp TlsContextStore::Stamp(const std::string& path) {
 
 absl::StatusOr<std::unique_ptr<TlsContextStore>> TlsContextStore::Create(
     std::string cert_path, std::string key_path, const std::string& state_dir,
-    const std::string& cert_host, Logger& logger, std::chrono::milliseconds check_interval) {
+    const std::string& cert_host, Logger& logger, std::chrono::milliseconds check_interval,
+    TlsProfile profile) {
   TlsCertificateInfo info;
   if (cert_path.empty() && key_path.empty()) {
     cert_path = JoinPath(state_dir, "tls_cert.pem");
@@ -249,20 +325,25 @@ absl::StatusOr<std::unique_ptr<TlsContextStore>> TlsContextStore::Create(
   info.cert_path = cert_path;
   info.key_path = key_path;
   std::pair<FileStamp, FileStamp> stamps{Stamp(cert_path), Stamp(key_path)};
-  absl::StatusOr<SslCtxPtr> ctx = BuildServerContext(cert_path, key_path, &info.fingerprint);
+  auto tickets = std::make_shared<TicketKeyRing>();
+  absl::StatusOr<SslCtxPtr> ctx =
+      BuildServerContext(cert_path, key_path, &info.fingerprint, profile, tickets);
   if (!ctx.ok()) return ctx.status();
   logger.Info("tls", info.generated ? "generated self-signed certificate" : "loaded certificate",
-              {{"cert", cert_path}, {"key", key_path}, {"sha256", info.fingerprint}});
-  std::unique_ptr<TlsContextStore> store(
-      new TlsContextStore(std::move(info), *std::move(ctx), logger, check_interval));
+              {{"cert", cert_path}, {"key", key_path}, {"sha256", info.fingerprint},
+               {"profile", std::string(TlsProfileName(profile))}});
+  std::unique_ptr<TlsContextStore> store(new TlsContextStore(
+      std::move(info), *std::move(ctx), logger, check_interval, profile, std::move(tickets)));
   absl::MutexLock lock(&store->mu_);
   store->loaded_ = stamps;
   return store;
 }
 
 TlsContextStore::TlsContextStore(TlsCertificateInfo info, SslCtxPtr ctx, Logger& logger,
-                                 std::chrono::milliseconds check_interval)
-    : logger_(logger), check_interval_(check_interval), info_(std::move(info)),
+                                 std::chrono::milliseconds check_interval, TlsProfile profile,
+                                 std::shared_ptr<TicketKeyRing> tickets)
+    : logger_(logger), check_interval_(check_interval), profile_(profile),
+      tickets_(std::move(tickets)), info_(std::move(info)),
       ctx_(std::move(ctx)), last_check_(std::chrono::steady_clock::now()) {}
 
 TlsCertificateInfo TlsContextStore::info() const {
@@ -281,7 +362,8 @@ SslCtxPtr TlsContextStore::Current() {
     return ctx_;
   }
   std::string fingerprint;
-  absl::StatusOr<SslCtxPtr> ctx = BuildServerContext(info_.cert_path, info_.key_path, &fingerprint);
+  absl::StatusOr<SslCtxPtr> ctx =
+      BuildServerContext(info_.cert_path, info_.key_path, &fingerprint, profile_, tickets_);
   if (!ctx.ok()) {
     // A half-written pair (new cert, old key) lands here too; the next change is tried again.
     rejected_ = stamps;

@@ -512,7 +512,8 @@ class TlsConnection final : public FdHandler {
 absl::StatusOr<std::unique_ptr<TlsTransport>> TlsTransport::Create(TlsTransportOptions options,
                                                                    Logger& logger) {
   auto store = TlsContextStore::Create(options.cert_path, options.key_path, options.state_dir,
-                                       options.cert_host, logger);
+                                       options.cert_host, logger, std::chrono::seconds(2),
+                                       options.profile);
   if (!store.ok()) return store.status();
   std::unique_ptr<TlsTransport> transport(
       new TlsTransport(std::move(options), logger, *std::move(store)));

@@ -45,6 +45,7 @@ struct TlsTransportOptions {
   absl::Duration web_idle_timeout = absl::Minutes(1);
   // A connection turned away by a budget: "tls_handshakes" or "web_connections" (a metric).
   std::function<void(std::string_view budget)> on_refused;
+  TlsProfile profile = TlsProfile::kModern;  // what the handshake presents (tls_context.h)
 };
 
 class TlsConnection;

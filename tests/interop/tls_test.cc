@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/support/agent_process.h"
+#include "tests/support/nginx_process.h"
 #include "tests/support/ssh_keys.h"
 #include "tests/support/test_servers.h"
 
@@ -27,10 +28,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 using Clock = std::chrono::steady_clock;
-
-bool HaveCommand(const std::string& name) {
-  return RunCommand({"sh", "-c", "command -v " + name}).exit_code == 0;
-}
 
 // A self-signed EC certificate made by the real openssl tool.
 void MakeCertificate(const std::string& cert, const std::string& key, const std::string& cn) {
@@ -189,55 +186,6 @@ bool HasRfc7231Date(const std::string& text) {
          value[22] == ':' && digits(23, 2) && value.substr(25) == " GMT";
 }
 
-// ---- nginx, the reference ----
-
-// A real Debian nginx on loopback: default TLS server, every location answers 404, timeouts
-// shortened to match the agent's --stealth-timeout.
-class NginxProcess {
- public:
-  NginxProcess(const TempDir& dir, int timeout_seconds) {
-    if (!HaveCommand("nginx")) return;
-    std::string root = dir.File("nginx");
-    mkdir(root.c_str(), 0755);
-    MakeCertificate(root + "/cert.pem", root + "/key.pem", "localhost");
-    std::string t = std::to_string(timeout_seconds) + "s";
-    std::string why;
-    process_ = StartListening(
-        [&](uint16_t port) {
-          WriteFile(root + "/nginx.conf",
-                    "daemon off;\nmaster_process off;\nworker_processes 1;\n"
-                    "pid " + root + "/nginx.pid;\nerror_log " + root + "/error.log;\n"
-                    "events { worker_connections 64; }\n"
-                    "http {\n  access_log off;\n"
-                    "  client_header_timeout " + t + ";\n  keepalive_timeout " + t + ";\n"
-                    "  client_body_temp_path " + root + "/body;\n  proxy_temp_path " + root + "/proxy;\n"
-                    "  fastcgi_temp_path " + root + "/fastcgi;\n  uwsgi_temp_path " + root + "/uwsgi;\n"
-                    "  scgi_temp_path " + root + "/scgi;\n"
-                    "  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n"
-                    "  server {\n    listen 127.0.0.1:" + std::to_string(port) + " ssl default_server;\n"
-                    "    ssl_certificate " + root + "/cert.pem;\n    ssl_certificate_key " + root + "/key.pem;\n"
-                    "    location / { return 404; }\n  }\n}\n",
-                    0644);
-          return std::vector<std::string>{"nginx", "-e", root + "/error.log", "-p", root, "-c",
-                                          root + "/nginx.conf"};
-        },
-        dir.path(), "nginx", &port_, &why);
-    if (process_ == nullptr) {
-      ADD_FAILURE() << "nginx did not start: " << why << ReadFile(root + "/error.log");
-    }
-  }
-  bool ok() const { return port_ != 0; }
-  uint16_t port() const { return port_; }
-
- private:
-  std::unique_ptr<BackgroundProcess> process_;
-  uint16_t port_ = 0;
-};
-
-constexpr const char* kNoNginx =
-    "nginx is not installed (scripts/install-deps.sh --test installs it); the stealth answers "
-    "cannot be compared with the real thing";
-
 // ---- the agent on tls:// ----
 
 class TlsTest : public ::testing::Test {
@@ -320,10 +268,11 @@ TEST_F(TlsTest, StdioForwardThroughTlsAndStealthOff) {
   EXPECT_THAT(silent.data, ::testing::StartsWith("SSH-2.0-"));
 }
 
-// The README's TLS claims, asked of the agent by the stock openssl client: TLS 1.2 and 1.3 only,
-// ECDHE with AEAD ciphers only.
+// The `modern` profile's claims (docs/configuration.md, tls.profile), asked of the agent by the
+// stock openssl client: TLS 1.2 and 1.3 only, ECDHE with AEAD ciphers only. (The default with
+// stealth, `nginx`, offers what nginx offers: tests/interop/tls_profile_test.cc.)
 TEST_F(TlsTest, OnlyTls12And13WithEcdheAeadSuitesAreAccepted) {
-  StartAgent();
+  StartAgent({"--tls-profile", "modern"});
   auto handshake = [&](std::vector<std::string> options) {
     std::vector<std::string> argv = {"openssl", "s_client", "-connect", Loopback(tls_port_),
                                      "-servername", "example.com"};
@@ -369,7 +318,7 @@ TEST_F(TlsTest, GeneratedCertificateIsPrivateLoggedAndServed) {
 // Acceptance 3: curl sees nginx's 404, header for header.
 TEST_F(TlsTest, CurlGetsTheSame404AsNginx) {
   StartAgent({"--stealth-timeout", "2s"});
-  NginxProcess nginx(dir_, 2);
+  NginxProcess nginx(dir_, {.timeout_seconds = 2});
   if (!nginx.ok()) GTEST_SKIP() << kNoNginx;
   auto curl = [](uint16_t port, std::vector<std::string> extra) {
     std::vector<std::string> argv = {"curl", "-sk", "-i", "--max-time", "10"};
@@ -422,7 +371,7 @@ TEST_F(TlsTest, CurlGetsTheSame404AsNginx) {
 // Acceptance 4: probes get what nginx gives them, never an SSH banner.
 TEST_F(TlsTest, ProbesGetNginxsAnswersAndNeverSsh) {
   StartAgent({"--stealth-timeout", "1s"});
-  NginxProcess nginx(dir_, 1);
+  NginxProcess nginx(dir_, {.timeout_seconds = 1});
   std::string random = PatternBytes(300, 11);
   random[0] = '\x9c';  // not a method character, as most random first bytes
   struct Probe {

@@ -99,7 +99,7 @@ TEST(SchemaTest, EveryFieldHasUniquePathFlagAndHelp) {
     EXPECT_EQ(FindFieldByYamlPath(field.yaml_path), &field);
     EXPECT_EQ(FindFieldByFlag(field.flag), &field);
   }
-  EXPECT_EQ(Fields().size(), 39u);
+  EXPECT_EQ(Fields().size(), 40u);
   EXPECT_EQ(FindFieldByYamlPath("limits"), nullptr);
   EXPECT_EQ(FindFieldByFlag("--config"), nullptr);
 }
@@ -558,6 +558,7 @@ TEST(ToYamlTest, RendersTheSchemaLayout) {
             "  web_per_source_max_connections: 10\n"
             "  web_lifetime: 5m\n"
             "  web_idle_timeout: 1m\n"
+            "  profile: auto\n"
             "metrics:\n"
             "  listen: 127.0.0.1:9464\n"
             "  key_labels: []\n"
@@ -782,6 +783,28 @@ TEST(AgentConfigTest, EqualityComparesEveryField) {
     changes[i](changed);
     EXPECT_FALSE(changed == NonDefaultConfig()) << "change " << i;
   }
+}
+
+// tls.profile: auto follows stealth (nginx with stealth on, modern off); explicit values win
+// and go through YAML, flags and --print-config alike.
+TEST(TlsConfigTest, ProfileFollowsStealthUnlessSet) {
+  const FieldSpec& profile = *FindFieldByYamlPath("tls.profile");
+  EXPECT_EQ(profile.flag, "--tls-profile");
+  AgentConfig config;
+  EXPECT_EQ(config.tls.profile, std::nullopt);
+  EXPECT_EQ(config.tls.effective_profile(), TlsProfile::kNginx);
+  ASSERT_TRUE(SetField(config, *FindFieldByFlag("--stealth"), "false").ok());
+  EXPECT_EQ(config.tls.effective_profile(), TlsProfile::kModern);
+  ASSERT_TRUE(SetField(config, profile, "nginx").ok());
+  EXPECT_EQ(config.tls.effective_profile(), TlsProfile::kNginx);
+  EXPECT_NE(ToYaml(config).find("  profile: nginx\n"), std::string::npos) << ToYaml(config);
+  ASSERT_TRUE(SetField(config, *FindFieldByFlag("--stealth"), "true").ok());
+  ASSERT_TRUE(SetField(config, profile, "modern").ok());
+  EXPECT_EQ(config.tls.effective_profile(), TlsProfile::kModern);
+  ASSERT_TRUE(SetField(config, profile, "auto").ok());
+  EXPECT_EQ(config.tls.effective_profile(), TlsProfile::kNginx);
+  EXPECT_EQ(Message(SetField(config, profile, "apache")),
+            "tls.profile: 'apache' is not nginx, modern or auto");
 }
 
 // tls.*: an explicit stealth=true needs a tls:// listener (the default "auto" never fails),

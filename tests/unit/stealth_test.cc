@@ -2,7 +2,15 @@
 // nginx 1.22.1 answered to the same bytes (probed side by side; tests/interop/tls_test.cc
 // re-checks the main cases against a live nginx).
 #include "server/transport/stealth_responder.h"
+#include "server/transport/tls_context.h"
+#include "server/transport/tls_ticket_keys.h"
 
+#include <openssl/ssl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -360,3 +368,130 @@ TEST(NginxEmulatorTest, NeverSaysSsh) {
 
 }  // namespace
 }  // namespace alknet::stealth
+
+namespace alknet {
+namespace {
+
+// Ticket keys: one key per period; the previous one still opens tickets, older ones do not.
+TEST(TicketKeyRingTest, RotatesAndKeepsOnlyThePreviousKey) {
+  absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+  TicketKeyRing ring(absl::Hours(1), [&now] { return now; });
+  absl::StatusOr<TicketKeyRing::Key> first = ring.ForNewTicket();
+  ASSERT_TRUE(first.ok());
+  now += absl::Minutes(59);
+  absl::StatusOr<TicketKeyRing::Key> same = ring.ForNewTicket();
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->name, first->name);
+  EXPECT_EQ(same->aes, first->aes);
+
+  now += absl::Minutes(1);
+  absl::StatusOr<TicketKeyRing::Key> second = ring.ForNewTicket();
+  ASSERT_TRUE(second.ok());
+  EXPECT_NE(second->name, first->name);
+  EXPECT_NE(second->aes, first->aes);
+  EXPECT_NE(second->hmac, first->hmac);
+  ASSERT_TRUE(ring.Find(first->name.data()).has_value());
+  EXPECT_EQ(ring.Find(first->name.data())->aes, first->aes);
+  EXPECT_TRUE(ring.Find(second->name.data()).has_value());
+
+  // Opening alone rotates too: after another period the first key is gone.
+  now += absl::Hours(1);
+  EXPECT_FALSE(ring.Find(first->name.data()).has_value());
+  EXPECT_TRUE(ring.Find(second->name.data()).has_value());
+  unsigned char unknown[16] = {};
+  EXPECT_FALSE(ring.Find(unknown).has_value());
+}
+
+// A TLS 1.2 handshake in memory between a client and a server context of `profile` that uses
+// `ring`; `session` is offered for resumption. Returns the client's SSL (caller frees) or null.
+SSL* HandshakeInMemory(SSL_CTX* server_ctx, SSL_SESSION* session) {
+  SSL_CTX* client_ctx = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_set_max_proto_version(client_ctx, TLS1_2_VERSION);
+  SSL* client = SSL_new(client_ctx);
+  SSL_CTX_free(client_ctx);  // the SSL keeps a reference
+  SSL* server = SSL_new(server_ctx);
+  BIO* client_bio = nullptr;
+  BIO* server_bio = nullptr;
+  BIO_new_bio_pair(&client_bio, 0, &server_bio, 0);
+  SSL_set_bio(client, client_bio, client_bio);
+  SSL_set_bio(server, server_bio, server_bio);
+  SSL_set_connect_state(client);
+  SSL_set_accept_state(server);
+  if (session != nullptr) SSL_set_session(client, session);
+  bool done = false;
+  for (int i = 0; i < 20 && !done; ++i) {
+    int c = SSL_do_handshake(client);
+    int s = SSL_do_handshake(server);
+    done = c == 1 && s == 1;
+  }
+  // A connection freed without a shutdown marks its session not resumable.
+  SSL_set_shutdown(server, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+  SSL_set_shutdown(client, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+  SSL_free(server);
+  if (!done) {
+    SSL_free(client);
+    return nullptr;
+  }
+  return client;
+}
+
+// The server's tickets are sealed with the ring's current key and open while the ring keeps that
+// key; two rotations later the ticket no longer resumes (a full handshake instead).
+TEST(TicketKeyRingTest, ServerContextSealsTicketsWithTheRing) {
+  char dir_template[] = "/tmp/alknet-ticket-XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  std::string dir = dir_template;
+  ASSERT_TRUE(GenerateSelfSignedCertificate(dir + "/cert.pem", dir + "/key.pem", "localhost").ok());
+  absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+  auto ring = std::make_shared<TicketKeyRing>(absl::Hours(1), [&now] { return now; });
+  absl::StatusOr<SslCtxPtr> ctx =
+      BuildServerContext(dir + "/cert.pem", dir + "/key.pem", nullptr, TlsProfile::kNginx, ring);
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+
+  SSL* first = HandshakeInMemory(ctx->get(), nullptr);
+  ASSERT_NE(first, nullptr);
+  SSL_SESSION* session = SSL_get1_session(first);
+  SSL_free(first);
+  const unsigned char* ticket = nullptr;
+  size_t ticket_length = 0;
+  SSL_SESSION_get0_ticket(session, &ticket, &ticket_length);
+  ASSERT_GE(ticket_length, 16u);
+  absl::StatusOr<TicketKeyRing::Key> current = ring->ForNewTicket();
+  ASSERT_TRUE(current.ok());
+  EXPECT_TRUE(std::equal(current->name.begin(), current->name.end(), ticket));
+  EXPECT_EQ(SSL_SESSION_get_ticket_lifetime_hint(session), 300u);
+
+  SSL* resumed = HandshakeInMemory(ctx->get(), session);
+  ASSERT_NE(resumed, nullptr);
+  EXPECT_EQ(SSL_session_reused(resumed), 1);
+  SSL_free(resumed);
+
+  now += absl::Hours(1);  // rotated once: the previous key still opens it (within its 300 s
+  SSL* still = HandshakeInMemory(ctx->get(), session);  // lifetime in real time)
+  ASSERT_NE(still, nullptr);
+  EXPECT_EQ(SSL_session_reused(still), 1);
+  SSL_free(still);
+
+  now += absl::Hours(1);  // rotated twice: the key is gone
+  SSL* full = HandshakeInMemory(ctx->get(), session);
+  ASSERT_NE(full, nullptr);
+  EXPECT_EQ(SSL_session_reused(full), 0);
+  SSL_free(full);
+  SSL_SESSION_free(session);
+  unlink((dir + "/cert.pem").c_str());
+  unlink((dir + "/key.pem").c_str());
+  rmdir(dir.c_str());
+}
+
+// Two rings (two processes, two installs) never share a key.
+TEST(TicketKeyRingTest, EveryRingHasItsOwnKeys) {
+  TicketKeyRing a, b;
+  absl::StatusOr<TicketKeyRing::Key> ka = a.ForNewTicket(), kb = b.ForNewTicket();
+  ASSERT_TRUE(ka.ok() && kb.ok());
+  EXPECT_NE(ka->name, kb->name);
+  EXPECT_NE(ka->aes, kb->aes);
+  EXPECT_FALSE(b.Find(ka->name.data()).has_value());
+}
+
+}  // namespace
+}  // namespace alknet
