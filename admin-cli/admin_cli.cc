@@ -25,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/ascii.h"
 #include "absl/time/time.h"
+#include "admin-cli/command_table.h"
 #include "admin-cli/ssh_bridge.h"
 #include "server/config/config.h"
 #include "server/config/config_yaml.h"
@@ -48,32 +49,30 @@ struct UsageError {
 
 // ---- command line ----
 
-struct OptionSpec {
-  std::string_view name;
-  bool takes_value;
-};
+// The option `name` of the command table (global, or of any command); nullptr if none.
+const cli::Option* FindOption(std::string_view name) {
+  const cli::Program& program = AdminProgram();
+  for (const cli::OptionGroup& group : program.global_options) {
+    for (const cli::Option& option : group.options) {
+      if (option.name == name) return &option;
+    }
+  }
+  for (const cli::Command& command : program.commands) {
+    for (const cli::Option& option : command.options) {
+      if (option.name == name) return &option;
+    }
+  }
+  return nullptr;
+}
 
-constexpr OptionSpec kOptions[] = {
-    // global
-    {"--socket", true}, {"--server", true}, {"--tls-cert", true}, {"--tls-key", true},
-    {"--tls-ca", true}, {"--tls-server-name", true}, {"--via", true}, {"--identity", true},
-    {"--known-hosts", true}, {"--host-key-fingerprint", true},
-    {"--insecure-accept-any-host-key", false}, {"--json", false}, {"--timeout", true},
-    {"--help", false}, {"-h", false},
-    // keys
-    {"--comment", true}, {"--from", true}, {"--permit-open", true}, {"--permit-listen", true},
-    {"--expiry", true}, {"--role", true}, {"--cert-authority", false}, {"--principals", true},
-    {"--kill", false}, {"--skip-existing", false}, {"--include-files", false},
-    // sessions
-    {"--key", true}, {"--reason", true},
-    // forwards
-    {"--kind", true}, {"--upstream", true}, {"--listen", true}, {"--target", true}, {"--id", true},
-};
-
-constexpr std::string_view kGlobalOptions[] = {
-    "--socket", "--server", "--tls-cert", "--tls-key", "--tls-ca", "--tls-server-name", "--via",
-    "--identity", "--known-hosts", "--host-key-fingerprint", "--insecure-accept-any-host-key",
-    "--json", "--timeout", "--help", "-h"};
+bool IsGlobalOption(std::string_view name) {
+  for (const cli::OptionGroup& group : AdminProgram().global_options) {
+    for (const cli::Option& option : group.options) {
+      if (option.name == name) return true;
+    }
+  }
+  return false;
+}
 
 struct CommandLine {
   std::vector<std::string> words;                          // command and positional arguments
@@ -102,12 +101,10 @@ CommandLine Parse(const std::vector<std::string>& args) {
         name = arg.substr(0, eq);
         value = arg.substr(eq + 1);
       }
-      const OptionSpec* spec = nullptr;
-      for (const OptionSpec& option : kOptions) {
-        if (option.name == name) spec = &option;
-      }
+      if (name == "-h") name = "--help";
+      const cli::Option* spec = FindOption(name);
       if (spec == nullptr) throw UsageError{absl::StrCat("unknown option '", name, "'")};
-      if (spec->takes_value) {
+      if (!spec->value.empty()) {
         if (!value) {
           if (i + 1 >= args.size()) throw UsageError{absl::StrCat("option '", name, "' needs a value")};
           value = args[++i];
@@ -123,11 +120,27 @@ CommandLine Parse(const std::vector<std::string>& args) {
   return line;
 }
 
-// Only global options and `allowed` may appear with a command.
-void Allow(const CommandLine& line, std::initializer_list<std::string_view> allowed) {
+// The command of the table that `line` runs (its words are the first words of the line).
+const cli::Command* CommandOf(const CommandLine& line) {
+  const cli::Command* found = nullptr;
+  for (const cli::Command& command : AdminProgram().commands) {
+    if (command.words.size() <= line.words.size() &&
+        std::equal(command.words.begin(), command.words.end(), line.words.begin()) &&
+        (found == nullptr || command.words.size() > found->words.size())) {
+      found = &command;
+    }
+  }
+  return found;
+}
+
+// Only global options and the command's own options (command table) may appear with it.
+void Allow(const CommandLine& line) {
+  const cli::Command* command = CommandOf(line);
   for (const auto& [name, values] : line.options) {
-    bool ok = std::find(std::begin(kGlobalOptions), std::end(kGlobalOptions), name) != std::end(kGlobalOptions) ||
-              std::find(allowed.begin(), allowed.end(), name) != allowed.end();
+    bool ok = IsGlobalOption(name);
+    if (command != nullptr) {
+      for (const cli::Option& option : command->options) ok = ok || option.name == name;
+    }
     if (!ok) {
       throw UsageError{absl::StrCat("option '", name, "' does not apply to '",
                                     absl::StrJoin(line.words.begin(),
@@ -377,6 +390,20 @@ class Commands {
       if (verb == "rm" || verb == "remove") return ForwardsRemove();
       throw UsageError{"usage: alknet-admin forwards list|add|rm ..."};
     }
+    if (group == "completion") {
+      Allow(line_);
+      ExpectWords(line_, 2, "completion bash|zsh");
+      if (verb == "bash") out_ << cli::BashCompletion(AdminProgram());
+      else if (verb == "zsh") out_ << cli::ZshCompletion(AdminProgram());
+      else throw UsageError{absl::StrCat("completion: unknown shell '", verb, "' (bash or zsh)")};
+      return kExitOk;
+    }
+    if (group == "manpage") {
+      Allow(line_);
+      ExpectWords(line_, 1, "manpage");
+      out_ << cli::ManPage(AdminProgram(), ALKNET_VERSION);
+      return kExitOk;
+    }
     if (group.empty()) throw UsageError{"no command (see --help)"};
     throw UsageError{absl::StrCat("unknown command '", group, "' (see --help)")};
   }
@@ -416,7 +443,7 @@ class Commands {
   }
 
   int Status() {
-    Allow(line_, {});
+    Allow(line_);
     ExpectWords(line_, 1, "status");
     auto stub = v1::Agent::NewStub(Channel());
     v1::GetStatusResponse response;
@@ -441,8 +468,7 @@ class Commands {
   }
 
   int KeysAdd() {
-    Allow(line_, {"--comment", "--from", "--permit-open", "--permit-listen", "--expiry", "--role",
-                  "--cert-authority", "--principals"});
+    Allow(line_);
     ExpectWords(line_, 3, "keys add FILE|- [--comment C] [--from P] [--permit-open H:P] "
                           "[--permit-listen [H:]P] [--expiry T] [--role tunnel|admin]");
     std::string text = ReadInput(line_.words[2], in_);
@@ -479,7 +505,7 @@ class Commands {
   }
 
   int KeysList() {
-    Allow(line_, {});
+    Allow(line_);
     ExpectWords(line_, 2, "keys list");
     auto stub = v1::Keys::NewStub(Channel());
     v1::ListKeysResponse response;
@@ -501,7 +527,7 @@ class Commands {
   }
 
   int KeysRemove() {
-    Allow(line_, {"--kill"});
+    Allow(line_);
     ExpectWords(line_, 3, "keys rm FINGERPRINT [--kill]");
     v1::RemoveKeyRequest request;
     request.set_fingerprint(line_.words[2]);
@@ -520,7 +546,7 @@ class Commands {
   }
 
   int KeysImport() {
-    Allow(line_, {"--role", "--skip-existing"});
+    Allow(line_);
     ExpectWords(line_, 3, "keys import FILE|- [--role tunnel|admin] [--skip-existing]");
     v1::ImportKeysRequest request;
     request.set_authorized_keys(ReadInput(line_.words[2], in_));
@@ -538,7 +564,7 @@ class Commands {
   }
 
   int KeysExport() {
-    Allow(line_, {"--include-files"});
+    Allow(line_);
     ExpectWords(line_, 2, "keys export [--include-files]");
     v1::ExportKeysRequest request;
     request.set_include_files(line_.Has("--include-files"));
@@ -550,7 +576,7 @@ class Commands {
   }
 
   int PolicyGet() {
-    Allow(line_, {});
+    Allow(line_);
     ExpectWords(line_, 2, "policy get");
     auto stub = v1::Policy::NewStub(Channel());
     v1::GetPolicyResponse response;
@@ -566,7 +592,7 @@ class Commands {
   }
 
   int PolicySet() {
-    Allow(line_, {});
+    Allow(line_);
     if (line_.words.size() < 3) throw UsageError{"usage: alknet-admin policy set KEY=VALUE..."};
     v1::SetPolicyRequest request;
     for (size_t i = 2; i < line_.words.size(); ++i) {
@@ -584,7 +610,7 @@ class Commands {
   }
 
   int PolicyCheck() {
-    Allow(line_, {});
+    Allow(line_);
     ExpectWords(line_, 3, "policy check FILE");
     const std::string& path = line_.words[2];
     v1::ValidatePolicyRequest request;
@@ -606,7 +632,7 @@ class Commands {
   }
 
   int SessionsList() {
-    Allow(line_, {});
+    Allow(line_);
     ExpectWords(line_, 2, "sessions list");
     auto stub = v1::Sessions::NewStub(Channel());
     v1::ListSessionsResponse response;
@@ -633,7 +659,7 @@ class Commands {
   }
 
   int SessionsKill() {
-    Allow(line_, {"--key", "--reason"});
+    Allow(line_);
     v1::KillSessionsRequest request;
     if (line_.Has("--key")) {
       ExpectWords(line_, 2, "sessions kill ID | sessions kill --key FINGERPRINT");
@@ -659,7 +685,7 @@ class Commands {
   }
 
   int ForwardsList() {
-    Allow(line_, {});
+    Allow(line_);
     ExpectWords(line_, 2, "forwards list");
     auto stub = v1::Forwards::NewStub(Channel());
     v1::ListForwardsResponse response;
@@ -687,7 +713,7 @@ class Commands {
   }
 
   int ForwardsAdd() {
-    Allow(line_, {"--kind", "--upstream", "--listen", "--target", "--id"});
+    Allow(line_);
     ExpectWords(line_, 2, "forwards add --kind dynamic|local|remote --upstream NAME --listen HOST:PORT "
                           "[--target HOST:PORT] [--id ID]");
     v1::AddForwardRequest request;
@@ -720,7 +746,7 @@ class Commands {
   }
 
   int ForwardsRemove() {
-    Allow(line_, {});
+    Allow(line_);
     ExpectWords(line_, 3, "forwards rm ID");
     v1::RemoveForwardRequest request;
     request.set_id(line_.words[2]);
@@ -745,48 +771,24 @@ class Commands {
 
 }  // namespace
 
-std::string UsageText() {
-  return R"(Usage: alknet-admin [connection] [--json] COMMAND ...
-
-Talks to alknet-agent's admin API (gRPC).
-
-Commands:
-  status                                  version, uptime, listeners, readiness
-  keys add FILE|-  [--comment C] [--from PATTERN[,..]] [--permit-open HOST:PORT]...
-                   [--permit-listen [HOST:]PORT]... [--expiry YYYYMMDD[HHMM[SS]][Z]]
-                   [--role tunnel|admin] [--cert-authority [--principals A,B]]
-  keys list                               every key (API keys, then authorized_keys files)
-  keys rm FINGERPRINT [--kill]            remove an API key (--kill: disconnect its sessions)
-  keys import FILE|- [--role R] [--skip-existing]   add an authorized_keys file, all or nothing
-  keys export [--include-files]           API keys as authorized_keys text
-  policy get                              the limits in force
-  policy set KEY=VALUE...                 e.g. policy set max_sessions=500 connect_timeout=5s
-  policy check FILE                       validate a config file's limits without applying them
-  sessions list                           live sessions (never their destinations)
-  sessions kill ID | --key FINGERPRINT    disconnect sessions
-  forwards list | add ... | rm ID         the client role's forwards
-
-Connection (default: --socket $ALKNET_ADMIN_SOCKET, else admin.socket of $ALKNET_CONFIG, else
-./var/admin.sock):
-  --socket PATH                           the agent's Unix socket (<state_dir>/admin.sock)
-  --server HOST:PORT --tls-cert F --tls-key F --tls-ca F [--tls-server-name N]
-                                          TCP listener, mutual TLS
-  --via ssh://[USER@]HOST[:PORT] --identity KEY
-        [--known-hosts F | --host-key-fingerprint SHA256:... | --insecure-accept-any-host-key]
-                                          through SSH, with an admin-role key
-  --timeout SECONDS                       per call (default 30)
-
-Output: tables, or JSON with --json.
-Exit codes: 0 ok; 1 the agent refused or could not be reached (gRPC status name on stderr);
-2 usage error.
-)";
-}
+std::string UsageText() { return cli::ProgramHelp(AdminProgram()); }
 
 int Run(const std::vector<std::string>& args, std::istream& in, std::ostream& out, std::ostream& err) {
   try {
     CommandLine line = Parse(args);
-    if (line.Has("--help") || line.Has("-h")) {
-      out << UsageText();
+    // Aliases of the table's verbs.
+    if (line.words.size() > 1 && line.words[1] == "ls") line.words[1] = "list";
+    if (line.words.size() > 1 && line.words[1] == "remove") line.words[1] = "rm";
+    if (line.Has("--help")) {
+      // After a command: its own help; after a group ("keys"): the group's commands.
+      const cli::Command* command = CommandOf(line);
+      if (command != nullptr) {
+        out << cli::CommandHelp(AdminProgram(), *command);
+      } else if (!line.words.empty()) {
+        out << cli::ProgramHelp(AdminProgram(), line.words);
+      } else {
+        out << UsageText();
+      }
       return kExitOk;
     }
     return Commands(line, in, out, err).Dispatch();

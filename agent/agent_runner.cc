@@ -50,11 +50,20 @@ int RunAgent(int argc, const char* const* argv) {
   }
   command_line->environment = CaptureEnvironment(environ);
   if (command_line->help) {
-    std::cout << UsageText();
+    std::cout << UsageText(command_line->command_given ? command_line->command : "");
     return 0;
   }
   if (command_line->version) {
     std::cout << "alknet-agent " << ALKNET_VERSION << " (libssh " << ssh_version(0) << ")\n";
+    return 0;
+  }
+  if (command_line->command == "completion") {
+    std::cout << (command_line->shell == "zsh" ? cli::ZshCompletion(AgentProgram())
+                                               : cli::BashCompletion(AgentProgram()));
+    return 0;
+  }
+  if (command_line->command == "manpage") {
+    std::cout << cli::ManPage(AgentProgram(), ALKNET_VERSION);
     return 0;
   }
   auto config = BuildConfig(*command_line, DefaultConfigYaml());

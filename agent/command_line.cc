@@ -17,6 +17,59 @@ namespace {
 
 constexpr std::string_view kDefaultSource = "<embedded default>";
 
+struct CommandSpec {
+  std::string_view name;
+  std::string_view args;  // for the synopsis
+  std::string_view help;
+};
+
+// The commands; the first is the default.
+constexpr CommandSpec kCommands[] = {
+    {"serve", "",
+     "run the agent (the default); upstreams: in the config file run the client role next to the "
+     "server"},
+    {"connect", "--server tcp://HOST:PORT|tls://HOST:PORT --identity FILE [upstream flags...]",
+     "client role only: one SSH connection to HOST with a SOCKS5 listener and -L / -R forwards "
+     "(docs/configuration.md)"},
+    {"health", "",
+     "ask the running agent's /healthz (metrics.listen of the same config) and exit 0 if it answers "
+     "200, else 1 (container HEALTHCHECK; needs no shell or curl)"},
+    {"completion", "bash|zsh", "print the shell completion script (cmake --install installs both)"},
+    {"manpage", "", "print the alknet-agent(1) manual page (roff)"},
+};
+
+struct OptionSpec {
+  std::string_view name;
+  std::string_view value;  // "" when the option takes none
+  std::string_view help;
+};
+
+constexpr OptionSpec kOptions[] = {
+    {"--config", "FILE", "YAML configuration file (docs/configuration.md)"},
+    {"--print-config", "", "print the effective configuration as YAML and exit"},
+    {"--help", "", "show this help and exit (-h)"},
+    {"--version", "", "print the version and exit"},
+};
+
+// `text` wrapped to lines of at most `width` characters, each after `indent` spaces.
+std::string Wrapped(std::string_view text, size_t indent, size_t width = 72) {
+  std::string out;
+  size_t column = 0;
+  for (absl::string_view word : absl::StrSplit(Sv(text), ' ', absl::SkipEmpty())) {
+    if (column > 0 && column + 1 + word.size() > width) {
+      out += "\n" + std::string(indent, ' ');
+      column = 0;
+    }
+    if (column > 0) {
+      out += ' ';
+      ++column;
+    }
+    absl::StrAppend(&out, word);
+    column += word.size();
+  }
+  return out;
+}
+
 absl::Status MissingValue(std::string_view flag) {
   return absl::InvalidArgumentError(absl::StrCat("flag '", Sv(flag), "' needs a value"));
 }
@@ -48,11 +101,23 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
     std::string_view arg = argv[i];
     if (arg.size() < 2 || arg[0] != '-' || arg == "--") {
       if (i == 1) {
-        if (arg != "serve" && arg != "connect" && arg != "health") {
+        bool known = false;
+        for (const CommandSpec& command : kCommands) known = known || command.name == arg;
+        if (!known) {
           return absl::InvalidArgumentError(
               absl::StrCat("unknown command '", Sv(arg), "' (see --help)"));
         }
         result.command = std::string(arg);
+        result.command_given = true;
+        continue;
+      }
+      if (result.command == "completion" && result.shell.empty() && result.command_given &&
+          i == 2) {
+        if (arg != "bash" && arg != "zsh") {
+          return absl::InvalidArgumentError(
+              absl::StrCat("completion: unknown shell '", Sv(arg), "' (bash or zsh)"));
+        }
+        result.shell = std::string(arg);
         continue;
       }
       return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", Sv(arg), "'"));
@@ -117,6 +182,9 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
       return absl::InvalidArgumentError(absl::StrCat("unknown flag '", Sv(name), "' (see --help)"));
     }
   }
+  if (result.command == "completion" && result.shell.empty() && !result.help) {
+    return absl::InvalidArgumentError("completion needs a shell: bash or zsh");
+  }
   return result;
 }
 
@@ -126,6 +194,7 @@ absl::StatusOr<config::AgentConfig> BuildConfig(const CommandLine& command_line,
   if (absl::Status status = config::ApplyYaml(default_yaml, kDefaultSource, result); !status.ok()) {
     return status;
   }
+  result.metrics.listen_explicit = false;  // only a later source makes the address explicit
   auto variable = [&](std::string_view name) -> const std::string* {
     for (const auto& [key, value] : command_line.environment) {
       if (key == name) return &value;
@@ -200,9 +269,10 @@ absl::StatusOr<config::AgentConfig> BuildConfig(const CommandLine& command_line,
   return result;
 }
 
-std::string UsageText() {
+std::string UsageText(std::string_view command) {
   std::string text =
       "Usage: alknet-agent [serve] [--config FILE] [--print-config] [flags...]\n"
+      "       alknet-agent connect|health|completion bash|zsh|manpage [flags...]\n"
       "\n"
       "Runs the alknet SSH tunnel agent. Settings come from the embedded defaults, then the\n"
       "--config file (or $ALKNET_CONFIG), then ALKNET_* environment variables (the field's\n"
@@ -211,27 +281,28 @@ std::string UsageText() {
       "command line replaces that list from the file, and may be repeated).\n"
       "Flags take their value as '--flag value' or '--flag=value'.\n"
       "\n"
-      "Commands:\n"
-      "  serve                      run the agent (the default); upstreams: in the config file\n"
-      "                             run the client role next to the server\n"
-      "  connect --server tcp://HOST:PORT|tls://HOST:PORT --identity FILE [upstream flags...]\n"
-      "                             client role only: one SSH connection to HOST with a SOCKS5\n"
-      "                             listener and -L / -R forwards (docs/configuration.md)\n"
-      "  health                     ask the running agent's /healthz (metrics.listen of the same\n"
-      "                             config) and exit 0 if it answers 200, else 1 (container\n"
-      "                             HEALTHCHECK; needs no shell or curl)\n"
-      "\n"
-      "Options:\n"
-      "  --config FILE              YAML configuration file (docs/configuration.md)\n"
-      "  --print-config             print the effective configuration as YAML and exit\n"
-      "  -h, --help                 show this help and exit\n"
-      "  --version                  print the version and exit\n"
-      "\n"
-      "Configuration flags:\n";
+      "Commands:\n";
+  for (const CommandSpec& spec : kCommands) {
+    if (!command.empty() && spec.name != command) continue;
+    std::string usage = spec.args.empty() ? std::string(spec.name) : absl::StrCat(Sv(spec.name), " ", Sv(spec.args));
+    if (usage.size() <= 26) {
+      absl::StrAppend(&text, "  ", usage, std::string(27 - usage.size(), ' '), Wrapped(spec.help, 29, 60), "\n");
+    } else {
+      absl::StrAppend(&text, "  ", usage, "\n", std::string(29, ' '), Wrapped(spec.help, 29, 60), "\n");
+    }
+  }
+  absl::StrAppend(&text, "\nOptions:\n");
+  for (const OptionSpec& option : kOptions) {
+    std::string usage = option.name == "--help" ? "-h, --help" : std::string(option.name);
+    if (!option.value.empty()) absl::StrAppend(&usage, " ", Sv(option.value));
+    absl::StrAppend(&text, "  ", usage, std::string(27 - usage.size(), ' '), Sv(option.help), "\n");
+  }
+  absl::StrAppend(&text, "\nConfiguration flags:\n");
   for (const config::FieldSpec& field : config::Fields()) {
     absl::StrAppend(&text, "  ", Sv(field.flag), " VALUE\n      ", Sv(field.yaml_path), ": ",
                     Sv(field.help), "\n");
   }
+  if (!command.empty() && command != "connect") return text;
   absl::StrAppend(&text, "\nUpstream flags (connect only; YAML: a list under upstreams:):\n");
   for (const config::UpstreamFieldSpec& field : config::UpstreamFields()) {
     absl::StrAppend(&text, "  ", Sv(field.flag), field.takes_value ? " VALUE" : "",
@@ -239,6 +310,63 @@ std::string UsageText() {
                     Sv(field.key), ": ", Sv(field.help), "\n");
   }
   return text;
+}
+
+cli::Program AgentProgram() {
+  cli::Program program{
+      .name = "alknet-agent",
+      .summary = "SSH tunnel agent over pluggable transports (server and client role)",
+      .synopsis = "[serve|connect|health|completion|manpage] [--config FILE] [flags...]",
+      .description =
+          "alknet-agent accepts SSH connections (serve) on TCP or TLS listeners and relays the "
+          "tunnels its keys may open, or runs the client role (connect, or upstreams: next to "
+          "serve): a SOCKS5 listener and -L / -R forwards over one SSH connection.\n\n"
+          "Settings come from the embedded defaults, then the --config file (or $ALKNET_CONFIG), "
+          "then ALKNET_* environment variables, then the flags (later sources win; a list flag "
+          "given on the command line replaces that list from the file, and may be repeated). "
+          "Flags take their value as --flag value or --flag=value. Every setting is described "
+          "in docs/configuration.md.",
+  };
+  for (const CommandSpec& spec : kCommands) {
+    cli::Command command{.words = {std::string(spec.name)}, .args = std::string(spec.args),
+                         .help = std::string(spec.help)};
+    if (spec.name == "connect") {
+      for (const config::UpstreamFieldSpec& field : config::UpstreamFields()) {
+        command.options.push_back({std::string(field.flag), field.takes_value ? "VALUE" : "",
+                                   absl::StrCat("upstreams[].", Sv(field.key), ": ", Sv(field.help))});
+      }
+    }
+    if (spec.name == "completion") command.choices = {"bash", "zsh"};
+    program.commands.push_back(std::move(command));
+  }
+  cli::OptionGroup options{.title = "Options"};
+  for (const OptionSpec& option : kOptions) {
+    options.options.push_back({std::string(option.name), std::string(option.value), std::string(option.help)});
+  }
+  cli::OptionGroup flags{.title = "Configuration flags"};
+  for (const config::FieldSpec& field : config::Fields()) {
+    flags.options.push_back({std::string(field.flag), "VALUE",
+                             absl::StrCat(Sv(field.yaml_path), ": ", Sv(field.help), "; environment ",
+                                          EnvironmentName(field.yaml_path))});
+  }
+  program.global_options = {std::move(options), std::move(flags)};
+  program.sections = {
+      {"Environment",
+       "ALKNET_CONFIG names the configuration file when --config is not given. Every configuration "
+       "field can be set as ALKNET_ followed by its YAML path in capitals, dots as underscores "
+       "(ALKNET_LIMITS_MAX_SESSIONS); list fields are comma-separated. A variable that names no "
+       "field is an error."},
+      {"Exit status",
+       "0: stopped on SIGTERM/SIGINT, or a command such as --print-config or health succeeded. "
+       "1: the start failed (a listener could not be bound, a key or state file is unusable), or "
+       "health found the agent unhealthy. 2: a usage or configuration error."},
+      {"Signals",
+       "SIGTERM and SIGINT drain and stop the agent; SIGHUP re-reads the configuration file and the "
+       "authorized_keys files."},
+      {"See also", "alknet-admin(1), ssh(1); docs/configuration.md and docs/architecture.md in the "
+                   "alknet sources."},
+  };
+  return program;
 }
 
 }  // namespace alknet::agent

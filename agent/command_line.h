@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/common/cli_docs.h"
 #include "server/config/config.h"
 #include "server/config/config_schema.h"
 #include "server/config/upstream_schema.h"
@@ -15,7 +16,9 @@
 namespace alknet::agent {
 
 struct CommandLine {
-  std::string command = "serve";              // "serve" (default), "connect" or "health"
+  std::string command = "serve";  // "serve" (default), "connect", "health", "completion", "manpage"
+  bool command_given = false;     // the command was named (its own --help then)
+  std::string shell;              // `completion bash|zsh`
   std::optional<std::string> config_file;     // --config FILE
   bool print_config = false;                  // --print-config: print the effective YAML, exit
   bool help = false;                          // --help / -h
@@ -44,7 +47,12 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv);
 absl::StatusOr<config::AgentConfig> BuildConfig(const CommandLine& command_line,
                                                 std::string_view default_yaml);
 
-// Usage text listing every flag from the schema table.
-std::string UsageText();
+// Usage text listing every flag from the schema table; for a named command (not "") only the
+// flags that apply to it.
+std::string UsageText(std::string_view command = "");
+
+// The command table (commands, options, schema flags) that --help, the completion scripts and
+// the man page are written from.
+cli::Program AgentProgram();
 
 }  // namespace alknet::agent

@@ -8,7 +8,8 @@
 #            for the metrics and deploy/ checks, podman/buildah/runc/debootstrap to build and
 #            run the container image) and clang with its
 #            runtime libraries for the ASan/UBSan and libFuzzer builds; python3-yaml and
-#            ajv-cli (npm, with Debian's npm if there is none) for the Helm chart check.
+#            ajv-cli (npm, with Debian's npm if there is none) for the Helm chart check;
+#            zsh, groff and man-db for the completion and man page checks.
 # Idempotent: when every package is already installed it only runs dpkg-query (and `command -v`
 # for the npm tools).
 set -euo pipefail
@@ -28,6 +29,7 @@ TEST_PACKAGES=(
   nginx sslscan
   podman buildah runc debootstrap
   python3-yaml
+  zsh groff-base man-db
 )
 # npm packages of --test, installed globally only when their command is missing.
 NPM_TEST_PACKAGES=(ajv-cli ajv-formats)

@@ -30,7 +30,8 @@ absl::Status ClientEngine::Start() {
     upstreams_.push_back(*std::move(upstream));
   }
   if (options_.serve_status && config_.metrics.listen) {
-    auto status_server = http::StatusServer::Bind(*config_.metrics.listen);
+    auto status_server = http::StatusServer::BindOrFallBack(*config_.metrics.listen,
+                                                             config_.metrics.listen_explicit, logger_);
     if (!status_server.ok()) return status_server.status();
     status_server_ = *std::move(status_server);
     absl::Status started = status_server_->Start(

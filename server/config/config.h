@@ -65,6 +65,10 @@ struct TlsConfig {
 // The Prometheus/health endpoint. Key labels give chosen keys their own series (bounded).
 struct MetricsConfig {
   std::optional<HostPort> listen = HostPort{"127.0.0.1", 9464};  // nullopt: "off"
+  // True once a config file, ALKNET_METRICS_LISTEN or --metrics-listen set `listen` (the agent's
+  // BuildConfig clears it after the embedded defaults). A default address that is taken moves
+  // to the next free port with a warning; an explicit one fails the start.
+  bool listen_explicit = false;
   struct KeyLabel {
     std::string label;        // [a-zA-Z0-9_.-]{1,64}
     std::string fingerprint;  // "SHA256:..."

@@ -420,7 +420,21 @@ const std::array<FieldDef, 40>& Table() {
        }},
       {{"metrics.listen", "--metrics-listen", FieldKind::kScalar,
         "host:port of /metrics, /healthz and /readyz, or off (default 127.0.0.1:9464)"},
-       ALKNET_OFF_OR_ADDRESS_FIELD(metrics.listen)},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         c.metrics.listen_explicit = true;
+         if (v == "off") {
+           c.metrics.listen.reset();
+           return absl::OkStatus();
+         }
+         absl::StatusOr<HostPort> address = ParseHostPort(v);
+         if (!address.ok()) return address.status();
+         c.metrics.listen = *std::move(address);
+         return absl::OkStatus();
+       },
+       nullptr,
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{c.metrics.listen ? c.metrics.listen->ToString() : "off"};
+       }},
       {{"metrics.key_labels", "--metrics-key-label", FieldKind::kList,
         "LABEL=SHA256:fingerprint: give this key its own metric series; repeatable, at most 200 "
         "(default none)"},

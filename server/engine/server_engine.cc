@@ -84,7 +84,8 @@ absl::Status ServerEngine::Start() {
   }
 
   if (config_.metrics.listen) {
-    auto status_server = http::StatusServer::Bind(*config_.metrics.listen);
+    auto status_server = http::StatusServer::BindOrFallBack(*config_.metrics.listen,
+                                                             config_.metrics.listen_explicit, logger_);
     if (!status_server.ok()) return status_server.status();
     status_server_ = *std::move(status_server);
   }

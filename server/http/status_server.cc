@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "server/common/errno_status.h"
@@ -138,6 +139,28 @@ absl::StatusOr<std::unique_ptr<StatusServer>> StatusServer::Bind(const HostPort&
 namespace {
 UniqueFd OpenReserve() { return UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<StatusServer>> StatusServer::BindOrFallBack(const HostPort& address,
+                                                                            bool explicit_address,
+                                                                            Logger& logger) {
+  absl::StatusOr<std::unique_ptr<StatusServer>> bound = Bind(address);
+  if (bound.ok() || explicit_address || !absl::IsAlreadyExists(bound.status())) return bound;
+  std::vector<int> ports;
+  for (int i = 1; i <= kMetricsFallbackPorts && address.port + i <= 65535; ++i) {
+    ports.push_back(address.port + i);
+  }
+  ports.push_back(0);  // the kernel's choice
+  for (int port : ports) {
+    absl::StatusOr<std::unique_ptr<StatusServer>> fallback = Bind(HostPort{address.host, static_cast<uint16_t>(port)});
+    if (fallback.ok()) {
+      logger.Warn("metrics", "default metrics address taken; using another port (set metrics.listen to choose)",
+                  {{"address", address.ToString()}, {"using", (*fallback)->bound_url()}});
+      return fallback;
+    }
+    if (!absl::IsAlreadyExists(fallback.status())) return fallback;
+  }
+  return bound;
+}
 
 StatusServer::StatusServer(UniqueFd fd, std::string bound_url)
     : fd_(std::move(fd)), bound_url_(std::move(bound_url)), reserve_(OpenReserve()) {}

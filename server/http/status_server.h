@@ -14,6 +14,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "server/common/log.h"
 #include "server/common/net_address.h"
 #include "server/common/unique_fd.h"
 #include "server/loop/accept_loop.h"
@@ -27,9 +28,19 @@ struct StatusHandlers {
   std::function<bool()> ready;           // can serve: listeners accepting, state loaded
 };
 
+// How many ports after a taken default metrics address are tried before an ephemeral port.
+inline constexpr int kMetricsFallbackPorts = 9;
+
 class StatusServer final {
  public:
   static absl::StatusOr<std::unique_ptr<StatusServer>> Bind(const HostPort& address);
+  // Bind(address); but when the address is the default one (`explicit_address` false) and it is
+  // taken (EADDRINUSE), the next kMetricsFallbackPorts ports on the same host, then an ephemeral
+  // port there, with a warning naming the address asked for and the one used. An explicit
+  // address that is taken stays an error (docs/configuration.md, metrics.listen).
+  static absl::StatusOr<std::unique_ptr<StatusServer>> BindOrFallBack(const HostPort& address,
+                                                                       bool explicit_address,
+                                                                       Logger& logger);
   ~StatusServer();
 
   absl::Status Start(EventLoop& loop, StatusHandlers handlers);

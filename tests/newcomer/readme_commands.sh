@@ -23,6 +23,7 @@
 #   ssh -o ProxyCommand='openssl s_client ...'  tests/interop/tls_test.cc
 #   ssh-keygen -s / -k (certificates, KRL)      tests/interop/certificate_test.cc
 #   alknet-admin --via ssh://...                tests/interop/admin_test.cc
+#   cmake --install (completion, man pages)     tests/interop/completion_test.sh, manpage_test.sh
 # "host" and "internal" are 127.0.0.1 and a local web server; ssh gets -i and a known_hosts file
 # in the fresh HOME (ssh reads ~ from the passwd entry, not $HOME), nothing else.
 set -euo pipefail
