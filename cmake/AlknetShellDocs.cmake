@@ -12,9 +12,9 @@ foreach(program alknet-agent alknet-admin)
     OUTPUT ${bash_out} ${zsh_out} ${man_out}
     COMMAND ${CMAKE_COMMAND} -E make_directory ${ALKNET_SHARE_OUT}/bash-completion/completions
             ${ALKNET_SHARE_OUT}/zsh/vendor-completions ${ALKNET_SHARE_OUT}/man/man1
-    COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:${program}> "-DARGS=completion\;bash"
+    COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:${program}> "-DARGS=completion bash"
             -DOUTPUT=${bash_out} -P ${PROJECT_SOURCE_DIR}/cmake/RunToFile.cmake
-    COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:${program}> "-DARGS=completion\;zsh"
+    COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:${program}> "-DARGS=completion zsh"
             -DOUTPUT=${zsh_out} -P ${PROJECT_SOURCE_DIR}/cmake/RunToFile.cmake
     COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:${program}> -DARGS=manpage
             -DOUTPUT=${man_out} -P ${PROJECT_SOURCE_DIR}/cmake/RunToFile.cmake

@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "server/common/strings.h"
 
 namespace alknet::cli {
 namespace {
@@ -66,7 +67,7 @@ std::string GlobalOptionNames(const Program& program) {
 std::string Wrap(std::string_view text, size_t indent) {
   std::string out;
   size_t column = 0;
-  for (absl::string_view word : absl::StrSplit(text, absl::ByAnyChar(" \n"), absl::SkipEmpty())) {
+  for (absl::string_view word : absl::StrSplit(Sv(text), absl::ByAnyChar(" \n"), absl::SkipEmpty())) {
     if (column > 0 && column + 1 + word.size() > 78) {
       absl::StrAppend(&out, "\n", std::string(indent, ' '));
       column = indent;
@@ -155,9 +156,10 @@ std::string ShellBody(const Program& program, const ShellDialect& sh) {
   return text;
 }
 
-// Roff text: backslashes and hyphens escaped, no line starting with a control character.
+// Roff text: backslashes and hyphens escaped, a break point after each comma (long algorithm
+// lists), no line starting with a control character.
 std::string Roff(std::string_view text) {
-  std::string out = absl::StrReplaceAll(text, {{"\\", "\\e"}, {"-", "\\-"}});
+  std::string out = absl::StrReplaceAll(Sv(text), {{"\\", "\\e"}, {"-", "\\-"}, {",", ",\\:"}});
   if (!out.empty() && (out[0] == '.' || out[0] == '\'')) out.insert(0, "\\&");
   return out;
 }
@@ -165,11 +167,11 @@ std::string Roff(std::string_view text) {
 std::string RoffParagraphs(std::string_view text) {
   std::string out;
   bool first = true;
-  for (std::string_view paragraph : absl::StrSplit(text, "\n\n", absl::SkipWhitespace())) {
+  for (absl::string_view paragraph : absl::StrSplit(Sv(text), "\n\n", absl::SkipWhitespace())) {
     if (!first) out += ".PP\n";
     first = false;
-    for (std::string_view line : absl::StrSplit(paragraph, '\n', absl::SkipWhitespace())) {
-      absl::StrAppend(&out, Roff(line), "\n");
+    for (absl::string_view line : absl::StrSplit(paragraph, '\n', absl::SkipWhitespace())) {
+      absl::StrAppend(&out, Roff(StdSv(line)), "\n");
     }
   }
   return out;
@@ -208,8 +210,8 @@ std::string CommandHelp(const Program& program, const Command& command) {
 std::string ProgramHelp(const Program& program, const std::vector<std::string>& prefix) {
   std::string text = absl::StrCat("Usage: ", program.name, " ", program.synopsis, "\n\n");
   if (prefix.empty()) {
-    for (std::string_view paragraph : absl::StrSplit(program.description, "\n\n")) {
-      absl::StrAppend(&text, Wrap(paragraph, 0), "\n\n");
+    for (absl::string_view paragraph : absl::StrSplit(program.description, "\n\n")) {
+      absl::StrAppend(&text, Wrap(StdSv(paragraph), 0), "\n\n");
     }
   }
   absl::StrAppend(&text, "Commands:\n");
@@ -283,6 +285,8 @@ std::string ManPage(const Program& program, std::string_view version) {
   std::string text = absl::StrCat(".\\\" ", program.name, "(1), written by `", program.name,
                                   " manpage` from its command table; do not edit.\n",
                                   ".TH ", Roff(upper), " 1 \"\" \"alknet ", Roff(version), "\" \"User Commands\"\n",
+                                  ".ad l\n",  // ragged right: long flag and algorithm lists
+
                                   ".SH NAME\n", Roff(program.name), " \\- ", Roff(program.summary), "\n",
                                   ".SH SYNOPSIS\n\\fB", Roff(program.name), "\\fR ", Roff(program.synopsis), "\n",
                                   ".SH DESCRIPTION\n", RoffParagraphs(program.description),

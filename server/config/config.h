@@ -75,7 +75,11 @@ struct MetricsConfig {
     bool operator==(const KeyLabel&) const = default;
   };
   std::vector<KeyLabel> key_labels;  // at most 200
-  bool operator==(const MetricsConfig&) const = default;
+  // The settings, not where they came from: a config printed by --print-config and read back
+  // is equal to the one printed.
+  bool operator==(const MetricsConfig& other) const {
+    return listen == other.listen && key_labels == other.key_labels;
+  }
 };
 
 // The admin API (gRPC): always on a Unix socket; optionally on TCP, only with mutual TLS.

@@ -47,6 +47,7 @@ for binary in "$agent" "$admin"; do
 
   # Every command path the completion offers (two levels: "keys", "keys add"; the shells after
   # "completion" too).
+  checked=0
   paths=("")
   for first in $(complete_words "$program" "" | grep -v '^-'); do
     paths+=("$first")
@@ -68,9 +69,11 @@ for binary in "$agent" "$admin"; do
     listed=$(help_flags "$binary" $path)
     [[ -n "$listed" ]] || fail "$program $path --help lists no flags"
     for flag in $listed; do
+      checked=$((checked + 1))
       grep -qx -- "$flag" <<<"$offered" || fail "$program $path --help lists $flag, completion does not offer it"
     done
   done
+  echo "$program: ${#paths[@]} command paths, $checked flags from --help checked"
 done
 
 # The brief's own example.

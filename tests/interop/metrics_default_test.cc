@@ -87,7 +87,7 @@ TEST(MetricsDefaultTest, ServeAndConnectSideBySideWithTheDefaultAddressTaken) {
 
   TestKey key = MakeKey(dir, "client");
   BackgroundProcess connect({ALKNET_AGENT_BINARY, "connect", "--state-dir", dir.File("connect-state"),
-                             "--server", ssh_port, "--identity", key.private_path, "--socks5",
+                             "--server", ssh_port, "--identity", key.private_path, "--insecure-accept-any-host-key", "--socks5",
                              "127.0.0.1:0"},
                             dir.path(), "connect");
   ASSERT_TRUE(WaitForLog(connect, "metrics: listening")) << connect.Stderr();
@@ -130,7 +130,7 @@ TEST(MetricsDefaultTest, ExplicitTakenAddressIsAStartupError) {
       {"environment", {"env", "ALKNET_METRICS_LISTEN=" + address}},
       {"config file", base},
       {"connect flag", {ALKNET_AGENT_BINARY, "connect", "--state-dir", dir.File("state"), "--server",
-                        "tcp://127.0.0.1:1", "--identity", key.private_path, "--socks5", "127.0.0.1:0",
+                        "tcp://127.0.0.1:1", "--identity", key.private_path, "--insecure-accept-any-host-key", "--socks5", "127.0.0.1:0",
                         "--metrics-listen", address}},
   };
   cases[0].argv.insert(cases[0].argv.end(), {"--metrics-listen", address});

@@ -407,6 +407,29 @@ TEST(EnvironmentTest, CaptureKeepsOnlyAlknetVariables) {
   EXPECT_EQ(EnvironmentName("limits.max_sessions"), "ALKNET_LIMITS_MAX_SESSIONS");
 }
 
+// metrics.listen from the embedded defaults may move to a free port; from any later source
+// (file, variable, flag; even the default value itself) it is explicit and must bind as given.
+TEST(MetricsListenTest, ExplicitOnlyWhenALaterSourceSetsIt) {
+  absl::StatusOr<AgentConfig> defaults = BuildWithEnvironment({}, {});
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_FALSE(defaults->metrics.listen_explicit);
+  TempFile other("workers: 2\n");
+  absl::StatusOr<AgentConfig> unrelated_file = BuildWithEnvironment({"--config", other.path()}, {});
+  ASSERT_TRUE(unrelated_file.ok()) << unrelated_file.status();
+  EXPECT_FALSE(unrelated_file->metrics.listen_explicit);
+
+  TempFile file("metrics:\n  listen: 127.0.0.1:9464\n");
+  absl::StatusOr<AgentConfig> from_file = BuildWithEnvironment({"--config", file.path()}, {});
+  ASSERT_TRUE(from_file.ok()) << from_file.status();
+  EXPECT_TRUE(from_file->metrics.listen_explicit);
+  absl::StatusOr<AgentConfig> from_env = BuildWithEnvironment({}, {{"ALKNET_METRICS_LISTEN", "127.0.0.1:9464"}});
+  ASSERT_TRUE(from_env.ok()) << from_env.status();
+  EXPECT_TRUE(from_env->metrics.listen_explicit);
+  absl::StatusOr<AgentConfig> from_flag = BuildWithEnvironment({"--metrics-listen", "127.0.0.1:9500"}, {});
+  ASSERT_TRUE(from_flag.ok()) << from_flag.status();
+  EXPECT_TRUE(from_flag->metrics.listen_explicit);
+}
+
 TEST(EnvironmentTest, VariablesSitBetweenTheFileAndTheFlags) {
   TempFile file("workers: 2\nlimits:\n  max_sessions: 10\n");
   absl::StatusOr<AgentConfig> config = BuildWithEnvironment(
