@@ -47,7 +47,7 @@ struct OptionSpec {
 constexpr OptionSpec kOptions[] = {
     {"--config", "FILE", "YAML configuration file (docs/configuration.md)"},
     {"--print-config", "", "print the effective configuration as YAML and exit"},
-    {"--help", "", "show this help and exit (-h)"},
+    {"--help", "", "show this help (after a command: its own) and exit"},
     {"--version", "", "print the version and exit"},
 };
 
@@ -341,7 +341,8 @@ cli::Program AgentProgram() {
   }
   cli::OptionGroup options{.title = "Options"};
   for (const OptionSpec& option : kOptions) {
-    options.options.push_back({std::string(option.name), std::string(option.value), std::string(option.help)});
+    options.options.push_back({std::string(option.name), std::string(option.value),
+                               absl::StrCat(Sv(option.help), option.name == "--help" ? "; also -h" : "")});
   }
   cli::OptionGroup flags{.title = "Configuration flags"};
   for (const config::FieldSpec& field : config::Fields()) {

@@ -374,6 +374,20 @@ TEST(BuildConfigTest, PrintConfigOutputParsesBack) {
   }
 }
 
+TEST(CompletionCommandTest, TakesOneShell) {
+  absl::StatusOr<CommandLine> bash = Parse({"completion", "bash"});
+  ASSERT_TRUE(bash.ok()) << bash.status();
+  EXPECT_EQ(bash->command, "completion");
+  EXPECT_EQ(bash->shell, "bash");
+  EXPECT_EQ(Parse({"completion"}).status().message(), "completion needs a shell: bash or zsh");
+  EXPECT_EQ(Parse({"completion", "fish"}).status().message(), "completion: unknown shell 'fish' (bash or zsh)");
+  EXPECT_FALSE(Parse({"completion", "bash", "zsh"}).ok());
+  EXPECT_TRUE(Parse({"manpage"}).ok());
+  // Per-command help: the upstream flags only for connect.
+  EXPECT_NE(UsageText("connect").find("--server"), std::string::npos);
+  EXPECT_EQ(UsageText("serve").find("Upstream flags"), std::string::npos);
+}
+
 TEST(UsageTextTest, ListsEveryFlagWithHelp) {
   std::string usage = UsageText();
   for (const config::FieldSpec& field : config::Fields()) {
