@@ -128,13 +128,25 @@ class Setup:
 
     def start_client(self):
         """The client role with its SOCKS5 on a free port; returns "127.0.0.1:PORT"."""
-        client = self.start("client", ["connect", "--metrics-listen", "off",
+        client = self.start("client", ["connect", "--metrics-listen", "127.0.0.1:0",
                                        "--server", "tcp://127.0.0.1:%d" % self.port,
                                        "--identity", self.client_key,
                                        "--host-key-fingerprint", self.fingerprint,
                                        "--socks5", "127.0.0.1:0"])
         client.wait_for("upstream connected")
+        self.client_metrics = client.wait_for(r"metrics: listening address=(\S+)").group(1).rstrip("/")
         return client.wait_for(r"socks5 listening .*address=(127\.0\.0\.1:\d+)").group(1)
+
+    def socks_channels(self):
+        """The client role's alknet_channels_opened_total{kind="socks",result="opened"}."""
+        import urllib.request
+        with urllib.request.urlopen(self.client_metrics + "/metrics", timeout=10) as response:
+            text = response.read().decode()
+        for line in text.splitlines():
+            if (line.startswith("alknet_channels_opened_total{") and 'kind="socks"' in line
+                    and 'result="opened"' in line):
+                return float(line.rsplit(" ", 1)[1])
+        fail("no socks channel counter in the client's metrics:\n" + text)
 
     def ssh_fetch(self, key):
         """A stock ssh logging in with KEY and fetching the page over -W: (exit code, body)."""
@@ -188,9 +200,15 @@ def mode_node(setup):
                ALKNET_TEST_URL="http://127.0.0.1:%d/page.bin" % setup.web.port,
                ALKNET_TEST_EXPECTED=setup.page, ALKNET_ADMIN_SOCKET=setup.socket,
                ALKNET_TEST_PUBKEY=user_key + ".pub")
+    channels_before = setup.socks_channels()
     result = subprocess.run([npm, "test"], cwd=source, env=env)
     if result.returncode != 0:
         fail("npm test failed (exit %d)\n%s" % (result.returncode, setup.server.log()))
+    # The web server is reachable directly too: the client role's counter shows fetch.js used
+    # the SOCKS5 listener.
+    if setup.socks_channels() <= channels_before:
+        fail("npm test passed but opened no SOCKS5 channel through the agent")
+    print("SOCKS5 channels opened by npm test: %d" % (setup.socks_channels() - channels_before))
     setup.check_ssh_login(user_key, expect_in=True)
 
 
