@@ -177,9 +177,7 @@ class Setup:
 
 
 def mode_node(setup):
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        skip("node or npm not installed (apt-get install nodejs npm)")
+    npm = shutil.which("npm")
     source = os.path.join(ARGS.source_dir, "examples", "node")
     work = ARGS.work_dir
     os.makedirs(work, exist_ok=True)
@@ -237,17 +235,33 @@ def recipe_blocks():
     return dict(re.findall(r"<!-- recipe: (\S+) -->\n```[a-z]*\n(.*?)```", text, re.S))
 
 
-def mode_netns(setup, mode):
-    needed = ["unshare", "socat", "curl", "ip"] + (
-        ["proxychains4"] if mode == "proxychains" else ["redsocks", "iptables"])
+def preflight(mode):
+    """Exits 77 with the reason when this host cannot run MODE; runs before any agent starts."""
+    needed = {"node": ["node", "npm"], "python": [],
+              "proxychains": ["unshare", "ip", "socat", "curl", "proxychains4"],
+              "redsocks": ["unshare", "ip", "socat", "curl", "redsocks", "iptables"]}[mode]
     missing = [name for name in needed if not shutil.which(name)]
     if missing:
         skip("not installed: %s (scripts/install-deps.sh --test)" % " ".join(missing))
-    unshare = ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-rn"]
-    probe = subprocess.run(unshare + ["ip", "link", "set", "lo", "up"], capture_output=True)
-    if probe.returncode != 0:
-        skip("cannot create a network namespace here (%s): %s"
-             % (" ".join(unshare), probe.stderr.decode(errors="replace").strip()))
+    if mode == "python":
+        try:
+            import grpc  # noqa: F401
+        except ImportError:
+            skip("%s has no grpc module (apt-get install python3-grpcio)" % sys.executable)
+    if mode in ("proxychains", "redsocks"):
+        probe = subprocess.run(unshare_argv() + ["ip", "link", "set", "lo", "up"], capture_output=True)
+        if probe.returncode != 0:
+            skip("cannot create a network namespace here (%s): %s"
+                 % (" ".join(unshare_argv()), probe.stderr.decode(errors="replace").strip()))
+
+
+def unshare_argv():
+    """A new network namespace; unprivileged users get a user namespace too (root in it)."""
+    return ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-rn"]
+
+
+def mode_netns(setup, mode):
+    unshare = unshare_argv()
     blocks = recipe_blocks()
     for name in ([mode] if mode == "proxychains" else ["redsocks", "redsocks-iptables"]):
         if name not in blocks:
@@ -285,11 +299,7 @@ def main():
     parser.add_argument("--work-dir", help="node: where node_modules is cached")
     parser.add_argument("--grpc-python-plugin", help="python: use protoc with this plugin")
     ARGS = parser.parse_args()
-    if ARGS.mode == "python":
-        try:
-            import grpc  # noqa: F401
-        except ImportError:
-            skip("%s has no grpc module (apt-get install python3-grpcio)" % sys.executable)
+    preflight(ARGS.mode)
     tmp = tempfile.mkdtemp(prefix="alknet-examples-")
     setup = Setup(tmp)
     try:
