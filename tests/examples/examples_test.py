@@ -128,7 +128,8 @@ class Setup:
 
     def start_client(self):
         """The client role with its SOCKS5 on a free port; returns "127.0.0.1:PORT"."""
-        client = self.start("client", ["connect", "--metrics-listen", "127.0.0.1:0",
+        client = self.start("client", ["connect", "--state-dir", os.path.join(self.tmp, "client_state"),
+                                       "--metrics-listen", "127.0.0.1:0",
                                        "--server", "tcp://127.0.0.1:%d" % self.port,
                                        "--identity", self.client_key,
                                        "--host-key-fingerprint", self.fingerprint,
@@ -287,7 +288,8 @@ def mode_netns(setup, mode):
     if result.returncode == SKIP:
         sys.exit(SKIP)
     if result.returncode != 0:
-        fail("%s recipe failed in the namespace (exit %d)\n%s" % (mode, result.returncode, setup.server.log()))
+        fail("%s recipe failed in the namespace (exit %d)\n%s"
+             % (mode, result.returncode, setup.server.log()))
 
 
 def main():

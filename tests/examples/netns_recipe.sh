@@ -27,8 +27,9 @@ wait_for_log() {  # FILE TEXT: up to 20 s
 # The tunnel's own way out of the namespace: 127.0.0.1:2200 here is the server agent's port.
 socat TCP-LISTEN:2200,bind=127.0.0.1,fork,reuseaddr "UNIX-CONNECT:$BRIDGE" &
 pids+=($!)
-"$AGENT" connect --metrics-listen off --server tcp://127.0.0.1:2200 --identity "$KEY" \
-  --host-key-fingerprint "$HOST_FP" --socks5 127.0.0.1:1080 >"$WORK/ns-client.log" 2>&1 &
+"$AGENT" connect --state-dir "$WORK/ns-client-state" --metrics-listen off \
+  --server tcp://127.0.0.1:2200 --identity "$KEY" --host-key-fingerprint "$HOST_FP" \
+  --socks5 127.0.0.1:1080 >"$WORK/ns-client.log" 2>&1 &
 pids+=($!)
 wait_for_log "$WORK/ns-client.log" "upstream connected"
 
