@@ -9,7 +9,9 @@
 #            run the container image) and clang with its
 #            runtime libraries for the ASan/UBSan and libFuzzer builds; python3-yaml and
 #            ajv-cli (npm, with Debian's npm if there is none) for the Helm chart check;
-#            zsh, groff and man-db for the completion and man page checks.
+#            zsh, groff and man-db for the completion and man page checks;
+#            node/npm, python3-grpc-tools, proxychains4, redsocks, iptables and iproute2 for
+#            the examples/ and docs/recipes.md tests (tests/examples).
 # Idempotent: when every package is already installed it only runs dpkg-query (and `command -v`
 # for the npm tools).
 set -euo pipefail
@@ -30,6 +32,7 @@ TEST_PACKAGES=(
   podman buildah runc debootstrap
   python3-yaml
   zsh groff-base man-db
+  python3-grpc-tools proxychains4 redsocks iptables iproute2
 )
 # npm packages of --test, installed globally only when their command is missing.
 NPM_TEST_PACKAGES=(ajv-cli ajv-formats)
@@ -100,9 +103,12 @@ else
   apt_install "${missing[@]}"
 fi
 
+# Any working node/npm will do (e.g. NodeSource's nodejs ships npm); Debian's otherwise. The
+# examples/node test needs it whether or not ajv is there.
+if [[ "$mode" == test ]] && ! command -v npm >/dev/null 2>&1; then
+  apt_install npm
+fi
 if [[ "$mode" == test ]] && ! command -v "$NPM_TEST_COMMAND" >/dev/null 2>&1; then
-  # Any working npm will do (e.g. NodeSource's nodejs ships one); Debian's otherwise.
-  command -v npm >/dev/null 2>&1 || apt_install npm
   echo "install-deps: npm install -g ${NPM_TEST_PACKAGES[*]}"
   npm_prefix=("${as_root[@]}")
   [[ "${as_root[0]:-}" == false ]] && npm_prefix=()
