@@ -277,4 +277,18 @@ int ConnectTcp(uint16_t port, const char* source_ip) {
   return fd;
 }
 
+std::string HttpStatusLine(const std::string& url, const std::string& path) {
+  int fd = ConnectTcp(static_cast<uint16_t>(std::stoi(url.substr(url.rfind(':') + 1))));
+  if (fd < 0) return "";
+  std::string request = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  (void)!write(fd, request.data(), request.size());
+  std::string response;
+  char buffer[4096];
+  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) {
+    response.append(buffer, static_cast<size_t>(n));
+  }
+  close(fd);
+  return response.substr(0, response.find("\r\n"));
+}
+
 }  // namespace alknet::testing

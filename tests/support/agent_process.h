@@ -86,6 +86,10 @@ class AgentProcess {
 
 // Connects to 127.0.0.1:port (optionally from `source_ip`); -1 on failure.
 int ConnectTcp(uint16_t port, const char* source_ip = nullptr);
+
+// GET `path` from the HTTP server at `url` ("http://127.0.0.1:PORT"): the response's status
+// line ("HTTP/1.1 200 OK"), or "" when nothing accepts the connection.
+std::string HttpStatusLine(const std::string& url, const std::string& path);
 // "127.0.0.1:port".
 std::string Loopback(uint16_t port);
 // curl through a SOCKS5 proxy on 127.0.0.1:socks, the name resolved by the proxy's far side.

@@ -27,27 +27,8 @@
 namespace alknet {
 namespace {
 
+using testing::HttpStatusLine;
 using testing::TempDir;
-
-std::string StatusLine(const std::string& url, const std::string& path) {
-  int port = std::stoi(url.substr(url.rfind(':') + 1));
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    close(fd);
-    return "";
-  }
-  std::string request = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
-  (void)!write(fd, request.data(), request.size());
-  std::string response;
-  char buffer[4096];
-  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) response.append(buffer, static_cast<size_t>(n));
-  close(fd);
-  return response.substr(0, response.find("\r\n"));
-}
 
 constexpr char kOk[] = "HTTP/1.1 200 OK";
 constexpr char kUnavailable[] = "HTTP/1.1 503 Service Unavailable";
@@ -56,7 +37,7 @@ constexpr char kUnavailable[] = "HTTP/1.1 503 Service Unavailable";
 std::string WaitForStatus(const std::string& url, const std::string& path, const std::string& want) {
   std::string got;
   for (int i = 0; i < 300; ++i) {
-    got = StatusLine(url, path);
+    got = HttpStatusLine(url, path);
     if (got == want) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -119,7 +100,7 @@ TEST(EngineHealthTest, StalledWorkerLoopTurnsHealthzRedAndBack) {
     if (index == 1) stall.Hook();
   });
   ASSERT_TRUE(engine.Start().ok());
-  EXPECT_EQ(StatusLine(engine.metrics_url(), "/healthz"), kOk);
+  EXPECT_EQ(HttpStatusLine(engine.metrics_url(), "/healthz"), kOk);
   ASSERT_TRUE(stall.Begin()) << "worker 1 never ran its heartbeat";
   // Answered by the acceptor loop, which is fine: only worker 1 is stuck.
   EXPECT_EQ(WaitForStatus(engine.metrics_url(), "/healthz", kUnavailable), kUnavailable);
@@ -158,11 +139,11 @@ TEST(EngineHealthTest, StalledClientLoopTurnsHealthzAndReadyzRedAndBack) {
     ASSERT_TRUE(client->Start().ok());
     const std::string url = engine.metrics_url();
     ASSERT_EQ(WaitForStatus(url, "/readyz", kOk), kOk) << "the upstream never connected";
-    EXPECT_EQ(StatusLine(url, "/healthz"), kOk);
+    EXPECT_EQ(HttpStatusLine(url, "/healthz"), kOk);
 
     ASSERT_TRUE(stall.Begin()) << "the client loop never ran its heartbeat";
     EXPECT_EQ(WaitForStatus(url, "/healthz", kUnavailable), kUnavailable);
-    EXPECT_EQ(StatusLine(url, "/readyz"), kUnavailable);
+    EXPECT_EQ(HttpStatusLine(url, "/readyz"), kUnavailable);
     EXPECT_FALSE(client->Ready());
     stall.End();
     EXPECT_EQ(WaitForStatus(url, "/healthz", kOk), kOk);
@@ -170,7 +151,7 @@ TEST(EngineHealthTest, StalledClientLoopTurnsHealthzAndReadyzRedAndBack) {
 
     client->Shutdown();
     EXPECT_TRUE(client->Healthy());  // a stopped client role is not stuck
-    EXPECT_EQ(StatusLine(url, "/healthz"), kOk);
+    EXPECT_EQ(HttpStatusLine(url, "/healthz"), kOk);
     engine.Shutdown(absl::ZeroDuration());
   }
   ssh_finalize();
