@@ -6,7 +6,8 @@
 #            API test, openssl for its test certificates, nginx as the reference for the
 #            TLS stealth answers, Prometheus/promtool
 #            for the metrics and deploy/ checks, podman/buildah/runc/debootstrap to build and
-#            run the container image) and clang with its
+#            run the container image), fail2ban (its fail2ban-regex checks the filter in
+#            deploy/fail2ban/) and clang with its
 #            runtime libraries for the ASan/UBSan and libFuzzer builds; python3-yaml and
 #            ajv-cli (npm, with Debian's npm if there is none) for the Helm chart check.
 # Idempotent: when every package is already installed it only runs dpkg-query (and `command -v`
@@ -28,6 +29,7 @@ TEST_PACKAGES=(
   nginx
   podman buildah runc debootstrap
   python3-yaml
+  fail2ban
 )
 # npm packages of --test, installed globally only when their command is missing.
 NPM_TEST_PACKAGES=(ajv-cli ajv-formats)
