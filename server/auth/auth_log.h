@@ -5,6 +5,7 @@
 //   <time> WARN auth: result=rejected reason=unknown-key method=publickey user=bob src=...
 //
 // fail2ban: failregex = ^.* auth: result=rejected .* src=<HOST> port=\d+
+// (deploy/fail2ban/filter.d/alknet.conf)
 #pragma once
 
 #include <cstdint>

@@ -3,6 +3,7 @@
 // survives restarts and kill -9 at any moment, bad inputs are refused with the right status and
 // change nothing, and the three ways in (Unix socket 0600, mutual-TLS TCP, SSH) are guarded.
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +20,8 @@
 #include "tests/support/agent_process.h"
 #include "tests/support/ssh_keys.h"
 #include "tests/support/test_servers.h"
+
+#include "absl/strings/str_split.h"
 
 namespace alknet::testing {
 namespace {
@@ -195,6 +198,105 @@ TEST_F(AdminTest, SighupAppliesChangedConfigLimitsAndKeepsApiValues) {
   ASSERT_TRUE(agent_->process().Wait(std::chrono::seconds(15)).has_value());
   StartAgent({"--config", dir_.File("agent.yaml")});
   EXPECT_EQ(Admin({"policy", "get"}).out, policy.out);
+}
+
+// policy set takes effect for the next connection: a second session works, then after
+// max_sessions=1 the next one is refused while the first keeps forwarding; with
+// max_channels_per_session=1 the next session gets one channel and no second.
+TEST_F(AdminTest, PolicySetChangesWhatTheNextConnectionGets) {
+  StartAgent();
+  TestKey key = MakeKey(dir_, "user_key");
+  ASSERT_EQ(Admin({"keys", "add", key.private_path + ".pub"}).exit_code, 0);
+  uint16_t first_local = 0;
+  auto first = Tunnel(key, &first_local, "ssh_first");
+  ASSERT_NE(first, nullptr) << agent_->Log();
+  ASSERT_EQ(EchoThrough(key).out, "ping\n");  // a second session is fine before the change
+
+  CommandResult set = Admin({"policy", "set", "max_sessions=1"});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  CommandResult refused = EchoThrough(key);
+  EXPECT_EQ(refused.exit_code, 255) << refused.err;
+  EXPECT_EQ(refused.out, "");
+  EXPECT_TRUE(agent_->WaitForLog("reason=max-sessions")) << agent_->Log();
+  int fd = ConnectTcp(first_local);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(64 << 10, 5)));
+  close(fd);
+
+  set = Admin({"policy", "set", "max_sessions=0", "max_channels_per_session=1"});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  first.reset();
+  uint16_t next_local = 0;
+  auto next = Tunnel(key, &next_local, "ssh_next");
+  ASSERT_NE(next, nullptr) << agent_->Log();
+  int channel = ConnectTcp(next_local);
+  ASSERT_GE(channel, 0);
+  ASSERT_TRUE(EchoOnce(channel, "one\n")) << agent_->Log();
+  int second = ConnectTcp(next_local);
+  ASSERT_GE(second, 0);
+  send(second, "two\n", 4, MSG_NOSIGNAL);
+  auto [received, closed] = ReadUntilClosed(second, std::chrono::seconds(20));
+  close(second);
+  EXPECT_TRUE(closed) << "the second channel was neither refused nor served";
+  EXPECT_EQ(received, "");
+  EXPECT_TRUE(agent_->WaitForLog("reason=too-many-channels")) << agent_->Log();
+  EXPECT_TRUE(EchoOnce(channel, "still one\n"));
+  close(channel);
+}
+
+// A damaged or newer state file stops the real binary: exit code 1, one log line naming the
+// file and what is wrong with it, no listener, and the file byte for byte as it was.
+TEST_F(AdminTest, CorruptOrNewerStateFileStopsTheAgentAndIsLeftUntouched) {
+  StartAgent();
+  ASSERT_EQ(Admin({"policy", "set", "max_sessions=77"}).exit_code, 0);
+  agent_->process().Signal(SIGTERM);
+  ASSERT_TRUE(agent_->process().Wait(std::chrono::seconds(15)).has_value());
+  agent_.reset();
+  const std::string path = dir_.File("state/state.pb");
+  const std::string good = ReadFile(path);
+  ASSERT_GT(good.size(), 52u);  // header (20) + payload + SHA-256 (32)
+
+  // The same file from a newer agent: format version 2 (bytes 8..11), checksum recomputed, so
+  // only the version is "wrong".
+  std::string newer = good;
+  newer[11] = 2;
+  unsigned char digest[32];
+  unsigned int digest_length = 0;
+  ASSERT_EQ(EVP_Digest(newer.data(), newer.size() - 32, digest, &digest_length, EVP_sha256(), nullptr), 1);
+  newer.replace(newer.size() - 32, 32, reinterpret_cast<const char*>(digest), 32);
+  std::string garbage = PatternBytes(4096, 99);
+
+  struct Case {
+    std::string name;
+    std::string bytes;
+    std::string why;
+  };
+  for (const Case& c : {Case{"corrupt", garbage, "is corrupted (not an alknet state file: bad magic)"},
+                        Case{"newer", newer, "has format version 2, newer than this agent"}}) {
+    SCOPED_TRACE(c.name);
+    WriteFile(path, c.bytes);
+    CommandResult run = RunCommand({ALKNET_AGENT_BINARY, "--state-dir", dir_.File("state"), "--listen",
+                                    "tcp://127.0.0.1:0", "--metrics-listen", "off",
+                                    "--authorized-keys", dir_.File("authorized_keys")},
+                                   "", std::chrono::seconds(30));
+    EXPECT_FALSE(run.timed_out) << "the agent kept running on a refused state file";
+    EXPECT_EQ(run.exit_code, 1) << run.err;
+    std::vector<std::string> naming;
+    std::vector<std::string> lines = absl::StrSplit(run.err, '\n');
+    for (const std::string& line : lines) {
+      if (line.find(path) != std::string::npos) naming.push_back(line);
+    }
+    ASSERT_EQ(naming.size(), 1u) << run.err;
+    EXPECT_THAT(naming[0], HasSubstr("startup failed"));
+    EXPECT_THAT(naming[0], HasSubstr("state file " + path + " " + c.why));
+    EXPECT_THAT(naming[0], HasSubstr("refusing to start and leaving it untouched"));
+    EXPECT_THAT(run.err, Not(HasSubstr("listening address=")));
+    EXPECT_TRUE(ReadFile(path) == c.bytes) << "the state file was changed";
+  }
+  // The good file still starts it, with its policy.
+  WriteFile(path, good);
+  StartAgent();
+  EXPECT_THAT(Admin({"policy", "get"}).out, HasSubstr("max_sessions: 77"));
 }
 
 // (3) bad inputs: the right exit code, status name and field, and nothing changes.

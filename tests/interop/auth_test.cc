@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <thread>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -13,6 +15,7 @@
 #include "tests/unit/json_check.h"
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_split.h"
 
 namespace alknet::testing {
 namespace {
@@ -80,6 +83,56 @@ TEST_F(AuthTest, UnknownKeyIsRefusedWithFail2banLine) {
   // The documented fail2ban failregex matches it.
   EXPECT_THAT(agent_->Log(), ContainsRegex("auth: result=rejected .* src=127\\.0\\.0\\.1 port=[0-9]+"));
   EXPECT_THAT(agent_->Log(), HasSubstr("key=" + stranger.fingerprint));
+}
+
+// The shipped fail2ban filter (deploy/fail2ban/filter.d/alknet.conf) through Debian's own
+// fail2ban-regex over a real agent's log: every rejected authentication (unknown key, from
+// 127.0.0.5) is matched with that source, no accepted one (from 127.0.0.6) and no other line is.
+TEST_F(AuthTest, Fail2banFilterMatchesEveryRejectedAuthAndNoAcceptedOne) {
+  if (!HaveProgram("fail2ban-regex")) {
+    GTEST_SKIP() << "fail2ban-regex not installed (scripts/install-deps.sh --test installs fail2ban)";
+  }
+  TestKey known = MakeKey(dir_, "known");
+  TestKey stranger = MakeKey(dir_, "stranger");
+  StartAgent(known.public_line + "\n");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(EchoThrough(stranger, "", {"-b", "127.0.0.5"}).exit_code, 255);
+    EXPECT_EQ(EchoThrough(known, "", {"-b", "127.0.0.6"}).out, "ping\n");
+  }
+  // Every auth line is in the log before it is handed to fail2ban-regex.
+  auto count = [](const std::string& log, const std::string& needle) {
+    int n = 0;
+    for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) ++n;
+    return n;
+  };
+  for (int i = 0; i < 100 && count(agent_->Log(), "auth: result=accepted") < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::string log = agent_->Log();
+  std::vector<std::string> rejected;
+  int accepted = 0;
+  for (size_t at = 0; at < log.size();) {
+    size_t eol = log.find('\n', at);
+    if (eol == std::string::npos) eol = log.size();
+    std::string line = log.substr(at, eol - at);
+    if (line.find(" auth: result=rejected ") != std::string::npos) rejected.push_back(line);
+    if (line.find(" auth: result=accepted ") != std::string::npos) ++accepted;
+    at = eol + 1;
+  }
+  ASSERT_GE(rejected.size(), 3u) << log;
+  ASSERT_EQ(accepted, 3) << log;
+  WriteFile(dir_.File("agent.log"), log);
+  const std::string filter = std::string(ALKNET_SOURCE_DIR) + "/deploy/fail2ban/filter.d/alknet.conf";
+  // -o msg prints each matched line, -o ip the host the filter took from it.
+  CommandResult lines = RunCommand({"fail2ban-regex", "-o", "msg", dir_.File("agent.log"), filter});
+  ASSERT_EQ(lines.exit_code, 0) << lines.err << lines.out;
+  std::vector<std::string> matched = absl::StrSplit(lines.out, '\n', absl::SkipEmpty());
+  EXPECT_THAT(matched, ::testing::UnorderedElementsAreArray(rejected)) << log;
+  CommandResult hosts = RunCommand({"fail2ban-regex", "-o", "ip", dir_.File("agent.log"), filter});
+  ASSERT_EQ(hosts.exit_code, 0) << hosts.err << hosts.out;
+  std::vector<std::string> banned = absl::StrSplit(hosts.out, '\n', absl::SkipEmpty());
+  EXPECT_THAT(banned, ::testing::Each(std::string("127.0.0.5"))) << hosts.out;
+  EXPECT_EQ(banned.size(), rejected.size()) << hosts.out;
 }
 
 // Security round, item 5: a client sends a huge user name (the stock ssh client, ~60 KiB)

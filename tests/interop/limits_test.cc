@@ -1,7 +1,9 @@
-// Pre-auth bounds and shutdown against the real agent: login grace time, unauthenticated
-// connection caps (global and per source), and SIGTERM draining within its deadline.
+// Limits against the real agent: login grace time, unauthenticated connection caps (global and
+// per source), the session and per-session channel caps, the outbound connect timeout, and
+// SIGTERM draining within its deadline.
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <thread>
@@ -17,21 +19,6 @@ namespace alknet::testing {
 namespace {
 
 using ::testing::HasSubstr;
-
-// Reads until the peer closes or `timeout` passes; returns what arrived and whether it closed.
-std::pair<std::string, bool> ReadUntilClosed(int fd, std::chrono::milliseconds timeout) {
-  std::string received;
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  char buffer[4096];
-  while (std::chrono::steady_clock::now() < deadline) {
-    pollfd pfd{fd, POLLIN, 0};
-    if (poll(&pfd, 1, 100) <= 0) continue;
-    ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n <= 0) return {received, true};
-    received.append(buffer, static_cast<size_t>(n));
-  }
-  return {received, false};
-}
 
 // Connects and waits for the SSH banner: the connection was admitted and now sits pre-auth.
 int IdlePreAuthConnection(uint16_t port, const char* source_ip) {
@@ -60,6 +47,16 @@ class LimitsTest : public ::testing::Test {
     std::vector<std::string> argv = SshArgs(agent_->port(), key_);
     argv.insert(argv.end(), {"-W", "127.0.0.1:" + std::to_string(echo_.port()), "127.0.0.1"});
     return RunCommand(argv, payload);
+  }
+
+  // Retries `Echo` for a while: a freed session slot or channel is seen once the agent has
+  // noticed the other end go away.
+  bool EchoEventually(const std::string& payload) {
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      if (Echo(payload).out == payload) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
   }
 
   TempDir dir_;
@@ -134,6 +131,92 @@ TEST_F(LimitsTest, GlobalCapDoesNotTouchAuthenticatedSessions) {
     if (!admitted) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_TRUE(admitted);
+}
+
+// max_sessions: the sessions under the cap are served, the one over it is closed before any SSH
+// byte, and once a session ends the slot is free again.
+TEST_F(LimitsTest, SessionOverMaxSessionsIsRefusedWhileTheOthersWork) {
+  StartAgent({"--max-sessions", "2"});
+  uint16_t local[2] = {0, 0};
+  std::unique_ptr<BackgroundProcess> held[2];
+  for (int i = 0; i < 2; ++i) {
+    held[i] = StartLocalForward(agent_->port(), key_, echo_.port(), dir_.path(),
+                                "ssh_held_" + std::to_string(i), &local[i]);
+    ASSERT_NE(held[i], nullptr) << agent_->Log();
+  }
+  CommandResult over = Echo("over the cap\n");
+  EXPECT_EQ(over.exit_code, 255) << over.err;
+  EXPECT_EQ(over.out, "");
+  EXPECT_TRUE(agent_->WaitForLog("reason=max-sessions")) << agent_->Log();
+  // The two sessions under the cap keep forwarding.
+  for (uint16_t port : local) {
+    int fd = ConnectTcp(port);
+    ASSERT_GE(fd, 0);
+    EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(64 << 10, port)));
+    close(fd);
+  }
+  // One leaves: the next one gets in.
+  held[0].reset();
+  EXPECT_TRUE(EchoEventually("freed slot\n")) << agent_->Log();
+}
+
+// max_channels_per_session: with two channels open, the third of the same session is refused
+// (ssh closes the local connection), the two keep working, and closing one frees its slot.
+TEST_F(LimitsTest, ChannelOverMaxChannelsPerSessionIsRefusedWhileTheOthersWork) {
+  StartAgent({"--max-channels-per-session", "2"});
+  uint16_t local = 0;
+  auto ssh = StartLocalForward(agent_->port(), key_, echo_.port(), dir_.path(), "ssh_l", &local);
+  ASSERT_NE(ssh, nullptr) << agent_->Log();
+  int open[2];
+  for (int& fd : open) {
+    fd = ConnectTcp(local);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(EchoOnce(fd, "open\n")) << agent_->Log();  // the channel is up, and stays up
+  }
+  int over = ConnectTcp(local);
+  ASSERT_GE(over, 0);
+  send(over, "over\n", 5, MSG_NOSIGNAL);
+  auto [received, closed] = ReadUntilClosed(over, std::chrono::seconds(20));
+  close(over);
+  EXPECT_TRUE(closed) << "the channel over the cap was neither refused nor served";
+  EXPECT_EQ(received, "");
+  EXPECT_TRUE(agent_->WaitForLog("reason=too-many-channels")) << agent_->Log();
+  for (int fd : open) EXPECT_TRUE(EchoOnce(fd, "still open\n"));
+  // One closes: a new channel in the same session gets through.
+  close(open[0]);
+  bool admitted = false;
+  for (int attempt = 0; attempt < 50 && !admitted; ++attempt) {
+    int fd = ConnectTcp(local);
+    ASSERT_GE(fd, 0);
+    admitted = EchoOnce(fd, "freed channel\n");
+    close(fd);
+    if (!admitted) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(admitted) << agent_->Log();
+  close(open[1]);
+}
+
+// connect_timeout: a direct-tcpip connect to a destination that never answers (SYNs dropped)
+// is given up after the configured time, not before, and refused as a timeout. The configured
+// 12 s is above the 10 s default, so an agent that used the default would fail the lower
+// bound too; one that never gave up would leave ssh hanging into the 60 s safety cap.
+TEST_F(LimitsTest, ConnectToABlackholeGivesUpAtTheConfiguredTimeout) {
+  BlackholeServer hole;
+  ASSERT_TRUE(hole.ok()) << "a connect to a full backlog-0 listener did not hang here";
+  StartAgent({"--connect-timeout", "12s"});
+  std::vector<std::string> argv = SshArgs(agent_->port(), key_);
+  for (std::string& arg : argv) {
+    if (arg == "LogLevel=ERROR") arg = "LogLevel=INFO";  // ssh reports "open failed" at INFO
+  }
+  argv.insert(argv.end(), {"-W", "127.0.0.1:" + std::to_string(hole.port()), "127.0.0.1"});
+  auto start = std::chrono::steady_clock::now();
+  CommandResult result = RunCommand(argv, "", std::chrono::seconds(60));
+  auto waited = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(result.timed_out) << "the connect was never given up";
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_THAT(result.err, HasSubstr("open failed"));
+  EXPECT_GE(waited, std::chrono::seconds(12)) << "gave up before the configured connect_timeout";
+  EXPECT_TRUE(agent_->WaitForLog("reason=connect-timeout")) << agent_->Log();
 }
 
 TEST_F(LimitsTest, SigtermWithActiveChannelsExitsWithinTheDrainDeadline) {

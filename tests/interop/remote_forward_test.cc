@@ -1,5 +1,6 @@
 // Remote forwarding on the agent (tcpip-forward): the stock OpenSSH client's `ssh -N -R`
-// publishes a local server on the agent's loopback; keys without permission are refused.
+// publishes a local server on the agent's loopback (the bound address read from
+// /proc/net/tcp{,6}); keys without permission are refused.
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 namespace alknet::testing {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -56,8 +58,10 @@ TEST_F(RemoteForwardTest, StockSshPublishesLocalServerOnAgentLoopback) {
     close(fd);
   }
   EXPECT_GE(echo.connections(), 3);
-  // GatewayPorts=no: bound on loopback; the listen port is the agent's own and is logged,
-  // the client's target never is.
+  // GatewayPorts=no: the agent's socket on that port is bound to 127.0.0.1 and nothing else
+  // (what the kernel says, not what the log says).
+  EXPECT_THAT(ListenAddresses(agent_->process().pid(), published), ElementsAre("127.0.0.1"));
+  // The listen port is the agent's own and is logged, the client's target never is.
   EXPECT_TRUE(agent_->WaitForLog("remote forward listening"));
   EXPECT_THAT(agent_->Log(), HasSubstr("listen=127.0.0.1:" + std::to_string(published)));
   EXPECT_THAT(agent_->Log(), Not(HasSubstr(std::to_string(echo.port()))));
@@ -93,6 +97,8 @@ TEST_F(RemoteForwardTest, WildcardRequestBindsLoopbackAndPortZeroIsAllocated) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ASSERT_NE(allocated, 0) << ssh.Stderr() << agent_->Log();
+  // The wildcard was not honoured: the kernel has the agent's socket on 127.0.0.1 only.
+  EXPECT_THAT(ListenAddresses(agent_->process().pid(), allocated), ElementsAre("127.0.0.1"));
   int fd = ConnectTcp(allocated);
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(256 << 10, 3)));

@@ -421,6 +421,27 @@ TEST_F(TlsTest, ProbesGetNginxsAnswersAndNeverSsh) {
   if (!nginx.ok()) GTEST_SKIP() << kNoNginx << " (the fixed expectations above did run)";
 }
 
+// The stealth timeout's duration: a client that completes the handshake and says nothing, and
+// one idle after its answer (keep-alive), are held at least the configured time, then closed
+// with close_notify like nginx. (The probe's clock starts after its handshake or its last
+// write, which is before the agent arms its timer, so the lower bound is exact; 30 s is only a
+// safety cap against a connection that is never closed.)
+TEST_F(TlsTest, StealthTimeoutHoldsSilentAndIdleClientsForTheConfiguredTime) {
+  StartAgent({"--stealth-timeout", "3s"});
+  ProbeResult silent = TlsProbe(tls_port_, {.wait = std::chrono::seconds(30)});
+  ASSERT_TRUE(silent.handshake_ok);
+  EXPECT_EQ(silent.data, "");
+  EXPECT_EQ(EndName(silent.end), "close_notify");
+  EXPECT_GE(silent.seconds, 3.0) << "closed before the configured stealth timeout";
+
+  ProbeResult idle = TlsProbe(tls_port_, {.writes = {"GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
+                                          .wait = std::chrono::seconds(30)});
+  ASSERT_TRUE(idle.handshake_ok);
+  EXPECT_THAT(idle.data, ::testing::StartsWith("HTTP/1.1 404 Not Found\r\n"));
+  EXPECT_EQ(EndName(idle.end), "close_notify");
+  EXPECT_GE(idle.seconds, 3.0) << "keep-alive closed before the configured stealth timeout";
+}
+
 // Acceptance 5: a banner written one byte per TLS record is still SSH.
 TEST_F(TlsTest, BannerSplitIntoOneByteWritesIsRecognised) {
   StartAgent({"--stealth-timeout", "5s"});

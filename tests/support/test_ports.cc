@@ -1,6 +1,7 @@
 // Picks loopback ports no concurrent test can share and checks who listens on them.
 #include "tests/support/test_ports.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -9,8 +10,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <set>
@@ -68,11 +71,15 @@ bool CanBind(int port) {
   return ok;
 }
 
-// Inodes of the sockets that take connections to 127.0.0.1:port: listeners on 127.0.0.1 or
-// 0.0.0.0 (/proc/net/tcp) and on :: (/proc/net/tcp6, dual-stack). A listener on ::1 alone does
-// not count: `ssh -L` binds ::1 even when 127.0.0.1 is taken by another program.
-std::set<std::string> ListeningInodes(uint16_t port) {
-  std::set<std::string> inodes;
+// One listening TCP socket from /proc/net/tcp{,6}: local address (kernel hex), port, inode.
+struct ProcListener {
+  std::string address;
+  uint16_t port = 0;
+  std::string inode;
+};
+
+std::vector<ProcListener> Listeners() {
+  std::vector<ProcListener> found;
   for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
     std::ifstream in(table);
     std::string line;
@@ -84,13 +91,67 @@ std::set<std::string> ListeningInodes(uint16_t port) {
           inode;
       size_t colon = local.rfind(':');
       if (colon == std::string::npos || state != "0A") continue;
-      std::string address = local.substr(0, colon);
-      bool reaches_loopback_v4 = address == "0100007F" || address.find_first_not_of('0') == std::string::npos;
-      if (reaches_loopback_v4 && std::strtoul(local.c_str() + colon + 1, nullptr, 16) == port) {
-        inodes.insert(inode);
-      }
+      found.push_back({local.substr(0, colon),
+                       static_cast<uint16_t>(std::strtoul(local.c_str() + colon + 1, nullptr, 16)),
+                       inode});
     }
   }
+  return found;
+}
+
+// The kernel's hex address as text: 8 hex digits are an IPv4 address in host byte order
+// ("0100007F" on little-endian is 127.0.0.1), 32 are an IPv6 address as four such words.
+std::string AddressText(const std::string& hex) {
+  auto word = [&](size_t at) {
+    uint32_t value = static_cast<uint32_t>(std::strtoul(hex.substr(at, 8).c_str(), nullptr, 16));
+    unsigned char bytes[4];
+    std::memcpy(bytes, &value, sizeof(bytes));  // back to network order, as the kernel printed it
+    return std::array<unsigned char, 4>{bytes[0], bytes[1], bytes[2], bytes[3]};
+  };
+  char text[INET6_ADDRSTRLEN] = {};
+  if (hex.size() == 8) {
+    std::array<unsigned char, 4> b = word(0);
+    inet_ntop(AF_INET, b.data(), text, sizeof(text));
+  } else if (hex.size() == 32) {
+    unsigned char b[16];
+    for (size_t i = 0; i < 4; ++i) std::memcpy(b + 4 * i, word(8 * i).data(), 4);
+    inet_ntop(AF_INET6, b, text, sizeof(text));
+  } else {
+    return "?" + hex;
+  }
+  return text;
+}
+
+// Inodes of the sockets that take connections to 127.0.0.1:port: listeners on 127.0.0.1 or
+// 0.0.0.0 (/proc/net/tcp) and on :: (/proc/net/tcp6, dual-stack). A listener on ::1 alone does
+// not count: `ssh -L` binds ::1 even when 127.0.0.1 is taken by another program.
+std::set<std::string> ListeningInodes(uint16_t port) {
+  std::set<std::string> inodes;
+  for (const ProcListener& listener : Listeners()) {
+    bool reaches_loopback_v4 = listener.address == "0100007F" ||
+                               listener.address.find_first_not_of('0') == std::string::npos;
+    if (reaches_loopback_v4 && listener.port == port) inodes.insert(listener.inode);
+  }
+  return inodes;
+}
+
+// Inodes of the sockets process `pid` holds.
+std::set<std::string> SocketInodes(pid_t pid) {
+  std::set<std::string> inodes;
+  std::string fd_dir = "/proc/" + std::to_string(pid) + "/fd";
+  DIR* dir = opendir(fd_dir.c_str());
+  if (dir == nullptr) return inodes;
+  while (dirent* entry = readdir(dir)) {
+    char target[64] = {};
+    std::string link = fd_dir + "/" + entry->d_name;
+    ssize_t n = readlink(link.c_str(), target, sizeof(target) - 1);
+    if (n <= 0) continue;
+    std::string_view text(target, static_cast<size_t>(n));
+    if (text.starts_with("socket:[") && text.ends_with("]")) {
+      inodes.insert(std::string(text.substr(8, text.size() - 9)));
+    }
+  }
+  closedir(dir);
   return inodes;
 }
 
@@ -132,24 +193,21 @@ bool WaitForPort(uint16_t port, std::chrono::milliseconds timeout) {
 bool ListensOn(pid_t pid, uint16_t port) {
   std::set<std::string> inodes = ListeningInodes(port);
   if (inodes.empty()) return false;
-  std::string fd_dir = "/proc/" + std::to_string(pid) + "/fd";
-  DIR* dir = opendir(fd_dir.c_str());
-  if (dir == nullptr) return false;
-  bool found = false;
-  while (dirent* entry = readdir(dir)) {
-    char target[64] = {};
-    std::string link = fd_dir + "/" + entry->d_name;
-    ssize_t n = readlink(link.c_str(), target, sizeof(target) - 1);
-    if (n <= 0) continue;
-    std::string_view text(target, static_cast<size_t>(n));
-    if (text.starts_with("socket:[") && text.ends_with("]") &&
-        inodes.count(std::string(text.substr(8, text.size() - 9))) > 0) {
-      found = true;
-      break;
+  for (const std::string& inode : SocketInodes(pid)) {
+    if (inodes.count(inode) > 0) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> ListenAddresses(pid_t pid, uint16_t port) {
+  std::set<std::string> held = SocketInodes(pid);
+  std::vector<std::string> addresses;
+  for (const ProcListener& listener : Listeners()) {
+    if (listener.port == port && held.count(listener.inode) > 0) {
+      addresses.push_back(AddressText(listener.address));
     }
   }
-  closedir(dir);
-  return found;
+  return addresses;
 }
 
 bool WaitForListener(BackgroundProcess& process, uint16_t port, std::chrono::milliseconds timeout) {

@@ -26,6 +26,9 @@ bool WaitForPort(uint16_t port, std::chrono::milliseconds timeout = std::chrono:
 // True if process `pid` holds the listener that a connection to 127.0.0.1:port reaches
 // (bound to 127.0.0.1, 0.0.0.0 or dual-stack ::).
 bool ListensOn(pid_t pid, uint16_t port);
+// The local addresses ("127.0.0.1", "0.0.0.0", "::", ...) of every TCP listener on `port` that
+// process `pid` holds, read from /proc/net/tcp{,6}: what the socket is really bound to.
+std::vector<std::string> ListenAddresses(pid_t pid, uint16_t port);
 // Polls until `process` itself listens on `port`; false at once if it exits first.
 bool WaitForListener(BackgroundProcess& process, uint16_t port,
                      std::chrono::milliseconds timeout = std::chrono::seconds(10));

@@ -1,4 +1,4 @@
-// In-process loopback servers that tunnels in tests reach: echo, HTTP, endless source.
+// In-process loopback servers that tunnels in tests reach: echo, HTTP, endless source, blackhole.
 #include "tests/support/test_servers.h"
 
 #include <arpa/inet.h>
@@ -99,6 +99,36 @@ void SourceServer::Serve(int fd) {
   }
 }
 
+BlackholeServer::BlackholeServer() {
+  listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(address);
+  if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      listen(listen_fd_, 0) != 0 ||
+      getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &len) != 0) {
+    return;
+  }
+  port_ = ntohs(address.sin_port);
+  // Backlog 0 still queues one connection: this one, never accepted, fills the queue.
+  filler_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (connect(filler_fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) return;
+  // A probe: a non-blocking connect must still be in progress after a moment.
+  int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (connect(probe, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 &&
+      errno == EINPROGRESS) {
+    pollfd pfd{probe, POLLOUT, 0};
+    ok_ = poll(&pfd, 1, 300) == 0;
+  }
+  close(probe);
+}
+
+BlackholeServer::~BlackholeServer() {
+  if (filler_fd_ >= 0) close(filler_fd_);
+  if (listen_fd_ >= 0) close(listen_fd_);
+}
+
 std::string PatternBytes(size_t size, uint32_t seed) {
   std::string bytes(size, '\0');
   uint32_t state = seed * 2654435761u + 1;
@@ -163,6 +193,37 @@ std::string EchoRoundTripProblem(int fd, const std::string& payload) {
 
 bool EchoRoundTrip(int fd, const std::string& payload) {
   return EchoRoundTripProblem(fd, payload).empty();
+}
+
+bool EchoOnce(int fd, const std::string& payload) {
+  if (send(fd, payload.data(), payload.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(payload.size())) {
+    return false;
+  }
+  std::string received;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  char buffer[4096];
+  while (received.size() < payload.size() && std::chrono::steady_clock::now() < deadline) {
+    pollfd pfd{fd, POLLIN, 0};
+    if (poll(&pfd, 1, 100) <= 0) continue;
+    ssize_t n = read(fd, buffer, std::min(sizeof(buffer), payload.size() - received.size()));
+    if (n <= 0) return false;
+    received.append(buffer, static_cast<size_t>(n));
+  }
+  return received == payload;
+}
+
+std::pair<std::string, bool> ReadUntilClosed(int fd, std::chrono::milliseconds timeout) {
+  std::string received;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buffer[4096];
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd pfd{fd, POLLIN, 0};
+    if (poll(&pfd, 1, 100) <= 0) continue;
+    ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n <= 0) return {received, true};
+    received.append(buffer, static_cast<size_t>(n));
+  }
+  return {received, false};
 }
 
 }  // namespace alknet::testing

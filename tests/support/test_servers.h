@@ -1,12 +1,14 @@
-// In-process loopback servers that tunnels in tests reach: echo, HTTP, endless source.
+// In-process loopback servers that tunnels in tests reach: echo, HTTP, endless source, blackhole.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace alknet::testing {
@@ -72,11 +74,34 @@ class SourceServer final : public LoopbackServer {
   std::atomic<uint64_t> bytes_sent_{0};
 };
 
+// A loopback port whose connects hang: a listener with backlog 0 whose one accept-queue slot is
+// taken by a connection never accepted, so the kernel drops every later SYN (no RST). The caller's
+// connect gets no answer until its own timeout (or the kernel's SYN retries, about two minutes).
+class BlackholeServer {
+ public:
+  BlackholeServer();
+  ~BlackholeServer();
+  uint16_t port() const { return port_; }
+  // True when a fresh connect really hangs here (checked once by the constructor).
+  bool ok() const { return ok_; }
+
+ private:
+  int listen_fd_ = -1;
+  int filler_fd_ = -1;
+  uint16_t port_ = 0;
+  bool ok_ = false;
+};
+
 // Deterministic pseudo-random bytes for byte-exact checks.
 std::string PatternBytes(size_t size, uint32_t seed);
 
 // Sends `payload` on fd while reading the same amount back; true when the echo is identical.
 bool EchoRoundTrip(int fd, const std::string& payload);
+// Sends `payload` and reads the same number of bytes back (10 s at most) without closing
+// anything: the connection (a channel, through a tunnel) stays open. True when they match.
+bool EchoOnce(int fd, const std::string& payload);
+// Reads until the peer closes or `timeout` passes; what arrived and whether it closed.
+std::pair<std::string, bool> ReadUntilClosed(int fd, std::chrono::milliseconds timeout);
 // The same round trip; empty if the echo was byte-exact, else what went wrong (short send,
 // short read and why, first differing offset).
 std::string EchoRoundTripProblem(int fd, const std::string& payload);
