@@ -96,6 +96,9 @@ ProbeResult TlsProbe(uint16_t port, const ProbeOptions& options) {
   if (fd < 0) return result;
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  // A read that meets only a non-data record (a TLS 1.3 session ticket) returns WANT_READ to
+  // the poll loop instead of blocking for the next record: `wait` stays a real cap.
+  SSL_CTX_clear_mode(ctx, SSL_MODE_AUTO_RETRY);
   if (!options.alpn.empty()) {
     std::string wire;
     for (const std::string& p : options.alpn) wire += static_cast<char>(p.size()) + p;
