@@ -19,6 +19,7 @@
 
 #include "health.grpc.pb.h"
 #include "tests/support/agent_process.h"
+#include "tests/support/sanitizers.h"
 #include "tests/support/ssh_keys.h"
 #include "tests/support/test_servers.h"
 
@@ -118,13 +119,6 @@ TEST(HealthTest, SigtermDrainAnswersReadyz503AndGrpcHealthNotServing) {
 
 // A real EMFILE needs the agent to run out of descriptors; the sanitizers' runtimes need
 // descriptors of their own and fail first (as in accept_loop_test): not built under them.
-#if defined(__SANITIZE_ADDRESS__)  // GCC
-#define ALKNET_TEST_SANITIZED 1
-#elif defined(__has_feature)       // clang
-#if __has_feature(address_sanitizer)
-#define ALKNET_TEST_SANITIZED 1
-#endif
-#endif
 #if !defined(ALKNET_TEST_SANITIZED)
 int OpenDescriptors(pid_t pid) {
   int count = 0;

@@ -19,6 +19,7 @@
 
 #include "server/common/net_address.h"
 #include "server/common/tcp_listen.h"
+#include "tests/support/sanitizers.h"
 
 namespace alknet {
 namespace {
@@ -172,13 +173,6 @@ TEST(AcceptLoopTest, ReserveDescriptorIsReleasedOnEmfile) {
 // the sanitizers: their runtime needs descriptors of its own (UBSan's vptr check reads
 // /proc/self/maps) and reports a false error in a process with none left; the injected-EMFILE
 // test above covers the same behaviour there.
-#if defined(__SANITIZE_ADDRESS__)  // GCC
-#define ALKNET_TEST_SANITIZED 1
-#elif defined(__has_feature)       // clang
-#if __has_feature(address_sanitizer)
-#define ALKNET_TEST_SANITIZED 1
-#endif
-#endif
 #if !defined(ALKNET_TEST_SANITIZED)
 TEST(SecurityRound, Item8AcceptLoopRealEmfileDoesNotSpin) {
   pid_t child = fork();
