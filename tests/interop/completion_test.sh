@@ -8,11 +8,7 @@ agent=$1 admin=$2 build=$3
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cmake --install "$build" --prefix "$work/prefix" >"$work/install.log" 2>&1 ||
-  { cat "$work/install.log"; echo "FAIL: cmake --install"; exit 1; }
-share=$work/prefix/share
+source "$(dirname "${BASH_SOURCE[0]}")/installed_tree.sh"
 mkdir "$work/empty"
 cd "$work/empty" || exit 1  # file-name completion offers nothing here
 
