@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "server/common/connection_budget.h"
+#include "absl/strings/str_cat.h"
 #include "server/common/strings.h"
 
 namespace alknet {
@@ -95,10 +96,11 @@ SessionVerdict RateLimiter::AdmitSession(const std::string& key_fingerprint,
   return SessionVerdict::kAdmitted;
 }
 
-bool RateLimiter::ShouldLog(std::string_view source) {
+bool RateLimiter::ShouldLog(std::string_view rule, std::string_view source) {
   const int64_t now = clock_.NowNanos();
+  std::string entry = absl::StrCat(Sv(rule), " ", Sv(source));
   absl::MutexLock lock(&mu_);
-  auto it = logged_.find(Sv(source));
+  auto it = logged_.find(entry);
   if (it != logged_.end()) {
     if (now - it->second < kLogIntervalNanos) return false;
     it->second = now;
@@ -108,7 +110,7 @@ bool RateLimiter::ShouldLog(std::string_view source) {
     absl::erase_if(logged_, [&](const auto& entry) { return now - entry.second >= kLogIntervalNanos; });
     if (logged_.size() >= kMaxLogSources) return false;
   }
-  logged_.emplace(std::string(source), now);
+  logged_.emplace(std::move(entry), now);
   return true;
 }
 

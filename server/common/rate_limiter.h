@@ -55,6 +55,7 @@ class KeySessionLease {
   KeySessionLease& operator=(const KeySessionLease&) = delete;
   ~KeySessionLease() { key_->sessions.fetch_sub(1, std::memory_order_relaxed); }
   KeyLimits& key() const { return *key_; }
+  const std::shared_ptr<KeyLimits>& shared() const { return key_; }
 
  private:
   std::shared_ptr<KeyLimits> key_;
@@ -92,8 +93,9 @@ class RateLimiter {
   // session until destroyed and gives its key's shared buckets.
   SessionVerdict AdmitSession(const std::string& key_fingerprint,
                               std::unique_ptr<KeySessionLease>& lease);
-  // True when a rejection line for `source` may be written now (once per kLogIntervalNanos).
-  bool ShouldLog(std::string_view source);
+  // True when a rejection line of `rule` for `source` may be written now (once per rule and
+  // source per kLogIntervalNanos).
+  bool ShouldLog(std::string_view rule, std::string_view source);
 
   size_t tracked_sources() const;
   size_t tracked_keys() const;

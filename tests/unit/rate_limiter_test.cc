@@ -190,12 +190,13 @@ TEST(RateLimiterTest, BandwidthUpdateReachesLiveKeys) {
 TEST(RateLimiterTest, LogThrottleOncePerSourcePerInterval) {
   FakeClock clock;
   RateLimiter limiter(clock, {});
-  EXPECT_TRUE(limiter.ShouldLog("127.0.0.2"));
-  EXPECT_FALSE(limiter.ShouldLog("127.0.0.2"));
-  EXPECT_TRUE(limiter.ShouldLog("127.0.0.3"));
+  EXPECT_TRUE(limiter.ShouldLog("conn-rate", "127.0.0.2"));
+  EXPECT_FALSE(limiter.ShouldLog("conn-rate", "127.0.0.2"));
+  EXPECT_TRUE(limiter.ShouldLog("conn-rate", "127.0.0.3"));
+  EXPECT_TRUE(limiter.ShouldLog("channel-rate", "127.0.0.2"));
   clock.now += RateLimiter::kLogIntervalNanos;
-  EXPECT_TRUE(limiter.ShouldLog("127.0.0.2"));
-  EXPECT_FALSE(limiter.ShouldLog("127.0.0.2"));
+  EXPECT_TRUE(limiter.ShouldLog("conn-rate", "127.0.0.2"));
+  EXPECT_FALSE(limiter.ShouldLog("conn-rate", "127.0.0.2"));
 }
 
 }  // namespace
