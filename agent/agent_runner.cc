@@ -127,6 +127,7 @@ int RunAgent(int argc, const char* const* argv) {
     return 1;
   }
   config->limits = (*admin_core)->limits();
+  config->rate_limits = (*admin_core)->rate_limits();
   auto admin_server = admin::AdminServer::Start(**admin_core, AdminOptions(*config), logger);
   if (!admin_server.ok()) {
     logger.Error("agent", "startup failed", {{"error", std::string(admin_server.status().message())}});
