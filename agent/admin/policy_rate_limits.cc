@@ -45,6 +45,7 @@ v1::RateLimits RateLimitsToProto(const config::RateLimits& limits) {
   out.set_max_remote_forwards_per_key(limits.max_remote_forwards_per_key);
   out.set_bandwidth_per_key(config::FormatByteSize(limits.bandwidth_per_key));
   out.set_bandwidth_per_key_burst(config::FormatByteSize(limits.bandwidth_per_key_burst));
+  out.set_bandwidth_exempt_keys(config::FormatFingerprintList(limits.bandwidth_exempt_keys));
   return out;
 }
 

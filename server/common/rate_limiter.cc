@@ -22,11 +22,13 @@ RateLimiter::RateLimiter(const MonotonicClock& clock, RateLimitSettings settings
                          size_t max_sources, size_t max_keys)
     : clock_(clock), max_sources_(max_sources), max_keys_(max_keys), settings_(settings) {}
 
-void RateLimiter::ConfigureKey(KeyLimits& key, int64_t now) const {
+void RateLimiter::ConfigureKey(const std::string& fingerprint, KeyLimits& key, int64_t now) const {
   key.session_rate.Configure(
       settings_.sessions_per_key,
       EffectiveBurst(settings_.sessions_per_key, settings_.sessions_per_key_burst), now);
-  const auto rate = static_cast<double>(settings_.bandwidth_per_key);
+  const std::vector<std::string>& exempt = settings_.bandwidth_exempt_keys;
+  const bool is_exempt = std::find(exempt.begin(), exempt.end(), fingerprint) != exempt.end();
+  const auto rate = is_exempt ? 0.0 : static_cast<double>(settings_.bandwidth_per_key);
   const double burst = EffectiveBurst(rate, static_cast<double>(settings_.bandwidth_per_key_burst));
   key.upload.Configure(rate, burst, now);
   key.download.Configure(rate, burst, now);
@@ -39,12 +41,23 @@ void RateLimiter::Update(const RateLimitSettings& settings) {
   const double rate = settings_.connections_per_source;
   const double burst = EffectiveBurst(rate, settings_.connections_per_source_burst);
   for (auto& [source, bucket] : sources_) bucket.Configure(rate, burst, now);
-  for (auto& [fingerprint, key] : keys_) ConfigureKey(*key, now);
+  for (auto& [fingerprint, key] : keys_) ConfigureKey(fingerprint, *key, now);
 }
 
 RateLimitSettings RateLimiter::settings() const {
   absl::MutexLock lock(&mu_);
   return settings_;
+}
+
+std::pair<double, double> RateLimiter::channel_rate() const {
+  absl::MutexLock lock(&mu_);
+  return {settings_.channels_per_session,
+          EffectiveBurst(settings_.channels_per_session, settings_.channels_per_session_burst)};
+}
+
+int RateLimiter::max_remote_forwards_per_key() const {
+  absl::MutexLock lock(&mu_);
+  return settings_.max_remote_forwards_per_key;
 }
 
 bool RateLimiter::AdmitConnection(std::string_view ip) {
@@ -83,7 +96,7 @@ SessionVerdict RateLimiter::AdmitSession(const std::string& key_fingerprint,
       if (keys_.size() >= max_keys_) return SessionVerdict::kKeyTableFull;
     }
     it = keys_.try_emplace(key_fingerprint, std::make_shared<KeyLimits>()).first;
-    ConfigureKey(*it->second, now);
+    ConfigureKey(key_fingerprint, *it->second, now);
   }
   KeyLimits& key = *it->second;
   const int cap = settings_.max_sessions_per_key;

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/node_hash_map.h"
@@ -29,6 +30,7 @@ struct RateLimitSettings {
   int max_remote_forwards_per_key = 0;
   int64_t bandwidth_per_key = 0;        // bytes per second, each direction
   int64_t bandwidth_per_key_burst = 0;  // bytes
+  std::vector<std::string> bandwidth_exempt_keys;  // "SHA256:..." fingerprints, unthrottled
   bool operator==(const RateLimitSettings&) const = default;
 };
 
@@ -85,6 +87,9 @@ class RateLimiter {
   // every known key (running transfers).
   void Update(const RateLimitSettings& settings);
   RateLimitSettings settings() const;
+  // The channels_per_session rule (rate, effective burst): what a channel open needs.
+  std::pair<double, double> channel_rate() const;
+  int max_remote_forwards_per_key() const;
   const MonotonicClock& clock() const { return clock_; }
 
   // conn-rate: a new connection from `ip` (IPv6 counted per /64). False: refuse it.
@@ -101,7 +106,8 @@ class RateLimiter {
   size_t tracked_keys() const;
 
  private:
-  void ConfigureKey(KeyLimits& key, int64_t now) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void ConfigureKey(const std::string& fingerprint, KeyLimits& key, int64_t now) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const MonotonicClock& clock_;
   const size_t max_sources_;

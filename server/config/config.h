@@ -46,6 +46,7 @@ struct RateLimits {
   int max_remote_forwards_per_key = 0;  // -R listeners per key, all its sessions together
   int64_t bandwidth_per_key = 0;        // bytes/s per direction, shared by the key's sessions
   int64_t bandwidth_per_key_burst = 0;  // bytes
+  std::vector<std::string> bandwidth_exempt_keys;  // fingerprints the bandwidth rule skips
   bool operator==(const RateLimits&) const = default;
 };
 

@@ -256,8 +256,8 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 50>& Table() {
-  static const std::array<FieldDef, 50> table = {{
+const std::array<FieldDef, 51>& Table() {
+  static const std::array<FieldDef, 51> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
@@ -523,6 +523,16 @@ const std::array<FieldDef, 50>& Table() {
         "bytes a key may send at once above its bandwidth, e.g. 16MB (default 0: one second of "
         "the rate)"},
        ALKNET_BYTES_FIELD(rate_limits.bandwidth_per_key_burst)},
+      {{"rate_limits.bandwidth_exempt_keys", "--bandwidth-exempt-keys", FieldKind::kScalar,
+        "comma-separated SHA256:... fingerprints of keys the bandwidth rule does not apply to, "
+        "at most 200 (default none)"},
+       [](AgentConfig& c, std::string_view v) {
+         return ParseFingerprintList(v, c.rate_limits.bandwidth_exempt_keys);
+       },
+       nullptr,
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{FormatFingerprintList(c.rate_limits.bandwidth_exempt_keys)};
+       }},
   }};
   return table;
 }

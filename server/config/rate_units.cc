@@ -94,6 +94,31 @@ std::string FormatByteSize(int64_t bytes) {
   return absl::StrCat(bytes);
 }
 
+absl::Status ParseFingerprintList(std::string_view text, std::vector<std::string>& out) {
+  std::vector<std::string> parsed;
+  for (std::string_view rest = text; !rest.empty();) {
+    size_t comma = rest.find(',');
+    std::string_view item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    if (item.substr(0, 7) != "SHA256:" || item.size() != 50) {
+      return Bad(item, "is not a SHA256:... key fingerprint");
+    }
+    parsed.emplace_back(item);
+  }
+  if (parsed.size() > 200) return Bad(text.substr(0, 60), "lists more than 200 keys");
+  out = std::move(parsed);
+  return absl::OkStatus();
+}
+
+std::string FormatFingerprintList(const std::vector<std::string>& fingerprints) {
+  std::string out;
+  for (const std::string& fingerprint : fingerprints) {
+    if (!out.empty()) out += ',';
+    out += fingerprint;
+  }
+  return out;
+}
+
 double RateSpec::per_second() const {
   const double seconds = unit == 'h' ? 3600.0 : unit == 'm' ? 60.0 : 1.0;
   return static_cast<double>(count) / seconds;
@@ -109,7 +134,8 @@ RateLimitSettings ToRateLimitSettings(const RateLimits& limits) {
           .max_sessions_per_key = limits.max_sessions_per_key,
           .max_remote_forwards_per_key = limits.max_remote_forwards_per_key,
           .bandwidth_per_key = limits.bandwidth_per_key,
-          .bandwidth_per_key_burst = limits.bandwidth_per_key_burst};
+          .bandwidth_per_key_burst = limits.bandwidth_per_key_burst,
+          .bandwidth_exempt_keys = limits.bandwidth_exempt_keys};
 }
 
 }  // namespace alknet::config

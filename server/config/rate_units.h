@@ -22,6 +22,10 @@ absl::Status ParseByteSize(std::string_view text, int64_t& out);
 // The largest exact unit: 10000000 -> "10MB", 1048576 -> "1MiB", 1000 -> "1kB", 7 -> "7".
 std::string FormatByteSize(int64_t bytes);
 
+// "SHA256:a,SHA256:b" (at most 200; "" is none).
+absl::Status ParseFingerprintList(std::string_view text, std::vector<std::string>& out);
+std::string FormatFingerprintList(const std::vector<std::string>& fingerprints);
+
 RateLimitSettings ToRateLimitSettings(const RateLimits& limits);
 
 }  // namespace alknet::config

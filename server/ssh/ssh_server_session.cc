@@ -516,12 +516,9 @@ bool SshServerSession::HandleDirectTcpip(ssh_message message) {
   }
   if (env_.rate_limiter != nullptr) {
     // rate_limits.channels_per_session, as configured now (a change applies to the next open).
-    const RateLimitSettings settings = env_.rate_limiter->settings();
+    const auto [rate, burst] = env_.rate_limiter->channel_rate();
     const int64_t now = env_.rate_limiter->clock().NowNanos();
-    channel_bucket_.Configure(settings.channels_per_session,
-                              EffectiveBurst(settings.channels_per_session,
-                                             settings.channels_per_session_burst),
-                              now);
+    channel_bucket_.Configure(rate, burst, now);
     if (!channel_bucket_.TryTake(now)) {
       RecordRateRejection(env_.logger, env_.metrics, *env_.rate_limiter, kChannelRateRejection,
                           info_, user_, key_fingerprint_);
@@ -639,7 +636,7 @@ void SshServerSession::HandleGlobalRequest(ssh_message message) {
   // rate_limits.max_remote_forwards_per_key: a slot is reserved before the listener is bound
   // (sessions of the key on other workers race for the same count), given back if none was.
   std::atomic<int>& key_count = key_lease_->key().remote_forwards;
-  const int cap = env_.rate_limiter->settings().max_remote_forwards_per_key;
+  const int cap = env_.rate_limiter->max_remote_forwards_per_key();
   const bool opening = ssh_message_subtype(message) == SSH_GLOBAL_REQUEST_TCPIP_FORWARD;
   if (opening && cap > 0) {
     if (key_count.fetch_add(1, std::memory_order_relaxed) >= cap) {

@@ -185,6 +185,15 @@ TEST(RateLimiterTest, BandwidthUpdateReachesLiveKeys) {
   EXPECT_EQ(a->key().upload.Available(clock.now, 1 << 20), 500);
   limiter.Update({.bandwidth_per_key = 1000});  // burst 0: one second of the rate
   EXPECT_EQ(a->key().download.Available(clock.now, 1 << 20), 1000);
+  // Another key has buckets of its own; an exempt key has none that bind.
+  std::unique_ptr<KeySessionLease> b;
+  ASSERT_EQ(limiter.AdmitSession("SHA256:b", b), SessionVerdict::kAdmitted);
+  EXPECT_NE(&a->key(), &b->key());
+  a->key().download.Take(clock.now, 1000);
+  EXPECT_EQ(b->key().download.Available(clock.now, 1 << 20), 1000);
+  limiter.Update({.bandwidth_per_key = 1000, .bandwidth_exempt_keys = {"SHA256:b"}});
+  EXPECT_TRUE(b->key().download.unlimited());
+  EXPECT_FALSE(a->key().download.unlimited());
 }
 
 TEST(RateLimiterTest, LogThrottleOncePerSourcePerInterval) {
@@ -243,7 +252,9 @@ TEST(RateUnitsTest, ByteSizesParseAndPrint) {
 
 TEST(RateUnitsTest, YamlSectionRoundTripsAndNamesTheField) {
   AgentConfig config;
+  const std::string exempt(50, 'x');
   ASSERT_TRUE(ApplyYaml("rate_limits:\n  bandwidth_per_key: 10MB\n  max_sessions_per_key: 2\n"
+                        "  bandwidth_exempt_keys: SHA256:" + exempt.substr(7) + "\n"
                         "  channels_per_session: 5/s\n  channels_per_session_burst: 3\n",
                         "test.yaml", config)
                   .ok());
@@ -255,6 +266,11 @@ TEST(RateUnitsTest, YamlSectionRoundTripsAndNamesTheField) {
   AgentConfig again;
   ASSERT_TRUE(ApplyYaml(ToYaml(config), "printed.yaml", again).ok());
   EXPECT_EQ(again.rate_limits, config.rate_limits);
+  EXPECT_EQ(again.rate_limits.bandwidth_exempt_keys.size(), 1u);
+  AgentConfig defaults;
+  AgentConfig defaults_again;
+  ASSERT_TRUE(ApplyYaml(ToYaml(defaults), "defaults.yaml", defaults_again).ok());
+  EXPECT_EQ(defaults_again.rate_limits, defaults.rate_limits);
   absl::Status bad = ApplyYaml("rate_limits:\n  bandwidth_per_key: lots\n", "bad.yaml", config);
   EXPECT_FALSE(bad.ok());
   EXPECT_NE(bad.message().find("rate_limits.bandwidth_per_key"), std::string::npos) << bad;
