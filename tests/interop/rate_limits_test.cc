@@ -266,5 +266,56 @@ TEST_F(RateLimitsTest, BandwidthPerKeyCapsOneKeyByBackpressureOnly) {
   EXPECT_TRUE(capped_ssh->running());
 }
 
+// The admin API: `alknet-admin policy set` takes rate_limits fields; a bad value is refused
+// with the field named and nothing applied; a good change reaches an open session's next
+// channel and its key's bandwidth bucket (an existing channel is slowed by a cap set after it
+// opened: 5 MB through it at 1 MB/s with a 1 MB burst takes at least 3 s).
+TEST_F(RateLimitsTest, PolicySetAppliesLiveAndRefusesBadValues) {
+  StartAgent({});
+  auto admin = [&](std::vector<std::string> words) {
+    std::vector<std::string> argv = {ALKNET_ADMIN_BINARY, "--socket", dir_.File("state/admin.sock")};
+    argv.insert(argv.end(), words.begin(), words.end());
+    return RunCommand(argv);
+  };
+  uint16_t local = 0;
+  auto ssh = StartLocalForward(agent_->port(), keys_[0], echo_.port(), dir_.path(), "ssh_l", &local);
+  ASSERT_NE(ssh, nullptr) << agent_->Log();
+  int channel = ConnectTcp(local);
+  ASSERT_GE(channel, 0);
+  ASSERT_TRUE(EchoOnce(channel, "open\n"));
+
+  CommandResult bad = admin({"policy", "set", "bandwidth_per_key=1MB", "rate_limits.channels_per_session=9/d"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("rate_limits.channels_per_session"));
+  CommandResult unchanged = admin({"policy", "get"});
+  EXPECT_THAT(unchanged.out, HasSubstr("bandwidth_per_key: 0\n")) << unchanged.out;
+
+  CommandResult set = admin({"policy", "set", "rate_limits.bandwidth_per_key=1MB",
+                             "bandwidth_per_key_burst=1MB", "channels_per_session=1/h",
+                             "channels_per_session_burst=1"});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  EXPECT_THAT(set.out, HasSubstr("bandwidth_per_key: 1MB\n"));
+  EXPECT_THAT(set.out, HasSubstr("channels_per_session: 1/h\n"));
+  // The already-open channel now draws from the key's 1 MB/s bucket.
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(EchoRoundTripProblem(channel, PatternBytes(5'000'000, 3)), "");
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, std::chrono::seconds(3))
+      << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
+  close(channel);
+  // The session's next channels: one more from the new burst, then channel-rate.
+  int next = ConnectTcp(local);
+  ASSERT_GE(next, 0);
+  EXPECT_TRUE(EchoOnce(next, "next\n")) << agent_->Log();
+  close(next);
+  int over = ConnectTcp(local);
+  ASSERT_GE(over, 0);
+  auto [received, closed] = ReadUntilClosed(over, std::chrono::seconds(20));
+  close(over);
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(received, "");
+  EXPECT_TRUE(agent_->WaitForLog("reason=channel-rate")) << agent_->Log();
+}
+
 }  // namespace
 }  // namespace alknet::testing
