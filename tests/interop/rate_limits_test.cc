@@ -180,6 +180,21 @@ TEST_F(RateLimitsTest, ThirdSessionOfAKeyIsRefusedWithAnAuthLine) {
   EXPECT_TRUE(EchoEventually("freed slot\n")) << agent_->Log();
 }
 
+// sessions_per_key: with a burst of 1 and 1 per minute, the key's second session is refused at
+// authentication (reason=session-rate), while another key still logs in.
+TEST_F(RateLimitsTest, SessionRatePerKeyRefusesTheNextLogin) {
+  StartAgent({"--sessions-per-key", "1/m", "--sessions-per-key-burst", "1"}, 2);
+  CommandResult first = Echo("first\n");
+  EXPECT_EQ(first.out, "first\n") << first.err;
+  CommandResult second = Echo("second\n");
+  EXPECT_EQ(second.exit_code, 255) << second.err;
+  EXPECT_EQ(second.out, "");
+  EXPECT_TRUE(agent_->WaitForLog("result=rejected reason=session-rate method=publickey")) << agent_->Log();
+  EXPECT_GE(Rejections(Metrics(metrics_), "session_rate"), 1);
+  CommandResult other = Echo("other key\n", nullptr, 1);
+  EXPECT_EQ(other.out, "other key\n") << other.err;
+}
+
 // max_remote_forwards_per_key: one -R listener for the key; a second ssh -R with the same key
 // is refused (ssh exits on the forward failure), counted under rforwards_per_key.
 TEST_F(RateLimitsTest, RemoteForwardsPerKeyCap) {
