@@ -332,5 +332,39 @@ TEST_F(RateLimitsTest, PolicySetAppliesLiveAndRefusesBadValues) {
   EXPECT_TRUE(agent_->WaitForLog("reason=channel-rate")) << agent_->Log();
 }
 
+// SIGHUP: a rate limit changed in the config file wins over the stored one and applies to the
+// next session (the cap of 1 becomes 2: a second session of the key gets in); one set through
+// the API and untouched in the file keeps the API's value; the next start reads the merge.
+TEST_F(RateLimitsTest, SighupMergesConfigFileRateLimitsWithApiValues) {
+  WriteFile(dir_.File("agent.yaml"), "rate_limits:\n  max_sessions_per_key: 1\n");
+  StartAgent({"--config", dir_.File("agent.yaml")});
+  auto admin = [&](std::vector<std::string> words) {
+    std::vector<std::string> argv = {ALKNET_ADMIN_BINARY, "--socket", dir_.File("state/admin.sock")};
+    argv.insert(argv.end(), words.begin(), words.end());
+    return RunCommand(argv);
+  };
+  ASSERT_EQ(admin({"policy", "set", "channels_per_session=100/s"}).exit_code, 0);
+  uint16_t local = 0;
+  auto held = StartLocalForward(agent_->port(), keys_[0], echo_.port(), dir_.path(), "ssh_held", &local);
+  ASSERT_NE(held, nullptr) << agent_->Log();
+  EXPECT_EQ(Echo("over\n").exit_code, 255);
+  WriteFile(dir_.File("agent.yaml"), "rate_limits:\n  max_sessions_per_key: 2\n");
+  agent_->process().Signal(SIGHUP);
+  ASSERT_TRUE(agent_->WaitForLog(
+      "limit changed in the config file; taking it field=rate_limits.max_sessions_per_key"));
+  CommandResult policy = admin({"policy", "get"});
+  EXPECT_THAT(policy.out, HasSubstr("max_sessions_per_key: 2\n"));
+  EXPECT_THAT(policy.out, HasSubstr("channels_per_session: 100/s\n"));
+  CommandResult second = Echo("second\n");
+  EXPECT_EQ(second.out, "second\n") << second.err << agent_->Log();
+  held.reset();
+  agent_->process().Signal(SIGTERM);
+  ASSERT_TRUE(agent_->process().Wait(std::chrono::seconds(15)).has_value());
+  agent_ = std::make_unique<AgentProcess>(
+      dir_, std::vector<std::string>{"--config", dir_.File("agent.yaml"), "--authorized-keys",
+                                     dir_.File("authorized_keys"), "--metrics-listen", "off"});
+  EXPECT_EQ(admin({"policy", "get"}).out, policy.out);
+}
+
 }  // namespace
 }  // namespace alknet::testing
