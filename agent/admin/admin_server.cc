@@ -121,6 +121,10 @@ class AgentService final : public v1::Agent::Service {
     *response = core_.GetStatus();
     return grpc::Status::OK;
   }
+  grpc::Status Upgrade(grpc::ServerContext*, const v1::UpgradeRequest*,
+                       v1::UpgradeResponse* response) override {
+    return Reply(core_.Upgrade(), response);
+  }
 
  private:
   AdminCore& core_;
@@ -299,7 +303,7 @@ void AdminServer::Shutdown(absl::Duration deadline) {
   server_->Wait();
   absl::MutexLock lock(&health_mu_);
   server_.reset();
-  ::unlink(unix_socket_.c_str());
+  if (!keep_socket_file_) ::unlink(unix_socket_.c_str());
 }
 
 }  // namespace alknet::admin

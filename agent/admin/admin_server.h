@@ -44,6 +44,8 @@ class AdminServer {
   void BeginDrain();
   // Stops accepting and waits up to `deadline` for calls in flight.
   void Shutdown(absl::Duration deadline);
+  // Binary upgrade: the socket path now belongs to the new process; Shutdown() leaves it.
+  void KeepSocketFile() { keep_socket_file_ = true; }
 
  private:
   AdminServer() = default;
@@ -52,6 +54,7 @@ class AdminServer {
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::string> addresses_;
   std::string unix_socket_;
+  bool keep_socket_file_ = false;
   absl::Mutex health_mu_;
   bool serving_ ABSL_GUARDED_BY(health_mu_) = false;
   bool draining_ ABSL_GUARDED_BY(health_mu_) = false;
