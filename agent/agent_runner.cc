@@ -236,7 +236,9 @@ int RunAgent(int argc, const char* const* argv) {
     return 1;
   }
   config->limits = (*admin_core)->limits();
-  auto admin_server = admin::AdminServer::Start(**admin_core, AdminOptions(*config), logger);
+  admin::AdminServerOptions admin_options = AdminOptions(*config);
+  admin_options.take_over_socket = handoff.has_value();
+  auto admin_server = admin::AdminServer::Start(**admin_core, admin_options, logger);
   if (!admin_server.ok()) {
     startup_failed(admin_server.status().message());
     ssh_finalize();

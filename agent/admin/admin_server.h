@@ -23,6 +23,9 @@ struct AdminServerOptions {
   std::string tls_cert;               // PEM files of the TCP listener
   std::string tls_key;
   std::string client_ca;
+  // A binary upgrade's new process: the old agent still serves `unix_socket` until this one is
+  // ready, so its live socket file is replaced instead of refused.
+  bool take_over_socket = false;
 };
 
 class AdminServer {
