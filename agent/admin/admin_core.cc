@@ -223,6 +223,7 @@ v1::Limits LimitsToProto(const config::Limits& limits) {
   out.set_max_channels_per_session(limits.max_channels_per_session);
   out.set_connect_timeout(config::FormatDuration(limits.connect_timeout));
   out.set_shutdown_grace(config::FormatDuration(limits.shutdown_grace));
+  out.set_upgrade_drain(config::FormatDuration(limits.upgrade_drain));
   return out;
 }
 

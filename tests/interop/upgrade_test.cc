@@ -215,6 +215,22 @@ class UpgradeTest : public ::testing::Test {
     WriteFile(dir_.File("keys"), user_.public_line + "\n");
   }
 
+  // The new agents an upgrade started are not our children: end every process whose command
+  // line starts with this test's binary path (the old one goes with agent_).
+  void TearDown() override {
+    DIR* proc = opendir("/proc");
+    if (proc == nullptr) return;
+    while (dirent* entry = readdir(proc)) {
+      const int pid = std::atoi(entry->d_name);
+      if (pid <= 0) continue;
+      std::ifstream cmdline("/proc/" + std::string(entry->d_name) + "/cmdline");
+      std::string argv0;
+      std::getline(cmdline, argv0, '\0');
+      if (argv0 == binary_) kill(pid, SIGKILL);
+    }
+    closedir(proc);
+  }
+
   void StartAgent() {
     agent_ = std::make_unique<BackgroundProcess>(
         std::vector<std::string>{binary_, "--state-dir", dir_.File("state"), "--listen",
@@ -365,6 +381,23 @@ TEST_F(UpgradeTest, HandsOverWithoutBreakingTunnelsOrRefusingConnections) {
   for (auto& ssh : idle) EXPECT_TRUE(ssh->running());
 }
 
+TEST_F(UpgradeTest, AlknetAdminAgentUpgradeAnswersWithTheNewPid) {
+  StartAgent();
+  ASSERT_TRUE(LogsIn()) << Log();
+  const pid_t old_pid = agent_->pid();
+  InstallCopy(binary_);
+  CommandResult upgrade = Admin({"agent", "upgrade"});
+  ASSERT_EQ(upgrade.exit_code, 0) << upgrade.err << Log();
+  const std::string marker = "upgraded: new agent pid ";
+  ASSERT_THAT(upgrade.out, HasSubstr(marker));
+  const std::string new_pid = upgrade.out.substr(upgrade.out.find(marker) + marker.size());
+  EXPECT_NE(std::stoi(new_pid), old_pid);
+  // The admin socket is the new process's now, and it serves logins.
+  CommandResult status = Admin({"--json", "status"});
+  EXPECT_THAT(status.out, HasSubstr("\"pid\": " + std::to_string(std::stoi(new_pid)))) << status.err;
+  EXPECT_TRUE(LogsIn()) << Log();
+}
+
 TEST_F(UpgradeTest, AFailedUpgradeKeepsTheOldAgentServingAndLogsWhy) {
   StartAgent();
   ASSERT_TRUE(LogsIn()) << Log();
@@ -385,6 +418,12 @@ TEST_F(UpgradeTest, AFailedUpgradeKeepsTheOldAgentServingAndLogsWhy) {
   // The admin API still answers, from the same process.
   CommandResult status = Admin({"--json", "status"});
   EXPECT_THAT(status.out, HasSubstr("\"pid\": " + std::to_string(agent_->pid()))) << status.err;
+  // `alknet-admin agent upgrade` runs the same upgrade and reports the same failure.
+  CommandResult upgrade = Admin({"agent", "upgrade"});
+  EXPECT_NE(upgrade.exit_code, 0);
+  EXPECT_THAT(upgrade.err, HasSubstr("limits.max_sessions: expected 1..1000000")) << upgrade.err;
+  EXPECT_TRUE(agent_->running());
+  EXPECT_TRUE(LogsIn()) << Log();
 }
 
 }  // namespace
