@@ -365,6 +365,10 @@ class Commands {
     std::string group = w.empty() ? "" : w[0];
     std::string verb = w.size() > 1 ? w[1] : "";
     if (group == "status") return Status();
+    if (group == "agent") {
+      if (verb == "upgrade") return AgentUpgrade();
+      throw UsageError{"usage: alknet-admin agent upgrade"};
+    }
     if (group == "keys") {
       if (verb == "add") return KeysAdd();
       if (verb == "list" || verb == "ls") return KeysList();
@@ -464,6 +468,21 @@ class Commands {
       if (!listener.tls_profile().empty()) out_ << " (tls profile " << listener.tls_profile() << ")";
       out_ << "\n";
     }
+    return kExitOk;
+  }
+
+  // Issue 20: binary upgrade; answers once the new process serves (its pid) or failed.
+  int AgentUpgrade() {
+    Allow(line_);
+    ExpectWords(line_, 2, "agent upgrade");
+    auto stub = v1::Agent::NewStub(Channel());
+    v1::UpgradeResponse response;
+    if (auto s = Call(&v1::Agent::Stub::Upgrade, stub, v1::UpgradeRequest(), &response); !s.ok()) return Fail(s);
+    if (json_) {
+      out_ << Json(response);
+      return kExitOk;
+    }
+    out_ << "upgraded: new agent pid " << response.pid() << "\n";
     return kExitOk;
   }
 

@@ -17,6 +17,9 @@ const cli::Program& AdminProgram() {
       .commands =
           {
               {.words = {"status"}, .help = "version, uptime, listeners, readiness"},
+              {.words = {"agent", "upgrade"},
+               .help = "start the binary now on disk with the agent's listening sockets (as SIGUSR2); "
+                       "prints the new pid once it serves"},
               {.words = {"keys", "add"},
                .args = "FILE|-",
                .help = "add one public key (from a file or standard input)",
