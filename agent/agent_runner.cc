@@ -24,6 +24,7 @@
 #include "agent/default_config.h"
 #include "agent/health_check.h"
 #include "agent/trust_loader.h"
+#include "agent/service_notify.h"
 #include "agent/upgrade/binary_upgrade.h"
 #include "agent/upgrade/state_follower.h"
 #include "agent/upgrade/upgrade_handoff.h"
@@ -272,6 +273,15 @@ int RunAgent(int argc, const char* const* argv) {
         handoff.reset();
       }
       (*admin_core)->SetUpgradeHandler([&pending_upgrades] { return pending_upgrades.Wait(); });
+      // systemd Type=notify: serving now (after an upgrade, this pid becomes the main pid).
+      const ServiceNotifier notifier = ServiceNotifier::FromEnvironment();
+      auto notify = [&](absl::Status sent) {
+        if (!sent.ok()) {
+          logger.Warn("agent", "service notification not sent",
+                      {{"error", std::string(sent.message())}});
+        }
+      };
+      notify(notifier.Ready("serving"));
       for (;;) {
         // Wakes at least once a second to pick up changed revocation lists and readiness.
         const timespec tick{.tv_sec = 1, .tv_nsec = 0};
@@ -284,6 +294,7 @@ int RunAgent(int argc, const char* const* argv) {
         if (signal_number == SIGHUP) {
           // The config file (limits) and the authorized_keys files; sessions stay up.
           logger.Info("agent", "SIGHUP: reloading the config file and authorized keys");
+          notify(notifier.Reloading());
           // A bad file keeps the last good config (not the startup one, which would undo
           // earlier reloads); the key and trust files are still re-read from its paths.
           auto reloaded = BuildConfig(*command_line, DefaultConfigYaml());
@@ -295,6 +306,7 @@ int RunAgent(int argc, const char* const* argv) {
           }
           (*admin_core)->Reload(running);
           trust.Reload(running);
+          notify(notifier.Ready("serving"));
           continue;
         }
         if (signal_number == SIGUSR2) {
@@ -356,6 +368,7 @@ int RunAgent(int argc, const char* const* argv) {
           break;
         }
         logger.Info("agent", "shutting down", {{"signal", strsignal(signal_number)}});
+        notify(notifier.Stopping());
         // gRPC health says NOT_SERVING at once and keeps answering through the drain (as
         // /readyz answers 503); the admin API stops once the engine has stopped.
         (*admin_server)->BeginDrain();
