@@ -2,6 +2,8 @@
 // one RPC and prints a table (or JSON with --json).
 #include "admin-cli/admin_cli.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
@@ -193,19 +195,30 @@ std::string ReadPemOption(const CommandLine& line, std::string_view option) {
 
 // The agent's admin socket when --socket is not given: $ALKNET_ADMIN_SOCKET, else admin.socket of
 // the agent's config file in $ALKNET_CONFIG (the variables the agent itself reads, so the image,
-// the chart and a host agree without a flag), else ./var/admin.sock (the default state dir).
+// the chart and a host agree without a flag), else ./var/admin.sock (the default state dir) when
+// it exists, else admin.socket of the Debian package's /etc/alknet/agent.yaml when that exists.
+// The Debian package's config file (deploy/debian/agent.yaml).
+constexpr char kPackageConfig[] = "/etc/alknet/agent.yaml";
+
 std::string DefaultSocket() {
   const char* socket = std::getenv("ALKNET_ADMIN_SOCKET");
   if (socket != nullptr && *socket != '\0') return socket;
+  auto socket_of = [](const char* config_file) -> std::optional<std::string> {
+    config::AgentConfig config;
+    if (!config::ApplyYamlFile(config_file, config).ok()) return std::nullopt;
+    config::ResolveDefaults(config);
+    return config.admin.socket;
+  };
   const char* config_file = std::getenv("ALKNET_CONFIG");
   if (config_file != nullptr && *config_file != '\0') {
-    config::AgentConfig config;
-    if (config::ApplyYamlFile(config_file, config).ok()) {
-      config::ResolveDefaults(config);
-      return config.admin.socket;
-    }
+    if (auto from_config = socket_of(config_file)) return *from_config;
   }
-  return "./var/admin.sock";
+  constexpr char kLocal[] = "./var/admin.sock";
+  if (::access(kLocal, F_OK) == 0) return kLocal;
+  if (::access(kPackageConfig, R_OK) == 0) {
+    if (auto from_package = socket_of(kPackageConfig)) return *from_package;
+  }
+  return kLocal;
 }
 
 absl::StatusOr<Connection> Connect(const CommandLine& line) {
@@ -397,6 +410,10 @@ class Commands {
     std::string group = w.empty() ? "" : w[0];
     std::string verb = w.size() > 1 ? w[1] : "";
     if (group == "status") return Status();
+    if (group == "agent") {
+      if (verb == "upgrade") return AgentUpgrade();
+      throw UsageError{"usage: alknet-admin agent upgrade"};
+    }
     if (group == "keys") {
       if (verb == "add") return KeysAdd();
       if (verb == "list" || verb == "ls") return KeysList();
@@ -496,6 +513,21 @@ class Commands {
       if (!listener.tls_profile().empty()) out_ << " (tls profile " << listener.tls_profile() << ")";
       out_ << "\n";
     }
+    return kExitOk;
+  }
+
+  // Issue 20: binary upgrade; answers once the new process serves (its pid) or failed.
+  int AgentUpgrade() {
+    Allow(line_);
+    ExpectWords(line_, 2, "agent upgrade");
+    auto stub = v1::Agent::NewStub(Channel());
+    v1::UpgradeResponse response;
+    if (auto s = Call(&v1::Agent::Stub::Upgrade, stub, v1::UpgradeRequest(), &response); !s.ok()) return Fail(s);
+    if (json_) {
+      out_ << Json(response);
+      return kExitOk;
+    }
+    out_ << "upgraded: new agent pid " << response.pid() << "\n";
     return kExitOk;
   }
 

@@ -12,11 +12,15 @@ const cli::Program& AdminProgram() {
           "alknet-admin talks to a running alknet-agent over its admin API (gRPC): keys, limits, "
           "sessions and the client role's forwards. It prints tables, or JSON with --json.\n\n"
           "Connection (default: --socket $ALKNET_ADMIN_SOCKET, else admin.socket of $ALKNET_CONFIG, "
-          "else ./var/admin.sock): the agent's Unix socket; a TCP listener with mutual TLS "
+          "else ./var/admin.sock if it exists, else admin.socket of /etc/alknet/agent.yaml if that "
+          "exists): the agent's Unix socket; a TCP listener with mutual TLS "
           "(--server); or through SSH with an admin-role key (--via).",
       .commands =
           {
               {.words = {"status"}, .help = "version, uptime, listeners, readiness"},
+              {.words = {"agent", "upgrade"},
+               .help = "start the binary now on disk with the agent's listening sockets (as SIGUSR2); "
+                       "prints the new pid once it serves"},
               {.words = {"keys", "add"},
                .args = "FILE|-",
                .help = "add one public key (from a file or standard input)",

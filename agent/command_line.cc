@@ -214,7 +214,9 @@ absl::StatusOr<config::AgentConfig> BuildConfig(const CommandLine& command_line,
   // ALKNET_* variables, one per schema field; names that match no field are errors, so a typo
   // in a container's environment does not pass silently.
   for (const auto& [key, value] : command_line.environment) {
-    if (key == "ALKNET_CONFIG") continue;
+    // ALKNET_UPGRADE_FD: set by the agent for the binary it upgrades to (agent/upgrade), read
+    // and unset by that process; not a config field.
+    if (key == "ALKNET_CONFIG" || key == "ALKNET_UPGRADE_FD") continue;
     const config::FieldSpec* field = nullptr;
     for (const config::FieldSpec& candidate : config::Fields()) {
       if (EnvironmentName(candidate.yaml_path) == key) field = &candidate;

@@ -7,7 +7,7 @@
 #            TLS stealth answers and handshake, sslscan to scan both, Prometheus/promtool
 #            for the metrics and deploy/ checks, podman/buildah/runc/debootstrap to build and
 #            run the container image), fail2ban (its fail2ban-regex checks the filter in
-#            deploy/fail2ban/) and clang with its
+#            deploy/fail2ban/), systemd (systemd-analyze checks deploy/systemd/) and clang with its
 #            runtime libraries for the ASan/UBSan and libFuzzer builds; python3-yaml and
 #            ajv-cli (npm, with Debian's npm if there is none) for the Helm chart check;
 #            zsh, groff and man-db for the completion and man page checks;
@@ -35,6 +35,7 @@ TEST_PACKAGES=(
   zsh groff-base man-db
   python3-grpc-tools proxychains4 redsocks iptables iproute2
   fail2ban
+  systemd
 )
 # npm packages of --test, installed globally only when their command is missing.
 NPM_TEST_PACKAGES=(ajv-cli ajv-formats)

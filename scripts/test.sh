@@ -6,8 +6,9 @@
 #                (./build-release-clang), the agent, alknet-admin and the bench helper
 #   4. newcomer  the README as a newcomer types it: scripts/run-agent.sh from a clean copy with a
 #                fresh HOME, stock ssh -D/-L/-W, curl, alknet-admin (tests/newcomer/)
-#   5. container docker/Dockerfile built and run with podman (ctest -L container,
-#                tests/container/check_image.sh)                (skipped by --no-container)
+#   5. container docker/Dockerfile built and run with podman, and the .deb (scripts/package.sh)
+#                installed with apt in a clean container (ctest -L container,
+#                tests/container/check_image.sh, check_deb.sh)   (skipped by --no-container)
 #   6. asan      ASan+UBSan build in ./build-asan, ctest                (skipped by --quick)
 #   7. fuzz      clang libFuzzer build in ./build-fuzz; each tests/fuzz/*_fuzzer.cc runs for
 #                ALKNET_FUZZ_SECONDS (default 20) on a copy of its corpus  (skipped by --quick)
@@ -23,7 +24,7 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
 
 usage() {
-  sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 quick=0

@@ -224,6 +224,7 @@ v1::Limits LimitsToProto(const config::Limits& limits) {
   out.set_max_channels_per_session(limits.max_channels_per_session);
   out.set_connect_timeout(config::FormatDuration(limits.connect_timeout));
   out.set_shutdown_grace(config::FormatDuration(limits.shutdown_grace));
+  out.set_upgrade_drain(config::FormatDuration(limits.upgrade_drain));
   return out;
 }
 
@@ -243,7 +244,7 @@ absl::Status ApplyLimitsProto(const v1::Limits& limits, config::AgentConfig& con
 
 AdminCore::AdminCore(const config::AgentConfig& config, Options options, Logger& logger,
                      auth::KeyStore& keys)
-    : options_(std::move(options)), logger_(logger), keys_(keys),
+    : options_(std::move(options)), logger_(logger), keys_(keys), state_dir_(config.state_dir),
       state_path_(StateFilePath(config.state_dir)),
       tls_profile_(config.tls.effective_profile() == config::TlsProfile::kNginx ? "nginx"
                                                                                : "modern"),
@@ -967,6 +968,7 @@ v1::GetStatusResponse AdminCore::GetStatus() {
   v1::GetStatusResponse response;
   response.set_version(options_.version);
   response.set_libssh_version(ssh_version(0));
+  response.set_pid(static_cast<uint32_t>(::getpid()));
   SetTimestamp(response.mutable_start_time(), started_);
   absl::Duration uptime = absl::Now() - started_;
   response.mutable_uptime()->set_seconds(absl::ToInt64Seconds(uptime));
@@ -1000,6 +1002,40 @@ v1::GetStatusResponse AdminCore::GetStatus() {
     response.set_sessions(static_cast<uint32_t>(engine->active_sessions()));
   }
   return response;
+}
+
+// ---- binary upgrade (issue 20) ----
+
+void AdminCore::SetUpgradeHandler(std::function<absl::StatusOr<uint32_t>()> handler) {
+  absl::MutexLock lock(&mu_);
+  upgrade_handler_ = std::move(handler);
+}
+
+absl::StatusOr<v1::UpgradeResponse> AdminCore::Upgrade() {
+  std::function<absl::StatusOr<uint32_t>()> handler;
+  {
+    absl::MutexLock lock(&mu_);
+    handler = upgrade_handler_;
+  }
+  if (!handler) return absl::UnimplementedError("this agent cannot upgrade itself");
+  absl::StatusOr<uint32_t> pid = handler();
+  if (!pid.ok()) return pid.status();
+  v1::UpgradeResponse response;
+  response.set_pid(*pid);
+  return response;
+}
+
+void AdminCore::ReleaseStateLock() {
+  absl::MutexLock lock(&mu_);
+  lock_fd_.reset();
+}
+
+absl::Status AdminCore::RetakeStateLock() {
+  absl::StatusOr<UniqueFd> taken = LockStateDir(state_dir_);
+  if (!taken.ok()) return taken.status();
+  absl::MutexLock lock(&mu_);
+  lock_fd_ = *std::move(taken);
+  return absl::OkStatus();
 }
 
 }  // namespace alknet::admin

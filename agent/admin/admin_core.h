@@ -6,6 +6,8 @@
 // only then swapped in (KeyStore::Replace, ServerEngine::UpdateLimits) and answered.
 #pragma once
 
+#include <functional>
+
 #include <memory>
 #include <optional>
 #include <string>
@@ -91,6 +93,14 @@ class AdminCore {
 
   v1::GetStatusResponse GetStatus();
 
+  // Binary upgrade (issue 20, agent/upgrade): the runner's handler, called by the Upgrade RPC
+  // (blocks until the new process serves or failed). Without one the RPC is UNIMPLEMENTED.
+  void SetUpgradeHandler(std::function<absl::StatusOr<uint32_t>()> handler);
+  absl::StatusOr<v1::UpgradeResponse> Upgrade();
+  // The new process takes the state directory's lock; a failed upgrade takes it back.
+  void ReleaseStateLock();
+  absl::Status RetakeStateLock();
+
   // Forwards (agent/admin/admin_forwards.cc).
   absl::StatusOr<v1::AddForwardResponse> AddForward(const v1::AddForwardRequest& request);
   v1::ListForwardsResponse ListForwards();
@@ -136,6 +146,8 @@ class AdminCore {
   auth::KeyStore& keys_;
   const absl::Time started_ = absl::Now();
   UniqueFd lock_fd_;
+  const std::string state_dir_;
+  std::function<absl::StatusOr<uint32_t>()> upgrade_handler_;
   std::string state_path_;
   const std::string tls_profile_;  // tls.profile in force (fixed at start, like the listeners)
 

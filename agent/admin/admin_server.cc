@@ -121,6 +121,10 @@ class AgentService final : public v1::Agent::Service {
     *response = core_.GetStatus();
     return grpc::Status::OK;
   }
+  grpc::Status Upgrade(grpc::ServerContext*, const v1::UpgradeRequest*,
+                       v1::UpgradeResponse* response) override {
+    return Reply(core_.Upgrade(), response);
+  }
 
  private:
   AdminCore& core_;
@@ -166,8 +170,8 @@ std::string DirName(const std::string& path) {
 }
 
 // The socket's directory must not let others replace the socket; a live socket means another
-// agent is serving it.
-absl::Status CheckSocketPath(const std::string& path) {
+// agent is serving it (unless `take_over`: an upgrade's new process replaces the old one's).
+absl::Status CheckSocketPath(const std::string& path, bool take_over) {
   sockaddr_un address{};
   if (path.empty() || path.size() >= sizeof(address.sun_path)) {
     return absl::InvalidArgumentError(
@@ -183,7 +187,8 @@ absl::Status CheckSocketPath(const std::string& path) {
   UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   address.sun_family = AF_UNIX;
   path.copy(address.sun_path, path.size());
-  if (probe.valid() && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
+  if (!take_over && probe.valid() &&
+      ::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("admin socket ", path, " is served by another process"));
   }
@@ -191,7 +196,7 @@ absl::Status CheckSocketPath(const std::string& path) {
     if (!S_ISSOCK(info.st_mode)) {
       return absl::FailedPreconditionError(absl::StrCat("admin.socket: ", path, " exists and is not a socket"));
     }
-    ::unlink(path.c_str());  // stale socket of an earlier run
+    ::unlink(path.c_str());  // stale socket of an earlier run, or the upgraded agent's
   }
   return absl::OkStatus();
 }
@@ -201,7 +206,10 @@ absl::Status CheckSocketPath(const std::string& path) {
 absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(AdminCore& core,
                                                                 const AdminServerOptions& options,
                                                                 Logger& logger) {
-  if (absl::Status status = CheckSocketPath(options.unix_socket); !status.ok()) return status;
+  if (absl::Status status = CheckSocketPath(options.unix_socket, options.take_over_socket);
+      !status.ok()) {
+    return status;
+  }
   std::unique_ptr<AdminServer> server(new AdminServer());
   server->unix_socket_ = options.unix_socket;
 
@@ -294,12 +302,24 @@ AdminServer::~AdminServer() { Shutdown(absl::ZeroDuration()); }
 void AdminServer::Shutdown(absl::Duration deadline) {
   if (server_ == nullptr) return;
   BeginDrain();
+  // gRPC unlinks its unix socket path when the listener goes away; after a binary upgrade that
+  // path is the new process's socket, so a second name keeps it across the shutdown.
+  std::string kept;
+  if (keep_socket_file_) {
+    kept = unix_socket_ + ".handover";
+    ::unlink(kept.c_str());
+    if (::link(unix_socket_.c_str(), kept.c_str()) != 0) kept.clear();
+  }
   server_->Shutdown(std::chrono::time_point_cast<std::chrono::system_clock::duration>(
       std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline)));
   server_->Wait();
   absl::MutexLock lock(&health_mu_);
   server_.reset();
-  ::unlink(unix_socket_.c_str());
+  if (!kept.empty()) {
+    ::rename(kept.c_str(), unix_socket_.c_str());  // a no-op if the path still names it
+    ::unlink(kept.c_str());
+  }
+  if (!keep_socket_file_) ::unlink(unix_socket_.c_str());
 }
 
 }  // namespace alknet::admin

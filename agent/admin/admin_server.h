@@ -23,6 +23,9 @@ struct AdminServerOptions {
   std::string tls_cert;               // PEM files of the TCP listener
   std::string tls_key;
   std::string client_ca;
+  // A binary upgrade's new process: the old agent still serves `unix_socket` until this one is
+  // ready, so its live socket file is replaced instead of refused.
+  bool take_over_socket = false;
 };
 
 class AdminServer {
@@ -44,6 +47,8 @@ class AdminServer {
   void BeginDrain();
   // Stops accepting and waits up to `deadline` for calls in flight.
   void Shutdown(absl::Duration deadline);
+  // Binary upgrade: the socket path now belongs to the new process; Shutdown() leaves it.
+  void KeepSocketFile() { keep_socket_file_ = true; }
 
  private:
   AdminServer() = default;
@@ -52,6 +57,7 @@ class AdminServer {
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::string> addresses_;
   std::string unix_socket_;
+  bool keep_socket_file_ = false;
   absl::Mutex health_mu_;
   bool serving_ ABSL_GUARDED_BY(health_mu_) = false;
   bool draining_ ABSL_GUARDED_BY(health_mu_) = false;

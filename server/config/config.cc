@@ -17,7 +17,8 @@ bool operator==(const Limits& a, const Limits& b) {
          a.per_source_max_startups == b.per_source_max_startups &&
          a.max_sessions == b.max_sessions &&
          a.max_channels_per_session == b.max_channels_per_session &&
-         a.connect_timeout == b.connect_timeout && a.shutdown_grace == b.shutdown_grace;
+         a.connect_timeout == b.connect_timeout && a.shutdown_grace == b.shutdown_grace &&
+         a.upgrade_drain == b.upgrade_drain;
 }
 
 bool operator==(const LogConfig& a, const LogConfig& b) {
@@ -183,6 +184,7 @@ absl::Status Validate(const AgentConfig& config) {
            DurationCheck{"limits.login_grace_time", limits.login_grace_time, kLoginGraceTimeRange},
            DurationCheck{"limits.connect_timeout", limits.connect_timeout, kConnectTimeoutRange},
            DurationCheck{"limits.shutdown_grace", limits.shutdown_grace, kShutdownGraceRange},
+           DurationCheck{"limits.upgrade_drain", limits.upgrade_drain, kUpgradeDrainRange},
            DurationCheck{"tls.web_lifetime", config.tls.web_lifetime, kWebLifetimeRange},
            DurationCheck{"tls.web_idle_timeout", config.tls.web_idle_timeout,
                          kWebIdleTimeoutRange},

@@ -24,6 +24,8 @@ struct Limits {
   int max_channels_per_session = 1024;
   absl::Duration connect_timeout = absl::Seconds(10);  // outbound connect for direct-tcpip
   absl::Duration shutdown_grace = absl::Seconds(10);   // SIGTERM: drain channels up to this long
+  // Binary upgrade (issue 20): how long the old process keeps its sessions after handing over.
+  absl::Duration upgrade_drain = absl::Hours(6);
 };
 
 // Rate limits (YAML section `rate_limits`, issue 15; docs/configuration.md). 0 turns a rule off;
@@ -199,6 +201,7 @@ struct DurationRange {
 inline constexpr DurationRange kLoginGraceTimeRange{absl::ZeroDuration(), true, absl::Hours(1)};
 inline constexpr DurationRange kConnectTimeoutRange{absl::ZeroDuration(), true, absl::Minutes(5)};
 inline constexpr DurationRange kShutdownGraceRange{absl::ZeroDuration(), false, absl::Hours(1)};
+inline constexpr DurationRange kUpgradeDrainRange{absl::ZeroDuration(), false, absl::Hours(24 * 7)};
 inline constexpr DurationRange kCertificateClockSkewRange{absl::ZeroDuration(), false, absl::Hours(1)};
 inline constexpr DurationRange kStealthTimeoutRange{absl::ZeroDuration(), true, absl::Minutes(5)};
 inline constexpr DurationRange kWebLifetimeRange{absl::ZeroDuration(), true, absl::Hours(24)};

@@ -256,8 +256,8 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 51>& Table() {
-  static const std::array<FieldDef, 51> table = {{
+const std::array<FieldDef, 52>& Table() {
+  static const std::array<FieldDef, 52> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
@@ -325,6 +325,11 @@ const std::array<FieldDef, 51>& Table() {
       {{"limits.shutdown_grace", "--shutdown-grace", FieldKind::kScalar,
         "on SIGTERM, let open channels drain this long, 0..1h (default 10s)"},
        ALKNET_DURATION_FIELD(limits.shutdown_grace, kShutdownGraceRange)},
+      // Issue 20: binary upgrade.
+      {{"limits.upgrade_drain", "--upgrade-drain", FieldKind::kScalar,
+        "after a binary upgrade, the old process keeps its sessions this long, 0..168h "
+        "(default 6h)"},
+       ALKNET_DURATION_FIELD(limits.upgrade_drain, kUpgradeDrainRange)},
       {{"log.level", "--log-level", FieldKind::kScalar,
         "log level: debug, info, warn or error (default info)"},
        [](AgentConfig& c, std::string_view v) -> absl::Status {

@@ -81,9 +81,19 @@ absl::Status ServerEngine::Start() {
   for (const EndpointUrl& url : config_.listen) {
     absl::StatusOr<ServerTransport*> transport = TransportFor(url);
     if (!transport.ok()) return transport.status();
-    auto listener = Listener::Bind(url, **transport);
+    auto listener = Listener::Bind(url, **transport, inherited_);
     if (!listener.ok()) return listener.status();
+    if ((*listener)->adopted()) {
+      logger_.Info("engine", "adopted inherited listening socket",
+                   {{"address", (*listener)->bound().ToString()}});
+    }
     listeners_.push_back(*std::move(listener));
+  }
+  if (inherited_ != nullptr && !inherited_->empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LISTEN_FDS: ", inherited_->size(),
+        " inherited socket(s) match no configured listener (check --listen / listen:): ",
+        inherited_->DescribeRemaining()));
   }
 
   if (config_.metrics.listen) {
@@ -281,6 +291,58 @@ void ServerEngine::Shutdown(absl::Duration grace) {
   workers_.clear();
   listeners_.clear();
   logger_.Info("engine", "stopped", {{"disconnected_at_deadline", absl::StrCat(remaining)}});
+}
+
+std::vector<std::pair<int, std::string>> ServerEngine::listen_fds() const {
+  std::vector<std::pair<int, std::string>> fds;
+  for (const auto& listener : listeners_) {
+    if (listener->fd() >= 0) fds.emplace_back(listener->fd(), listener->bound().ToString());
+  }
+  return fds;
+}
+
+void ServerEngine::CloseStatusServer() {
+  if (!started_ || status_server_ == nullptr) return;
+  std::promise<void> closed;
+  acceptor_loop_->Post([this, &closed] {
+    status_server_->Close();
+    status_server_.reset();  // on the loop that served it
+    closed.set_value();
+  });
+  closed.get_future().wait();
+}
+
+absl::Status ServerEngine::ReopenStatusServer() {
+  if (!started_ || status_server_ != nullptr || !config_.metrics.listen) return absl::OkStatus();
+  auto status_server = http::StatusServer::BindOrFallBack(*config_.metrics.listen,
+                                                           config_.metrics.listen_explicit, logger_);
+  if (!status_server.ok()) return status_server.status();
+  std::promise<absl::Status> started;
+  acceptor_loop_->Post([this, &started, server = status_server->get()] {
+    started.set_value(server->Start(*acceptor_loop_,
+                                    {.metrics = [this] { return RenderMetrics(); },
+                                     .healthy = [this] { return Healthy(); },
+                                     .ready = [this] { return Ready(); }}));
+  });
+  absl::Status result = started.get_future().get();
+  if (!result.ok()) return result;
+  status_server_ = *std::move(status_server);
+  logger_.Info("metrics", "listening", {{"address", status_server_->bound_url()}});
+  return absl::OkStatus();
+}
+
+void ServerEngine::StopAccepting() {
+  if (!started_) return;
+  ready_ = false;
+  std::promise<void> listeners_closed;
+  acceptor_loop_->Post([this, &listeners_closed] {
+    for (auto& listener : listeners_) listener->Close();
+    listeners_closed.set_value();
+  });
+  listeners_closed.get_future().wait();
+  for (prometheus::Gauge* up : listener_up_) up->Set(0);
+  logger_.Info("engine", "stopped accepting (handed over); sessions stay",
+               {{"sessions", absl::StrCat(active_sessions())}});
 }
 
 bool ServerEngine::Ready() const {

@@ -39,8 +39,25 @@ class ServerEngine {
   // like `keys`). Without it certificates only work through cert-authority lines.
   void SetTrustStores(const auth::TrustStores* trust) { trust_ = trust; }
 
+  // Before Start(): sockets passed in by systemd or by the process this one upgrades. Each
+  // listener adopts the one bound to its address; one left over fails Start() (a unit that
+  // passes a socket nobody serves is a mistake to report, not to ignore).
+  void SetInheritedSockets(InheritedSockets* inherited) { inherited_ = inherited; }
+
   // Binds every listener and starts the workers. Any bind failure fails the whole start.
   absl::Status Start();
+
+  // The listening sockets with their URLs, for handing them to a new binary (binary upgrade).
+  // Valid until StopAccepting() or Shutdown(). Call from the controlling thread.
+  std::vector<std::pair<int, std::string>> listen_fds() const;
+  // Binary upgrade, once the new process serves: closes this process's listeners (the sockets
+  // live on in the new process, so no connection is refused) and leaves the sessions running.
+  // /readyz turns 503, alknet_listener_up 0. Blocking; from the controlling thread.
+  void StopAccepting();
+  // Binary upgrade: the new process binds the metrics/health address, so this one lets it go
+  // first (CloseStatusServer) and binds it again if the upgrade fails (ReopenStatusServer).
+  void CloseStatusServer();
+  absl::Status ReopenStatusServer();
 
   // Stops accepting, lets open channels finish up to `grace`, then disconnects the rest and
   // stops every thread. Blocking; call from the controlling thread.
@@ -121,6 +138,7 @@ class ServerEngine {
   mutable absl::Mutex limits_mu_;
   bool started_ = false;
   const auth::TrustStores* trust_ = nullptr;
+  InheritedSockets* inherited_ = nullptr;
 };
 
 }  // namespace alknet

@@ -185,4 +185,9 @@ void EventLoop::RunOnce(absl::Duration max_wait) {
   Turn(timeout);
 }
 
+std::span<char> EventLoop::Scratch() {
+  if (!scratch_) scratch_ = std::make_unique_for_overwrite<char[]>(kScratchSize);
+  return {scratch_.get(), kScratchSize};
+}
+
 }  // namespace alknet

@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -66,6 +67,12 @@ class EventLoop {
   void Stop();
   bool IsLoopThread() const { return std::this_thread::get_id() == loop_thread_; }
 
+  // The loop thread's I/O scratch buffer (kScratchSize bytes, allocated on first use): code on
+  // this loop reads into it and writes out of it within one callback; it holds nothing between
+  // callbacks. Loop thread only.
+  static constexpr size_t kScratchSize = 256 * 1024;
+  std::span<char> Scratch();
+
  private:
   EventLoop(UniqueFd epoll_fd, UniqueFd wake_fd);
   int NextTimeoutMs() const;
@@ -93,6 +100,7 @@ class EventLoop {
   bool stop_requested_ ABSL_GUARDED_BY(posted_mu_) = false;
 
   std::vector<std::function<void()>> deferred_deletes_;
+  std::unique_ptr<char[]> scratch_;
 };
 
 }  // namespace alknet

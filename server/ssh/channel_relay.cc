@@ -221,7 +221,7 @@ void ChannelRelay::ReadFromTarget() {
   CountFromTarget(static_cast<size_t>(accepted));
   if (accepted < n) {
     // A rekey or a shrinking window cut the write short: keep the rest, stop reading until sent.
-    to_channel_pending_.assign(reinterpret_cast<char*>(scratch_.data) + accepted, n - accepted);
+    to_channel_pending_.Assign(scratch_.data + accepted, static_cast<size_t>(n - accepted));
   }
 }
 
@@ -239,7 +239,7 @@ bool ChannelRelay::FlushToChannel() {
     return false;
   }
   CountFromTarget(static_cast<size_t>(accepted));
-  to_channel_pending_.erase(0, static_cast<size_t>(accepted));
+  to_channel_pending_.Consume(static_cast<size_t>(accepted));
   return to_channel_pending_.empty();
 }
 
@@ -253,7 +253,7 @@ void ChannelRelay::WriteToTarget() {
     }
     if (written == 0) return;
     CountToTarget(static_cast<size_t>(written));
-    to_target_pending_.erase(0, static_cast<size_t>(written));
+    to_target_pending_.Consume(static_cast<size_t>(written));
   }
   // Our buffer is empty: pull what we left in libssh's buffer (this also reopens our window).
   if (upload_throttled_) return;  // OnTokens pulls it
@@ -283,7 +283,7 @@ void ChannelRelay::WriteToTarget() {
     }
     CountToTarget(static_cast<size_t>(written));
     if (written < n) {
-      to_target_pending_.assign(reinterpret_cast<char*>(scratch_.data) + written, n - written);
+      to_target_pending_.Assign(scratch_.data + written, static_cast<size_t>(n - written));
       return;
     }
   }

@@ -10,6 +10,7 @@
 #include <libssh/callbacks.h>
 #include <libssh/libssh.h>
 
+#include "server/common/pending_bytes.h"
 #include "server/common/rate_limiter.h"
 #include "server/common/unique_fd.h"
 #include "server/loop/event_loop.h"
@@ -109,8 +110,10 @@ class ChannelRelay final : public FdHandler {
   UniqueFd target_;
   ssh_channel_callbacks_struct callbacks_{};
 
-  std::string to_target_pending_;   // bytes already taken from libssh, not yet on the socket
-  std::string to_channel_pending_;  // bytes read from the socket, not yet accepted by libssh
+  // Bytes already taken from libssh, not yet on the socket.
+  PendingBytes to_target_pending_{RelayScratch::kSize};
+  // Bytes read from the socket, not yet accepted by libssh.
+  PendingBytes to_channel_pending_{RelayScratch::kSize};
   bool libssh_holds_data_ = false;  // we left data in libssh's channel buffer
   bool window_blocked_ = false;
   bool target_eof_ = false;         // socket said EOF; channel EOF sent once pending drains

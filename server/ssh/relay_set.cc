@@ -22,11 +22,11 @@ void RelaySet::Pump(absl::FunctionRef<bool()> active,
   // Relays re-queue themselves while they wait (window, rekey); a few rounds settle nested
   // requests raised while pumping.
   for (int round = 0; round < 4 && !attention_.empty() && active(); ++round) {
-    std::vector<ChannelRelay*> batch;
-    batch.swap(attention_);
-    std::sort(batch.begin(), batch.end());
-    batch.erase(std::unique(batch.begin(), batch.end()), batch.end());
-    for (ChannelRelay* relay : batch) {
+    batch_.clear();
+    batch_.swap(attention_);  // attention_ takes batch_'s old capacity
+    std::sort(batch_.begin(), batch_.end());
+    batch_.erase(std::unique(batch_.begin(), batch_.end()), batch_.end());
+    for (ChannelRelay* relay : batch_) {
       auto it = relays_.find(relay);
       if (it == relays_.end()) continue;
       relay->Pump();
@@ -53,6 +53,7 @@ void RelaySet::CloseAll(absl::FunctionRef<void(const ChannelRelay&)> closing) {
   }
   relays_.clear();
   attention_.clear();
+  batch_.clear();
 }
 
 }  // namespace alknet

@@ -38,6 +38,9 @@ class RelaySet {
   EventLoop& loop_;
   absl::flat_hash_map<ChannelRelay*, std::unique_ptr<ChannelRelay>> relays_;
   std::vector<ChannelRelay*> attention_;
+  // The pass being pumped; swapped with attention_ and cleared, so both keep their capacity
+  // (no allocation per pass once a session has seen its most relays at once).
+  std::vector<ChannelRelay*> batch_;
 };
 
 }  // namespace alknet

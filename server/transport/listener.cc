@@ -14,14 +14,28 @@
 namespace alknet {
 
 absl::StatusOr<std::unique_ptr<Listener>> Listener::Bind(const EndpointUrl& url,
-                                                         ServerTransport& transport) {
-  absl::StatusOr<UniqueFd> fd = ListenTcp(url.address, absl::StrCat("listen ", url.ToString()));
+                                                         ServerTransport& transport,
+                                                         InheritedSockets* inherited) {
+  const std::string label = absl::StrCat("listen ", url.ToString());
+  bool adopted = false;
+  absl::StatusOr<UniqueFd> fd = UniqueFd();
+  if (inherited != nullptr) {
+    absl::StatusOr<std::optional<UniqueFd>> taken = inherited->Take(url.address, label);
+    if (!taken.ok()) return taken.status();
+    if (taken->has_value()) {
+      fd = std::move(**taken);
+      adopted = true;
+    }
+  }
+  if (!adopted) fd = ListenTcp(url.address, label);
   if (!fd.ok()) return fd.status();
   SocketEndpoint local = LocalOf(fd->get());
   EndpointUrl bound = url;
   bound.address.port = local.port;
   if (url.address.host != "*") bound.address.host = local.ip;
-  return std::unique_ptr<Listener>(new Listener(*std::move(fd), std::move(bound), transport));
+  auto listener = std::unique_ptr<Listener>(new Listener(*std::move(fd), std::move(bound), transport));
+  listener->adopted_ = adopted;
+  return listener;
 }
 
 Listener::~Listener() { Close(); }

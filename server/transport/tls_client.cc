@@ -154,7 +154,7 @@ void TlsClientStream::DoHandshake() {
     plain_fd_.reset(pair[0]);
     UniqueFd ssh_end(pair[1]);
     phase_ = Phase::kRelay;
-    relay_.Start(ssl_, plain_fd_.get(), "");
+    relay_.Start(ssl_, plain_fd_.get(), "", loop_.Scratch());
     Finish(std::move(ssh_end));
     if (phase_ == Phase::kRelay) Pump();  // the owner may have closed us from `done`
     return;

@@ -13,11 +13,6 @@
 
 namespace alknet {
 
-char* TlsRelayScratch() {
-  thread_local std::unique_ptr<char[]> buffer(new char[kTlsRelayChunk]);
-  return buffer.get();
-}
-
 TlsIo ClassifyTlsIo(SSL* ssl, int rc, int* n, std::string* error) {
   if (rc > 0) {
     *n = rc;
@@ -34,11 +29,13 @@ TlsIo ClassifyTlsIo(SSL* ssl, int rc, int* n, std::string* error) {
   }
 }
 
-void TlsRelay::Start(SSL* ssl, int plain_fd, std::string to_plain) {
+void TlsRelay::Start(SSL* ssl, int plain_fd, std::string_view to_plain,
+                     std::span<char> scratch) {
   *this = TlsRelay();
   ssl_ = ssl;
   plain_fd_ = plain_fd;
-  to_plain_ = std::move(to_plain);
+  scratch_ = scratch;
+  to_plain_.Assign(to_plain.data(), to_plain.size());
 }
 
 void TlsRelay::OnTlsEvents(uint32_t events) {
@@ -90,11 +87,25 @@ bool TlsRelay::Write(const char* data, size_t size, int* n) {
   }
 }
 
+// SSL_write until `size` bytes are written or TLS blocks. With SSL_MODE_ENABLE_PARTIAL_WRITE
+// each SSL_write returns after one record, so a chunk takes several calls; only the tail left
+// when TLS blocks is kept by the caller.
+bool TlsRelay::WriteAll(const char* data, size_t size, size_t* written) {
+  *written = 0;
+  while (*written < size && !tls_write_blocked_) {
+    int n = 0;
+    if (!Write(data + *written, size - *written, &n)) return false;
+    *written += static_cast<size_t>(n);
+  }
+  return true;
+}
+
 // Bounded by one chunk of backlog per direction: a side that cannot take more stops the other
 // side's reads.
 TlsRelay::State TlsRelay::Pump() {
   if (state_ != State::kRunning) return state_;
-  char* buffer = TlsRelayScratch();
+  char* buffer = scratch_.data();
+  const size_t chunk = std::min(scratch_.size(), kTlsRelayChunk);
   bool progress = true;
   while (progress) {
     progress = false;
@@ -102,7 +113,7 @@ TlsRelay::State TlsRelay::Pump() {
     if (!to_plain_.empty()) {
       ssize_t n = send(plain_fd_, to_plain_.data(), to_plain_.size(), MSG_NOSIGNAL);
       if (n > 0) {
-        to_plain_.erase(0, static_cast<size_t>(n));
+        to_plain_.Consume(static_cast<size_t>(n));
         moved_ += static_cast<uint64_t>(n);
         progress = true;
       } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
@@ -111,7 +122,7 @@ TlsRelay::State TlsRelay::Pump() {
     }
     if (to_plain_.empty() && !tls_eof_ && !tls_read_blocked_) {
       size_t got = 0;
-      TlsIo io = ReadInto(buffer, kTlsRelayChunk, &got);
+      TlsIo io = ReadInto(buffer, chunk, &got);
       if (got > 0) {
         progress = true;
         ssize_t n = send(plain_fd_, buffer, got, MSG_NOSIGNAL);
@@ -121,7 +132,7 @@ TlsRelay::State TlsRelay::Pump() {
         }
         moved_ += static_cast<uint64_t>(n);
         if (static_cast<size_t>(n) < got) {
-          to_plain_.assign(buffer + n, got - static_cast<size_t>(n));
+          to_plain_.Assign(buffer + n, got - static_cast<size_t>(n));
         }
       }
       tls_read_wants_write_ = false;
@@ -145,22 +156,24 @@ TlsRelay::State TlsRelay::Pump() {
     }
     // plain -> TLS.
     if (!to_tls_.empty() && !tls_write_blocked_) {
-      int n = 0;
-      if (!Write(to_tls_.data(), to_tls_.size(), &n)) return state_ = State::kFailed;
+      size_t n = 0;
+      if (!WriteAll(to_tls_.data(), to_tls_.size(), &n)) return state_ = State::kFailed;
       if (n > 0) {
-        to_tls_.erase(0, static_cast<size_t>(n));
-        moved_ += static_cast<uint64_t>(n);
+        to_tls_.Consume(n);
+        moved_ += n;
         progress = true;
       }
     }
     if (to_tls_.empty() && !plain_eof_ && !plain_read_blocked_ && !tls_shut_) {
-      ssize_t n = recv(plain_fd_, buffer, kTlsRelayChunk, 0);
+      ssize_t n = recv(plain_fd_, buffer, chunk, 0);
       if (n > 0) {
         progress = true;
-        int written = 0;
-        if (!Write(buffer, static_cast<size_t>(n), &written)) return state_ = State::kFailed;
-        moved_ += static_cast<uint64_t>(written);
-        if (written < n) to_tls_.assign(buffer + written, static_cast<size_t>(n - written));
+        size_t written = 0;
+        if (!WriteAll(buffer, static_cast<size_t>(n), &written)) return state_ = State::kFailed;
+        moved_ += written;
+        if (written < static_cast<size_t>(n)) {
+          to_tls_.Assign(buffer + written, static_cast<size_t>(n) - written);
+        }
       } else if (n == 0) {
         plain_eof_ = true;
         progress = true;

@@ -1,6 +1,7 @@
 // The TLS <-> plain stream relay shared by the server's tls:// transport (SSH socketpair or
 // stealth backend) and the client's tls:// upstreams (SSH socketpair): moves bytes both ways
-// in chunks of up to 64 KiB, keeps at most one chunk of unsent tail per direction, and turns
+// in chunks of up to kTlsRelayChunk, keeps at most one chunk of unsent tail per direction
+// (consumed in place, never moved), and turns
 // close_notify into a FIN and a FIN into close_notify. Pure state over an SSL and two
 // non-blocking fds it does not own; the owner watches the fds (tls_interest/plain_interest),
 // reports readiness and decides what happens when the relay is over.
@@ -11,15 +12,16 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
+#include <string_view>
+
+#include "server/common/pending_bytes.h"
 
 namespace alknet {
 
-inline constexpr size_t kTlsRelayChunk = 64 * 1024;  // relay read size, like ChannelRelay
+inline constexpr size_t kTlsRelayChunk = 64 * 1024;  // relay read size (bench/README: TLS bridge)
 inline constexpr size_t kTlsRecord = 16 * 1024;      // one SSL_read returns at most a record
-
-// One relay buffer per thread: a relay never keeps more than the unsent tail.
-char* TlsRelayScratch();
 
 // SSL I/O results.
 enum class TlsIo { kOk, kWantRead, kWantWrite, kEof, kError };
@@ -37,7 +39,9 @@ class TlsRelay {
   };
 
   // `to_plain` goes to the plain side first (bytes the TLS side sent before the relay began).
-  void Start(SSL* ssl, int plain_fd, std::string to_plain);
+  // `scratch` (at least kTlsRelayChunk bytes) is the loop thread's buffer, used only inside
+  // Pump(): it outlives the relay and holds nothing between calls.
+  void Start(SSL* ssl, int plain_fd, std::string_view to_plain, std::span<char> scratch);
 
   // Readiness of the TLS socket / the plain fd (epoll events); call Pump() afterwards.
   void OnTlsEvents(uint32_t events);
@@ -59,14 +63,16 @@ class TlsRelay {
   TlsIo Read(char* buffer, size_t size, int* n);
   TlsIo ReadInto(char* buffer, size_t size, size_t* got);
   bool Write(const char* data, size_t size, int* n);
+  bool WriteAll(const char* data, size_t size, size_t* written);
 
   SSL* ssl_ = nullptr;
   int plain_fd_ = -1;
   State state_ = State::kRunning;
   std::string error_;
   uint64_t moved_ = 0;
-  std::string to_plain_;  // unsent tail towards the plain side (<= one chunk)
-  std::string to_tls_;    // unsent tail towards the TLS peer (<= one chunk)
+  std::span<char> scratch_;
+  PendingBytes to_plain_{kTlsRelayChunk};  // unsent tail towards the plain side
+  PendingBytes to_tls_{kTlsRelayChunk};    // unsent tail towards the TLS peer
   bool tls_eof_ = false;
   bool plain_eof_ = false;
   bool plain_shut_ = false;

@@ -27,8 +27,6 @@ constexpr absl::Duration kBackendConnectTimeout = absl::Seconds(5);
 // take to finish (nginx's lingering_time).
 constexpr absl::Duration kHalfClosedLimit = absl::Seconds(30);
 
-// One relay buffer per worker thread (shared with the relay).
-char* Scratch() { return TlsRelayScratch(); }
 constexpr size_t kChunk = kTlsRelayChunk;
 
 }  // namespace
@@ -176,7 +174,7 @@ class TlsConnection final : public FdHandler {
   }
 
   void DoSniff() {
-    char* buffer = Scratch();
+    char* buffer = loop_.Scratch().data();
     while (true) {
       int n = 0;
       switch (TlsRead(buffer, kTlsRecord, &n)) {
@@ -213,7 +211,8 @@ class TlsConnection final : public FdHandler {
     UniqueFd engine_end(pair[1]);
     CancelTimer();
     phase_ = Phase::kRelay;
-    relay_.Start(ssl_, plain_fd_.get(), std::move(inbuf_));  // the banner (and what followed) first
+    // The banner (and what followed it) goes first.
+    relay_.Start(ssl_, plain_fd_.get(), inbuf_, loop_.Scratch());
     inbuf_.clear();
     // The handshake slot goes back; the engine takes a max_startups slot for the SSH session
     // (or refuses it, closing the other end, which ends this relay).
@@ -308,7 +307,7 @@ class TlsConnection final : public FdHandler {
   }
 
   void HttpPump() {
-    char* buffer = Scratch();
+    char* buffer = loop_.Scratch().data();
     while (phase_ == Phase::kHttp) {
       if (!out_.empty()) {
         int n = 0;
@@ -372,7 +371,7 @@ class TlsConnection final : public FdHandler {
     setsockopt(plain_fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     CancelTimer();
     phase_ = Phase::kRelay;
-    relay_.Start(ssl_, plain_fd_.get(), std::move(inbuf_));  // what the client sent goes first
+    relay_.Start(ssl_, plain_fd_.get(), inbuf_, loop_.Scratch());  // what the client sent goes first
     inbuf_.clear();
     moved_seen_ = relay_.moved();
     last_active_ = absl::Now();
@@ -451,7 +450,7 @@ class TlsConnection final : public FdHandler {
   }
 
   void DrainLinger() {
-    char* buffer = Scratch();
+    char* buffer = loop_.Scratch().data();
     while (phase_ == Phase::kLinger) {
       ssize_t n = recv(fd_.get(), buffer, kChunk, 0);
       if (n > 0) continue;

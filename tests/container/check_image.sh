@@ -19,6 +19,8 @@ rm -rf "$work"
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
 cache=${ALKNET_CONTAINER_CACHE:-$HOME/.cache/alknet-container}
+# shellcheck source=tests/container/base_image.sh
+source "$repo/tests/container/base_image.sh"
 ports_py=$repo/tests/support/test_ports.py
 image=localhost/alknet/agent:test
 base=localhost/alknet-base:bookworm
@@ -70,26 +72,8 @@ wait_for_log() {  # seconds, needle
   return 1
 }
 
-# ---- the base image: Debian 12 minbase from debootstrap, with this host's apt sources ----
-if ! pod image exists "$base"; then
-  tarball=$cache/bookworm-minbase.tar
-  if [[ ! -s "$tarball" ]]; then
-    mkdir -p "$cache"
-    rootfs=$cache/rootfs.tmp
-    rm -rf "$rootfs"
-    echo "container: debootstrap --variant=minbase bookworm (cached in $cache)"
-    debootstrap --variant=minbase bookworm "$rootfs" >"$cache/debootstrap.log" 2>&1 \
-      || { tail -n 20 "$cache/debootstrap.log" >&2; fail "debootstrap failed"; }
-    if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
-      cp /etc/apt/sources.list.d/debian.sources "$rootfs/etc/apt/sources.list.d/"
-      rm -f "$rootfs/etc/apt/sources.list"
-    fi
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-    tar -C "$rootfs" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
-    rm -rf "$rootfs"
-  fi
-  pod import "$tarball" "$base" >/dev/null
-fi
+# ---- the base image: Debian 12 minbase from debootstrap (tests/container/base_image.sh) ----
+ensure_base_image
 ok "base image $base"
 
 # ---- build: the Dockerfile unchanged, only the base images pointed at the local one ----

@@ -99,7 +99,7 @@ TEST(SchemaTest, EveryFieldHasUniquePathFlagAndHelp) {
     EXPECT_EQ(FindFieldByYamlPath(field.yaml_path), &field);
     EXPECT_EQ(FindFieldByFlag(field.flag), &field);
   }
-  EXPECT_EQ(Fields().size(), 51u);
+  EXPECT_EQ(Fields().size(), 52u);
   EXPECT_EQ(FindFieldByYamlPath("limits"), nullptr);
   EXPECT_EQ(FindFieldByFlag("--config"), nullptr);
 }
@@ -543,6 +543,7 @@ TEST(ToYamlTest, RendersTheSchemaLayout) {
             "  max_channels_per_session: 64\n"
             "  connect_timeout: 2s500ms\n"
             "  shutdown_grace: 0s\n"
+            "  upgrade_drain: 6h\n"
             "log:\n"
             "  level: debug\n"
             "  format: json\n"

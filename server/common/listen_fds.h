@@ -1,0 +1,61 @@
+// Sockets inherited the way systemd passes them (LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES), and
+// their matching to configured listeners by family, address and port.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/common/net_address.h"
+#include "server/common/unique_fd.h"
+
+namespace alknet {
+
+// The first inherited descriptor, as in sd_listen_fds(3).
+inline constexpr int kListenFdsStart = 3;
+
+// What the three variables say. `count` 0 means "nothing for us" (unset, or LISTEN_PID names
+// another process: ignored, as sd_listen_fds does). Pure: no descriptor is touched.
+struct ListenFdsSpec {
+  int count = 0;
+  std::vector<std::string> names;  // one per fd ("unknown" when LISTEN_FDNAMES is unset)
+};
+// Errors ("LISTEN_FDS: ...") for a count that is not a positive number, absurdly large, a
+// LISTEN_PID that is not a number, or a LISTEN_FDNAMES with the wrong number of names.
+absl::StatusOr<ListenFdsSpec> ParseListenFds(const char* listen_pid, const char* listen_fds,
+                                             const char* listen_fdnames, pid_t self);
+
+// The inherited listening sockets, taken once at startup. Take() hands out the one bound to a
+// configured address; whatever is left unclaimed is an error for the caller to report.
+class InheritedSockets {
+ public:
+  struct Socket {
+    UniqueFd fd;
+    std::string name;
+  };
+  InheritedSockets() = default;
+  explicit InheritedSockets(std::vector<Socket> sockets) : sockets_(std::move(sockets)) {}
+
+  // Reads LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES from the environment, unsets them (children
+  // must not see them), checks each descriptor is a listening stream socket and marks it
+  // close-on-exec.
+  static absl::StatusOr<InheritedSockets> FromEnvironment();
+
+  // The inherited socket bound to `address` (host resolved as a passive address, "*" every
+  // address; port 0 matches any port), or nullopt. Errors only for an unresolvable host.
+  absl::StatusOr<std::optional<UniqueFd>> Take(const HostPort& address, std::string_view label);
+
+  bool empty() const { return sockets_.empty(); }
+  size_t size() const { return sockets_.size(); }
+  // "fd 3 (name web) bound to 127.0.0.1:22, ..." for an error message about leftovers.
+  std::string DescribeRemaining() const;
+
+ private:
+  std::vector<Socket> sockets_;
+};
+
+}  // namespace alknet
