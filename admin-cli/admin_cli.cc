@@ -337,32 +337,64 @@ void PrintPolicy(std::ostream& out, const v1::PolicySpec& policy) {
       << "  max_channels_per_session: " << limits.max_channels_per_session() << "\n"
       << "  connect_timeout: " << limits.connect_timeout() << "\n"
       << "  shutdown_grace: " << limits.shutdown_grace() << "\n";
+  // rate_limits (issue 15): every field, in the proto's (= the YAML's) order.
+  const v1::RateLimits& rate_limits = policy.rate_limits();
+  const auto* descriptor = v1::RateLimits::descriptor();
+  const auto* reflection = v1::RateLimits::GetReflection();
+  out << "rate_limits:\n";
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const auto* field = descriptor->field(i);
+    out << "  " << field->name() << ": ";
+    if (field->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_INT32) {
+      out << reflection->GetInt32(rate_limits, field) << "\n";
+    } else {
+      out << reflection->GetString(rate_limits, field) << "\n";
+    }
+  }
 }
 
-// Sets one limit from "name=value" ("max_sessions=10" or "limits.max_sessions=10").
-void SetLimit(v1::Limits& limits, const std::string& assignment) {
+// Sets one policy field from "name=value": "max_sessions=10", "limits.max_sessions=10",
+// "bandwidth_per_key=10MB" or "rate_limits.bandwidth_per_key=10MB" (a bare name is looked up
+// in limits, then in rate_limits).
+void SetLimit(v1::PolicySpec& policy, const std::string& assignment) {
   size_t eq = assignment.find('=');
   if (eq == std::string::npos) throw UsageError{absl::StrCat("'", assignment, "' is not KEY=VALUE")};
   std::string name = assignment.substr(0, eq);
   std::string value = assignment.substr(eq + 1);
-  if (name.rfind("limits.", 0) == 0) name = name.substr(7);
-  const auto* field = v1::Limits::descriptor()->FindFieldByName(name);
+  google::protobuf::Message* section = nullptr;
+  std::string section_name;
+  const google::protobuf::FieldDescriptor* field = nullptr;
+  const bool rate_prefix = name.rfind("rate_limits.", 0) == 0;
+  const bool limits_prefix = name.rfind("limits.", 0) == 0;
+  if (rate_prefix) name = name.substr(12);
+  if (limits_prefix) name = name.substr(7);
+  if (!rate_prefix && (field = v1::Limits::descriptor()->FindFieldByName(name)) != nullptr) {
+    section = policy.mutable_limits();
+    section_name = "limits";
+  } else if (!limits_prefix &&
+             (field = v1::RateLimits::descriptor()->FindFieldByName(name)) != nullptr) {
+    section = policy.mutable_rate_limits();
+    section_name = "rate_limits";
+  }
   if (field == nullptr) {
     std::vector<std::string> known;
     for (int i = 0; i < v1::Limits::descriptor()->field_count(); ++i) {
       known.push_back(v1::Limits::descriptor()->field(i)->name());
     }
+    for (int i = 0; i < v1::RateLimits::descriptor()->field_count(); ++i) {
+      known.push_back(v1::RateLimits::descriptor()->field(i)->name());
+    }
     throw UsageError{absl::StrCat("unknown policy field '", name, "' (known: ", absl::StrJoin(known, ", "), ")")};
   }
-  const auto* reflection = v1::Limits::GetReflection();
+  const auto* reflection = section->GetReflection();
   if (field->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_INT32) {
     int number = 0;
     if (!absl::SimpleAtoi(value, &number)) {
-      throw UsageError{absl::StrCat("limits.", name, ": '", value, "' is not a 32-bit integer")};
+      throw UsageError{absl::StrCat(section_name, ".", name, ": '", value, "' is not a 32-bit integer")};
     }
-    reflection->SetInt32(&limits, field, number);
+    reflection->SetInt32(section, field, number);
   } else {
-    reflection->SetString(&limits, field, value);
+    reflection->SetString(section, field, value);
   }
 }
 
@@ -628,7 +660,7 @@ class Commands {
     if (line_.words.size() < 3) throw UsageError{"usage: alknet-admin policy set KEY=VALUE..."};
     v1::SetPolicyRequest request;
     for (size_t i = 2; i < line_.words.size(); ++i) {
-      SetLimit(*request.mutable_policy()->mutable_limits(), line_.words[i]);
+      SetLimit(*request.mutable_policy(), line_.words[i]);
     }
     auto stub = v1::Policy::NewStub(Channel());
     v1::SetPolicyResponse response;

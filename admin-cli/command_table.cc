@@ -48,7 +48,7 @@ const cli::Program& AdminProgram() {
               {.words = {"policy", "get"}, .help = "the limits in force"},
               {.words = {"policy", "set"},
                .args = "KEY=VALUE...",
-               .help = "change limits, e.g. policy set max_sessions=500 connect_timeout=5s"},
+               .help = "change limits and rate limits, e.g. policy set max_sessions=500 bandwidth_per_key=10MB"},
               {.words = {"policy", "check"},
                .args = "FILE",
                .help = "validate a config file's limits without applying them"},

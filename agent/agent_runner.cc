@@ -237,6 +237,7 @@ int RunAgent(int argc, const char* const* argv) {
     return 1;
   }
   config->limits = (*admin_core)->limits();
+  config->rate_limits = (*admin_core)->rate_limits();
   admin::AdminServerOptions admin_options = AdminOptions(*config);
   admin_options.take_over_socket = handoff.has_value();
   auto admin_server = admin::AdminServer::Start(**admin_core, admin_options, logger);

@@ -1,6 +1,7 @@
 // The admin API's logic: keys, policy, sessions and status over the engine's admin hooks.
 #include "agent/admin/admin_core.h"
 #include "agent/admin/api_errors.h"
+#include "agent/admin/policy_rate_limits.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -280,6 +281,7 @@ absl::StatusOr<std::unique_ptr<AdminCore>> AdminCore::Open(const config::AgentCo
   state::v1::State merged = state;
   config::Limits limits = core->MergeConfigLimits(config, merged);
   core->config_.limits = limits;
+  core->config_.rate_limits = MergeConfigRateLimits(config, *merged.mutable_policy(), logger);
   if (fresh || merged.SerializeAsString() != state.SerializeAsString()) {
     core->state_ = state;
     if (absl::Status written = core->Commit(std::move(merged)); !written.ok()) return written;
@@ -417,6 +419,11 @@ config::Limits AdminCore::limits() const {
   return config_.limits;
 }
 
+config::RateLimits AdminCore::rate_limits() const {
+  absl::MutexLock lock(&mu_);
+  return config_.rate_limits;
+}
+
 void AdminCore::AttachEngine(ServerEngine* engine) {
   absl::MutexLock lock(&mu_);
   engine_ = engine;
@@ -430,6 +437,7 @@ void AdminCore::SetAdminListeners(std::vector<std::string> addresses) {
 void AdminCore::Reload(const config::AgentConfig& config) {
   ServerEngine* engine = nullptr;
   config::Limits limits;
+  config::RateLimits rate_limits;
   {
     absl::MutexLock lock(&mu_);
     if (config.listen != config_.listen || config.host_keys != config_.host_keys ||
@@ -441,18 +449,26 @@ void AdminCore::Reload(const config::AgentConfig& config) {
     }
     state::v1::State merged = state_;
     limits = MergeConfigLimits(config, merged);
+    rate_limits = MergeConfigRateLimits(config, *merged.mutable_policy(), logger_);
     if (merged.SerializeAsString() != state_.SerializeAsString()) {
-      if (absl::Status written = Commit(std::move(merged)); !written.ok()) limits = config_.limits;
+      if (absl::Status written = Commit(std::move(merged)); !written.ok()) {
+        limits = config_.limits;
+        rate_limits = config_.rate_limits;
+      }
     }
     config::AgentConfig next = config;
     next.limits = limits;
+    next.rate_limits = rate_limits;
     config_ = std::move(next);
     LoadFileKeys(config_);
     RebuildSources();
     PublishKeys();
     engine = engine_;
   }
-  if (engine != nullptr) engine->UpdateLimits(limits);
+  if (engine != nullptr) {
+    engine->UpdateLimits(limits);
+    engine->UpdateRateLimits(rate_limits);
+  }
 }
 
 // ---- keys ----
@@ -793,12 +809,14 @@ v1::GetPolicyResponse AdminCore::GetPolicy() {
   absl::MutexLock lock(&mu_);
   v1::GetPolicyResponse response;
   *response.mutable_policy()->mutable_limits() = LimitsToProto(config_.limits);
+  *response.mutable_policy()->mutable_rate_limits() = RateLimitsToProto(config_.rate_limits);
   return response;
 }
 
 absl::StatusOr<v1::SetPolicyResponse> AdminCore::SetPolicy(const v1::SetPolicyRequest& request) {
   if (!request.has_policy()) return FieldError("policy", "required");
   config::Limits limits;
+  config::RateLimits rate_limits;
   ServerEngine* engine = nullptr;
   {
     absl::MutexLock lock(&mu_);
@@ -806,23 +824,38 @@ absl::StatusOr<v1::SetPolicyResponse> AdminCore::SetPolicy(const v1::SetPolicyRe
     if (absl::Status status = ApplyLimitsProto(request.policy().limits(), candidate); !status.ok()) {
       return status;
     }
+    if (absl::Status status = ApplyRateLimitsProto(request.policy().rate_limits(), candidate);
+        !status.ok()) {
+      return status;
+    }
     if (absl::Status status = config::Validate(candidate); !status.ok()) {
       return absl::InvalidArgumentError(status.message());
     }
     v1::Limits previous = state_.policy().limits();
+    v1::RateLimits previous_rate_limits = state_.policy().rate_limits();
     *state_.mutable_policy()->mutable_limits() = LimitsToProto(candidate.limits);
+    *state_.mutable_policy()->mutable_rate_limits() = RateLimitsToProto(candidate.rate_limits);
     if (absl::Status status = WriteState(); !status.ok()) {
       *state_.mutable_policy()->mutable_limits() = std::move(previous);
+      *state_.mutable_policy()->mutable_rate_limits() = std::move(previous_rate_limits);
       return status;
     }
     config_.limits = candidate.limits;
+    config_.rate_limits = candidate.rate_limits;
     limits = candidate.limits;
+    rate_limits = candidate.rate_limits;
     engine = engine_;
   }
-  if (engine != nullptr) engine->UpdateLimits(limits);
-  logger_.Info("admin", "policy changed", {{"limits", LimitsToProto(limits).ShortDebugString()}});
+  if (engine != nullptr) {
+    engine->UpdateLimits(limits);
+    engine->UpdateRateLimits(rate_limits);
+  }
+  logger_.Info("admin", "policy changed",
+               {{"limits", LimitsToProto(limits).ShortDebugString()},
+                {"rate_limits", RateLimitsToProto(rate_limits).ShortDebugString()}});
   v1::SetPolicyResponse response;
   *response.mutable_policy()->mutable_limits() = LimitsToProto(limits);
+  *response.mutable_policy()->mutable_rate_limits() = RateLimitsToProto(rate_limits);
   return response;
 }
 
@@ -842,6 +875,10 @@ absl::StatusOr<v1::ValidatePolicyResponse> AdminCore::ValidatePolicy(
     if (absl::Status status = ApplyLimitsProto(request.policy().limits(), candidate); !status.ok()) {
       return status;
     }
+    if (absl::Status status = ApplyRateLimitsProto(request.policy().rate_limits(), candidate);
+        !status.ok()) {
+      return status;
+    }
   } else {
     return FieldError("source", "a policy or config_yaml is required");
   }
@@ -850,6 +887,7 @@ absl::StatusOr<v1::ValidatePolicyResponse> AdminCore::ValidatePolicy(
   }
   v1::ValidatePolicyResponse response;
   *response.mutable_policy()->mutable_limits() = LimitsToProto(candidate.limits);
+  *response.mutable_policy()->mutable_rate_limits() = RateLimitsToProto(candidate.rate_limits);
   return response;
 }
 

@@ -63,6 +63,8 @@ class AdminCore {
 
   // The limits in force (the engine is built with these).
   config::Limits limits() const;
+  // The rate limits in force (section rate_limits; agent/admin/policy_rate_limits).
+  config::RateLimits rate_limits() const;
   // Once the engine has started; before that, session calls see no sessions.
   void AttachEngine(ServerEngine* engine);
   // Once the client role has started (nullptr before it stops): restores the forwards stored in

@@ -62,6 +62,35 @@ def start_agent(bench, label, binary, workers):
     return proc, port[0]
 
 
+def print_ratios(results, ciphers, directions, labels):
+    """Each agent after the first against the first agent and against sshd: median MiB/s and
+    median server CPU s/GiB as ratios (1.00 = the same)."""
+    if len(labels) < 2:
+        return
+    base = labels[0]
+    others = [l for l in labels[1:] if l != "sshd"]
+    if not others:
+        return
+    print()
+    print(f"ratios: MiB/s and server CPU s/GiB of each agent vs {base} and vs sshd (medians)")
+    rows = []
+    for cipher in ciphers:
+        for direction in directions:
+            def med(label, i):
+                r = results.get((cipher, direction, label), [])
+                return bl.median([x[i] for x in r]) if r else None
+            for label in others:
+                row = [cipher.split("@")[0], direction, label]
+                for ref in (base, "sshd"):
+                    a, b = med(label, 0), med(ref, 0)
+                    ca, cb = med(label, 1), med(ref, 1)
+                    row.append(f"{a / b:.2f}" if a and b else "-")
+                    row.append(f"{ca / cb:.2f}" if ca and cb else "-")
+                rows.append(row)
+    bl.print_table(["cipher", "direction", "agent", f"MiB/s vs {base}", f"CPU vs {base}",
+                    "MiB/s vs sshd", "CPU vs sshd"], rows)
+
+
 def main():
     nice = os.environ.get("BENCH_NICE", "").strip()
     if nice:  # run under `setsid` so that this is an autogroup of its own
@@ -193,6 +222,7 @@ def main():
                                f"{bl.median([x[2] for x in r]):.2f}c")
                 rows.append(row)
         bl.print_table(["cipher", "direction"] + labels, rows)
+        print_ratios(results, ciphers, directions, labels)
         print(f"finished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {bl.loadavg()}; "
               f"{foreign.report()}")
         return bl.report_problems(problems)

@@ -82,6 +82,7 @@ bool AgentConfig::operator==(const AgentConfig& other) const {
          authorized_keys == other.authorized_keys && workers == other.workers &&
          trusted_user_ca_keys == other.trusted_user_ca_keys && revoked_keys == other.revoked_keys &&
          certificate_clock_skew == other.certificate_clock_skew && limits == other.limits &&
+         rate_limits == other.rate_limits &&
          log == other.log && metrics == other.metrics && tls == other.tls &&
          upstreams == other.upstreams &&
          admin == other.admin && ssh == other.ssh;

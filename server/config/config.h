@@ -2,6 +2,7 @@
 // admin API all read and write this schema. docs/configuration.md documents every field.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,6 +26,30 @@ struct Limits {
   absl::Duration shutdown_grace = absl::Seconds(10);   // SIGTERM: drain channels up to this long
   // Binary upgrade (issue 20): how long the old process keeps its sessions after handing over.
   absl::Duration upgrade_drain = absl::Hours(6);
+};
+
+// Rate limits (YAML section `rate_limits`, issue 15; docs/configuration.md). 0 turns a rule off;
+// a burst of 0 means one second of the rate. Per-key rules key on the SHA256 fingerprint of the
+// key that logged in (for a certificate: the certified key's, as in the auth log and metrics).
+struct RateSpec {  // "N/s", "N/m", "N/h" (a bare N: per second); config/rate_units.h
+  int64_t count = 0;
+  char unit = 's';
+  double per_second() const;
+  bool operator==(const RateSpec&) const = default;
+};
+struct RateLimits {
+  RateSpec connections_per_source;      // new connections per source IP (IPv6: /64), at accept
+  int connections_per_source_burst = 0;
+  RateSpec channels_per_session;        // new direct-tcpip channels per session
+  int channels_per_session_burst = 0;
+  RateSpec sessions_per_key;            // new sessions per key, at authentication
+  int sessions_per_key_burst = 0;
+  int max_sessions_per_key = 0;         // concurrent sessions per key
+  int max_remote_forwards_per_key = 0;  // -R listeners per key, all its sessions together
+  int64_t bandwidth_per_key = 0;        // bytes/s per direction, shared by the key's sessions
+  int64_t bandwidth_per_key_burst = 0;  // bytes
+  std::vector<std::string> bandwidth_exempt_keys;  // fingerprints the bandwidth rule skips
+  bool operator==(const RateLimits&) const = default;
 };
 
 struct LogConfig {
@@ -142,6 +167,7 @@ struct AgentConfig {
   absl::Duration certificate_clock_skew = absl::Minutes(1);  // allowance on cert validity
   int workers = 0;                             // event-loop threads; 0 = one per core
   Limits limits;
+  RateLimits rate_limits;
   LogConfig log;
   MetricsConfig metrics;
   TlsConfig tls;
@@ -164,6 +190,8 @@ inline constexpr IntRange kPerSourceMaxStartupsRange{1, 100000};
 inline constexpr IntRange kMaxSessionsRange{0, 1000000};
 inline constexpr IntRange kMaxChannelsPerSessionRange{1, 100000};
 inline constexpr IntRange kTlsConnectionCapRange{1, 100000};  // tls.*max_handshakes, web_*
+inline constexpr IntRange kRateBurstRange{0, 1000000};             // rate_limits.*_burst
+inline constexpr IntRange kPerKeyCapRange{0, 1000000};             // rate_limits.max_*_per_key
 
 struct DurationRange {
   absl::Duration min;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/common/strings.h"
 #include "server/config/duration.h"
+#include "server/config/rate_units.h"
 #include "server/config/upstream_schema.h"
 #include "yaml-cpp/yaml.h"
 
@@ -242,14 +243,21 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
       nullptr, [](const AgentConfig& c) {                                                    \
         return std::vector<std::string>{JoinAlgorithms(c.member)};                           \
       }
+// rate_limits (issue 15): a rate ("30/m") or a byte size ("10MB"), see config/rate_units.h.
+#define ALKNET_RATE_FIELD(member)                                                      \
+  [](AgentConfig& c, std::string_view v) { return ParseRate(v, c.member); }, nullptr,   \
+      [](const AgentConfig& c) { return std::vector<std::string>{FormatRate(c.member)}; }
+#define ALKNET_BYTES_FIELD(member)                                                         \
+  [](AgentConfig& c, std::string_view v) { return ParseByteSize(v, c.member); }, nullptr,   \
+      [](const AgentConfig& c) { return std::vector<std::string>{FormatByteSize(c.member)}; }
 #define ALKNET_DURATION_FIELD(member, range)                                                   \
   [](AgentConfig& c, std::string_view v) { return ParseBoundedDuration(v, range, c.member); }, \
       nullptr, [](const AgentConfig& c) {                                                      \
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 41>& Table() {
-  static const std::array<FieldDef, 41> table = {{
+const std::array<FieldDef, 52>& Table() {
+  static const std::array<FieldDef, 52> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
@@ -483,6 +491,53 @@ const std::array<FieldDef, 41>& Table() {
         "host key algorithms, comma-separated; +a appends, -a removes, ^a puts first (default "
         "ssh-ed25519,rsa-sha2-512,rsa-sha2-256, plus the ECDSA one of a configured ECDSA host key)"},
        ALKNET_ALGORITHMS_FIELD(ssh.host_key_algorithms, AlgorithmKind::kHostKeys)},
+      // ---- rate_limits (issue 15): 0 turns a rule off; a burst of 0 is one second of the rate.
+      {{"rate_limits.connections_per_source", "--connections-per-source", FieldKind::kScalar,
+        "new connections per source IP (IPv6: one /64), N/s, N/m or N/h; refused at accept, "
+        "before any banner (default 0: off)"},
+       ALKNET_RATE_FIELD(rate_limits.connections_per_source)},
+      {{"rate_limits.connections_per_source_burst", "--connections-per-source-burst",
+        FieldKind::kScalar, "connections a source may open at once, 0..1000000 (default 0: one "
+        "second of the rate)"},
+       ALKNET_INT_FIELD(rate_limits.connections_per_source_burst, kRateBurstRange)},
+      {{"rate_limits.channels_per_session", "--channels-per-session", FieldKind::kScalar,
+        "new channels per session, N/s, N/m or N/h (default 0: off)"},
+       ALKNET_RATE_FIELD(rate_limits.channels_per_session)},
+      {{"rate_limits.channels_per_session_burst", "--channels-per-session-burst",
+        FieldKind::kScalar, "channels a session may open at once, 0..1000000 (default 0: one "
+        "second of the rate)"},
+       ALKNET_INT_FIELD(rate_limits.channels_per_session_burst, kRateBurstRange)},
+      {{"rate_limits.sessions_per_key", "--sessions-per-key", FieldKind::kScalar,
+        "new sessions per key, N/s, N/m or N/h, checked at authentication (default 0: off)"},
+       ALKNET_RATE_FIELD(rate_limits.sessions_per_key)},
+      {{"rate_limits.sessions_per_key_burst", "--sessions-per-key-burst", FieldKind::kScalar,
+        "sessions a key may start at once, 0..1000000 (default 0: one second of the rate)"},
+       ALKNET_INT_FIELD(rate_limits.sessions_per_key_burst, kRateBurstRange)},
+      {{"rate_limits.max_sessions_per_key", "--max-sessions-per-key", FieldKind::kScalar,
+        "concurrent sessions per key, 0..1000000 (default 0: unlimited)"},
+       ALKNET_INT_FIELD(rate_limits.max_sessions_per_key, kPerKeyCapRange)},
+      {{"rate_limits.max_remote_forwards_per_key", "--max-remote-forwards-per-key",
+        FieldKind::kScalar, "-R listeners per key across its sessions, 0..1000000 (default 0: "
+        "unlimited; each session still has at most 64)"},
+       ALKNET_INT_FIELD(rate_limits.max_remote_forwards_per_key, kPerKeyCapRange)},
+      {{"rate_limits.bandwidth_per_key", "--bandwidth-per-key", FieldKind::kScalar,
+        "bytes per second per direction for all sessions of a key together, e.g. 10MB or "
+        "512KiB, by backpressure (default 0: unlimited)"},
+       ALKNET_BYTES_FIELD(rate_limits.bandwidth_per_key)},
+      {{"rate_limits.bandwidth_per_key_burst", "--bandwidth-per-key-burst", FieldKind::kScalar,
+        "bytes a key may send at once above its bandwidth, e.g. 16MB (default 0: one second of "
+        "the rate)"},
+       ALKNET_BYTES_FIELD(rate_limits.bandwidth_per_key_burst)},
+      {{"rate_limits.bandwidth_exempt_keys", "--bandwidth-exempt-keys", FieldKind::kScalar,
+        "comma-separated SHA256:... fingerprints of keys the bandwidth rule does not apply to, "
+        "at most 200 (default none)"},
+       [](AgentConfig& c, std::string_view v) {
+         return ParseFingerprintList(v, c.rate_limits.bandwidth_exempt_keys);
+       },
+       nullptr,
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{FormatFingerprintList(c.rate_limits.bandwidth_exempt_keys)};
+       }},
   }};
   return table;
 }
@@ -493,6 +548,8 @@ const std::array<FieldDef, 41>& Table() {
 #undef ALKNET_INT_FIELD
 #undef ALKNET_DURATION_FIELD
 #undef ALKNET_ALGORITHMS_FIELD
+#undef ALKNET_RATE_FIELD
+#undef ALKNET_BYTES_FIELD
 
 const FieldDef* FindDef(const FieldSpec& field) {
   for (const FieldDef& def : Table()) {

@@ -8,7 +8,9 @@
 #include <prometheus/text_serializer.h>
 
 #include "absl/strings/str_cat.h"
+#include "server/config/rate_units.h"
 #include "server/ssh/host_key.h"
+#include "server/ssh/rate_rejections.h"
 
 namespace alknet {
 
@@ -56,6 +58,7 @@ ServerEngine::ServerEngine(const config::AgentConfig& config, Logger& logger, au
                            EngineMetrics& metrics)
     : config_(config), logger_(logger), keys_(keys), metrics_(metrics),
       limiter_(config.limits.max_startups, config.limits.per_source_max_startups),
+      rate_limiter_(clock_, config::ToRateLimitSettings(config.rate_limits)),
       max_sessions_(config.limits.max_sessions) {}
 
 ServerEngine::~ServerEngine() {
@@ -112,6 +115,7 @@ absl::Status ServerEngine::Start() {
     if (!worker.ok()) return worker.status();
     (*worker)->SetAdminSocketPath(config_.admin.socket);
     (*worker)->SetTrustStores(trust_);
+    (*worker)->SetRateLimiter(&rate_limiter_);
     if (worker_heartbeat_test_hook_) {
       (*worker)->SetHeartbeatTestHook([hook = worker_heartbeat_test_hook_, i] { hook(i); });
     }
@@ -203,6 +207,11 @@ absl::StatusOr<ServerTransport*> ServerEngine::TransportFor(const EndpointUrl& u
 }
 
 void ServerEngine::OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& transport) {
+  // rate_limits.connections_per_source: closed before any byte (no banner, no TLS handshake).
+  if (!rate_limiter_.AdmitConnection(info.peer.ip)) {
+    RecordRateRejection(logger_, metrics_, rate_limiter_, kConnRateRejection, info);
+    return;
+  }
   int max_sessions = max_sessions_.load();
   if (max_sessions > 0 && active_sessions() >= max_sessions) {
     metrics_.Rejected(RejectReason::kMaxSessions);
@@ -371,6 +380,19 @@ void ServerEngine::UpdateLimits(const config::Limits& limits) {
   limiter_.SetLimits(limits.max_startups, limits.per_source_max_startups);
   max_sessions_ = limits.max_sessions;
   for (auto& worker : workers_) worker->UpdateLimits(ToSessionLimits(limits));
+}
+
+void ServerEngine::UpdateRateLimits(const config::RateLimits& rate_limits) {
+  {
+    absl::MutexLock lock(&limits_mu_);
+    config_.rate_limits = rate_limits;
+  }
+  rate_limiter_.Update(config::ToRateLimitSettings(rate_limits));
+}
+
+config::RateLimits ServerEngine::rate_limits() const {
+  absl::MutexLock lock(&limits_mu_);
+  return config_.rate_limits;
 }
 
 config::Limits ServerEngine::limits() const {

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "server/auth/key_set.h"
+#include "server/common/rate_limiter.h"
 #include "server/common/log.h"
 #include "server/config/config.h"
 #include "server/engine/startup_limiter.h"
@@ -71,6 +72,10 @@ class ServerEngine {
   // channel caps and connect timeouts for every later channel open.
   void UpdateLimits(const config::Limits& limits);
   config::Limits limits() const;
+  // rate_limits (issue 15): new connections, sessions and channels, and the bandwidth of
+  // running transfers, at once. Thread-safe.
+  void UpdateRateLimits(const config::RateLimits& rate_limits);
+  config::RateLimits rate_limits() const;
   int active_sessions() const;
   int unauthenticated() const { return limiter_.unauthenticated(); }
   // /readyz: started, not draining, every listener accepting (none paused for lack of
@@ -117,6 +122,9 @@ class ServerEngine {
   std::vector<std::function<bool()>> health_checks_;
   std::function<void(int index)> worker_heartbeat_test_hook_;
   StartupLimiter limiter_;
+  // rate_limits: shared by the acceptor (conn-rate) and every worker (per-key, per-session).
+  SteadyClock clock_;
+  RateLimiter rate_limiter_;
   std::unique_ptr<Resolver> resolver_;
   TcpTransport tcp_transport_;
   // Created when a tls:// listener exists; outlives the workers (declared before them).

@@ -25,7 +25,10 @@ constexpr std::array<std::string_view, static_cast<size_t>(RejectReason::kCount)
     "login_grace_timeout",   "too_many_auth_attempts",  "too_many_channels",
     "port_forwarding_disabled", "permitopen",           "reserved_destination",
     "key_revoked",           "shutting_down",           "permitlisten",
-    "tls_handshakes",        "web_connections"};
+    "tls_handshakes",        "web_connections",
+    // rate_limits (issue 15)
+    "conn_rate", "channel_rate", "session_rate", "sessions_per_key", "rforwards_per_key",
+    "key_table_full"};
 
 const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
   static const prometheus::Histogram::BucketBoundaries buckets = {

@@ -38,6 +38,8 @@ enum class RejectReason {
   kShuttingDown, kPermitListen,
   kTlsHandshakes,   // tls:// before the SSH/web decision: tls.max_handshakes (or per source)
   kWebConnections,  // tls:// web-looking: tls.web_max_connections (or per source)
+  // rate_limits (issue 15): the label is the rule's name.
+  kConnRate, kChannelRate, kSessionRate, kSessionsPerKey, kRemoteForwardsPerKey, kKeyTableFull,
   kCount
 };
 

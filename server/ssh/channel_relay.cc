@@ -55,6 +55,54 @@ void ChannelRelay::CountFromTarget(size_t bytes) {
 
 ChannelRelay::~ChannelRelay() { Close(); }
 
+TokenBucket* ChannelRelay::upload_bucket() const {
+  return throttle_key_ != nullptr && !throttle_key_->upload.unlimited() ? &throttle_key_->upload : nullptr;
+}
+
+TokenBucket* ChannelRelay::download_bucket() const {
+  return throttle_key_ != nullptr && !throttle_key_->download.unlimited() ? &throttle_key_->download
+                                                                          : nullptr;
+}
+
+size_t ChannelRelay::Allowance(TokenBucket* bucket, size_t want) {
+  if (bucket == nullptr) return want;
+  return static_cast<size_t>(
+      bucket->Available(throttle_clock_->NowNanos(), static_cast<int64_t>(want)));
+}
+
+void ChannelRelay::Spend(TokenBucket* bucket, size_t bytes) {
+  if (bucket != nullptr) bucket->Take(throttle_clock_->NowNanos(), static_cast<int64_t>(bytes));
+}
+
+void ChannelRelay::WaitForTokens(TokenBucket& bucket) {
+  throttle_key_->bandwidth_waits.fetch_add(1, std::memory_order_relaxed);
+  if (tokens_timer_ != 0) return;
+  // Wake when a useful chunk (16 KiB, or the whole burst if smaller) is back, and at most every
+  // 5 ms: a throttled relay wakes at most 200 times a second, reading what accrued meanwhile.
+  constexpr double kUsefulChunk = 16 * 1024;
+  constexpr int64_t kMinWaitNanos = 5 * 1000 * 1000;
+  const int64_t wait = std::max<int64_t>(
+      bucket.NanosUntil(throttle_clock_->NowNanos(), kUsefulChunk), kMinWaitNanos);
+  // The callback captures one pointer, which std::function keeps inline; the loop's timer
+  // queue still takes one node per arming (only while the key's bucket is empty).
+  tokens_timer_ = loop_.AddTimer(absl::Nanoseconds(wait), [this] {
+    tokens_timer_ = 0;
+    OnTokens();
+  });
+}
+
+void ChannelRelay::OnTokens() {
+  if (finished_) return;
+  const bool upload = upload_throttled_;
+  const bool download = download_throttled_;
+  upload_throttled_ = false;
+  download_throttled_ = false;
+  if (upload) WriteToTarget();  // pulls what libssh holds (and reopens the window)
+  if (download && !finished_) ReadFromTarget();
+  Pump();
+  owner_.AfterRelayIo();
+}
+
 bool ChannelRelay::Start() {
   ssh_callbacks_init(&callbacks_);
   callbacks_.userdata = this;
@@ -76,13 +124,29 @@ int ChannelRelay::OnChannelData(ssh_session, ssh_channel, void* data, uint32_t l
     self->RequestPump();
     return 0;
   }
-  ssize_t written = WriteSome(self->target_.get(), data, len);
+  TokenBucket* bucket = self->upload_bucket();
+  const size_t allowed = self->Allowance(bucket, len);
+  if (allowed == 0) {
+    // No tokens: leave it all in libssh's buffer (our window stops growing) until OnTokens.
+    self->libssh_holds_data_ = true;
+    self->upload_throttled_ = true;
+    self->WaitForTokens(*bucket);
+    return 0;
+  }
+  ssize_t written = WriteSome(self->target_.get(), data, allowed);
   if (written < 0) {
     self->failed_ = true;
     self->RequestPump();
     return len;
   }
+  self->Spend(bucket, static_cast<size_t>(written));
   self->CountToTarget(static_cast<size_t>(written));
+  if (allowed < len && static_cast<size_t>(written) == allowed) {
+    self->libssh_holds_data_ = true;
+    self->upload_throttled_ = true;
+    self->WaitForTokens(*bucket);
+    return static_cast<int>(written);
+  }
   if (static_cast<uint32_t>(written) < len) {
     self->libssh_holds_data_ = true;
     self->RequestPump();  // arm EPOLLOUT after the poll returns
@@ -129,7 +193,13 @@ void ChannelRelay::ReadFromTarget() {
     return;
   }
   window_blocked_ = false;
-  size_t want = std::min<size_t>(window, RelayScratch::kSize);
+  TokenBucket* bucket = download_bucket();
+  size_t want = Allowance(bucket, std::min<size_t>(window, RelayScratch::kSize));
+  if (want == 0) {
+    download_throttled_ = true;  // stop reading the socket: TCP backpressure reaches the target
+    WaitForTokens(*bucket);
+    return;
+  }
   ssize_t n;
   do {
     n = ::read(target_.get(), scratch_.data, want);
@@ -142,6 +212,7 @@ void ChannelRelay::ReadFromTarget() {
     target_eof_ = true;
     return;
   }
+  Spend(bucket, static_cast<size_t>(n));
   int accepted = ssh_channel_write(channel_, scratch_.data, static_cast<uint32_t>(n));
   if (accepted < 0) {
     failed_ = true;
@@ -185,18 +256,26 @@ void ChannelRelay::WriteToTarget() {
     to_target_pending_.Consume(static_cast<size_t>(written));
   }
   // Our buffer is empty: pull what we left in libssh's buffer (this also reopens our window).
+  if (upload_throttled_) return;  // OnTokens pulls it
+  TokenBucket* bucket = upload_bucket();
   while (libssh_holds_data_) {
     int available = ssh_channel_poll(channel_, 0);
     if (available <= 0) {  // 0 = empty, SSH_EOF / SSH_ERROR: nothing more to move
       libssh_holds_data_ = false;
       return;
     }
-    size_t want = std::min<size_t>(static_cast<size_t>(available), RelayScratch::kSize);
+    size_t want = Allowance(bucket, std::min<size_t>(static_cast<size_t>(available), RelayScratch::kSize));
+    if (want == 0) {
+      upload_throttled_ = true;
+      WaitForTokens(*bucket);
+      return;
+    }
     int n = ssh_channel_read_nonblocking(channel_, scratch_.data, static_cast<uint32_t>(want), 0);
     if (n <= 0) {
       libssh_holds_data_ = false;
       return;
     }
+    Spend(bucket, static_cast<size_t>(n));
     ssize_t written = WriteSome(target_.get(), scratch_.data, static_cast<size_t>(n));
     if (written < 0) {
       failed_ = true;
@@ -228,7 +307,7 @@ void ChannelRelay::Pump() {
     if (!to_channel_pending_.empty() || window_blocked_) {
       if (FlushToChannel() && ssh_channel_window_size(channel_) > 0) window_blocked_ = false;
     }
-    if (libssh_holds_data_ && to_target_pending_.empty()) WriteToTarget();
+    if (libssh_holds_data_ && to_target_pending_.empty() && !upload_throttled_) WriteToTarget();
     MaybeFinishHalfCloses();
   }
   if (failed_ || remote_closed_ || (channel_eof_sent_ && target_write_shut_)) {
@@ -241,8 +320,13 @@ void ChannelRelay::Pump() {
 
 void ChannelRelay::UpdateInterest() {
   uint32_t wanted = 0;
-  if (!target_eof_ && !window_blocked_ && to_channel_pending_.empty()) wanted |= EPOLLIN;
-  if (!target_write_shut_ && (libssh_holds_data_ || !to_target_pending_.empty())) wanted |= EPOLLOUT;
+  if (!target_eof_ && !window_blocked_ && !download_throttled_ && to_channel_pending_.empty()) {
+    wanted |= EPOLLIN;
+  }
+  if (!target_write_shut_ &&
+      ((libssh_holds_data_ && !upload_throttled_) || !to_target_pending_.empty())) {
+    wanted |= EPOLLOUT;
+  }
   if (wanted != interest_) {
     interest_ = wanted;
     (void)loop_.Modify(target_.get(), wanted);
@@ -254,6 +338,10 @@ void ChannelRelay::Fail() { failed_ = true; }
 void ChannelRelay::Close() {
   if (finished_) return;
   finished_ = true;
+  if (tokens_timer_ != 0) {
+    loop_.CancelTimer(tokens_timer_);
+    tokens_timer_ = 0;
+  }
   // However the relay ended (its own socket event, a pump, the session), the owner reaps it.
   owner_.NeedsAttention(this);
   if (target_.valid()) {

@@ -11,6 +11,7 @@
 #include <libssh/libssh.h>
 
 #include "server/common/pending_bytes.h"
+#include "server/common/rate_limiter.h"
 #include "server/common/unique_fd.h"
 #include "server/loop/event_loop.h"
 #include "server/metrics/engine_metrics.h"
@@ -67,6 +68,14 @@ class ChannelRelay final : public FdHandler {
   // What the owner counts this channel as in metrics (direct-tcpip unless set).
   ChannelKind kind() const { return kind_; }
   void set_kind(ChannelKind kind) { kind_ = kind; }
+  // rate_limits.bandwidth_per_key: both directions draw from the key's shared buckets. An
+  // empty bucket stops the relay reading that side (the socket, or libssh's channel buffer,
+  // so libssh stops growing the client's window) until a timer sees tokens again: backpressure,
+  // never a dropped byte. Before Start().
+  void set_throttle(std::shared_ptr<KeyLimits> key, const MonotonicClock* clock) {
+    throttle_key_ = std::move(key);
+    throttle_clock_ = clock;
+  }
 
   void OnFdEvents(uint32_t events) override;
 
@@ -85,6 +94,14 @@ class ChannelRelay final : public FdHandler {
   void RequestPump();
   void CountToTarget(size_t bytes);
   void CountFromTarget(size_t bytes);
+  // Bandwidth: bytes `bucket` allows now, at most `want` (`want` when unthrottled).
+  size_t Allowance(TokenBucket* bucket, size_t want);
+  void Spend(TokenBucket* bucket, size_t bytes);
+  TokenBucket* upload_bucket() const;
+  TokenBucket* download_bucket() const;
+  // An empty bucket: wait (one timer per relay) until a useful amount is back.
+  void WaitForTokens(TokenBucket& bucket);
+  void OnTokens();
 
   EventLoop& loop_;
   RelayOwner& owner_;
@@ -112,6 +129,11 @@ class ChannelRelay final : public FdHandler {
   ByteCounters byte_counters_;
   ChannelKind kind_ = ChannelKind::kDirectTcpip;
   std::shared_ptr<RelayCounters> tally_;
+  std::shared_ptr<KeyLimits> throttle_key_;
+  const MonotonicClock* throttle_clock_ = nullptr;
+  bool upload_throttled_ = false;    // libssh holds data we may not take yet
+  bool download_throttled_ = false;  // the socket is not read until tokens are back
+  EventLoop::TimerId tokens_timer_ = 0;
 
   friend class SshServerSession;
 };

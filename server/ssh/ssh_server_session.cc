@@ -28,6 +28,7 @@
 #include "server/auth/fingerprint.h"
 #include "server/forward/forward_policy.h"
 #include "server/ssh/libssh_status.h"
+#include "server/ssh/rate_rejections.h"
 
 namespace alknet {
 namespace {
@@ -314,6 +315,22 @@ void SshServerSession::AcceptAuthentication(ssh_message message, const std::stri
                                             std::string blob, const std::string& fingerprint,
                                             const std::string& key_type,
                                             const auth::CertificateLogInfo* certificate) {
+  if (env_.rate_limiter != nullptr) {
+    // rate_limits: sessions per key (rate and cap), keyed by the fingerprint that logged in.
+    SessionVerdict verdict = env_.rate_limiter->AdmitSession(fingerprint, key_lease_);
+    if (verdict != SessionVerdict::kAdmitted) {
+      const RateRejection& rejection = verdict == SessionVerdict::kSessionRate ? kSessionRateRejection
+                                       : verdict == SessionVerdict::kSessionsPerKey
+                                           ? kSessionsPerKeyRejection
+                                           : kKeyTableFullRejection;
+      RecordRateRejection(env_.logger, env_.metrics, *env_.rate_limiter, rejection, info_, user,
+                          fingerprint);
+      ssh_message_auth_set_methods(message, SSH_AUTH_METHOD_PUBLICKEY);
+      ssh_message_reply_default(message);
+      Terminate(rejection.rule);
+      return;
+    }
+  }
   ssh_message_auth_reply_success(message, 0);
   authenticated_ = true;
   key_blob_ = std::move(blob);
@@ -497,6 +514,19 @@ bool SshServerSession::HandleDirectTcpip(ssh_message message) {
     RejectChannel(message, RejectReason::kTooManyChannels, "too-many-channels");
     return false;
   }
+  if (env_.rate_limiter != nullptr) {
+    // rate_limits.channels_per_session, as configured now (a change applies to the next open).
+    const auto [rate, burst] = env_.rate_limiter->channel_rate();
+    const int64_t now = env_.rate_limiter->clock().NowNanos();
+    channel_bucket_.Configure(rate, burst, now);
+    if (!channel_bucket_.TryTake(now)) {
+      RecordRateRejection(env_.logger, env_.metrics, *env_.rate_limiter, kChannelRateRejection,
+                          info_, user_, key_fingerprint_);
+      env_.metrics.ChannelOpenFinished(ChannelKind::kDirectTcpip, ChannelResult::kProhibited);
+      ssh_message_reply_default(message);
+      return false;
+    }
+  }
   // Policy is checked against the key's current entry: a removed key opens nothing more.
   // Certificate sessions have no entry: their certificate is re-checked against the current
   // trusted CAs, cert-authority lines and revocations instead.
@@ -599,13 +629,36 @@ void SshServerSession::HandleGlobalRequest(ssh_message message) {
     options = nullptr;
   }
   remote_forwards_.Bind(session_, info_.peer.ip, key_fingerprint_, env_.limits.connect_timeout);
+  if (key_lease_ == nullptr) {
+    remote_forwards_.HandleGlobalRequest(message, options);
+    return;
+  }
+  // rate_limits.max_remote_forwards_per_key: a slot is reserved before the listener is bound
+  // (sessions of the key on other workers race for the same count), given back if none was.
+  std::atomic<int>& key_count = key_lease_->key().remote_forwards;
+  const int cap = env_.rate_limiter->max_remote_forwards_per_key();
+  const bool opening = ssh_message_subtype(message) == SSH_GLOBAL_REQUEST_TCPIP_FORWARD;
+  if (opening && cap > 0) {
+    if (key_count.fetch_add(1, std::memory_order_relaxed) >= cap) {
+      key_count.fetch_sub(1, std::memory_order_relaxed);
+      RecordRateRejection(env_.logger, env_.metrics, *env_.rate_limiter,
+                          kRemoteForwardsPerKeyRejection, info_, user_, key_fingerprint_);
+      ssh_message_reply_default(message);
+      return;
+    }
+    counted_remote_forwards_ += 1;
+  }
   remote_forwards_.HandleGlobalRequest(message, options);
+  const int now_listening = static_cast<int>(remote_forwards_.listeners());
+  key_count.fetch_add(now_listening - counted_remote_forwards_, std::memory_order_relaxed);
+  counted_remote_forwards_ = now_listening;
 }
 
 void SshServerSession::StartRelay(ssh_channel channel, UniqueFd fd, ChannelKind kind) {
   auto relay = std::make_unique<ChannelRelay>(env_.loop, *this, env_.scratch, channel, std::move(fd),
                                               env_.metrics.BytesFor(transport_label_, key_fingerprint_));
   relay->set_kind(kind);
+  if (key_lease_ != nullptr) relay->set_throttle(key_lease_->shared(), &env_.rate_limiter->clock());
   if (!relays_.Start(std::move(relay))) {
     env_.metrics.ChannelOpenFinished(kind, ChannelResult::kConnectFailed);
     return;
@@ -655,6 +708,11 @@ void SshServerSession::Terminate(std::string_view reason) {
   pending_opens_.clear();
   relays_.CloseAll([this](const ChannelRelay& relay) { CountClosed(relay); });
   remote_forwards_.CloseAll();
+  if (key_lease_ != nullptr) {
+    key_lease_->key().remote_forwards.fetch_sub(counted_remote_forwards_, std::memory_order_relaxed);
+    counted_remote_forwards_ = 0;
+    key_lease_.reset();
+  }
   if (fd_ >= 0) env_.loop.Unwatch(fd_);
   if (session_ != nullptr) {
     if (event_ != nullptr) ssh_event_remove_session(event_, session_);

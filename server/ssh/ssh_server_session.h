@@ -19,6 +19,7 @@
 #include "server/auth/certificate_policy.h"
 #include "server/auth/key_set.h"
 #include "server/common/log.h"
+#include "server/common/rate_limiter.h"
 #include "server/forward/outbound_connector.h"
 #include "server/loop/event_loop.h"
 #include "server/metrics/engine_metrics.h"
@@ -67,6 +68,8 @@ struct SessionEnvironment {
   // Trusted user CAs, revoked keys/certificates and the certificate clock skew (the agent owns
   // and reloads them). nullptr: no trusted_user_ca_keys and no revocation list.
   const auth::TrustStores* trust = nullptr;
+  // rate_limits (issue 15), shared by every worker; nullptr: no rate limits at all.
+  RateLimiter* rate_limiter = nullptr;
 };
 
 class SshServerSession final : public FdHandler, public RelayOwner {
@@ -176,6 +179,11 @@ class SshServerSession final : public FdHandler, public RelayOwner {
   uint64_t channels_opened_ = 0;
   uint64_t bytes_to_targets_ = 0;
   uint64_t bytes_from_targets_ = 0;
+  // rate_limits: this session's count in its key's shared state (after authentication), the
+  // -R listeners it counts there, and its own channel-open bucket.
+  std::unique_ptr<KeySessionLease> key_lease_;
+  int counted_remote_forwards_ = 0;
+  TokenBucket channel_bucket_;
   RemoteForwards remote_forwards_;  // -R listeners of this session (declared last: closed first)
 };
 

@@ -326,6 +326,35 @@ class AdminApiTest(unittest.TestCase):
             grpc.StatusCode.INVALID_ARGUMENT, "config_yaml:2:3: unknown key 'max_sesions'")
         self.assertEqual(self.policy_stub.GetPolicy(policy_pb2.GetPolicyRequest()).policy.limits.max_sessions, 50)
 
+    # Issue 15: the rate_limits section (PolicySpec field 3), same schema as the YAML.
+    def test_rate_limits_policy(self):
+        policy = self.policy_stub.GetPolicy(policy_pb2.GetPolicyRequest()).policy
+        self.assertEqual(policy.rate_limits.bandwidth_per_key, "0")
+        self.assertEqual(policy.rate_limits.max_sessions_per_key, 0)
+        changed = self.policy_stub.SetPolicy(policy_pb2.SetPolicyRequest(
+            policy=policy_pb2.PolicySpec(rate_limits=policy_pb2.RateLimits(
+                bandwidth_per_key="10000000", channels_per_session="30/m", max_sessions_per_key=4))))
+        self.assertEqual(changed.policy.rate_limits.bandwidth_per_key, "10MB")
+        self.assertEqual(changed.policy.rate_limits.channels_per_session, "30/m")
+        self.assertEqual(changed.policy.rate_limits.max_sessions_per_key, 4)
+        self.assertRpcError(
+            lambda: self.policy_stub.SetPolicy(policy_pb2.SetPolicyRequest(
+                policy=policy_pb2.PolicySpec(rate_limits=policy_pb2.RateLimits(
+                    max_sessions_per_key=9, sessions_per_key="often")))),
+            grpc.StatusCode.INVALID_ARGUMENT, "rate_limits.sessions_per_key: ")
+        self.assertEqual(
+            self.policy_stub.GetPolicy(policy_pb2.GetPolicyRequest()).policy.rate_limits.max_sessions_per_key, 4)
+        from_yaml = self.policy_stub.ValidatePolicy(policy_pb2.ValidatePolicyRequest(
+            config_yaml="rate_limits:\n  bandwidth_per_key: 512KiB\n"))
+        self.assertEqual(from_yaml.policy.rate_limits.bandwidth_per_key, "512KiB")
+        self.assertRpcError(
+            lambda: self.policy_stub.ValidatePolicy(policy_pb2.ValidatePolicyRequest(
+                policy=policy_pb2.PolicySpec(rate_limits=policy_pb2.RateLimits(max_remote_forwards_per_key=-1)))),
+            grpc.StatusCode.INVALID_ARGUMENT, "rate_limits.max_remote_forwards_per_key: ")
+        self.policy_stub.SetPolicy(policy_pb2.SetPolicyRequest(
+            policy=policy_pb2.PolicySpec(rate_limits=policy_pb2.RateLimits(
+                bandwidth_per_key="0", channels_per_session="0", max_sessions_per_key=0))))
+
     # ---- Sessions ----
 
     def test_sessions(self):

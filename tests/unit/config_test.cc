@@ -99,7 +99,7 @@ TEST(SchemaTest, EveryFieldHasUniquePathFlagAndHelp) {
     EXPECT_EQ(FindFieldByYamlPath(field.yaml_path), &field);
     EXPECT_EQ(FindFieldByFlag(field.flag), &field);
   }
-  EXPECT_EQ(Fields().size(), 41u);
+  EXPECT_EQ(Fields().size(), 52u);
   EXPECT_EQ(FindFieldByYamlPath("limits"), nullptr);
   EXPECT_EQ(FindFieldByFlag("--config"), nullptr);
 }
@@ -575,6 +575,18 @@ TEST(ToYamlTest, RendersTheSchemaLayout) {
             "aes128-gcm@openssh.com,aes256-ctr,aes192-ctr\n"
             "  macs: hmac-sha2-512-etm@openssh.com\n"
             "  host_key_algorithms: ssh-ed25519,rsa-sha2-512,rsa-sha2-256,ecdsa-sha2-nistp256\n"
+            "rate_limits:\n"
+            "  connections_per_source: 0\n"
+            "  connections_per_source_burst: 0\n"
+            "  channels_per_session: 0\n"
+            "  channels_per_session_burst: 0\n"
+            "  sessions_per_key: 0\n"
+            "  sessions_per_key_burst: 0\n"
+            "  max_sessions_per_key: 0\n"
+            "  max_remote_forwards_per_key: 0\n"
+            "  bandwidth_per_key: 0\n"
+            "  bandwidth_per_key_burst: 0\n"
+            "  bandwidth_exempt_keys: \"\"\n"
             "upstreams: []\n");
 }
 

@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include "agent/admin/admin_core.h"
+#include "agent/admin/policy_rate_limits.h"
 #include "agent/state/state_store.h"
 #include "server/config/config_schema.h"
 
@@ -350,6 +351,34 @@ TEST_F(AdminCoreStateTest, Item2AdminApiLocalForwardToReservedDestinationIsRefus
   EXPECT_EQ(added.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(added.status().message()),
               HasSubstr("forward.target: the target host 'Alknet-Admin' is reserved"));
+}
+
+// Issue 15: the rate_limits section has the same fields in the API as in the config schema,
+// and converts both ways without loss.
+TEST(PolicySchemaTest, RateLimitsMessageMirrorsTheConfigSchema) {
+  const auto* descriptor = admin::v1::RateLimits::descriptor();
+  std::set<std::string> proto_fields;
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    proto_fields.insert("rate_limits." + descriptor->field(i)->name());
+  }
+  std::set<std::string> config_fields;
+  for (const config::FieldSpec& field : config::Fields()) {
+    if (field.yaml_path.substr(0, 12) == "rate_limits.") config_fields.insert(std::string(field.yaml_path));
+  }
+  EXPECT_EQ(proto_fields, config_fields);
+  config::AgentConfig config;
+  config.rate_limits.bandwidth_per_key = 10'000'000;
+  config.rate_limits.channels_per_session = {30, 'm'};
+  config.rate_limits.max_sessions_per_key = 2;
+  config::AgentConfig copy;
+  ASSERT_TRUE(admin::ApplyRateLimitsProto(admin::RateLimitsToProto(config.rate_limits), copy).ok());
+  EXPECT_EQ(copy.rate_limits, config.rate_limits);
+  EXPECT_EQ(admin::RateLimitsToProto(config.rate_limits).bandwidth_per_key(), "10MB");
+  admin::v1::RateLimits bad;
+  bad.set_sessions_per_key("often");
+  absl::Status status = admin::ApplyRateLimitsProto(bad, copy);
+  EXPECT_FALSE(status.ok());
+  EXPECT_NE(std::string(status.message()).find("rate_limits.sessions_per_key"), std::string::npos);
 }
 
 TEST(PolicySchemaTest, LimitsMessageMirrorsTheConfigSchema) {
