@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs CI (.ci/run, which is scripts/test.sh) N times in a row, each from a fresh clone of one
 # commit, and stops at the first failure: the flake check ("N full runs in a row from clean
-# clones"). Usage: scripts/ci-repeat.sh [N=5] [COMMIT=HEAD]. One line per run goes to stdout and
-# each run's whole output to $ALKNET_CI_REPEAT_DIR/runK.log (default: a new temp dir); a failed
-# run's build/Testing is kept beside its log.
+# clones"). Usage: scripts/ci-repeat.sh [N=5] [COMMIT=HEAD] [OUT_DIR]. One line per run goes to
+# stdout and each run's whole output to OUT_DIR/runK.log (default: a new temp dir); a failed run's
+# build/Testing is kept beside its log. (Not an ALKNET_* variable: the agents the suite starts
+# refuse unknown ALKNET_* names.)
 set -uo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,7 +17,7 @@ if ! [[ "$runs" =~ ^[1-9][0-9]*$ ]]; then
   echo "ci-repeat.sh: N must be a positive integer, got '$runs'" >&2
   exit 2
 fi
-out=${ALKNET_CI_REPEAT_DIR:-$(mktemp -d /tmp/alknet-ci-repeat.XXXXXX)}
+out=${3:-$(mktemp -d /tmp/alknet-ci-repeat.XXXXXX)}
 mkdir -p "$out"
 clone=$out/clone
 
