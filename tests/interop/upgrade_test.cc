@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -38,9 +39,14 @@ using Clock = std::chrono::steady_clock;
 
 // Busy tunnels through the upgrade (the issue's number).
 constexpr int kTunnels = 20;
-// Idle sessions through the upgrade. The issue asks for 1,000; each is a stock ssh process
-// here, too many for the 2-core CI machine next to everything else, so fewer.
-constexpr int kIdleSessions = 40;
+// Idle sessions through the upgrade, each a stock ssh process: 40 in the suite (the 2-core CI
+// machine runs everything else beside it); the issue's 1,000 with UPGRADE_TEST_IDLE_SESSIONS=1000
+// (not an ALKNET_* name: the agent refuses unknown ones; docs/adr/0011 records that run).
+int IdleSessions() {
+  const char* value = std::getenv("UPGRADE_TEST_IDLE_SESSIONS");
+  const int wanted = value != nullptr ? std::atoi(value) : 0;
+  return wanted > 0 ? wanted : 40;
+}
 
 // The TCP connections of `pid` (IPv4 loopback): {local port, remote port} pairs.
 std::set<std::pair<uint16_t, uint16_t>> TcpOf(pid_t pid) {
@@ -290,7 +296,7 @@ TEST_F(UpgradeTest, HandsOverWithoutBreakingTunnelsOrRefusingConnections) {
     tunnels.push_back(std::make_unique<BusyTunnel>(local));
   }
   std::vector<std::unique_ptr<BackgroundProcess>> idle;
-  for (int i = 0; i < kIdleSessions; ++i) {
+  for (int i = 0, n = IdleSessions(); i < n; ++i) {
     std::vector<std::string> argv = SshArgs(port_, user_);
     argv.insert(argv.end(), {"-N", "127.0.0.1"});
     idle.push_back(std::make_unique<BackgroundProcess>(argv, dir_.path(), "idle" + std::to_string(i)));
