@@ -360,6 +360,10 @@ TEST_F(UpgradeTest, HandsOverWithoutBreakingTunnelsOrRefusingConnections) {
     EXPECT_EQ(ServingPid(ssh->pid(), port_, {old_pid, new_pid}), old_pid);
   }
   for (auto& ssh : tunnel_ssh) EXPECT_EQ(ServingPid(ssh->pid(), port_, {old_pid, new_pid}), old_pid);
+  std::printf("upgrade: %zu idle sessions and %zu busy tunnels stayed on the old pid %d; new pid %d; "
+              "%d connections served by the connect loop, %d refused\n",
+              idle.size(), tunnel_ssh.size(), static_cast<int>(old_pid), static_cast<int>(new_pid),
+              loop.served(), loop.refused());
   deadline = Clock::now() + std::chrono::seconds(60);
   auto all_moved = [&] {
     for (auto& tunnel : tunnels) {
