@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -27,6 +28,10 @@ struct UpgradeCommand {
 };
 // Call once early in main.
 UpgradeCommand CaptureUpgradeCommand(int argc, const char* const* argv);
+
+// Writes all of `text` to `fd` (the control socket, or stderr), retrying EINTR; gives up
+// silently on an error: the other side's EOF is what either process acts on.
+void WriteAll(int fd, std::string_view text);
 
 struct UpgradeHooks {
   // The new process has a valid config and its sockets: release what it must own (the state

@@ -18,16 +18,6 @@
 
 namespace alknet::agent {
 
-namespace {
-void WriteAll(int fd, std::string_view text) {
-  while (!text.empty()) {
-    ssize_t n = ::write(fd, text.data(), text.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    text.remove_prefix(static_cast<size_t>(n));
-  }
-}
-}  // namespace
 
 std::optional<UpgradeHandoff> UpgradeHandoff::FromEnvironment() {
   const char* value = std::getenv(kUpgradeFdVariable);

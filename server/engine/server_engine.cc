@@ -255,13 +255,7 @@ void ServerEngine::Shutdown(absl::Duration grace) {
   started_ = false;
   ready_ = false;
   // 1. Stop accepting SSH. The acceptor loop keeps serving /readyz (503) while we drain.
-  std::promise<void> listeners_closed;
-  acceptor_loop_->Post([this, &listeners_closed] {
-    for (auto& listener : listeners_) listener->Close();
-    listeners_closed.set_value();
-  });
-  listeners_closed.get_future().wait();
-  for (prometheus::Gauge* up : listener_up_) up->Set(0);
+  CloseListeners();
   logger_.Info("engine", "stopped accepting; draining",
                {{"sessions", absl::StrCat(active_sessions())},
                 {"grace", absl::FormatDuration(grace)}});
@@ -331,9 +325,7 @@ absl::Status ServerEngine::ReopenStatusServer() {
   return absl::OkStatus();
 }
 
-void ServerEngine::StopAccepting() {
-  if (!started_) return;
-  ready_ = false;
+void ServerEngine::CloseListeners() {
   std::promise<void> listeners_closed;
   acceptor_loop_->Post([this, &listeners_closed] {
     for (auto& listener : listeners_) listener->Close();
@@ -341,6 +333,12 @@ void ServerEngine::StopAccepting() {
   });
   listeners_closed.get_future().wait();
   for (prometheus::Gauge* up : listener_up_) up->Set(0);
+}
+
+void ServerEngine::StopAccepting() {
+  if (!started_) return;
+  ready_ = false;
+  CloseListeners();
   logger_.Info("engine", "stopped accepting (handed over); sessions stay",
                {{"sessions", absl::StrCat(active_sessions())}});
 }

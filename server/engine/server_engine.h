@@ -99,6 +99,8 @@ class ServerEngine {
   std::string metrics_url() const { return status_server_ ? status_server_->bound_url() : ""; }
 
  private:
+  // Closes every SSH listener on the acceptor loop and waits; listener_up goes to 0.
+  void CloseListeners();
   void OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& transport);
   // A max_startups slot for `info`'s source, or nullptr after counting and logging the refusal.
   // Thread-safe: the acceptor calls it at accept, workers when a TLS stream turns out SSH.
