@@ -14,15 +14,7 @@ cache=${ALKNET_CONTAINER_CACHE:-$HOME/.cache/alknet-container}
 base=localhost/alknet-base:bookworm
 # shellcheck source=tests/container/base_image.sh
 source "$repo/tests/container/base_image.sh"
-for tool in podman debootstrap runc; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "SKIP: $tool is not installed (scripts/install-deps.sh --test installs it)"
-    exit 77
-  fi
-done
-pod() {
-  podman --runtime runc --cgroup-manager=cgroupfs --events-backend=file --storage-driver vfs "$@"
-}
+require_tools podman debootstrap runc
 fail() { echo "deb: FAIL: $*" >&2; exit 1; }
 ok() { echo "deb: ok: $*"; }
 [[ -f "$deb" ]] || fail "no package at $deb (scripts/package.sh builds it)"
@@ -65,7 +57,7 @@ INSIDE
 mkdir -p "$work/out"
 cp "$deb" "$work/alknet.deb"
 start=$(date +%s)
-pod run --rm --network host --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=4096:4096" -e "PORT=$port" \
+pod run --rm --network host "${pod_limits[@]}" -e "PORT=$port" \
   -v "$work/alknet.deb:/pkg/alknet.deb:ro" -v "$work/out:/out" -v "$work/inside.sh:/inside.sh:ro" \
   "$base" sh /inside.sh || fail "the container run failed (exit $?)"
 ok "apt install ./alknet_*.deb in a clean Debian 12 container ($(($(date +%s) - start)) s with apt update)"

@@ -26,20 +26,8 @@ image=localhost/alknet/agent:test
 base=localhost/alknet-base:bookworm
 name=alknet-check-$$
 
-for tool in podman buildah debootstrap runc; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "SKIP: $tool is not installed (scripts/install-deps.sh --test installs it)"
-    exit 77
-  fi
-done
-
-# Rootful podman without a Docker engine, cgroup manager or network stack of its own.
-pod() {
-  podman --runtime runc --cgroup-manager=cgroupfs --events-backend=file --storage-driver vfs "$@"
-}
-# podman's default rlimits exceed what this sandbox may set: the open-file limit it has, and a
-# process limit well above what the agent uses (a fixed pool of threads).
-limits=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=4096:4096")
+require_tools podman buildah debootstrap runc
+limits=("${pod_limits[@]}")
 
 pids=()
 cleanup() {
