@@ -18,13 +18,13 @@
 #include <string>
 #include <vector>
 
+#include "bench/counting_new.h"
 #include "server/transport/tls_client.h"
 #include "server/transport/tls_context.h"
 #include "server/transport/tls_relay.h"
 
 namespace {
 
-std::atomic<uint64_t> g_allocations{0};          // operator new: alknet's code (and the STL)
 std::atomic<uint64_t> g_openssl_allocations{0};  // OpenSSL's allocator
 
 void* CountingMalloc(size_t n, const char*, int) {
@@ -76,14 +76,6 @@ void Handshake(SSL* client, SSL* server) {
 }
 
 }  // namespace
-
-void* operator new(size_t n) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 int main(int argc, char** argv) {
   // Must precede every OpenSSL allocation.
@@ -137,7 +129,7 @@ int main(int argc, char** argv) {
     if (!measuring && received >= warmup) {
       measuring = true;
       cpu_start = CpuSeconds();
-      allocations_start = g_allocations.load();
+      allocations_start = alknet::OperatorNewCount();
       openssl_allocations_start = g_openssl_allocations.load();
     }
     if (written < total) {
@@ -157,7 +149,7 @@ int main(int argc, char** argv) {
     }
   }
   double cpu = CpuSeconds() - cpu_start;
-  uint64_t allocations = g_allocations.load() - allocations_start;
+  uint64_t allocations = alknet::OperatorNewCount() - allocations_start;
   uint64_t openssl_allocations = g_openssl_allocations.load() - openssl_allocations_start;
   double measured_gib = static_cast<double>(total - warmup) / (1 << 30);
   std::printf("tls relay pair (encrypt + decrypt, %zu KiB chunks, %s): %.0f MiB moved, "
