@@ -14,6 +14,7 @@
 #include "server/auth/key_set.h"
 #include "server/common/log.h"
 #include "server/config/config.h"
+#include "server/engine/source_penalties.h"
 #include "server/engine/startup_limiter.h"
 #include "server/engine/worker.h"
 #include "server/forward/resolver.h"
@@ -74,6 +75,8 @@ class ServerEngine {
   void SetWorkerHeartbeatTestHook(std::function<void(int index)> hook) {
     worker_heartbeat_test_hook_ = std::move(hook);
   }
+  // Per-source penalties (ADR 0013): listed, cleared and reconfigured by the admin API.
+  SourcePenalties& penalties() { return penalties_; }
   std::string metrics_url() const { return status_server_ ? status_server_->bound_url() : ""; }
 
  private:
@@ -100,6 +103,7 @@ class ServerEngine {
   std::vector<std::function<bool()>> health_checks_;
   std::function<void(int index)> worker_heartbeat_test_hook_;
   StartupLimiter limiter_;
+  SourcePenalties penalties_;
   std::unique_ptr<Resolver> resolver_;
   TcpTransport tcp_transport_;
   // Created when a tls:// listener exists; outlives the workers (declared before them).

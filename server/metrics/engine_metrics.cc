@@ -25,7 +25,7 @@ constexpr std::array<std::string_view, static_cast<size_t>(RejectReason::kCount)
     "login_grace_timeout",   "too_many_auth_attempts",  "too_many_channels",
     "port_forwarding_disabled", "permitopen",           "reserved_destination",
     "key_revoked",           "shutting_down",           "permitlisten",
-    "tls_handshakes",        "web_connections"};
+    "tls_handshakes",        "web_connections",         "penalty"};
 
 const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
   static const prometheus::Histogram::BucketBoundaries buckets = {

@@ -38,6 +38,7 @@ enum class RejectReason {
   kShuttingDown, kPermitListen,
   kTlsHandshakes,   // tls:// before the SSH/web decision: tls.max_handshakes (or per source)
   kWebConnections,  // tls:// web-looking: tls.web_max_connections (or per source)
+  kPenalty,         // at accept: the source's netblock is penalised (penalties:, ADR 0013)
   kCount
 };
 
