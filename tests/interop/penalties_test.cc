@@ -144,5 +144,28 @@ TEST_F(PenaltiesTest, FullTableDenyAllRefusesEveryoneElse) {
   EXPECT_TRUE(LogsIn("127.0.0.9"));
 }
 
+// probe: web traffic on a tls:// listener (the stealth answers it) penalises the source; the
+// next connection from it is closed before the TLS handshake, any listener.
+TEST_F(PenaltiesTest, TlsProbeGetsTheSourceRefusedBeforeTheHandshake) {
+  if (!HaveProgram("curl")) GTEST_SKIP() << "curl not installed";
+  StartAgent({"--listen", "tls://127.0.0.1:0", "--penalty-probe", "30s"});
+  const std::string marker = "listening address=tls://127.0.0.1:";
+  ASSERT_TRUE(agent_->WaitForLog(marker));
+  std::string log = agent_->Log();
+  uint16_t tls_port = static_cast<uint16_t>(std::atoi(log.c_str() + log.find(marker) + marker.size()));
+  CommandResult curl = RunCommand({"curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}",
+                                   "--max-time", "10", "--interface", "127.0.0.2",
+                                   "https://127.0.0.1:" + std::to_string(tls_port) + "/"});
+  EXPECT_EQ(curl.out, "404");
+  ASSERT_TRUE(RefusedEventually("127.0.0.2"));  // the SSH listener refuses it too
+  int fd = ConnectTcp(tls_port, "127.0.0.2");
+  ASSERT_GE(fd, 0);
+  auto [received, closed] = ReadUntilClosed(fd, std::chrono::seconds(3));
+  close(fd);
+  EXPECT_TRUE(closed);
+  EXPECT_TRUE(received.empty());
+  EXPECT_TRUE(LogsIn("127.0.0.3"));
+}
+
 }  // namespace
 }  // namespace alknet::testing
