@@ -144,6 +144,27 @@ TEST_F(PenaltiesTest, FullTableDenyAllRefusesEveryoneElse) {
   EXPECT_TRUE(LogsIn("127.0.0.9"));
 }
 
+// `alknet-admin penalties list|clear` see and lift a penalty at once.
+TEST_F(PenaltiesTest, AdminClearLiftsThePenaltyAtOnce) {
+  StartAgent({"--penalty-authfail", "10m", "--penalty-max", "10m"});
+  FailAuth("127.0.0.2");
+  ASSERT_TRUE(RefusedEventually("127.0.0.2"));
+  const std::string socket = dir_.File("state/admin.sock");
+  CommandResult list = RunCommand({ALKNET_ADMIN_BINARY, "--socket", socket, "penalties", "list"});
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_THAT(list.out, HasSubstr("127.0.0.2/32"));
+  EXPECT_THAT(list.out, HasSubstr("refused"));
+  EXPECT_THAT(list.out, HasSubstr("authfail"));
+  CommandResult bad = RunCommand({ALKNET_ADMIN_BINARY, "--socket", socket, "penalties", "clear", "nope"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("source:"));
+  CommandResult clear =
+      RunCommand({ALKNET_ADMIN_BINARY, "--socket", socket, "penalties", "clear", "127.0.0.2"});
+  EXPECT_EQ(clear.exit_code, 0) << clear.err;
+  EXPECT_THAT(clear.out, HasSubstr("cleared 1 source(s)"));
+  EXPECT_TRUE(LogsIn("127.0.0.2"));
+}
+
 // probe: web traffic on a tls:// listener (the stealth answers it) penalises the source; the
 // next connection from it is closed before the TLS handshake, any listener.
 TEST_F(PenaltiesTest, TlsProbeGetsTheSourceRefusedBeforeTheHandshake) {
