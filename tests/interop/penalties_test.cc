@@ -89,6 +89,15 @@ TEST_F(PenaltiesTest, FailedAuthsGetTheSourceRefusedBeforeTheBannerUntilItRunsDo
   EXPECT_TRUE(LogsIn("127.0.0.3"));
   EXPECT_TRUE(agent_->WaitForLog("transport=tcp reason=penalty"));
   EXPECT_THAT(agent_->Log(), HasSubstr("connection refused src=127.0.0.2"));
+  // The shipped fail2ban filter matches the failed logins, never the refusal line.
+  if (HaveProgram("fail2ban-regex")) {
+    WriteFile(dir_.File("agent.log"), agent_->Log());
+    CommandResult matched =
+        RunCommand({"fail2ban-regex", "-o", "msg", dir_.File("agent.log"),
+                    std::string(ALKNET_SOURCE_DIR) + "/deploy/fail2ban/filter.d/alknet.conf"});
+    EXPECT_THAT(matched.out, HasSubstr("result=rejected"));
+    EXPECT_THAT(matched.out, ::testing::Not(HasSubstr("reason=penalty")));
+  }
   // Wait at least max (12 s) from the last penalty: it has run down.
   std::this_thread::sleep_until(penalised_at + std::chrono::milliseconds(12500));
   EXPECT_FALSE(RefusedBeforeBanner("127.0.0.2"));
