@@ -1,4 +1,4 @@
-// Counts global operator new calls in a binary that links alknet_counting_new (benches, allocation tests).
+// Counts global operator new calls in a binary that links alknet_counting_new (the allocation benches).
 #pragma once
 
 #include <cstdint>
