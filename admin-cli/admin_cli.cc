@@ -428,6 +428,11 @@ class Commands {
       if (verb == "check") return PolicyCheck();
       throw UsageError{"usage: alknet-admin policy get|set KEY=VALUE...|check FILE"};
     }
+    if (group == "penalties") {
+      if (verb == "list" || verb == "ls") return PenaltiesList();
+      if (verb == "clear") return PenaltiesClear();
+      throw UsageError{"usage: alknet-admin penalties list|clear [SOURCE]"};
+    }
     if (group == "sessions") {
       if (verb == "list" || verb == "ls") return SessionsList();
       if (verb == "kill") return SessionsKill();
@@ -691,6 +696,46 @@ class Commands {
     } else {
       out_ << path << ": valid; the policy would be:\n";
       PrintPolicy(out_, response.policy());
+    }
+    return kExitOk;
+  }
+
+  int PenaltiesList() {
+    Allow(line_);
+    ExpectWords(line_, 2, "penalties list");
+    auto stub = v1::Policy::NewStub(Channel());
+    v1::ListPenaltiesResponse response;
+    if (auto s = Call(&v1::Policy::Stub::ListPenalties, stub, v1::ListPenaltiesRequest(), &response);
+        !s.ok()) {
+      return Fail(s);
+    }
+    if (json_) {
+      out_ << Json(response);
+      return kExitOk;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const v1::PenalisedSource& source : response.sources()) {
+      rows.push_back({source.netblock(), absl::StrCat((source.remaining_ms() + 999) / 1000, "s"),
+                      source.refused() ? "refused" : "counting", source.last_event()});
+    }
+    PrintTable(out_, {"SOURCE", "REMAINING", "STATE", "LAST EVENT"}, rows);
+    return kExitOk;
+  }
+
+  int PenaltiesClear() {
+    Allow(line_);
+    if (line_.words.size() > 3) throw UsageError{"usage: alknet-admin penalties clear [SOURCE]"};
+    v1::ClearPenaltiesRequest request;
+    if (line_.words.size() == 3) request.set_source(line_.words[2]);
+    auto stub = v1::Policy::NewStub(Channel());
+    v1::ClearPenaltiesResponse response;
+    if (auto s = Call(&v1::Policy::Stub::ClearPenalties, stub, request, &response); !s.ok()) {
+      return Fail(s);
+    }
+    if (json_) {
+      out_ << Json(response);
+    } else {
+      out_ << "cleared " << response.cleared() << " source(s)\n";
     }
     return kExitOk;
   }

@@ -919,6 +919,44 @@ v1::ListSessionsResponse AdminCore::ListSessions() {
   return response;
 }
 
+v1::ListPenaltiesResponse AdminCore::ListPenalties() {
+  ServerEngine* engine = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    engine = engine_;
+  }
+  v1::ListPenaltiesResponse response;
+  if (engine == nullptr) return response;
+  for (const PenaltyEntry& entry : engine->penalties().List()) {
+    v1::PenalisedSource* source = response.add_sources();
+    source->set_netblock(entry.netblock);
+    source->set_remaining_ms(absl::ToInt64Milliseconds(entry.remaining));
+    source->set_refused(entry.refused);
+    source->set_last_event(std::string(PenaltyEventName(entry.last_event)));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::ClearPenaltiesResponse> AdminCore::ClearPenalties(
+    const v1::ClearPenaltiesRequest& request) {
+  ServerEngine* engine = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    engine = engine_;
+  }
+  v1::ClearPenaltiesResponse response;
+  if (engine == nullptr) return response;
+  absl::StatusOr<int> cleared = engine->penalties().Clear(request.source());
+  if (!cleared.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("source: ", cleared.status().message()));
+  }
+  response.set_cleared(static_cast<uint32_t>(*cleared));
+  logger_.Info("admin", "penalties cleared",
+               {{"source", request.source().empty() ? "all" : request.source()},
+                {"cleared", absl::StrCat(*cleared)}});
+  return response;
+}
+
 absl::StatusOr<v1::KillSessionsResponse> AdminCore::KillSessions(const v1::KillSessionsRequest& request) {
   ServerEngine* engine = nullptr;
   {

@@ -87,6 +87,9 @@ class AdminCore {
   v1::GetPolicyResponse GetPolicy();
   absl::StatusOr<v1::SetPolicyResponse> SetPolicy(const v1::SetPolicyRequest& request);
   absl::StatusOr<v1::ValidatePolicyResponse> ValidatePolicy(const v1::ValidatePolicyRequest& request);
+  // Per-source penalties of the engine (empty before it has started).
+  v1::ListPenaltiesResponse ListPenalties();
+  absl::StatusOr<v1::ClearPenaltiesResponse> ClearPenalties(const v1::ClearPenaltiesRequest& request);
 
   v1::ListSessionsResponse ListSessions();
   absl::StatusOr<v1::KillSessionsResponse> KillSessions(const v1::KillSessionsRequest& request);

@@ -91,6 +91,15 @@ class PolicyService final : public v1::Policy::Service {
                               v1::ValidatePolicyResponse* response) override {
     return Reply(core_.ValidatePolicy(*request), response);
   }
+  grpc::Status ListPenalties(grpc::ServerContext*, const v1::ListPenaltiesRequest*,
+                             v1::ListPenaltiesResponse* response) override {
+    *response = core_.ListPenalties();
+    return grpc::Status::OK;
+  }
+  grpc::Status ClearPenalties(grpc::ServerContext*, const v1::ClearPenaltiesRequest* request,
+                              v1::ClearPenaltiesResponse* response) override {
+    return Reply(core_.ClearPenalties(*request), response);
+  }
 
  private:
   AdminCore& core_;

@@ -85,7 +85,7 @@ bool AgentConfig::operator==(const AgentConfig& other) const {
          rate_limits == other.rate_limits &&
          log == other.log && metrics == other.metrics && tls == other.tls &&
          upstreams == other.upstreams &&
-         admin == other.admin && ssh == other.ssh;
+         admin == other.admin && ssh == other.ssh && penalties == other.penalties;
 }
 
 absl::Status CheckRange(int value, IntRange range) {
@@ -212,6 +212,10 @@ absl::Status Validate(const AgentConfig& config) {
                      ") must not exceed limits.max_startups (", limits.max_startups, ")"));
   }
   if (absl::Status status = ValidateTls(config); !status.ok()) return status;
+  if (config.penalties.min > config.penalties.max) {
+    return absl::InvalidArgumentError(
+        "penalties.min must not exceed penalties.max (no source could ever be refused)");
+  }
   return absl::OkStatus();
 }
 

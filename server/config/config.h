@@ -109,6 +109,24 @@ struct MetricsConfig {
   }
 };
 
+// Per-source penalties (penalties:, OpenSSH 9.8 PerSourcePenalties; ADR 0013). Exempt entries
+// are CIDRs checked by the schema.
+struct PenaltiesConfig {
+  bool enabled = true;
+  absl::Duration authfail = absl::Seconds(5);         // ended after failed auth attempts
+  absl::Duration noauth = absl::Seconds(1);           // ended without authenticating
+  absl::Duration grace_exceeded = absl::Seconds(20);  // login_grace_time ran out
+  absl::Duration probe = absl::Seconds(5);            // tls://: not SSH, the stealth answered
+  absl::Duration min = absl::Seconds(15);             // refused once the penalty reaches this
+  absl::Duration max = absl::Minutes(10);             // the penalty never exceeds this
+  int max_sources = 65536;
+  std::string overflow = "permissive";                // or "deny-all"
+  int ipv4_netblock = 32;
+  int ipv6_netblock = 64;
+  std::vector<std::string> exempt;                    // CIDRs or addresses
+  bool operator==(const PenaltiesConfig&) const = default;
+};
+
 // The admin API (gRPC): always on a Unix socket; optionally on TCP, only with mutual TLS.
 struct AdminConfig {
   std::string socket;                 // Unix socket path; empty: <state_dir>/admin.sock
@@ -172,6 +190,7 @@ struct AgentConfig {
   MetricsConfig metrics;
   TlsConfig tls;
   AdminConfig admin;
+  PenaltiesConfig penalties;
   SshAlgorithms ssh;  // ssh.kex / ciphers / macs / host_key_algorithms (server and client role)
 
   std::vector<UpstreamConfig> upstreams;  // client role (YAML list; `connect` flags make one)
@@ -192,6 +211,9 @@ inline constexpr IntRange kMaxChannelsPerSessionRange{1, 100000};
 inline constexpr IntRange kTlsConnectionCapRange{1, 100000};  // tls.*max_handshakes, web_*
 inline constexpr IntRange kRateBurstRange{0, 1000000};             // rate_limits.*_burst
 inline constexpr IntRange kPerKeyCapRange{0, 1000000};             // rate_limits.max_*_per_key
+inline constexpr IntRange kPenaltyMaxSourcesRange{1, 10000000};     // penalties.max_sources
+inline constexpr IntRange kIpv4NetblockRange{8, 32};                // penalties.ipv4_netblock
+inline constexpr IntRange kIpv6NetblockRange{16, 128};              // penalties.ipv6_netblock
 
 struct DurationRange {
   absl::Duration min;
@@ -206,6 +228,7 @@ inline constexpr DurationRange kCertificateClockSkewRange{absl::ZeroDuration(), 
 inline constexpr DurationRange kStealthTimeoutRange{absl::ZeroDuration(), true, absl::Minutes(5)};
 inline constexpr DurationRange kWebLifetimeRange{absl::ZeroDuration(), true, absl::Hours(24)};
 inline constexpr DurationRange kWebIdleTimeoutRange{absl::ZeroDuration(), true, absl::Hours(1)};
+inline constexpr DurationRange kPenaltyRange{absl::ZeroDuration(), false, absl::Hours(24)};
 
 // Range checks; errors read "'<value>' is out of range (...)" without a field name.
 absl::Status CheckRange(int value, IntRange range);

@@ -6,6 +6,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "server/common/netblock.h"
 #include "server/common/strings.h"
 #include "server/config/duration.h"
 #include "server/config/rate_units.h"
@@ -256,8 +257,8 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 52>& Table() {
-  static const std::array<FieldDef, 52> table = {{
+const std::array<FieldDef, 64>& Table() {
+  static const std::array<FieldDef, 64> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
@@ -538,6 +539,65 @@ const std::array<FieldDef, 52>& Table() {
        [](const AgentConfig& c) {
          return std::vector<std::string>{FormatFingerprintList(c.rate_limits.bandwidth_exempt_keys)};
        }},
+      // ---- penalties: per-source penalties (ADR 0013) ----
+      {{"penalties.enabled", "--penalties", FieldKind::kScalar,
+        "per-source penalties (OpenSSH 9.8 PerSourcePenalties): true or false (default true)"},
+       [](AgentConfig& c, std::string_view v) { return ParseBool(v, c.penalties.enabled); },
+       nullptr,
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{c.penalties.enabled ? "true" : "false"};
+       }},
+      {{"penalties.authfail", "--penalty-authfail", FieldKind::kScalar,
+        "penalty for a connection that ends after failed authentication, 0..24h (default 5s)"},
+       ALKNET_DURATION_FIELD(penalties.authfail, kPenaltyRange)},
+      {{"penalties.noauth", "--penalty-noauth", FieldKind::kScalar,
+        "penalty for a connection that ends without authenticating, 0..24h (default 1s)"},
+       ALKNET_DURATION_FIELD(penalties.noauth, kPenaltyRange)},
+      {{"penalties.grace_exceeded", "--penalty-grace-exceeded", FieldKind::kScalar,
+        "penalty for exceeding limits.login_grace_time, 0..24h (default 20s)"},
+       ALKNET_DURATION_FIELD(penalties.grace_exceeded, kPenaltyRange)},
+      {{"penalties.probe", "--penalty-probe", FieldKind::kScalar,
+        "penalty for non-SSH traffic on a tls:// listener (answered by the stealth), 0..24h "
+        "(default 5s)"},
+       ALKNET_DURATION_FIELD(penalties.probe, kPenaltyRange)},
+      {{"penalties.min", "--penalty-min", FieldKind::kScalar,
+        "a source is refused once its penalty reaches this, 0..24h and <= penalties.max "
+        "(default 15s)"},
+       ALKNET_DURATION_FIELD(penalties.min, kPenaltyRange)},
+      {{"penalties.max", "--penalty-max", FieldKind::kScalar,
+        "a source's penalty never exceeds this, 0..24h (default 10m)"},
+       ALKNET_DURATION_FIELD(penalties.max, kPenaltyRange)},
+      {{"penalties.max_sources", "--penalty-max-sources", FieldKind::kScalar,
+        "netblocks the penalty table holds, 1..10000000 (default 65536)"},
+       ALKNET_INT_FIELD(penalties.max_sources, kPenaltyMaxSourcesRange)},
+      {{"penalties.overflow", "--penalty-overflow", FieldKind::kScalar,
+        "a full table: permissive (new sources go unpenalised) or deny-all (refuse every "
+        "source not exempt until an entry expires) (default permissive)"},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         if (v != "permissive" && v != "deny-all") {
+           return Bad(absl::StrCat("'", Shown(v), "' must be permissive or deny-all"));
+         }
+         c.penalties.overflow = std::string(v);
+         return absl::OkStatus();
+       },
+       nullptr,
+       [](const AgentConfig& c) { return std::vector<std::string>{c.penalties.overflow}; }},
+      {{"penalties.ipv4_netblock", "--penalty-ipv4-netblock", FieldKind::kScalar,
+        "IPv4 prefix length that counts as one source, 8..32 (default 32)"},
+       ALKNET_INT_FIELD(penalties.ipv4_netblock, kIpv4NetblockRange)},
+      {{"penalties.ipv6_netblock", "--penalty-ipv6-netblock", FieldKind::kScalar,
+        "IPv6 prefix length that counts as one source, 16..128 (default 64)"},
+       ALKNET_INT_FIELD(penalties.ipv6_netblock, kIpv6NetblockRange)},
+      {{"penalties.exempt", "--penalty-exempt", FieldKind::kList,
+        "address or CIDR never penalised; repeatable (default none)"},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         absl::StatusOr<Netblock> block = ParseCidr(v);
+         if (!block.ok()) return Bad(StdSv(block.status().message()));
+         c.penalties.exempt.push_back(block->ToString());
+         return absl::OkStatus();
+       },
+       [](AgentConfig& c) { c.penalties.exempt.clear(); },
+       [](const AgentConfig& c) { return Strings(c.penalties.exempt); }},
   }};
   return table;
 }

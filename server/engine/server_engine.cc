@@ -51,14 +51,34 @@ config::SshAlgorithms OfferedAlgorithms(const config::SshAlgorithms& configured,
   }
   return offered;
 }
+SourcePenaltyOptions ToPenaltyOptions(const config::PenaltiesConfig& config) {
+  SourcePenaltyOptions options;
+  options.enabled = config.enabled;
+  options.authfail = config.authfail;
+  options.noauth = config.noauth;
+  options.grace_exceeded = config.grace_exceeded;
+  options.probe = config.probe;
+  options.min = config.min;
+  options.max = config.max;
+  options.max_sources = config.max_sources;
+  options.overflow =
+      config.overflow == "deny-all" ? PenaltyOverflow::kDenyAll : PenaltyOverflow::kPermissive;
+  options.ipv4_netblock = config.ipv4_netblock;
+  options.ipv6_netblock = config.ipv6_netblock;
+  for (const std::string& entry : config.exempt) {
+    absl::StatusOr<Netblock> block = ParseCidr(entry);
+    if (block.ok()) options.exempt.push_back(*block);  // the schema checked every entry
+  }
+  return options;
+}
 }  // namespace
-
 
 ServerEngine::ServerEngine(const config::AgentConfig& config, Logger& logger, auth::KeyStore& keys,
                            EngineMetrics& metrics)
     : config_(config), logger_(logger), keys_(keys), metrics_(metrics),
       limiter_(config.limits.max_startups, config.limits.per_source_max_startups),
       rate_limiter_(clock_, config::ToRateLimitSettings(config.rate_limits)),
+      penalties_(ToPenaltyOptions(config.penalties)),
       max_sessions_(config.limits.max_sessions) {}
 
 ServerEngine::~ServerEngine() {
@@ -120,6 +140,19 @@ absl::Status ServerEngine::Start() {
       (*worker)->SetHeartbeatTestHook([hook = worker_heartbeat_test_hook_, i] { hook(i); });
     }
     (*worker)->SetLateAdmission([this](const StreamInfo& info) { return AdmitStartup(info); });
+    (*worker)->SetSessionEnded([this](const StreamInfo& info, SessionResult result) {
+      switch (result) {
+        case SessionResult::kAuthenticated: return;
+        case SessionResult::kAuthFailed: penalties_.Penalise(info.peer.ip, PenaltyEvent::kAuthFail); return;
+        case SessionResult::kLoginTimeout:
+          penalties_.Penalise(info.peer.ip, PenaltyEvent::kGraceExceeded);
+          return;
+        case SessionResult::kClosedBeforeAuth:
+        case SessionResult::kCount:
+          penalties_.Penalise(info.peer.ip, PenaltyEvent::kNoAuth);
+          return;
+      }
+    });
     workers_.push_back(*std::move(worker));
   }
   for (auto& worker : workers_) worker->StartThread();
@@ -187,6 +220,9 @@ absl::StatusOr<ServerTransport*> ServerEngine::TransportFor(const EndpointUrl& u
     options.web_per_source_max_connections = tls.web_per_source_max_connections;
     options.web_lifetime = tls.web_lifetime;
     options.web_idle_timeout = tls.web_idle_timeout;
+    options.on_probe = [this](const StreamInfo& info) {
+      penalties_.Penalise(info.peer.ip, PenaltyEvent::kProbe);
+    };
     options.on_refused = [this](std::string_view budget) {
       metrics_.Rejected(budget == "web_connections" ? RejectReason::kWebConnections
                                                     : RejectReason::kTlsHandshakes);
@@ -207,6 +243,17 @@ absl::StatusOr<ServerTransport*> ServerEngine::TransportFor(const EndpointUrl& u
 }
 
 void ServerEngine::OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& transport) {
+  // A penalised source is closed before any byte (banner or TLS handshake), like sshd.
+  if (PenaltyCheck penalty = penalties_.Check(info.peer.ip); penalty.refused) {
+    metrics_.Rejected(RejectReason::kPenalty);
+    if (penalty.log) {
+      logger_.Warn("engine", "connection refused",
+                   {{"src", info.peer.ip}, {"port", absl::StrCat(info.peer.port)},
+                    {"transport", info.transport},
+                    {"reason", penalty.overflow ? "penalty-table-full" : "penalty"}});
+    }
+    return;
+  }
   // rate_limits.connections_per_source: closed before any byte (no banner, no TLS handshake).
   if (!rate_limiter_.AdmitConnection(info.peer.ip)) {
     RecordRateRejection(logger_, metrics_, rate_limiter_, kConnRateRejection, info);

@@ -15,6 +15,7 @@
 #include "server/common/rate_limiter.h"
 #include "server/common/log.h"
 #include "server/config/config.h"
+#include "server/engine/source_penalties.h"
 #include "server/engine/startup_limiter.h"
 #include "server/engine/worker.h"
 #include "server/forward/resolver.h"
@@ -96,6 +97,8 @@ class ServerEngine {
   void SetWorkerHeartbeatTestHook(std::function<void(int index)> hook) {
     worker_heartbeat_test_hook_ = std::move(hook);
   }
+  // Per-source penalties (ADR 0013): listed, cleared and reconfigured by the admin API.
+  SourcePenalties& penalties() { return penalties_; }
   std::string metrics_url() const { return status_server_ ? status_server_->bound_url() : ""; }
 
  private:
@@ -127,6 +130,7 @@ class ServerEngine {
   // rate_limits: shared by the acceptor (conn-rate) and every worker (per-key, per-session).
   SteadyClock clock_;
   RateLimiter rate_limiter_;
+  SourcePenalties penalties_;
   std::unique_ptr<Resolver> resolver_;
   TcpTransport tcp_transport_;
   // Created when a tls:// listener exists; outlives the workers (declared before them).

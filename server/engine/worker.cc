@@ -126,6 +126,7 @@ void Worker::StartSession(ConnectedStream stream, std::shared_ptr<StartupTicket>
   callbacks.on_closed = [this](SshServerSession* session) {
     auto it = sessions_.find(session);
     if (it == sessions_.end()) return;
+    if (session_ended_ && !shutting_down_) session_ended_(session->info(), session->outcome());
     loop_->DeleteLater(std::move(it->second));
     sessions_.erase(it);
     session_count_.fetch_sub(1);

@@ -64,6 +64,11 @@ class Worker {
   using LateAdmission = std::function<std::unique_ptr<StartupTicket>(const StreamInfo&)>;
   void SetLateAdmission(LateAdmission admit) { late_admission_ = std::move(admit); }
 
+  // Before StartThread: told how every session ended (not during shutdown), on this worker's
+  // thread; the engine turns unauthenticated ends into per-source penalties.
+  using SessionEnded = std::function<void(const StreamInfo&, SessionResult)>;
+  void SetSessionEnded(SessionEnded ended) { session_ended_ = std::move(ended); }
+
   // Tests only, before StartThread: see LoopHeartbeat::SetTestHook.
   void SetHeartbeatTestHook(std::function<void()> hook) { heartbeat_.SetTestHook(std::move(hook)); }
 
@@ -88,6 +93,7 @@ class Worker {
   SessionEnvironment environment_;
   absl::flat_hash_map<SshServerSession*, std::unique_ptr<SshServerSession>> sessions_;
   LateAdmission late_admission_;
+  SessionEnded session_ended_;
   bool shutting_down_ = false;
   std::atomic<int> session_count_{0};
   LoopHeartbeat heartbeat_;

@@ -28,7 +28,9 @@ constexpr std::array<std::string_view, static_cast<size_t>(RejectReason::kCount)
     "tls_handshakes",        "web_connections",
     // rate_limits (issue 15)
     "conn_rate", "channel_rate", "session_rate", "sessions_per_key", "rforwards_per_key",
-    "key_table_full"};
+    "key_table_full",
+    // penalties (issue 15)
+    "penalty"};
 
 const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
   static const prometheus::Histogram::BucketBoundaries buckets = {

@@ -40,6 +40,7 @@ enum class RejectReason {
   kWebConnections,  // tls:// web-looking: tls.web_max_connections (or per source)
   // rate_limits (issue 15): the label is the rule's name.
   kConnRate, kChannelRate, kSessionRate, kSessionsPerKey, kRemoteForwardsPerKey, kKeyTableFull,
+  kPenalty,         // at accept: the source's netblock is penalised (penalties:, ADR 0013)
   kCount
 };
 

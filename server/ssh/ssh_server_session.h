@@ -91,6 +91,8 @@ class SshServerSession final : public FdHandler, public RelayOwner {
   void Terminate(std::string_view reason);
 
   bool authenticated() const { return authenticated_; }
+  // How far the session got (authenticated, auth failed, grace time over, closed before auth).
+  SessionResult outcome() const { return Outcome(); }
   size_t open_channels() const {
     return relays_.size() + pending_opens_.size() + remote_forwards_.pending_opens();
   }

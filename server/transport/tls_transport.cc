@@ -246,6 +246,7 @@ class TlsConnection final : public FdHandler {
     transport_.logger_.Debug("tls", "not an ssh client; answering as a web server",
                              {{"src", info_.peer.ip},
                               {"to", options_.stealth_backend ? "backend" : "nginx-404"}});
+    if (options_.on_probe) options_.on_probe(info_);
     if (!EnterWeb()) return;
     if (options_.stealth_backend) {
       StartBackend();

@@ -45,6 +45,9 @@ struct TlsTransportOptions {
   absl::Duration web_idle_timeout = absl::Minutes(1);
   // A connection turned away by a budget: "tls_handshakes" or "web_connections" (a metric).
   std::function<void(std::string_view budget)> on_refused;
+  // A client that sent something other than an SSH banner (answered as a web server or relayed
+  // to the backend): its source, for per-source penalties (the `probe` event).
+  std::function<void(const StreamInfo& info)> on_probe;
   TlsProfile profile = TlsProfile::kModern;  // what the handshake presents (tls_context.h)
 };
 

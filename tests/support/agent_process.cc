@@ -1,6 +1,8 @@
 // Runs real programs for interop tests: the alknet-agent binary, ssh, curl; temp dirs; free ports.
 #include "tests/support/agent_process.h"
 
+#include <algorithm>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -209,6 +211,12 @@ AgentProcess::AgentProcess(const TempDir& dir, std::vector<std::string> extra_ar
   std::vector<std::string> argv = {ALKNET_AGENT_BINARY, "--state-dir", dir.File("state"),
                                    "--listen", "tcp://127.0.0.1:0", "--workers", "2",
                                    "--metrics-listen", "127.0.0.1:0"};
+  // Per-source penalties are on by default, and most tests fail auth or probe from one
+  // loopback address on purpose many times in a row: off unless the test names them.
+  bool names_penalties = std::any_of(extra_args.begin(), extra_args.end(), [](const std::string& a) {
+    return a.rfind("--penalt", 0) == 0;
+  });
+  if (!names_penalties) argv.insert(argv.end(), {"--penalties", "false"});
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   process_ = std::make_unique<BackgroundProcess>(argv, dir.path(), "agent");
   // The text form, or the JSON form (--log-format json).

@@ -99,7 +99,7 @@ TEST(SchemaTest, EveryFieldHasUniquePathFlagAndHelp) {
     EXPECT_EQ(FindFieldByYamlPath(field.yaml_path), &field);
     EXPECT_EQ(FindFieldByFlag(field.flag), &field);
   }
-  EXPECT_EQ(Fields().size(), 52u);
+  EXPECT_EQ(Fields().size(), 64u);
   EXPECT_EQ(FindFieldByYamlPath("limits"), nullptr);
   EXPECT_EQ(FindFieldByFlag("--config"), nullptr);
 }
@@ -587,6 +587,19 @@ TEST(ToYamlTest, RendersTheSchemaLayout) {
             "  bandwidth_per_key: 0\n"
             "  bandwidth_per_key_burst: 0\n"
             "  bandwidth_exempt_keys: \"\"\n"
+            "penalties:\n"
+            "  enabled: true\n"
+            "  authfail: 5s\n"
+            "  noauth: 1s\n"
+            "  grace_exceeded: 20s\n"
+            "  probe: 5s\n"
+            "  min: 15s\n"
+            "  max: 10m\n"
+            "  max_sources: 65536\n"
+            "  overflow: permissive\n"
+            "  ipv4_netblock: 32\n"
+            "  ipv6_netblock: 64\n"
+            "  exempt: []\n"
             "upstreams: []\n");
 }
 
@@ -633,6 +646,40 @@ TEST(ConfigYamlFileTest, DirectoryIsAnError) {
   absl::Status status = ApplyYamlFile("/tmp", config);
   EXPECT_FALSE(status.ok());
   EXPECT_NE(Message(status).find("/tmp"), std::string::npos) << status;
+}
+
+// ---- penalties: (ADR 0013) ----
+
+TEST(PenaltiesConfigTest, OnByDefaultWithSshdValues) {
+  AgentConfig config;
+  EXPECT_TRUE(config.penalties.enabled);
+  EXPECT_EQ(config.penalties.authfail, absl::Seconds(5));
+  EXPECT_EQ(config.penalties.min, absl::Seconds(15));
+  EXPECT_EQ(config.penalties.max_sources, 65536);
+  EXPECT_EQ(config.penalties.overflow, "permissive");
+}
+
+TEST(PenaltiesConfigTest, YamlSectionAndItsErrors) {
+  AgentConfig config;
+  ASSERT_TRUE(ApplyYaml("penalties:\n  enabled: false\n  authfail: 30s\n  overflow: deny-all\n"
+                        "  exempt: [10.0.0.0/8, \"2001:db8::/32\"]\n",
+                        "t", config)
+                  .ok());
+  EXPECT_FALSE(config.penalties.enabled);
+  EXPECT_EQ(config.penalties.authfail, absl::Seconds(30));
+  EXPECT_EQ(config.penalties.overflow, "deny-all");
+  EXPECT_EQ(config.penalties.exempt, (std::vector<std::string>{"10.0.0.0/8", "2001:db8::/32"}));
+  for (const char* bad : {"penalties:\n  overflow: drop\n", "penalties:\n  exempt: [10.0.0.1/8]\n",
+                          "penalties:\n  ipv4_netblock: 33\n", "penalties:\n  exempt: [example.com]\n"}) {
+    AgentConfig other;
+    absl::Status status = ApplyYaml(bad, "t", other);
+    EXPECT_FALSE(status.ok()) << bad;
+    EXPECT_NE(std::string(status.message()).find("penalties."), std::string::npos) << status;
+  }
+  AgentConfig inverted;
+  inverted.listen.push_back(*ParseEndpointUrl("tcp://127.0.0.1:0"));
+  inverted.penalties.min = absl::Minutes(20);
+  EXPECT_FALSE(Validate(inverted).ok());
 }
 
 // ---- docs/configuration.md stays true to the code ----
