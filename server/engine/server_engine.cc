@@ -7,7 +7,10 @@
 
 #include <prometheus/text_serializer.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "server/common/strings.h"
 #include "server/ssh/host_key.h"
 
 namespace alknet {
@@ -90,6 +93,28 @@ absl::Status ServerEngine::Start() {
     status_server_ = *std::move(status_server);
   }
   for (const EndpointUrl& url : config_.listen) listener_up_.push_back(&metrics_.ListenerUp(url.ToString()));
+  // The forwarding policy's self rules: channels never reach the agent's own metrics or TCP
+  // admin listener (unless the operator's rules allow them first, or default_rules is off).
+  if (status_server_ != nullptr) {
+    std::string_view url = status_server_->bound_url();  // "http://host:port"
+    if (absl::StartsWith(Sv(url), "http://")) url.remove_prefix(7);
+    if (size_t colon = url.rfind(':'); colon != std::string_view::npos) {
+      std::string_view host = url.substr(0, colon);
+      if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+      uint32_t port = 0;
+      if (absl::SimpleAtoi(Sv(url.substr(colon + 1)), &port) && port <= 65535) {
+        if (auto rule = fwd::SelfRule("builtin:metrics", host, static_cast<uint16_t>(port))) {
+          self_rules_.push_back(*std::move(rule));
+        }
+      }
+    }
+  }
+  if (config_.admin.listen) {
+    if (auto rule = fwd::SelfRule("builtin:admin", config_.admin.listen->host, config_.admin.listen->port)) {
+      self_rules_.push_back(*std::move(rule));
+    }
+  }
+  UpdateForwarding(config_.forwarding);
 
   // Name resolution for every session: fair per-session queues, at most 16 pending per session
   // and 64 per key, a key holds at most half the threads, each lookup answered within 5 s.
@@ -102,6 +127,7 @@ absl::Status ServerEngine::Start() {
     if (!worker.ok()) return worker.status();
     (*worker)->SetAdminSocketPath(config_.admin.socket);
     (*worker)->SetTrustStores(trust_);
+    (*worker)->SetForwardingPolicy(&forwarding_);
     if (worker_heartbeat_test_hook_) {
       (*worker)->SetHeartbeatTestHook([hook = worker_heartbeat_test_hook_, i] { hook(i); });
     }
@@ -309,6 +335,22 @@ void ServerEngine::UpdateLimits(const config::Limits& limits) {
   limiter_.SetLimits(limits.max_startups, limits.per_source_max_startups);
   max_sessions_ = limits.max_sessions;
   for (auto& worker : workers_) worker->UpdateLimits(ToSessionLimits(limits));
+}
+
+void ServerEngine::UpdateForwarding(fwd::ForwardingPolicy policy) {
+  {
+    absl::MutexLock lock(&limits_mu_);
+    policy.self_rules = self_rules_;
+    config_.forwarding = policy;
+  }
+  forwarding_.Replace(std::move(policy));
+}
+
+fwd::ForwardingPolicy ServerEngine::forwarding() const {
+  absl::MutexLock lock(&limits_mu_);
+  fwd::ForwardingPolicy policy = config_.forwarding;
+  policy.self_rules.clear();
+  return policy;
 }
 
 config::Limits ServerEngine::limits() const {

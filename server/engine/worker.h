@@ -57,6 +57,8 @@ class Worker {
   void SetAdminSocketPath(std::string path) { environment_.admin_socket_path = std::move(path); }
   // Before StartThread: trusted user CAs and revocations for certificate and key checks.
   void SetTrustStores(const auth::TrustStores* trust) { environment_.trust = trust; }
+  // Before StartThread: the forwarding policy every session reads per channel (ADR 0014).
+  void SetForwardingPolicy(const fwd::ForwardingPolicyStore* store) { environment_.forwarding = store; }
   // Before StartThread: takes the pre-auth slot (max_startups) of a stream whose transport
   // took none at accept (TLS: at the SSH banner); nullptr refuses it (the callee logs why).
   using LateAdmission = std::function<std::unique_ptr<StartupTicket>(const StreamInfo&)>;

@@ -2,6 +2,7 @@
 #include "server/forward/forwarding_rules.h"
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 
 #include <cstring>
 
@@ -295,6 +296,45 @@ absl::Status ValidateRules(const std::vector<ForwardRule>& rules) {
   return absl::OkStatus();
 }
 
+std::optional<ForwardRule> SelfRule(std::string name, std::string_view host, uint16_t port) {
+  if (port == 0) return std::nullopt;
+  ForwardRule rule;
+  rule.name = std::move(name);
+  rule.allow = false;
+  rule.directions = kLocal;
+  rule.has_ports = true;
+  rule.port_min = rule.port_max = port;
+  auto add = [&](const IpAddress& address) {
+    Cidr cidr;
+    cidr.base = address;
+    cidr.prefix = address.v6 ? 128 : 32;
+    rule.cidrs.push_back(cidr);
+  };
+  if (host.empty() || host == "0.0.0.0" || host == "::" || host == "*") {
+    ifaddrs* list = nullptr;
+    if (getifaddrs(&list) == 0) {
+      for (ifaddrs* it = list; it != nullptr; it = it->ifa_next) {
+        if (it->ifa_addr == nullptr) continue;
+        if (it->ifa_addr->sa_family != AF_INET && it->ifa_addr->sa_family != AF_INET6) continue;
+        sockaddr_storage storage{};
+        std::memcpy(&storage, it->ifa_addr,
+                    it->ifa_addr->sa_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
+        if (std::optional<IpAddress> address = IpAddress::FromSockaddr(storage)) add(*address);
+      }
+      freeifaddrs(list);
+    }
+    add(*IpAddress::Parse("127.0.0.1"));
+    add(*IpAddress::Parse("::1"));
+    add(*IpAddress::Parse("0.0.0.0"));
+    add(*IpAddress::Parse("::"));
+    return rule;
+  }
+  std::optional<IpAddress> address = IpAddress::Parse(host);
+  if (!address.has_value()) return std::nullopt;
+  add(*address);
+  return rule;
+}
+
 std::vector<ForwardRule> BuiltinRules(const ForwardingPolicy& policy) {
   std::vector<ForwardRule> out;
   if (!policy.default_rules) return out;
@@ -362,6 +402,12 @@ bool MatchesAddress(const ForwardRule& rule, const IpAddress& address) {
 }
 
 }  // namespace
+
+uint8_t TransportFromName(std::string_view name) {
+  if (name == "tls") return kTls;
+  if (name == "quic") return kQuic;
+  return kTcp;
+}
 
 Decision DecideAddress(const CompiledPolicy& policy, const ForwardRequest& request,
                        const IpAddress& address) {

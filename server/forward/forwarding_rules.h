@@ -77,6 +77,12 @@ const std::vector<std::string_view>& RuleKeys();  // in documentation order
 absl::Status ValidateRules(const std::vector<ForwardRule>& rules);
 absl::StatusOr<bool> ParseAction(std::string_view text);  // allow -> true, deny -> false
 
+// A built-in deny of one of the agent's own listeners (admin API over TCP, metrics) at host:port,
+// local direction. A numeric host gives that address; a wildcard (0.0.0.0, ::, empty) every
+// local interface address, read once with getifaddrs (interfaces added later are not covered).
+// nullopt for port 0 or a name.
+std::optional<ForwardRule> SelfRule(std::string name, std::string_view host, uint16_t port);
+
 // The built-in rules in force for `policy` (link-local, loopback/unspecified, self).
 std::vector<ForwardRule> BuiltinRules(const ForwardingPolicy& policy);
 
@@ -101,6 +107,21 @@ struct ForwardRequest {
   uint8_t transport = kTcp;
   uint8_t direction = kLocal;
 };
+
+// A ForwardRequest that owns its strings (kept by an in-flight connect for the address phase).
+struct ForwardQuery {
+  std::string host;
+  uint16_t port = 0;
+  std::string key_fingerprint;
+  std::vector<std::string> roles;
+  uint8_t transport = kTcp;
+  uint8_t direction = kLocal;
+  ForwardRequest View() const {
+    return ForwardRequest{.host = host, .port = port, .key_fingerprint = key_fingerprint,
+                          .roles = &roles, .transport = transport, .direction = direction};
+  }
+};
+uint8_t TransportFromName(std::string_view name);  // "tcp", "tls", "quic"; unknown: tcp
 
 struct Decision {
   bool allow = true;

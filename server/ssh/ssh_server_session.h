@@ -19,6 +19,7 @@
 #include "server/auth/certificate_policy.h"
 #include "server/auth/key_set.h"
 #include "server/common/log.h"
+#include "server/forward/forwarding_rules.h"
 #include "server/forward/outbound_connector.h"
 #include "server/loop/event_loop.h"
 #include "server/metrics/engine_metrics.h"
@@ -67,6 +68,8 @@ struct SessionEnvironment {
   // Trusted user CAs, revoked keys/certificates and the certificate clock skew (the agent owns
   // and reloads them). nullptr: no trusted_user_ca_keys and no revocation list.
   const auth::TrustStores* trust = nullptr;
+  // The forwarding policy (ADR 0014), read at each channel open and -R request; nullptr: none.
+  const fwd::ForwardingPolicyStore* forwarding = nullptr;
 };
 
 class SshServerSession final : public FdHandler, public RelayOwner {
@@ -104,6 +107,7 @@ class SshServerSession final : public FdHandler, public RelayOwner {
     ssh_message message = nullptr;
     std::unique_ptr<ConnectAttempt> attempt;
     absl::Time started;
+    std::string denied_rule;  // the forwarding rule that denied a resolved address, if any
   };
 
   void Service();
@@ -134,6 +138,10 @@ class SshServerSession final : public FdHandler, public RelayOwner {
                          std::string_view fingerprint, std::string_view key_type,
                          const auth::CertificateLogInfo* certificate = nullptr);
   void RefuseChannel(ssh_message message, std::string_view reason);
+  // The session's forwarding-policy query for `host`/`port` (roles from the key or certificate).
+  fwd::ForwardQuery PolicyQuery(const auth::AuthorizedKey* entry, std::string host, uint16_t port,
+                                uint8_t direction) const;
+  void RejectByRule(ssh_message message, std::string_view rule);
   void RejectChannel(ssh_message message, RejectReason reason, std::string_view log_reason);
   SessionResult Outcome() const;
 
