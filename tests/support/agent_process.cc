@@ -208,7 +208,11 @@ std::optional<int> BackgroundProcess::Wait(std::chrono::milliseconds timeout) {
 AgentProcess::AgentProcess(const TempDir& dir, std::vector<std::string> extra_args) {
   std::vector<std::string> argv = {ALKNET_AGENT_BINARY, "--state-dir", dir.File("state"),
                                    "--listen", "tcp://127.0.0.1:0", "--workers", "2",
-                                   "--metrics-listen", "127.0.0.1:0"};
+                                   "--metrics-listen", "127.0.0.1:0",
+                                   // Tests may only connect to loopback echo servers: the
+                                   // built-in loopback deny is lifted here (ADR 0014);
+                                   // forwarding_policy_test proves the default with "false".
+                                   "--forwarding-allow-loopback", "true"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   process_ = std::make_unique<BackgroundProcess>(argv, dir.path(), "agent");
   // The text form, or the JSON form (--log-format json).
