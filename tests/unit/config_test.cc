@@ -99,7 +99,7 @@ TEST(SchemaTest, EveryFieldHasUniquePathFlagAndHelp) {
     EXPECT_EQ(FindFieldByYamlPath(field.yaml_path), &field);
     EXPECT_EQ(FindFieldByFlag(field.flag), &field);
   }
-  EXPECT_EQ(Fields().size(), 40u);
+  EXPECT_EQ(Fields().size(), 43u);
   EXPECT_EQ(FindFieldByYamlPath("limits"), nullptr);
   EXPECT_EQ(FindFieldByFlag("--config"), nullptr);
 }
@@ -574,6 +574,11 @@ TEST(ToYamlTest, RendersTheSchemaLayout) {
             "aes128-gcm@openssh.com,aes256-ctr,aes192-ctr\n"
             "  macs: hmac-sha2-512-etm@openssh.com\n"
             "  host_key_algorithms: ssh-ed25519,rsa-sha2-512,rsa-sha2-256,ecdsa-sha2-nistp256\n"
+            "forwarding:\n"
+            "  default_action: allow\n"
+            "  default_rules: true\n"
+            "  allow_loopback: false\n"
+            "  rules: []\n"
             "upstreams: []\n");
 }
 

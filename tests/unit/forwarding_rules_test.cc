@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <fstream>
 #include <future>
 #include <thread>
 
@@ -221,6 +222,23 @@ TEST(ForwardingRulesTest, YamlSectionRoundTripsAndNamesTheBadField) {
                              "agent.yaml", bad);
   EXPECT_THAT(status.message(), HasSubstr("agent.yaml:5:"));
   EXPECT_THAT(status.message(), HasSubstr("unknown key 'cidr'"));
+}
+
+// The example in docs/configuration.md ("Forwarding policy") is valid and means what it says.
+TEST(ForwardingRulesTest, DocumentedExampleIsValid) {
+  std::ifstream in(std::string(ALKNET_SOURCE_DIR) + "/docs/configuration.md");
+  std::string doc((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t start = doc.find("```yml\nforwarding:");
+  ASSERT_NE(start, std::string::npos);
+  start += 7;
+  config::AgentConfig config;
+  absl::Status status = config::ApplyYaml(doc.substr(start, doc.find("```", start) - start), "docs", config);
+  ASSERT_TRUE(status.ok()) << status;
+  ASSERT_EQ(config.forwarding.rules.size(), 4u);
+  CompiledPolicy compiled(config.forwarding);
+  EXPECT_TRUE(DecideByName(compiled, Request("169.254.169.254", 80)).allow);
+  EXPECT_EQ(DecideByName(compiled, Request("10.1.1.1", 80)).RuleName(), "no-lan");
+  EXPECT_EQ(DecideByName(compiled, Request("169.254.1.1", 80)).RuleName(), "builtin:link-local");
 }
 
 // An event loop on its own thread; RunOn runs a task there and waits for it.
