@@ -127,6 +127,7 @@ int RunAgent(int argc, const char* const* argv) {
     return 1;
   }
   config->limits = (*admin_core)->limits();
+  config->forwarding = (*admin_core)->forwarding();  // the state file's, if changed through the API
   auto admin_server = admin::AdminServer::Start(**admin_core, AdminOptions(*config), logger);
   if (!admin_server.ok()) {
     logger.Error("agent", "startup failed", {{"error", std::string(admin_server.status().message())}});

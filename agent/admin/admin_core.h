@@ -83,6 +83,10 @@ class AdminCore {
   v1::GetPolicyResponse GetPolicy();
   absl::StatusOr<v1::SetPolicyResponse> SetPolicy(const v1::SetPolicyRequest& request);
   absl::StatusOr<v1::ValidatePolicyResponse> ValidatePolicy(const v1::ValidatePolicyRequest& request);
+  // Which forwarding rule decides (admin_forwarding_test.cc); resolves on this thread.
+  absl::StatusOr<v1::TestForwardResponse> TestForward(const v1::TestForwardRequest& request);
+  // The forwarding policy in force (state file over config, as for the limits).
+  fwd::ForwardingPolicy forwarding() const;
 
   v1::ListSessionsResponse ListSessions();
   absl::StatusOr<v1::KillSessionsResponse> KillSessions(const v1::KillSessionsRequest& request);
@@ -123,6 +127,9 @@ class AdminCore {
   void RebuildSources() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LoadFileKeys(const config::AgentConfig& config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Merges `file_config`'s limits into state_.policy; returns the limits in force.
+  // The forwarding section: the stored one unless the config file's changed since last read.
+  fwd::ForwardingPolicy MergeConfigForwarding(const config::AgentConfig& file_config,
+                                              state::v1::State& state) const;
   config::Limits MergeConfigLimits(const config::AgentConfig& file_config,
                                    state::v1::State& state) const;
   v1::KeyInfo Describe(const auth::AuthorizedKey& key, const state::v1::StoredKey* stored,
