@@ -95,6 +95,12 @@ class ForwardingPolicyTest : public ::testing::Test {
     return RunCommand({"curl", "-sS", "--max-time", "10", url + "/metrics"}).out;
   }
 
+  CommandResult Admin(std::vector<std::string> args, std::string_view input = "") {
+    std::vector<std::string> argv = {ALKNET_ADMIN_BINARY, "--socket", dir_.File("state/admin.sock")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv, input, std::chrono::seconds(30));
+  }
+
   TempDir dir_;
   TestKey key_;
   std::unique_ptr<AgentProcess> agent_;
@@ -158,6 +164,61 @@ TEST_F(ForwardingPolicyTest, CidrRuleAlsoDeniesANameThatResolvesIntoIt) {
   EXPECT_THAT(agent_->Log(), HasSubstr("channel connecting"));  // the debug line the first test relies on
   EXPECT_THAT(agent_->Log(), Not(HasSubstr("localhost")));
   EXPECT_THAT(Metrics(), HasSubstr("rule=\"no-first-loopback\"} 3"));
+}
+
+// Acceptance 2: `alknet-admin policy set` changes the rules for the next channel of a session
+// that is already open (stock ssh -L: one session, a channel per local connection); a bad rule
+// is refused with the field named and nothing is applied. `policy test` names the rule.
+TEST_F(ForwardingPolicyTest, PolicySetAppliesToTheNextChannelOfAnOpenSession) {
+  StartAgent({});
+  EchoServer echo;
+  uint16_t local = 0;
+  auto ssh = StartLocalForward(agent_->port(), key_, echo.port(), dir_.path(), "ssh_l", &local);
+  ASSERT_NE(ssh, nullptr);
+  int first = ConnectTcp(local);
+  ASSERT_GE(first, 0);
+  EXPECT_TRUE(EchoOnce(first, PatternBytes(64 << 10, 4)));
+  EXPECT_EQ(echo.connections(), 1);
+
+  WriteFile(dir_.File("bad.yaml"), "forwarding:\n  rules:\n    - name: x\n      action: deny\n"
+                                   "      cidrs: [127.0.0.1/40]\n");
+  CommandResult bad = Admin({"policy", "set", "forwarding=" + dir_.File("bad.yaml")});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr(dir_.File("bad.yaml") + ":5:"));
+  EXPECT_THAT(bad.err, HasSubstr("forwarding.rules[0].cidrs[0]: '127.0.0.1/40'"));
+  CommandResult bad_action = Admin({"policy", "set", "forwarding.default_action=maybe", "max_sessions=7"});
+  EXPECT_NE(bad_action.exit_code, 0);
+  EXPECT_THAT(bad_action.err, HasSubstr("forwarding.default_action: 'maybe' is not an action"));
+  CommandResult unchanged = Admin({"policy", "get"});
+  EXPECT_THAT(unchanged.out, HasSubstr("rules: []"));
+  EXPECT_THAT(unchanged.out, HasSubstr("default_action: allow"));
+  EXPECT_THAT(unchanged.out, Not(HasSubstr("max_sessions: 7")));
+
+  WriteFile(dir_.File("rules.yaml"), "forwarding:\n  rules:\n    - name: no-echo\n      action: deny\n"
+                                     "      cidrs: [127.0.0.1/32]\n      ports: " +
+                                         std::to_string(echo.port()) + "\n");
+  CommandResult set = Admin({"policy", "set", "forwarding=" + dir_.File("rules.yaml")});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  EXPECT_THAT(set.out, HasSubstr("name: no-echo"));
+
+  // The open channel keeps working; the next one of the same session is refused.
+  EXPECT_TRUE(EchoOnce(first, PatternBytes(16 << 10, 5)));
+  int second = ConnectTcp(local);
+  ASSERT_GE(second, 0);
+  auto [data, closed] = ReadUntilClosed(second, std::chrono::seconds(20));
+  EXPECT_TRUE(closed);
+  EXPECT_TRUE(data.empty());
+  close(second);
+  close(first);
+  EXPECT_EQ(echo.connections(), 1);
+  EXPECT_TRUE(agent_->WaitForLog("reason=forwarding-rule:no-echo"));
+
+  CommandResult test = Admin({"policy", "test", "--key", key_.fingerprint, "--to",
+                              "127.0.0.1:" + std::to_string(echo.port())});
+  EXPECT_EQ(test.exit_code, 0) << test.err;
+  EXPECT_THAT(test.out, HasSubstr("denied: deny by no-echo"));
+  CommandResult other = Admin({"policy", "test", "--key", key_.fingerprint, "--to", "169.254.169.254:80"});
+  EXPECT_THAT(other.out, HasSubstr("denied: deny by builtin:link-local"));
 }
 
 }  // namespace
