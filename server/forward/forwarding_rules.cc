@@ -200,9 +200,7 @@ absl::Status SetRuleField(ForwardRule& rule, std::string_view key, std::string_v
       return absl::InvalidArgumentError("a host pattern must be 1-255 printable characters");
     }
     if (absl::Status status = too_many(rule.hosts.size()); !status.ok()) return status;
-    std::string lower = absl::AsciiStrToLower(Sv(value));
-    if (lower.size() > 1 && lower.back() == '.') lower.pop_back();
-    rule.hosts.push_back(std::move(lower));
+    rule.hosts.push_back(absl::AsciiStrToLower(Sv(value)));  // a trailing dot is dropped at match time
     return absl::OkStatus();
   }
   if (key == "cidrs") {
@@ -365,7 +363,8 @@ namespace {
 bool MatchesHost(const ForwardRule& rule, std::string_view host) {
   if (rule.hosts.empty()) return true;
   if (host.size() > 1 && host.back() == '.') host.remove_suffix(1);
-  for (const std::string& pattern : rule.hosts) {
+  for (std::string_view pattern : rule.hosts) {
+    if (pattern.size() > 1 && pattern.back() == '.') pattern.remove_suffix(1);  // "example.com."
     if (auth::WildcardMatch(pattern, host)) return true;
   }
   return false;
