@@ -356,6 +356,14 @@ std::vector<ForwardRule> BuiltinRules(const ForwardingPolicy& policy) {
 CompiledPolicy::CompiledPolicy(ForwardingPolicy policy) : source_(std::move(policy)) {
   rules_ = source_.rules;
   for (ForwardRule& rule : BuiltinRules(source_)) rules_.push_back(std::move(rule));
+  heads_.reserve(rules_.size());
+  for (const ForwardRule& rule : rules_) {
+    heads_.push_back(Head{.directions = rule.directions, .transports = rule.transports,
+                          .complex = !rule.keys.empty() || !rule.roles.empty() || !rule.hosts.empty(),
+                          .has_cidrs = !rule.cidrs.empty(),
+                          .port_min = rule.has_ports ? rule.port_min : uint16_t{0},
+                          .port_max = rule.has_ports ? rule.port_max : uint16_t{65535}});
+  }
 }
 
 namespace {
@@ -370,11 +378,14 @@ bool MatchesHost(const ForwardRule& rule, std::string_view host) {
   return false;
 }
 
-// Everything but the cidrs.
+bool MatchesHead(const CompiledPolicy::Head& head, const ForwardRequest& request) {
+  return (head.directions == 0 || (head.directions & request.direction)) &&
+         (head.transports == 0 || (head.transports & request.transport)) &&
+         request.port >= head.port_min && request.port <= head.port_max;
+}
+
+// Keys, roles and hosts (after MatchesHead).
 bool MatchesRequest(const ForwardRule& rule, const ForwardRequest& request) {
-  if (rule.directions != 0 && !(rule.directions & request.direction)) return false;
-  if (rule.transports != 0 && !(rule.transports & request.transport)) return false;
-  if (rule.has_ports && (request.port < rule.port_min || request.port > rule.port_max)) return false;
   if (!rule.keys.empty()) {
     bool found = false;
     for (const std::string& key : rule.keys) found = found || key == request.key_fingerprint;
@@ -410,10 +421,14 @@ uint8_t TransportFromName(std::string_view name) {
 
 Decision DecideAddress(const CompiledPolicy& policy, const ForwardRequest& request,
                        const IpAddress& address) {
-  for (const ForwardRule& rule : policy.rules()) {
-    if (MatchesRequest(rule, request) && MatchesAddress(rule, address)) {
-      return Decision{.allow = rule.allow, .rule = &rule};
-    }
+  const std::vector<ForwardRule>& rules = policy.rules();
+  const std::vector<CompiledPolicy::Head>& heads = policy.heads();
+  for (size_t i = 0; i < rules.size(); ++i) {
+    if (!MatchesHead(heads[i], request)) continue;
+    const ForwardRule& rule = rules[i];
+    if (heads[i].complex && !MatchesRequest(rule, request)) continue;
+    if (heads[i].has_cidrs && !MatchesAddress(rule, address)) continue;
+    return Decision{.allow = rule.allow, .rule = &rule};
   }
   return Decision{.allow = policy.default_allow()};
 }
@@ -422,9 +437,13 @@ Decision DecideByName(const CompiledPolicy& policy, const ForwardRequest& reques
   if (std::optional<IpAddress> literal = IpAddress::Parse(request.host); literal.has_value()) {
     return DecideAddress(policy, request, *literal);
   }
-  for (const ForwardRule& rule : policy.rules()) {
-    if (!MatchesRequest(rule, request)) continue;
-    if (!rule.cidrs.empty()) return Decision{.allow = true, .needs_address = true};
+  const std::vector<ForwardRule>& rules = policy.rules();
+  const std::vector<CompiledPolicy::Head>& heads = policy.heads();
+  for (size_t i = 0; i < rules.size(); ++i) {
+    if (!MatchesHead(heads[i], request)) continue;
+    const ForwardRule& rule = rules[i];
+    if (heads[i].complex && !MatchesRequest(rule, request)) continue;
+    if (heads[i].has_cidrs) return Decision{.allow = true, .needs_address = true};
     return Decision{.allow = rule.allow, .rule = &rule};
   }
   return Decision{.allow = policy.default_allow()};

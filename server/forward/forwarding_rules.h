@@ -94,9 +94,20 @@ class CompiledPolicy {
   const std::vector<ForwardRule>& rules() const { return rules_; }
   bool default_allow() const { return source_.default_allow; }
 
+  // The cheap criteria of each rule, contiguous, checked before the rule itself is touched.
+  struct Head {
+    uint8_t directions = 0;
+    uint8_t transports = 0;
+    bool complex = false;     // keys, roles or hosts to check
+    bool has_cidrs = false;
+    uint16_t port_min = 0, port_max = 65535;
+  };
+  const std::vector<Head>& heads() const { return heads_; }
+
  private:
   ForwardingPolicy source_;
   std::vector<ForwardRule> rules_;
+  std::vector<Head> heads_;
 };
 
 struct ForwardRequest {
