@@ -30,10 +30,12 @@
 #include "admin-cli/command_table.h"
 #include "admin-cli/ssh_bridge.h"
 #include "server/config/config.h"
+#include "server/common/net_address.h"
 #include "server/config/config_yaml.h"
 #include "alknet/admin/v1/agent.grpc.pb.h"
 #include "alknet/admin/v1/forwards.grpc.pb.h"
 #include "alknet/admin/v1/keys.grpc.pb.h"
+#include "agent/admin/forwarding_proto.h"
 #include "alknet/admin/v1/policy.grpc.pb.h"
 #include "alknet/admin/v1/sessions.grpc.pb.h"
 #include "server/common/strings.h"
@@ -351,6 +353,64 @@ void PrintPolicy(std::ostream& out, const v1::PolicySpec& policy) {
       out << reflection->GetString(rate_limits, field) << "\n";
     }
   }
+  if (!policy.has_forwarding()) return;
+  const v1::ForwardingPolicy& forwarding = policy.forwarding();
+  out << "forwarding:\n"
+      << "  default_action: " << forwarding.default_action() << "\n"
+      << "  default_rules: " << (forwarding.default_rules() ? "true" : "false") << "\n"
+      << "  allow_loopback: " << (forwarding.allow_loopback() ? "true" : "false") << "\n"
+      << "  rules:" << (forwarding.rules().rules().empty() ? " []" : "") << "\n";
+  auto list = [&](const char* key, const google::protobuf::RepeatedPtrField<std::string>& values) {
+    if (values.empty()) return;
+    out << "      " << key << ": [" << absl::StrJoin(values, ", ") << "]\n";
+  };
+  for (const v1::ForwardingRule& rule : forwarding.rules().rules()) {
+    out << "    - name: " << rule.name() << "\n      action: " << rule.action() << "\n";
+    list("hosts", rule.hosts());
+    list("cidrs", rule.cidrs());
+    if (!rule.ports().empty()) out << "      ports: " << rule.ports() << "\n";
+    list("keys", rule.keys());
+    list("roles", rule.roles());
+    list("transports", rule.transports());
+    if (!rule.direction().empty()) out << "      direction: " << rule.direction() << "\n";
+  }
+}
+
+// "forwarding=FILE" (the file's `forwarding:` section replaces the policy's) or a scalar
+// "forwarding.default_action=deny"; false when `assignment` is not about forwarding.
+bool SetForwarding(v1::ForwardingPolicy& forwarding, const std::string& assignment, std::istream& in) {
+  size_t eq = assignment.find('=');
+  if (eq == std::string::npos) return false;
+  std::string name = assignment.substr(0, eq);
+  std::string value = assignment.substr(eq + 1);
+  if (name == "forwarding") {
+    config::AgentConfig parsed;
+    if (absl::Status status = config::ApplyYaml(ReadInput(value, in), value == "-" ? "<stdin>" : value, parsed);
+        !status.ok()) {
+      throw UsageError{std::string(status.message())};
+    }
+    forwarding = admin::ForwardingToProto(parsed.forwarding);
+    return true;
+  }
+  if (name.rfind("forwarding.", 0) != 0) return false;
+  std::string key = name.substr(11);
+  auto boolean = [&]() {
+    if (value == "true" || value == "yes" || value == "on") return true;
+    if (value == "false" || value == "no" || value == "off") return false;
+    throw UsageError{absl::StrCat(name, ": '", value, "' is not true or false")};
+  };
+  if (key == "default_action") {
+    forwarding.set_default_action(value);
+  } else if (key == "default_rules") {
+    forwarding.set_default_rules(boolean());
+  } else if (key == "allow_loopback") {
+    forwarding.set_allow_loopback(boolean());
+  } else {
+    throw UsageError{absl::StrCat("unknown forwarding field '", key,
+                                  "' (known: default_action, default_rules, allow_loopback; "
+                                  "forwarding=FILE for the rules)")};
+  }
+  return true;
 }
 
 // Sets one policy field from "name=value": "max_sessions=10", "limits.max_sessions=10",
@@ -426,7 +486,8 @@ class Commands {
       if (verb == "get") return PolicyGet();
       if (verb == "set") return PolicySet();
       if (verb == "check") return PolicyCheck();
-      throw UsageError{"usage: alknet-admin policy get|set KEY=VALUE...|check FILE"};
+      if (verb == "test") return PolicyTest();
+      throw UsageError{"usage: alknet-admin policy get|set KEY=VALUE...|check FILE|test --key FP --to HOST:PORT"};
     }
     if (group == "penalties") {
       if (verb == "list" || verb == "ls") return PenaltiesList();
@@ -665,6 +726,7 @@ class Commands {
     if (line_.words.size() < 3) throw UsageError{"usage: alknet-admin policy set KEY=VALUE..."};
     v1::SetPolicyRequest request;
     for (size_t i = 2; i < line_.words.size(); ++i) {
+      if (SetForwarding(*request.mutable_policy()->mutable_forwarding(), line_.words[i], in_)) continue;
       SetLimit(*request.mutable_policy(), line_.words[i]);
     }
     auto stub = v1::Policy::NewStub(Channel());
@@ -675,6 +737,45 @@ class Commands {
     } else {
       PrintPolicy(out_, response.policy());
     }
+    return kExitOk;
+  }
+
+  int PolicyTest() {
+    Allow(line_);
+    ExpectWords(line_, 2, "policy test --key FINGERPRINT --to HOST:PORT");
+    if (!line_.Has("--to")) throw UsageError{"policy test: --to HOST:PORT is required"};
+    absl::StatusOr<HostPort> to = ParseHostPort(line_.Get("--to"), /*allow_zero=*/false);
+    if (!to.ok()) throw UsageError{absl::StrCat("--to: ", to.status().message())};
+    v1::TestForwardRequest request;
+    request.set_key_fingerprint(line_.Get("--key"));
+    request.set_host(to->host);
+    request.set_port(to->port);
+    request.set_direction(line_.Get("--direction"));
+    request.set_transport(line_.Get("--transport"));
+    auto stub = v1::Policy::NewStub(Channel());
+    v1::TestForwardResponse response;
+    if (auto s = Call(&v1::Policy::Stub::TestForward, stub, request, &response); !s.ok()) return Fail(s);
+    if (json_) {
+      out_ << Json(response);
+      return kExitOk;
+    }
+    auto verdict = [](const v1::ForwardDecision& d) {
+      return absl::StrCat(d.allow() ? "allow" : "deny", " by ", d.rule(), " (", d.reason(), ")");
+    };
+    if (!response.needs_address()) {
+      out_ << (response.by_name().allow() ? "allowed" : "denied") << ": " << verdict(response.by_name()) << "\n";
+      return kExitOk;
+    }
+    out_ << "by name: " << response.by_name().reason() << "\n";
+    if (!response.resolve_error().empty()) {
+      out_ << "denied: the agent cannot resolve the host (" << response.resolve_error() << ")\n";
+      return kExitOk;
+    }
+    for (const auto& row : response.addresses()) {
+      out_ << "  " << row.address() << ": " << verdict(row.decision()) << "\n";
+    }
+    out_ << (response.allowed() ? "allowed: the agent connects to the allowed addresses only\n"
+                                : "denied: every resolved address is denied\n");
     return kExitOk;
   }
 

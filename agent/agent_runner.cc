@@ -238,6 +238,7 @@ int RunAgent(int argc, const char* const* argv) {
   }
   config->limits = (*admin_core)->limits();
   config->rate_limits = (*admin_core)->rate_limits();
+  config->forwarding = (*admin_core)->forwarding();  // the state file's, if changed through the API
   admin::AdminServerOptions admin_options = AdminOptions(*config);
   admin_options.take_over_socket = handoff.has_value();
   auto admin_server = admin::AdminServer::Start(**admin_core, admin_options, logger);

@@ -22,6 +22,7 @@ BUILD_PACKAGES=(
   libssh-dev libssl-dev libabsl-dev libyaml-cpp-dev libgtest-dev libgmock-dev
   prometheus-cpp-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libbenchmark-dev  # bench/fwdpolicy (issue 15); the target is skipped without it
 )
 TEST_PACKAGES=(
   openssh-client openssh-server curl socat python3 ncat

@@ -85,4 +85,7 @@ fi
 echo "run-agent: connect with e.g.  ssh -N -D 1080 $listen_hint"
 echo "run-agent: then e.g.  curl --socks5-hostname 127.0.0.1:1080 http://internal/"
 echo "run-agent: manage it live with  $repo_root/$admin --socket $repo_root/var/admin.sock keys list"
-exec "$agent" "$@"
+# A local demo: forwarding to this machine's own loopback services (curl http://localhost/...)
+# is allowed here. A deployment keeps the default, which denies loopback (docs/security.md).
+echo "run-agent: local demo: forwarding to loopback allowed (--forwarding-allow-loopback true)"
+exec "$agent" --forwarding-allow-loopback true "$@"

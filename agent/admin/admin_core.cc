@@ -2,6 +2,7 @@
 #include "agent/admin/admin_core.h"
 #include "agent/admin/api_errors.h"
 #include "agent/admin/policy_rate_limits.h"
+#include "agent/admin/forwarding_proto.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -282,6 +283,7 @@ absl::StatusOr<std::unique_ptr<AdminCore>> AdminCore::Open(const config::AgentCo
   config::Limits limits = core->MergeConfigLimits(config, merged);
   core->config_.limits = limits;
   core->config_.rate_limits = MergeConfigRateLimits(config, *merged.mutable_policy(), logger);
+  core->config_.forwarding = core->MergeConfigForwarding(config, merged);
   if (fresh || merged.SerializeAsString() != state.SerializeAsString()) {
     core->state_ = state;
     if (absl::Status written = core->Commit(std::move(merged)); !written.ok()) return written;
@@ -295,6 +297,30 @@ absl::StatusOr<std::unique_ptr<AdminCore>> AdminCore::Open(const config::AgentCo
   core->RebuildSources();
   core->PublishKeys();
   return core;
+}
+
+fwd::ForwardingPolicy AdminCore::MergeConfigForwarding(const config::AgentConfig& file_config,
+                                                      state::v1::State& state) const {
+  v1::ForwardingPolicy from_file = ForwardingToProto(file_config.forwarding);
+  state::v1::StoredPolicy& policy = *state.mutable_policy();
+  bool file_changed = !policy.has_forwarding_baseline() ||
+                      policy.forwarding_baseline().SerializeAsString() != from_file.SerializeAsString();
+  if (!policy.has_forwarding() || file_changed) {
+    if (policy.has_forwarding() && policy.forwarding().SerializeAsString() != from_file.SerializeAsString()) {
+      logger_.Info("state", "forwarding policy changed in the config file; taking it");
+    }
+    *policy.mutable_forwarding() = from_file;
+    *policy.mutable_forwarding_baseline() = from_file;
+    return file_config.forwarding;
+  }
+  fwd::ForwardingPolicy stored = file_config.forwarding;
+  if (absl::Status status = ApplyForwardingProto(policy.forwarding(), stored); !status.ok()) {
+    logger_.Warn("state", "stored forwarding policy is invalid; using the config file's",
+                 {{"error", std::string(status.message())}});
+    *policy.mutable_forwarding() = from_file;
+    return file_config.forwarding;
+  }
+  return stored;
 }
 
 config::Limits AdminCore::MergeConfigLimits(const config::AgentConfig& file_config,
@@ -438,6 +464,7 @@ void AdminCore::Reload(const config::AgentConfig& config) {
   ServerEngine* engine = nullptr;
   config::Limits limits;
   config::RateLimits rate_limits;
+  fwd::ForwardingPolicy forwarding;
   {
     absl::MutexLock lock(&mu_);
     if (config.listen != config_.listen || config.host_keys != config_.host_keys ||
@@ -450,15 +477,18 @@ void AdminCore::Reload(const config::AgentConfig& config) {
     state::v1::State merged = state_;
     limits = MergeConfigLimits(config, merged);
     rate_limits = MergeConfigRateLimits(config, *merged.mutable_policy(), logger_);
+    forwarding = MergeConfigForwarding(config, merged);
     if (merged.SerializeAsString() != state_.SerializeAsString()) {
       if (absl::Status written = Commit(std::move(merged)); !written.ok()) {
         limits = config_.limits;
         rate_limits = config_.rate_limits;
+        forwarding = config_.forwarding;
       }
     }
     config::AgentConfig next = config;
     next.limits = limits;
     next.rate_limits = rate_limits;
+    next.forwarding = forwarding;
     config_ = std::move(next);
     LoadFileKeys(config_);
     RebuildSources();
@@ -468,6 +498,7 @@ void AdminCore::Reload(const config::AgentConfig& config) {
   if (engine != nullptr) {
     engine->UpdateLimits(limits);
     engine->UpdateRateLimits(rate_limits);
+    engine->UpdateForwarding(std::move(forwarding));
   }
 }
 
@@ -810,6 +841,7 @@ v1::GetPolicyResponse AdminCore::GetPolicy() {
   v1::GetPolicyResponse response;
   *response.mutable_policy()->mutable_limits() = LimitsToProto(config_.limits);
   *response.mutable_policy()->mutable_rate_limits() = RateLimitsToProto(config_.rate_limits);
+  *response.mutable_policy()->mutable_forwarding() = ForwardingToProto(config_.forwarding);
   return response;
 }
 
@@ -817,6 +849,8 @@ absl::StatusOr<v1::SetPolicyResponse> AdminCore::SetPolicy(const v1::SetPolicyRe
   if (!request.has_policy()) return FieldError("policy", "required");
   config::Limits limits;
   config::RateLimits rate_limits;
+  fwd::ForwardingPolicy forwarding;
+  bool forwarding_changed = false;
   ServerEngine* engine = nullptr;
   {
     absl::MutexLock lock(&mu_);
@@ -828,34 +862,43 @@ absl::StatusOr<v1::SetPolicyResponse> AdminCore::SetPolicy(const v1::SetPolicyRe
         !status.ok()) {
       return status;
     }
+    if (absl::Status status = ApplyForwardingProto(request.policy().forwarding(), candidate.forwarding);
+        !status.ok()) {
+      return status;
+    }
     if (absl::Status status = config::Validate(candidate); !status.ok()) {
       return absl::InvalidArgumentError(status.message());
     }
-    v1::Limits previous = state_.policy().limits();
-    v1::RateLimits previous_rate_limits = state_.policy().rate_limits();
+    state::v1::StoredPolicy previous = state_.policy();
     *state_.mutable_policy()->mutable_limits() = LimitsToProto(candidate.limits);
     *state_.mutable_policy()->mutable_rate_limits() = RateLimitsToProto(candidate.rate_limits);
+    *state_.mutable_policy()->mutable_forwarding() = ForwardingToProto(candidate.forwarding);
     if (absl::Status status = WriteState(); !status.ok()) {
-      *state_.mutable_policy()->mutable_limits() = std::move(previous);
-      *state_.mutable_policy()->mutable_rate_limits() = std::move(previous_rate_limits);
+      *state_.mutable_policy() = std::move(previous);
       return status;
     }
+    forwarding_changed = !(config_.forwarding == candidate.forwarding);
     config_.limits = candidate.limits;
     config_.rate_limits = candidate.rate_limits;
+    config_.forwarding = candidate.forwarding;
     limits = candidate.limits;
     rate_limits = candidate.rate_limits;
+    forwarding = candidate.forwarding;
     engine = engine_;
   }
   if (engine != nullptr) {
     engine->UpdateLimits(limits);
     engine->UpdateRateLimits(rate_limits);
+    if (forwarding_changed) engine->UpdateForwarding(forwarding);
   }
   logger_.Info("admin", "policy changed",
                {{"limits", LimitsToProto(limits).ShortDebugString()},
-                {"rate_limits", RateLimitsToProto(rate_limits).ShortDebugString()}});
+                {"rate_limits", RateLimitsToProto(rate_limits).ShortDebugString()},
+                {"forwarding_rules", absl::StrCat(forwarding.rules.size())}});
   v1::SetPolicyResponse response;
   *response.mutable_policy()->mutable_limits() = LimitsToProto(limits);
   *response.mutable_policy()->mutable_rate_limits() = RateLimitsToProto(rate_limits);
+  *response.mutable_policy()->mutable_forwarding() = ForwardingToProto(forwarding);
   return response;
 }
 
@@ -879,6 +922,10 @@ absl::StatusOr<v1::ValidatePolicyResponse> AdminCore::ValidatePolicy(
         !status.ok()) {
       return status;
     }
+    if (absl::Status status = ApplyForwardingProto(request.policy().forwarding(), candidate.forwarding);
+        !status.ok()) {
+      return status;
+    }
   } else {
     return FieldError("source", "a policy or config_yaml is required");
   }
@@ -888,6 +935,7 @@ absl::StatusOr<v1::ValidatePolicyResponse> AdminCore::ValidatePolicy(
   v1::ValidatePolicyResponse response;
   *response.mutable_policy()->mutable_limits() = LimitsToProto(candidate.limits);
   *response.mutable_policy()->mutable_rate_limits() = RateLimitsToProto(candidate.rate_limits);
+  *response.mutable_policy()->mutable_forwarding() = ForwardingToProto(candidate.forwarding);
   return response;
 }
 

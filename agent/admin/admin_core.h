@@ -90,6 +90,10 @@ class AdminCore {
   // Per-source penalties of the engine (empty before it has started).
   v1::ListPenaltiesResponse ListPenalties();
   absl::StatusOr<v1::ClearPenaltiesResponse> ClearPenalties(const v1::ClearPenaltiesRequest& request);
+  // Which forwarding rule decides (admin_forwarding_test.cc); resolves on this thread.
+  absl::StatusOr<v1::TestForwardResponse> TestForward(const v1::TestForwardRequest& request);
+  // The forwarding policy in force (state file over config, as for the limits).
+  fwd::ForwardingPolicy forwarding() const;
 
   v1::ListSessionsResponse ListSessions();
   absl::StatusOr<v1::KillSessionsResponse> KillSessions(const v1::KillSessionsRequest& request);
@@ -138,6 +142,9 @@ class AdminCore {
   void RebuildSources() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LoadFileKeys(const config::AgentConfig& config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Merges `file_config`'s limits into state_.policy; returns the limits in force.
+  // The forwarding section: the stored one unless the config file's changed since last read.
+  fwd::ForwardingPolicy MergeConfigForwarding(const config::AgentConfig& file_config,
+                                              state::v1::State& state) const;
   config::Limits MergeConfigLimits(const config::AgentConfig& file_config,
                                    state::v1::State& state) const;
   v1::KeyInfo Describe(const auth::AuthorizedKey& key, const state::v1::StoredKey* stored,

@@ -100,6 +100,10 @@ class PolicyService final : public v1::Policy::Service {
                               v1::ClearPenaltiesResponse* response) override {
     return Reply(core_.ClearPenalties(*request), response);
   }
+  grpc::Status TestForward(grpc::ServerContext*, const v1::TestForwardRequest* request,
+                           v1::TestForwardResponse* response) override {
+    return Reply(core_.TestForward(*request), response);
+  }
 
  private:
   AdminCore& core_;

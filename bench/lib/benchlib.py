@@ -272,6 +272,8 @@ class Bench:
             self.agent = self.spawn(
                 [binary, "--state-dir", self.path("agent-state"), "--listen", "tcp://127.0.0.1:0",
                  "--authorized-keys", self.path("authorized_keys"), "--workers", str(workers),
+                 # the targets are loopback servers: lift the built-in loopback deny (ADR 0014)
+                 "--forwarding-allow-loopback", "true",
                  "--log-level", os.environ.get("AGENT_LOG_LEVEL", "info"), *extra],
                 "alknet-agent", stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         pattern = re.compile(r"engine: listening address=tcp://127\.0\.0\.1:(\d+)")

@@ -84,7 +84,7 @@ bool AgentConfig::operator==(const AgentConfig& other) const {
          certificate_clock_skew == other.certificate_clock_skew && limits == other.limits &&
          rate_limits == other.rate_limits &&
          log == other.log && metrics == other.metrics && tls == other.tls &&
-         upstreams == other.upstreams &&
+         upstreams == other.upstreams && forwarding == other.forwarding &&
          admin == other.admin && ssh == other.ssh && penalties == other.penalties;
 }
 
@@ -129,6 +129,7 @@ void ResolveDefaults(AgentConfig& config) {
 absl::Status Validate(const AgentConfig& config) {
   if (config.state_dir.empty()) return absl::InvalidArgumentError("state_dir: must not be empty");
   if (config.listen.empty()) return absl::InvalidArgumentError("listen: no listen address");
+  if (absl::Status status = fwd::ValidateRules(config.forwarding.rules); !status.ok()) return status;
   for (size_t i = 0; i < config.listen.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
       if (config.listen[i] == config.listen[j]) {

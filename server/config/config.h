@@ -12,6 +12,7 @@
 #include "server/common/log.h"
 #include "server/common/net_address.h"
 #include "server/config/algorithms.h"
+#include "server/forward/forwarding_rules.h"
 
 namespace alknet::config {
 
@@ -194,6 +195,8 @@ struct AgentConfig {
   SshAlgorithms ssh;  // ssh.kex / ciphers / macs / host_key_algorithms (server and client role)
 
   std::vector<UpstreamConfig> upstreams;  // client role (YAML list; `connect` flags make one)
+  // forwarding.default_action / default_rules / allow_loopback / rules (docs/configuration.md)
+  fwd::ForwardingPolicy forwarding;
 
   bool operator==(const AgentConfig&) const;
 };

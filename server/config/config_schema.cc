@@ -257,8 +257,8 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 64>& Table() {
-  static const std::array<FieldDef, 64> table = {{
+const std::array<FieldDef, 67>& Table() {
+  static const std::array<FieldDef, 67> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
@@ -598,6 +598,34 @@ const std::array<FieldDef, 64>& Table() {
        },
        [](AgentConfig& c) { c.penalties.exempt.clear(); },
        [](const AgentConfig& c) { return Strings(c.penalties.exempt); }},
+      // Forwarding policy (ADR 0014); its `rules:` list goes through fwd::SetRuleField.
+      {{"forwarding.default_action", "--forwarding-default-action", FieldKind::kScalar,
+        "action when no forwarding rule matches, allow or deny (default allow)"},
+       [](AgentConfig& c, std::string_view v) {
+         absl::StatusOr<bool> allow = fwd::ParseAction(v);
+         if (!allow.ok()) return allow.status();
+         c.forwarding.default_allow = *allow;
+         return absl::OkStatus();
+       },
+       nullptr,
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{c.forwarding.default_allow ? "allow" : "deny"};
+       }},
+      {{"forwarding.default_rules", "--forwarding-default-rules", FieldKind::kScalar,
+        "built-in denies after the rules: link-local, loopback, the agent's admin and metrics "
+        "listeners (default true)"},
+       [](AgentConfig& c, std::string_view v) { return ParseBool(v, c.forwarding.default_rules); },
+       nullptr,
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{c.forwarding.default_rules ? "true" : "false"};
+       }},
+      {{"forwarding.allow_loopback", "--forwarding-allow-loopback", FieldKind::kScalar,
+        "drop the built-in loopback deny (127.0.0.0/8, ::1, 0.0.0.0, ::) (default false)"},
+       [](AgentConfig& c, std::string_view v) { return ParseBool(v, c.forwarding.allow_loopback); },
+       nullptr,
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{c.forwarding.allow_loopback ? "true" : "false"};
+       }},
   }};
   return table;
 }
@@ -658,6 +686,34 @@ void ClearListField(AgentConfig& config, const FieldSpec& field) {
   if (def != nullptr && def->clear != nullptr) def->clear(config);
 }
 
+namespace {
+
+// `forwarding.rules:`, each rule a mapping in fwd::RuleKeys() order (unset keys left out).
+void EmitForwardingRules(YAML::Emitter& out, const AgentConfig& config) {
+  out << YAML::Key << "rules" << YAML::Value;
+  if (config.forwarding.rules.empty()) out << YAML::Flow;
+  out << YAML::BeginSeq;
+  for (const fwd::ForwardRule& rule : config.forwarding.rules) {
+    out << YAML::BeginMap;
+    for (std::string_view key : fwd::RuleKeys()) {
+      std::vector<std::string> values = fwd::RuleFieldText(rule, key);
+      if (values.empty()) continue;
+      out << YAML::Key << std::string(key) << YAML::Value;
+      if (fwd::IsRuleListKey(key)) {
+        out << YAML::Flow << YAML::BeginSeq;
+        for (const std::string& value : values) out << value;
+        out << YAML::EndSeq;
+      } else {
+        out << values.front();
+      }
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+}
+
+}  // namespace
+
 std::string ToYaml(const AgentConfig& config) {
   YAML::Emitter out;
   out << YAML::Comment("alknet-agent configuration; see docs/configuration.md") << YAML::Newline;
@@ -669,6 +725,7 @@ std::string ToYaml(const AgentConfig& config) {
     std::string_view def_section = dot == std::string_view::npos ? "" : path.substr(0, dot);
     std::string_view key = dot == std::string_view::npos ? path : path.substr(dot + 1);
     if (def_section != section) {
+      if (section == "forwarding") EmitForwardingRules(out, config);
       if (!section.empty()) out << YAML::EndMap;
       if (!def_section.empty()) {
         out << YAML::Key << std::string(def_section) << YAML::Value << YAML::BeginMap;
@@ -686,6 +743,7 @@ std::string ToYaml(const AgentConfig& config) {
       out << values.front();
     }
   }
+  if (section == "forwarding") EmitForwardingRules(out, config);
   if (!section.empty()) out << YAML::EndMap;
   // The client role's list of upstreams, each a mapping in the upstream field table's order.
   out << YAML::Key << "upstreams" << YAML::Value;

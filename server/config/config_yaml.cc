@@ -277,6 +277,10 @@ class Applier {
             !status.ok()) {
           return status;
         }
+      } else if (!dotted && path == "forwarding.rules") {
+        if (absl::Status status = ApplyForwardingRules(*value_node, config); !status.ok()) {
+          return status;
+        }
       } else if (!dotted && path == "upstreams") {
         if (absl::Status status = ApplyUpstreams(*key_node, *value_node, config); !status.ok()) {
           return status;
@@ -284,6 +288,85 @@ class Applier {
       } else {
         return Error(key_node->mark, absl::StrCat("unknown key '", Shown(key.scalar), "' under '",
                                                   Sv(parent), "'", Suggestion(key.scalar, prefix)));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // `forwarding.rules:` is a list of mappings, each key through fwd::SetRuleField; a list
+  // replaces the earlier one. Errors read "<file>:line:col: forwarding.rules[2].cidrs[0]: ...".
+  absl::Status ApplyForwardingRules(const Node& node, AgentConfig& config) const {
+    const Node& value = node.Target();
+    config.forwarding.rules.clear();
+    if (value.kind == Node::Kind::kNull) return absl::OkStatus();
+    if (value.kind != Node::Kind::kSequence) {
+      return Error(node.mark, absl::StrCat("forwarding.rules: expected a list of mappings, got ",
+                                           Sv(KindName(value.kind))));
+    }
+    for (size_t i = 0; i < value.items.size(); ++i) {
+      std::string where = absl::StrCat("forwarding.rules[", i, "]");
+      const Node& item = value.items[i]->Target();
+      if (item.kind != Node::Kind::kMap) {
+        return Error(value.items[i]->mark,
+                     absl::StrCat(where, ": expected a mapping, got ", Sv(KindName(item.kind))));
+      }
+      fwd::ForwardRule rule;
+      std::vector<const Node*> seen;
+      bool has_action = false;
+      for (const auto& [key_node, field_node] : item.entries) {
+        const Node& key = key_node->Target();
+        if (key.kind != Node::Kind::kScalar) {
+          return Error(key_node->mark, absl::StrCat("keys under '", where, "' must be scalars"));
+        }
+        for (const Node* earlier : seen) {
+          if (earlier->Target().scalar == key.scalar) {
+            return Error(key_node->mark,
+                         absl::StrCat("duplicate key '", Shown(key.scalar), "' under '", where,
+                                      "' (first at line ", earlier->mark.line + 1, ")"));
+          }
+        }
+        seen.push_back(key_node);
+        bool known = false;
+        for (std::string_view candidate : fwd::RuleKeys()) known = known || candidate == key.scalar;
+        if (!known) {
+          return Error(key_node->mark,
+                       absl::StrCat("unknown key '", Shown(key.scalar), "' under '", where,
+                                    "' (keys: name, action, hosts, cidrs, ports, keys, roles, "
+                                    "transports, direction)"));
+        }
+        has_action = has_action || key.scalar == "action";
+        std::string what = absl::StrCat(where, ".", key.scalar);
+        auto set_one = [&](const Node& scalar_node, std::string_view label) -> absl::Status {
+          const Node& scalar = scalar_node.Target();
+          if (scalar.kind != Node::Kind::kScalar) {
+            return Error(scalar_node.mark.is_null() ? key_node->mark : scalar_node.mark,
+                         absl::StrCat(Sv(label), scalar.kind == Node::Kind::kNull
+                                                     ? ": missing value"
+                                                     : ": expected a scalar"));
+          }
+          if (absl::Status status = fwd::SetRuleField(rule, key.scalar, scalar.scalar); !status.ok()) {
+            return Error(scalar_node.mark, absl::StrCat(Sv(label), ": ", status.message()));
+          }
+          return absl::OkStatus();
+        };
+        const Node& field = field_node->Target();
+        if (fwd::IsRuleListKey(key.scalar) && field.kind == Node::Kind::kSequence) {
+          for (size_t k = 0; k < field.items.size(); ++k) {
+            if (absl::Status status = set_one(*field.items[k], absl::StrCat(what, "[", k, "]"));
+                !status.ok()) {
+              return status;
+            }
+          }
+          continue;
+        }
+        if (absl::Status status = set_one(*field_node, what); !status.ok()) return status;
+      }
+      if (!has_action) {
+        return Error(value.items[i]->mark, absl::StrCat(where, ".action: missing (allow or deny)"));
+      }
+      config.forwarding.rules.push_back(std::move(rule));
+      if (absl::Status status = fwd::ValidateRules(config.forwarding.rules); !status.ok()) {
+        return Error(value.items[i]->mark, StdSv(status.message()));
       }
     }
     return absl::OkStatus();

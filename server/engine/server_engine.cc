@@ -7,8 +7,11 @@
 
 #include <prometheus/text_serializer.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/config/rate_units.h"
+#include "server/common/strings.h"
 #include "server/ssh/host_key.h"
 #include "server/ssh/rate_rejections.h"
 
@@ -123,6 +126,28 @@ absl::Status ServerEngine::Start() {
     status_server_ = *std::move(status_server);
   }
   for (const EndpointUrl& url : config_.listen) listener_up_.push_back(&metrics_.ListenerUp(url.ToString()));
+  // The forwarding policy's self rules: channels never reach the agent's own metrics or TCP
+  // admin listener (unless the operator's rules allow them first, or default_rules is off).
+  if (status_server_ != nullptr) {
+    std::string_view url = status_server_->bound_url();  // "http://host:port"
+    if (absl::StartsWith(Sv(url), "http://")) url.remove_prefix(7);
+    if (size_t colon = url.rfind(':'); colon != std::string_view::npos) {
+      std::string_view host = url.substr(0, colon);
+      if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+      uint32_t port = 0;
+      if (absl::SimpleAtoi(Sv(url.substr(colon + 1)), &port) && port <= 65535) {
+        if (auto rule = fwd::SelfRule("builtin:metrics", host, static_cast<uint16_t>(port))) {
+          self_rules_.push_back(*std::move(rule));
+        }
+      }
+    }
+  }
+  if (config_.admin.listen) {
+    if (auto rule = fwd::SelfRule("builtin:admin", config_.admin.listen->host, config_.admin.listen->port)) {
+      self_rules_.push_back(*std::move(rule));
+    }
+  }
+  UpdateForwarding(config_.forwarding);
 
   // Name resolution for every session: fair per-session queues, at most 16 pending per session
   // and 64 per key, a key holds at most half the threads, each lookup answered within 5 s.
@@ -136,6 +161,7 @@ absl::Status ServerEngine::Start() {
     (*worker)->SetAdminSocketPath(config_.admin.socket);
     (*worker)->SetTrustStores(trust_);
     (*worker)->SetRateLimiter(&rate_limiter_);
+    (*worker)->SetForwardingPolicy(&forwarding_);
     if (worker_heartbeat_test_hook_) {
       (*worker)->SetHeartbeatTestHook([hook = worker_heartbeat_test_hook_, i] { hook(i); });
     }
@@ -438,6 +464,22 @@ void ServerEngine::UpdateRateLimits(const config::RateLimits& rate_limits) {
 config::RateLimits ServerEngine::rate_limits() const {
   absl::MutexLock lock(&limits_mu_);
   return config_.rate_limits;
+}
+
+void ServerEngine::UpdateForwarding(fwd::ForwardingPolicy policy) {
+  {
+    absl::MutexLock lock(&limits_mu_);
+    policy.self_rules = self_rules_;
+    config_.forwarding = policy;
+  }
+  forwarding_.Replace(std::move(policy));
+}
+
+fwd::ForwardingPolicy ServerEngine::forwarding() const {
+  absl::MutexLock lock(&limits_mu_);
+  fwd::ForwardingPolicy policy = config_.forwarding;
+  policy.self_rules.clear();
+  return policy;
 }
 
 config::Limits ServerEngine::limits() const {

@@ -77,6 +77,12 @@ class ServerEngine {
   // running transfers, at once. Thread-safe.
   void UpdateRateLimits(const config::RateLimits& rate_limits);
   config::RateLimits rate_limits() const;
+  // The forwarding policy (ADR 0014): replaced whole, read by the next channel open or -R
+  // request of every session. The getter returns it as set (without the self rules).
+  void UpdateForwarding(fwd::ForwardingPolicy policy);
+  fwd::ForwardingPolicy forwarding() const;
+  // The policy in force, self rules included (for `policy test`). Thread-safe.
+  std::shared_ptr<const fwd::CompiledPolicy> forwarding_in_force() const { return forwarding_.Current(); }
   int active_sessions() const;
   int unauthenticated() const { return limiter_.unauthenticated(); }
   // /readyz: started, not draining, every listener accepting (none paused for lack of
@@ -145,6 +151,9 @@ class ServerEngine {
   bool started_ = false;
   const auth::TrustStores* trust_ = nullptr;
   InheritedSockets* inherited_ = nullptr;
+  // Built-in denies of the agent's own listeners (set at Start), and the policy in force.
+  std::vector<fwd::ForwardRule> self_rules_;
+  fwd::ForwardingPolicyStore forwarding_;
 };
 
 }  // namespace alknet

@@ -59,6 +59,8 @@ class Worker {
   void SetTrustStores(const auth::TrustStores* trust) { environment_.trust = trust; }
   // Before StartThread: the engine's rate limits (per-key and per-session rules, bandwidth).
   void SetRateLimiter(RateLimiter* limiter) { environment_.rate_limiter = limiter; }
+  // Before StartThread: the forwarding policy every session reads per channel (ADR 0014).
+  void SetForwardingPolicy(const fwd::ForwardingPolicyStore* store) { environment_.forwarding = store; }
   // Before StartThread: takes the pre-auth slot (max_startups) of a stream whose transport
   // took none at accept (TLS: at the SSH banner); nullptr refuses it (the callee logs why).
   using LateAdmission = std::function<std::unique_ptr<StartupTicket>(const StreamInfo&)>;

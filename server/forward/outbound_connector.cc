@@ -23,6 +23,7 @@ ConnectFailure ClassifyConnectError(const absl::Status& status) {
       return status.message().find("pending name resolutions") != std::string_view::npos
                  ? ConnectFailure::kResolveQuota
                  : ConnectFailure::kResourceShortage;
+    case absl::StatusCode::kPermissionDenied: return ConnectFailure::kPolicyDenied;
     case absl::StatusCode::kUnavailable:
       return status.message().find("refused") != std::string_view::npos ? ConnectFailure::kRefused
                                                                         : ConnectFailure::kUnreachable;
@@ -41,6 +42,7 @@ std::string_view ConnectFailureName(ConnectFailure failure) {
     case ConnectFailure::kOther: return "connect-failed";
     case ConnectFailure::kResolveTimeout: return "resolve-timeout";
     case ConnectFailure::kResolveQuota: return "too-many-pending-resolutions";
+    case ConnectFailure::kPolicyDenied: return "forwarding-policy";
   }
   return "connect-failed";
 }
@@ -48,8 +50,10 @@ std::string_view ConnectFailureName(ConnectFailure failure) {
 std::unique_ptr<ConnectAttempt> OutboundConnector::Connect(const std::string& host, uint16_t port,
                                                             absl::Duration timeout,
                                                             ConnectCallback done,
-                                                            ResolveOwner owner) {
+                                                            ResolveOwner owner,
+                                                            AddressFilter filter) {
   auto attempt = std::make_unique<ConnectAttempt>(loop_, timeout, std::move(done));
+  attempt->SetFilter(std::move(filter));
   attempt->Begin(resolver_, host, port, std::move(owner));
   return attempt;
 }
@@ -98,6 +102,8 @@ void ConnectAttempt::OnResolved(absl::StatusOr<std::vector<ResolvedAddress>> add
 void ConnectAttempt::TryNext() {
   while (next_ < addresses_.size()) {
     const ResolvedAddress& address = addresses_[next_++];
+    if (filter_ && !filter_(address)) continue;
+    tried_ = true;
     UniqueFd fd(socket(address.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd.valid()) {
       last_error_ = ErrnoStatus("socket", errno);
@@ -119,6 +125,10 @@ void ConnectAttempt::TryNext() {
       last_error_ = watched;
       continue;
     }
+    return;
+  }
+  if (!tried_ && filter_ && !addresses_.empty()) {
+    Finish(absl::PermissionDeniedError("the forwarding policy denies every resolved address"));
     return;
   }
   Finish(last_error_);

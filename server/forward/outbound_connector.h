@@ -21,11 +21,15 @@ enum class ConnectFailure {
   kNone, kUnknownHost, kRefused, kUnreachable, kTimeout, kResourceShortage, kOther,
   kResolveTimeout,    // the name was not resolved by its deadline
   kResolveQuota,      // the session or key has too many name resolutions pending
+  kPolicyDenied,      // the forwarding policy denied every resolved address
 };
 ConnectFailure ClassifyConnectError(const absl::Status& status);
 std::string_view ConnectFailureName(ConnectFailure failure);  // "connect-refused", ...
 
 using ConnectCallback = std::function<void(absl::StatusOr<UniqueFd>)>;
+// Asked for each resolved address right before connecting to it (the forwarding policy's
+// address phase); false skips the address. Runs on the connector's loop.
+using AddressFilter = std::function<bool(const ResolvedAddress&)>;
 
 // One in-flight connect. Destroying it cancels: the callback never runs afterwards.
 class ConnectAttempt;
@@ -36,10 +40,11 @@ class OutboundConnector {
 
   // Status codes: NotFound (unknown host), Unavailable (refused / unreachable),
   // DeadlineExceeded (timeout), ResourceExhausted, Internal. `owner` is the resolver's
-  // fairness and quota unit (the SSH session and its key).
+  // fairness and quota unit (the SSH session and its key). `filter` (optional) vets each
+  // resolved address; if it refuses them all: PermissionDenied, no connect attempted.
   std::unique_ptr<ConnectAttempt> Connect(const std::string& host, uint16_t port,
                                           absl::Duration timeout, ConnectCallback done,
-                                          ResolveOwner owner = {});
+                                          ResolveOwner owner = {}, AddressFilter filter = {});
 
  private:
   EventLoop& loop_;
@@ -52,6 +57,7 @@ class ConnectAttempt final : public FdHandler {
   ~ConnectAttempt() override;
 
   void Begin(Resolver& resolver, const std::string& host, uint16_t port, ResolveOwner owner);
+  void SetFilter(AddressFilter filter) { filter_ = std::move(filter); }
   void OnFdEvents(uint32_t events) override;
 
  private:
@@ -63,6 +69,8 @@ class ConnectAttempt final : public FdHandler {
   absl::Duration timeout_;
   bool resolving_ = false;  // waiting for the resolver (the timeout then names resolution)
   ConnectCallback done_;
+  AddressFilter filter_;
+  bool tried_ = false;  // an address passed the filter
   std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
   std::vector<ResolvedAddress> addresses_;
   size_t next_ = 0;

@@ -117,6 +117,7 @@ EngineMetrics::EngineMetrics(std::shared_ptr<prometheus::Registry> registry,
   for (size_t r = 0; r < kRejectReasons.size(); ++r) {
     rejections_[r] = &rejections.Add({{"reason", s(kRejectReasons[r])}});
   }
+  rejections_family_ = &rejections;
 
   unauthenticated_ = &BuildGauge().Name("alknet_unauthenticated_connections")
       .Help("Connections accepted but not yet authenticated (MaxStartups pool).")
@@ -180,6 +181,11 @@ void EngineMetrics::ChannelClosed(ChannelKind kind) { channels_active_[Index(kin
 void EngineMetrics::OutboundConnect(double seconds) { connect_seconds_->Observe(seconds); }
 
 void EngineMetrics::Rejected(RejectReason reason) { rejections_[Index(reason)]->Increment(); }
+
+void EngineMetrics::ForwardingRuleRejected(std::string_view rule) {
+  // Family::Add returns the existing series for known labels (one lookup, only on refusal).
+  rejections_family_->Add({{"reason", "forwarding_policy"}, {"rule", std::string(rule)}}).Increment();
+}
 
 ByteCounters EngineMetrics::BytesFor(TransportLabel transport, std::string_view key_fingerprint) {
   ByteCounters counters;

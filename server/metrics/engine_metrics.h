@@ -73,6 +73,9 @@ class EngineMetrics {
   void ChannelClosed(ChannelKind kind);
   void OutboundConnect(double seconds);
   void Rejected(RejectReason reason);
+  // alknet_rejections_total{reason="forwarding_policy",rule=NAME}: a forwarding rule (or
+  // "default") refused a channel or -R listener. Names come from the policy, never a destination.
+  void ForwardingRuleRejected(std::string_view rule);
   ByteCounters BytesFor(TransportLabel transport, std::string_view key_fingerprint);
   // Per-key sessions gauge (no-op for unlabelled keys).
   void KeySessionDelta(std::string_view key_fingerprint, int delta);
@@ -104,6 +107,7 @@ class EngineMetrics {
   std::array<Row<static_cast<size_t>(Direction::kCount)>, kTransports> bytes_{};
   prometheus::Histogram* connect_seconds_ = nullptr;
   Row<static_cast<size_t>(RejectReason::kCount)> rejections_{};
+  prometheus::Family<prometheus::Counter>* rejections_family_ = nullptr;
   prometheus::Gauge* unauthenticated_ = nullptr;
   prometheus::Family<prometheus::Gauge>* listener_up_ = nullptr;
   prometheus::Family<prometheus::Gauge>* upstream_connected_ = nullptr;

@@ -189,6 +189,16 @@ RemoteForwards::Answer RemoteForwards::HandleRequest(const Request& request,
                               : RejectReason::kPermitListen;
     return Refuse(reason, ForwardVerdictName(decision.verdict), port);
   }
+  if (hooks_.listen_policy) {
+    std::string rule = hooks_.listen_policy(decision.bind_host, static_cast<uint16_t>(port));
+    if (!rule.empty()) {
+      metrics_.ForwardingRuleRejected(rule);
+      logger_.Info("session", "remote forward refused",
+                   {{"src", source_ip_}, {"key", key_fingerprint_}, {"port", absl::StrCat(port)},
+                    {"reason", "forwarding-policy"}, {"rule", rule}});
+      return Answer{};
+    }
+  }
   absl::StatusOr<UniqueFd> fd = BindListening(decision.bind_host, static_cast<uint16_t>(port));
   if (!fd.ok()) {
     logger_.Info("session", "remote forward refused",

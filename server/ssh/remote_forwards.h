@@ -28,6 +28,9 @@ class RemoteForwards {
     std::function<void(ssh_channel, UniqueFd)> opened;  // the session relays this pair
     std::function<void()> after_io;                     // libssh state changed outside a poll
     std::function<absl::Time()> now;                    // clock for open deadlines (empty: absl::Now)
+    // The forwarding policy on the numeric bind address and port (after permitlisten=): the
+    // name of the denying rule, or empty when allowed (empty function: no policy).
+    std::function<std::string(const std::string& bind_host, uint16_t port)> listen_policy;
   };
   // The three libssh calls behind a forwarded-tcpip open. The server uses libssh on the bound
   // session; the stateful fuzzer (tests/fuzz/remote_forward_fuzzer.cc) scripts the client's
@@ -67,6 +70,11 @@ class RemoteForwards {
   // Identity of the session for logs; `open_timeout` bounds a forwarded-tcpip open.
   void Bind(ssh_session session, std::string source_ip, std::string key_fingerprint,
             absl::Duration open_timeout);
+
+  // The forwarding policy for the next requests (see Hooks::listen_policy).
+  void SetListenPolicy(std::function<std::string(const std::string&, uint16_t)> policy) {
+    hooks_.listen_policy = std::move(policy);
+  }
 
   // Answers a tcpip-forward / cancel-tcpip-forward request. `options` is the key's current
   // entry (nullptr: revoked). Does not free the message.

@@ -20,6 +20,7 @@
 #include "server/auth/key_set.h"
 #include "server/common/log.h"
 #include "server/common/rate_limiter.h"
+#include "server/forward/forwarding_rules.h"
 #include "server/forward/outbound_connector.h"
 #include "server/loop/event_loop.h"
 #include "server/metrics/engine_metrics.h"
@@ -70,6 +71,8 @@ struct SessionEnvironment {
   const auth::TrustStores* trust = nullptr;
   // rate_limits (issue 15), shared by every worker; nullptr: no rate limits at all.
   RateLimiter* rate_limiter = nullptr;
+  // The forwarding policy (ADR 0014), read at each channel open and -R request; nullptr: none.
+  const fwd::ForwardingPolicyStore* forwarding = nullptr;
 };
 
 class SshServerSession final : public FdHandler, public RelayOwner {
@@ -109,6 +112,7 @@ class SshServerSession final : public FdHandler, public RelayOwner {
     ssh_message message = nullptr;
     std::unique_ptr<ConnectAttempt> attempt;
     absl::Time started;
+    std::string denied_rule;  // the forwarding rule that denied a resolved address, if any
   };
 
   void Service();
@@ -139,6 +143,10 @@ class SshServerSession final : public FdHandler, public RelayOwner {
                          std::string_view fingerprint, std::string_view key_type,
                          const auth::CertificateLogInfo* certificate = nullptr);
   void RefuseChannel(ssh_message message, std::string_view reason);
+  // The session's forwarding-policy query for `host`/`port` (roles from the key or certificate).
+  fwd::ForwardQuery PolicyQuery(const auth::AuthorizedKey* entry, std::string host, uint16_t port,
+                                uint8_t direction) const;
+  void RejectByRule(ssh_message message, std::string_view rule);
   void RejectChannel(ssh_message message, RejectReason reason, std::string_view log_reason);
   SessionResult Outcome() const;
 

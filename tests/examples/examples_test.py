@@ -116,7 +116,9 @@ class Setup:
         self.socket = os.path.join(self.state, "admin.sock")
         server = self.start("server", ["--state-dir", self.state, "--listen", "tcp://127.0.0.1:0",
                                        "--workers", "1", "--metrics-listen", "off",
-                                       "--authorized-keys", keys_file])
+                                       "--authorized-keys", keys_file,
+                                       # the web page is on loopback (ADR 0014)
+                                       "--forwarding-allow-loopback", "true"])
         self.port = int(server.wait_for(r"engine: listening address=tcp://127\.0\.0\.1:(\d+)").group(1))
         self.fingerprint = server.wait_for(r"fingerprint=(SHA256:\S+)").group(1)
         self.server = server

@@ -242,7 +242,9 @@ class UpgradeTest : public ::testing::Test {
         std::vector<std::string>{binary_, "--state-dir", dir_.File("state"), "--listen",
                                  "tcp://127.0.0.1:0", "--workers", "2", "--metrics-listen",
                                  "127.0.0.1:0", "--authorized-keys", dir_.File("keys"),
-                                 "--max-startups", "1000", "--per-source-max-startups", "1000"},
+                                 "--max-startups", "1000", "--per-source-max-startups", "1000",
+                                 // loopback echo targets (ADR 0014, as in AgentProcess)
+                                 "--forwarding-allow-loopback", "true"},
         dir_.path(), "agent");
     const std::string marker = "listening address=tcp://127.0.0.1:";
     ASSERT_TRUE(WaitForLog(marker)) << Log();

@@ -210,7 +210,11 @@ std::optional<int> BackgroundProcess::Wait(std::chrono::milliseconds timeout) {
 AgentProcess::AgentProcess(const TempDir& dir, std::vector<std::string> extra_args) {
   std::vector<std::string> argv = {ALKNET_AGENT_BINARY, "--state-dir", dir.File("state"),
                                    "--listen", "tcp://127.0.0.1:0", "--workers", "2",
-                                   "--metrics-listen", "127.0.0.1:0"};
+                                   "--metrics-listen", "127.0.0.1:0",
+                                   // Tests may only connect to loopback echo servers: the
+                                   // built-in loopback deny is lifted here (ADR 0014);
+                                   // forwarding_policy_test proves the default with "false".
+                                   "--forwarding-allow-loopback", "true"};
   // Per-source penalties are on by default, and most tests fail auth or probe from one
   // loopback address on purpose many times in a row: off unless the test names them.
   bool names_penalties = std::any_of(extra_args.begin(), extra_args.end(), [](const std::string& a) {

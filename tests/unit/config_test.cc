@@ -99,7 +99,7 @@ TEST(SchemaTest, EveryFieldHasUniquePathFlagAndHelp) {
     EXPECT_EQ(FindFieldByYamlPath(field.yaml_path), &field);
     EXPECT_EQ(FindFieldByFlag(field.flag), &field);
   }
-  EXPECT_EQ(Fields().size(), 64u);
+  EXPECT_EQ(Fields().size(), 67u);
   EXPECT_EQ(FindFieldByYamlPath("limits"), nullptr);
   EXPECT_EQ(FindFieldByFlag("--config"), nullptr);
 }
@@ -600,6 +600,11 @@ TEST(ToYamlTest, RendersTheSchemaLayout) {
             "  ipv4_netblock: 32\n"
             "  ipv6_netblock: 64\n"
             "  exempt: []\n"
+            "forwarding:\n"
+            "  default_action: allow\n"
+            "  default_rules: true\n"
+            "  allow_loopback: false\n"
+            "  rules: []\n"
             "upstreams: []\n");
 }
 
