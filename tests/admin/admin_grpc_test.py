@@ -187,7 +187,8 @@ class AdminApiTest(unittest.TestCase):
             f.write(cls.keys["upstream"][1] + "\n")
         cls.far, cls.far_log, far_port = start_agent(
             cls.tmp, "far", ["--state-dir", os.path.join(cls.tmp, "far_state"), "--listen", "tcp://127.0.0.1:0",
-                             "--workers", "1", "--metrics-listen", "off", "--authorized-keys", far_keys])
+                             "--workers", "1", "--metrics-listen", "off", "--authorized-keys", far_keys,
+                             "--forwarding-allow-loopback", "true"])  # its -L targets the loopback echo
         host_key = re.search(r"fingerprint=(SHA256:\S+)", open(cls.far_log).read()).group(1)
         cls.echo = EchoServer()
         config = os.path.join(cls.tmp, "agent.yaml")

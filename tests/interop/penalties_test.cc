@@ -16,6 +16,7 @@
 namespace alknet::testing {
 namespace {
 
+using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
 
 class PenaltiesTest : public ::testing::Test {
@@ -163,7 +164,9 @@ TEST_F(PenaltiesTest, AdminClearLiftsThePenaltyAtOnce) {
   EXPECT_EQ(list.exit_code, 0) << list.err;
   EXPECT_THAT(list.out, HasSubstr("127.0.0.2/32"));
   EXPECT_THAT(list.out, HasSubstr("refused"));
-  EXPECT_THAT(list.out, HasSubstr("authfail"));
+  // The last event is the failed login, or noauth when a RefusedEventually probe got in (and
+  // left without authenticating) before the agent had recorded that login's end.
+  EXPECT_THAT(list.out, ContainsRegex("refused +(authfail|noauth)"));
   CommandResult bad = RunCommand({ALKNET_ADMIN_BINARY, "--socket", socket, "penalties", "clear", "nope"});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_THAT(bad.err, HasSubstr("source:"));

@@ -66,7 +66,8 @@ class SocketActivationTest : public ::testing::Test {
   std::vector<std::string> AgentArgs(uint16_t port) {
     return {ALKNET_AGENT_BINARY, "--state-dir", dir_.File("state"), "--listen",
             "tcp://127.0.0.1:" + std::to_string(port), "--workers", "1", "--metrics-listen", "off",
-            "--authorized-keys", dir_.File("keys")};
+            "--authorized-keys", dir_.File("keys"),
+            "--forwarding-allow-loopback", "true"};  // -W to the loopback echo (ADR 0014)
   }
   bool WaitForLog(std::string_view needle) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);

@@ -244,7 +244,9 @@ class UpgradeTest : public ::testing::Test {
                                  "127.0.0.1:0", "--authorized-keys", dir_.File("keys"),
                                  "--max-startups", "1000", "--per-source-max-startups", "1000",
                                  // loopback echo targets (ADR 0014, as in AgentProcess)
-                                 "--forwarding-allow-loopback", "true"},
+                                 "--forwarding-allow-loopback", "true",
+                                 // its connect loop leaves without logging in, on purpose
+                                 "--penalties", "false"},
         dir_.path(), "agent");
     const std::string marker = "listening address=tcp://127.0.0.1:";
     ASSERT_TRUE(WaitForLog(marker)) << Log();

@@ -307,7 +307,8 @@ class Harness:
         argv_tail = ["--state-dir", self.path("state"), "--listen", "tcp://127.0.0.1:%d" % ssh_port,
                      "--authorized-keys", self.path("authorized_keys"), "--login-grace-time", "1s",
                      "--per-source-max-startups", "2", "--max-channels-per-session", "2000", "--workers", "2",
-                     "--forwarding-allow-loopback", "true"]  # loopback echo server (ADR 0014)
+                     "--forwarding-allow-loopback", "true",  # loopback echo server (ADR 0014)
+                     "--penalties", "false"]  # it fails logins from 127.0.0.1 on purpose
         engine_re = re.compile(r"engine: listening address=tcp://127\.0\.0\.1:(\d+)")
         metrics_re = re.compile(r"metrics: listening address=http://([0-9.]+):(\d+)")
         last_log = ""
