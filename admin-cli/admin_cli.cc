@@ -29,6 +29,7 @@
 #include "absl/time/time.h"
 #include "admin-cli/command_table.h"
 #include "admin-cli/ssh_bridge.h"
+#include "agent/admin/policy_sections.h"
 #include "server/config/config.h"
 #include "server/common/net_address.h"
 #include "server/config/config_yaml.h"
@@ -330,27 +331,14 @@ void PrintTable(std::ostream& out, const std::vector<std::string>& header,
 }
 
 void PrintPolicy(std::ostream& out, const v1::PolicySpec& policy) {
-  const v1::Limits& limits = policy.limits();
-  out << "limits:\n"
-      << "  login_grace_time: " << limits.login_grace_time() << "\n"
-      << "  max_startups: " << limits.max_startups() << "\n"
-      << "  per_source_max_startups: " << limits.per_source_max_startups() << "\n"
-      << "  max_sessions: " << limits.max_sessions() << "\n"
-      << "  max_channels_per_session: " << limits.max_channels_per_session() << "\n"
-      << "  connect_timeout: " << limits.connect_timeout() << "\n"
-      << "  shutdown_grace: " << limits.shutdown_grace() << "\n";
-  // rate_limits (issue 15): every field, in the proto's (= the YAML's) order.
-  const v1::RateLimits& rate_limits = policy.rate_limits();
-  const auto* descriptor = v1::RateLimits::descriptor();
-  const auto* reflection = v1::RateLimits::GetReflection();
-  out << "rate_limits:\n";
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const auto* field = descriptor->field(i);
-    out << "  " << field->name() << ": ";
-    if (field->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_INT32) {
-      out << reflection->GetInt32(rate_limits, field) << "\n";
-    } else {
-      out << reflection->GetString(rate_limits, field) << "\n";
+  // The flat sections: every field, in the proto's (= the YAML's) order.
+  for (std::string_view name : admin::FlatPolicySections()) {
+    const google::protobuf::Message& section = admin::FlatSection(policy, name);
+    const auto* descriptor = section.GetDescriptor();
+    out << name << ":\n";
+    for (int i = 0; i < descriptor->field_count(); ++i) {
+      const auto* field = descriptor->field(i);
+      out << "  " << field->name() << ": " << admin::FieldText(section, field).value_or("") << "\n";
     }
   }
   if (!policy.has_forwarding()) return;
@@ -413,49 +401,39 @@ bool SetForwarding(v1::ForwardingPolicy& forwarding, const std::string& assignme
   return true;
 }
 
-// Sets one policy field from "name=value": "max_sessions=10", "limits.max_sessions=10",
-// "bandwidth_per_key=10MB" or "rate_limits.bandwidth_per_key=10MB" (a bare name is looked up
-// in limits, then in rate_limits).
+// Sets one policy field from "name=value": "limits.max_sessions=10", "penalties.min=30s",
+// "rate_limits.bandwidth_per_key=10MB", or a bare name ("max_sessions=10"), looked up in
+// limits, penalties, then rate_limits.
 void SetLimit(v1::PolicySpec& policy, const std::string& assignment) {
   size_t eq = assignment.find('=');
   if (eq == std::string::npos) throw UsageError{absl::StrCat("'", assignment, "' is not KEY=VALUE")};
   std::string name = assignment.substr(0, eq);
   std::string value = assignment.substr(eq + 1);
-  google::protobuf::Message* section = nullptr;
-  std::string section_name;
-  const google::protobuf::FieldDescriptor* field = nullptr;
-  const bool rate_prefix = name.rfind("rate_limits.", 0) == 0;
-  const bool limits_prefix = name.rfind("limits.", 0) == 0;
-  if (rate_prefix) name = name.substr(12);
-  if (limits_prefix) name = name.substr(7);
-  if (!rate_prefix && (field = v1::Limits::descriptor()->FindFieldByName(name)) != nullptr) {
-    section = policy.mutable_limits();
-    section_name = "limits";
-  } else if (!limits_prefix &&
-             (field = v1::RateLimits::descriptor()->FindFieldByName(name)) != nullptr) {
-    section = policy.mutable_rate_limits();
-    section_name = "rate_limits";
-  }
-  if (field == nullptr) {
-    std::vector<std::string> known;
-    for (int i = 0; i < v1::Limits::descriptor()->field_count(); ++i) {
-      known.push_back(v1::Limits::descriptor()->field(i)->name());
+  std::vector<std::string> known;
+  for (std::string_view section_name : admin::FlatPolicySections()) {
+    std::string prefix = absl::StrCat(section_name, ".");
+    std::string field_name = name;
+    if (name.rfind(prefix, 0) == 0) {
+      field_name = name.substr(prefix.size());
+    } else if (name.find('.') != std::string::npos) {
+      continue;  // qualified with another section
     }
-    for (int i = 0; i < v1::RateLimits::descriptor()->field_count(); ++i) {
-      known.push_back(v1::RateLimits::descriptor()->field(i)->name());
+    google::protobuf::Message& section = admin::FlatSection(policy, section_name);
+    const auto* descriptor = section.GetDescriptor();
+    if (const auto* field = descriptor->FindFieldByName(field_name); field != nullptr) {
+      if (!admin::SetFieldText(section, field, value)) {
+        throw UsageError{absl::StrCat(section_name, ".", field_name, ": '", value, "' is not ",
+                                      field->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_BOOL
+                                          ? "true or false"
+                                          : "a 32-bit integer")};
+      }
+      return;
     }
-    throw UsageError{absl::StrCat("unknown policy field '", name, "' (known: ", absl::StrJoin(known, ", "), ")")};
-  }
-  const auto* reflection = section->GetReflection();
-  if (field->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_INT32) {
-    int number = 0;
-    if (!absl::SimpleAtoi(value, &number)) {
-      throw UsageError{absl::StrCat(section_name, ".", name, ": '", value, "' is not a 32-bit integer")};
+    for (int i = 0; i < descriptor->field_count(); ++i) {
+      known.push_back(absl::StrCat(section_name, ".", descriptor->field(i)->name()));
     }
-    reflection->SetInt32(section, field, number);
-  } else {
-    reflection->SetString(section, field, value);
   }
+  throw UsageError{absl::StrCat("unknown policy field '", name, "' (known: ", absl::StrJoin(known, ", "), ")")};
 }
 
 // ---- commands ----

@@ -236,9 +236,7 @@ int RunAgent(int argc, const char* const* argv) {
     ssh_finalize();
     return 1;
   }
-  config->limits = (*admin_core)->limits();
-  config->rate_limits = (*admin_core)->rate_limits();
-  config->forwarding = (*admin_core)->forwarding();  // the state file's, if changed through the API
+  (*admin_core)->CopyPolicyTo(*config);  // the state file's, where changed through the API
   admin::AdminServerOptions admin_options = AdminOptions(*config);
   admin_options.take_over_socket = handoff.has_value();
   auto admin_server = admin::AdminServer::Start(**admin_core, admin_options, logger);

@@ -1,7 +1,7 @@
 // The admin API's logic: keys, policy, sessions and status over the engine's admin hooks.
 #include "agent/admin/admin_core.h"
 #include "agent/admin/api_errors.h"
-#include "agent/admin/policy_rate_limits.h"
+#include "agent/admin/policy_sections.h"
 #include "agent/admin/forwarding_proto.h"
 
 #include <fcntl.h>
@@ -177,24 +177,6 @@ absl::Status CheckOption(std::string_view field, const std::string& option,
   return absl::OkStatus();
 }
 
-std::optional<std::string> FieldText(const v1::Limits& limits, const FieldDescriptor* field) {
-  const auto* reflection = v1::Limits::GetReflection();
-  if (!reflection->HasField(limits, field)) return std::nullopt;
-  if (field->cpp_type() == FieldDescriptor::CPPTYPE_INT32) {
-    return absl::StrCat(reflection->GetInt32(limits, field));
-  }
-  return reflection->GetString(limits, field);
-}
-
-void SetFieldText(v1::Limits& limits, const FieldDescriptor* field, const std::string& text) {
-  const auto* reflection = v1::Limits::GetReflection();
-  if (field->cpp_type() == FieldDescriptor::CPPTYPE_INT32) {
-    reflection->SetInt32(&limits, field, std::stoi(text));
-  } else {
-    reflection->SetString(&limits, field, text);
-  }
-}
-
 absl::StatusOr<UniqueFd> LockStateDir(const std::string& state_dir) {
   std::string path = absl::StrCat(state_dir, "/state.lock");
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
@@ -214,33 +196,6 @@ absl::StatusOr<UniqueFd> LockStateDir(const std::string& state_dir) {
 std::string StateFilePath(const std::string& state_dir) {
   if (!state_dir.empty() && state_dir.back() == '/') return state_dir + "state.pb";
   return state_dir + "/state.pb";
-}
-
-v1::Limits LimitsToProto(const config::Limits& limits) {
-  v1::Limits out;
-  out.set_login_grace_time(config::FormatDuration(limits.login_grace_time));
-  out.set_max_startups(limits.max_startups);
-  out.set_per_source_max_startups(limits.per_source_max_startups);
-  out.set_max_sessions(limits.max_sessions);
-  out.set_max_channels_per_session(limits.max_channels_per_session);
-  out.set_connect_timeout(config::FormatDuration(limits.connect_timeout));
-  out.set_shutdown_grace(config::FormatDuration(limits.shutdown_grace));
-  out.set_upgrade_drain(config::FormatDuration(limits.upgrade_drain));
-  return out;
-}
-
-absl::Status ApplyLimitsProto(const v1::Limits& limits, config::AgentConfig& config) {
-  const auto* descriptor = v1::Limits::descriptor();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const FieldDescriptor* field = descriptor->field(i);
-    std::optional<std::string> text = FieldText(limits, field);
-    if (!text) continue;
-    std::string path = absl::StrCat("limits.", field->name());
-    const config::FieldSpec* spec = config::FindFieldByYamlPath(path);
-    if (spec == nullptr) return absl::InternalError(absl::StrCat("no config field ", path));
-    if (absl::Status status = config::SetField(config, *spec, *text); !status.ok()) return status;
-  }
-  return absl::OkStatus();
 }
 
 AdminCore::AdminCore(const config::AgentConfig& config, Options options, Logger& logger,
@@ -280,10 +235,7 @@ absl::StatusOr<std::unique_ptr<AdminCore>> AdminCore::Open(const config::AgentCo
     core->api_keys_.push_back({stored, *std::move(key)});
   }
   state::v1::State merged = state;
-  config::Limits limits = core->MergeConfigLimits(config, merged);
-  core->config_.limits = limits;
-  core->config_.rate_limits = MergeConfigRateLimits(config, *merged.mutable_policy(), logger);
-  core->config_.forwarding = core->MergeConfigForwarding(config, merged);
+  core->config_ = MergeConfigPolicy(config, *merged.mutable_policy(), logger);
   if (fresh || merged.SerializeAsString() != state.SerializeAsString()) {
     core->state_ = state;
     if (absl::Status written = core->Commit(std::move(merged)); !written.ok()) return written;
@@ -297,68 +249,6 @@ absl::StatusOr<std::unique_ptr<AdminCore>> AdminCore::Open(const config::AgentCo
   core->RebuildSources();
   core->PublishKeys();
   return core;
-}
-
-fwd::ForwardingPolicy AdminCore::MergeConfigForwarding(const config::AgentConfig& file_config,
-                                                      state::v1::State& state) const {
-  v1::ForwardingPolicy from_file = ForwardingToProto(file_config.forwarding);
-  state::v1::StoredPolicy& policy = *state.mutable_policy();
-  bool file_changed = !policy.has_forwarding_baseline() ||
-                      policy.forwarding_baseline().SerializeAsString() != from_file.SerializeAsString();
-  if (!policy.has_forwarding() || file_changed) {
-    if (policy.has_forwarding() && policy.forwarding().SerializeAsString() != from_file.SerializeAsString()) {
-      logger_.Info("state", "forwarding policy changed in the config file; taking it");
-    }
-    *policy.mutable_forwarding() = from_file;
-    *policy.mutable_forwarding_baseline() = from_file;
-    return file_config.forwarding;
-  }
-  fwd::ForwardingPolicy stored = file_config.forwarding;
-  if (absl::Status status = ApplyForwardingProto(policy.forwarding(), stored); !status.ok()) {
-    logger_.Warn("state", "stored forwarding policy is invalid; using the config file's",
-                 {{"error", std::string(status.message())}});
-    *policy.mutable_forwarding() = from_file;
-    return file_config.forwarding;
-  }
-  return stored;
-}
-
-config::Limits AdminCore::MergeConfigLimits(const config::AgentConfig& file_config,
-                                            state::v1::State& state) const {
-  v1::Limits from_file = LimitsToProto(file_config.limits);
-  state::v1::StoredPolicy& policy = *state.mutable_policy();
-  if (!state.has_policy() || !policy.has_limits()) {
-    *policy.mutable_limits() = from_file;
-    *policy.mutable_config_baseline() = from_file;
-    return file_config.limits;
-  }
-  const auto* descriptor = v1::Limits::descriptor();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const FieldDescriptor* field = descriptor->field(i);
-    std::string file_value = *FieldText(from_file, field);
-    std::optional<std::string> baseline = FieldText(policy.config_baseline(), field);
-    std::optional<std::string> current = FieldText(policy.limits(), field);
-    if (!current || !baseline || *baseline != file_value) {
-      // The config file changed this limit since we last read it (or it is new): it wins.
-      if (current && *current != file_value) {
-        logger_.Info("state", "limit changed in the config file; taking it",
-                     {{"field", absl::StrCat("limits.", field->name())}, {"was", *current},
-                      {"now", file_value}});
-      }
-      SetFieldText(*policy.mutable_limits(), field, file_value);
-    }
-    SetFieldText(*policy.mutable_config_baseline(), field, file_value);
-  }
-  config::AgentConfig check = file_config;
-  absl::Status status = ApplyLimitsProto(policy.limits(), check);
-  if (status.ok()) status = config::Validate(check);
-  if (!status.ok()) {
-    logger_.Warn("state", "stored limits are invalid with this config; using the config file's",
-                 {{"error", std::string(status.message())}});
-    *policy.mutable_limits() = from_file;
-    return file_config.limits;
-  }
-  return check.limits;
 }
 
 void AdminCore::LoadFileKeys(const config::AgentConfig& config) {
@@ -445,9 +335,12 @@ config::Limits AdminCore::limits() const {
   return config_.limits;
 }
 
-config::RateLimits AdminCore::rate_limits() const {
+void AdminCore::CopyPolicyTo(config::AgentConfig& config) const {
   absl::MutexLock lock(&mu_);
-  return config_.rate_limits;
+  config.limits = config_.limits;
+  config.penalties = config_.penalties;
+  config.rate_limits = config_.rate_limits;
+  config.forwarding = config_.forwarding;
 }
 
 void AdminCore::AttachEngine(ServerEngine* engine) {
@@ -462,9 +355,7 @@ void AdminCore::SetAdminListeners(std::vector<std::string> addresses) {
 
 void AdminCore::Reload(const config::AgentConfig& config) {
   ServerEngine* engine = nullptr;
-  config::Limits limits;
-  config::RateLimits rate_limits;
-  fwd::ForwardingPolicy forwarding;
+  config::AgentConfig next;
   {
     absl::MutexLock lock(&mu_);
     if (config.listen != config_.listen || config.host_keys != config_.host_keys ||
@@ -475,31 +366,23 @@ void AdminCore::Reload(const config::AgentConfig& config) {
                             "ssh algorithm settings take effect only after a restart");
     }
     state::v1::State merged = state_;
-    limits = MergeConfigLimits(config, merged);
-    rate_limits = MergeConfigRateLimits(config, *merged.mutable_policy(), logger_);
-    forwarding = MergeConfigForwarding(config, merged);
+    next = MergeConfigPolicy(config, *merged.mutable_policy(), logger_);
     if (merged.SerializeAsString() != state_.SerializeAsString()) {
       if (absl::Status written = Commit(std::move(merged)); !written.ok()) {
-        limits = config_.limits;
-        rate_limits = config_.rate_limits;
-        forwarding = config_.forwarding;
+        next = config;  // the state file is unchanged: keep the policy in force
+        next.limits = config_.limits;
+        next.penalties = config_.penalties;
+        next.rate_limits = config_.rate_limits;
+        next.forwarding = config_.forwarding;
       }
     }
-    config::AgentConfig next = config;
-    next.limits = limits;
-    next.rate_limits = rate_limits;
-    next.forwarding = forwarding;
-    config_ = std::move(next);
+    config_ = next;
     LoadFileKeys(config_);
     RebuildSources();
     PublishKeys();
     engine = engine_;
   }
-  if (engine != nullptr) {
-    engine->UpdateLimits(limits);
-    engine->UpdateRateLimits(rate_limits);
-    engine->UpdateForwarding(std::move(forwarding));
-  }
+  if (engine != nullptr) engine->UpdatePolicy(next);
 }
 
 // ---- keys ----
@@ -839,66 +722,46 @@ v1::ExportKeysResponse AdminCore::ExportKeys(const v1::ExportKeysRequest& reques
 v1::GetPolicyResponse AdminCore::GetPolicy() {
   absl::MutexLock lock(&mu_);
   v1::GetPolicyResponse response;
-  *response.mutable_policy()->mutable_limits() = LimitsToProto(config_.limits);
-  *response.mutable_policy()->mutable_rate_limits() = RateLimitsToProto(config_.rate_limits);
-  *response.mutable_policy()->mutable_forwarding() = ForwardingToProto(config_.forwarding);
+  *response.mutable_policy() = PolicyToProto(config_);
   return response;
 }
 
 absl::StatusOr<v1::SetPolicyResponse> AdminCore::SetPolicy(const v1::SetPolicyRequest& request) {
   if (!request.has_policy()) return FieldError("policy", "required");
-  config::Limits limits;
-  config::RateLimits rate_limits;
-  fwd::ForwardingPolicy forwarding;
-  bool forwarding_changed = false;
+  config::AgentConfig candidate;
   ServerEngine* engine = nullptr;
   {
     absl::MutexLock lock(&mu_);
-    config::AgentConfig candidate = config_;
-    if (absl::Status status = ApplyLimitsProto(request.policy().limits(), candidate); !status.ok()) {
-      return status;
-    }
-    if (absl::Status status = ApplyRateLimitsProto(request.policy().rate_limits(), candidate);
-        !status.ok()) {
-      return status;
-    }
-    if (absl::Status status = ApplyForwardingProto(request.policy().forwarding(), candidate.forwarding);
-        !status.ok()) {
-      return status;
-    }
+    candidate = config_;
+    if (absl::Status status = ApplyPolicyProto(request.policy(), candidate); !status.ok()) return status;
     if (absl::Status status = config::Validate(candidate); !status.ok()) {
       return absl::InvalidArgumentError(status.message());
     }
     state::v1::StoredPolicy previous = state_.policy();
-    *state_.mutable_policy()->mutable_limits() = LimitsToProto(candidate.limits);
-    *state_.mutable_policy()->mutable_rate_limits() = RateLimitsToProto(candidate.rate_limits);
-    *state_.mutable_policy()->mutable_forwarding() = ForwardingToProto(candidate.forwarding);
+    v1::PolicySpec stored = PolicyToProto(candidate);
+    state::v1::StoredPolicy& policy = *state_.mutable_policy();
+    *policy.mutable_limits() = stored.limits();
+    *policy.mutable_penalties() = stored.penalties();
+    *policy.mutable_rate_limits() = stored.rate_limits();
+    *policy.mutable_forwarding() = stored.forwarding();
     if (absl::Status status = WriteState(); !status.ok()) {
       *state_.mutable_policy() = std::move(previous);
       return status;
     }
-    forwarding_changed = !(config_.forwarding == candidate.forwarding);
     config_.limits = candidate.limits;
+    config_.penalties = candidate.penalties;
     config_.rate_limits = candidate.rate_limits;
     config_.forwarding = candidate.forwarding;
-    limits = candidate.limits;
-    rate_limits = candidate.rate_limits;
-    forwarding = candidate.forwarding;
     engine = engine_;
   }
-  if (engine != nullptr) {
-    engine->UpdateLimits(limits);
-    engine->UpdateRateLimits(rate_limits);
-    if (forwarding_changed) engine->UpdateForwarding(forwarding);
-  }
-  logger_.Info("admin", "policy changed",
-               {{"limits", LimitsToProto(limits).ShortDebugString()},
-                {"rate_limits", RateLimitsToProto(rate_limits).ShortDebugString()},
-                {"forwarding_rules", absl::StrCat(forwarding.rules.size())}});
+  if (engine != nullptr) engine->UpdatePolicy(candidate);
   v1::SetPolicyResponse response;
-  *response.mutable_policy()->mutable_limits() = LimitsToProto(limits);
-  *response.mutable_policy()->mutable_rate_limits() = RateLimitsToProto(rate_limits);
-  *response.mutable_policy()->mutable_forwarding() = ForwardingToProto(forwarding);
+  *response.mutable_policy() = PolicyToProto(candidate);
+  logger_.Info("admin", "policy changed",
+               {{"limits", response.policy().limits().ShortDebugString()},
+                {"penalties", response.policy().penalties().ShortDebugString()},
+                {"rate_limits", response.policy().rate_limits().ShortDebugString()},
+                {"forwarding_rules", absl::StrCat(candidate.forwarding.rules.size())}});
   return response;
 }
 
@@ -915,17 +778,7 @@ absl::StatusOr<v1::ValidatePolicyResponse> AdminCore::ValidatePolicy(
       return absl::InvalidArgumentError(status.message());
     }
   } else if (request.has_policy()) {
-    if (absl::Status status = ApplyLimitsProto(request.policy().limits(), candidate); !status.ok()) {
-      return status;
-    }
-    if (absl::Status status = ApplyRateLimitsProto(request.policy().rate_limits(), candidate);
-        !status.ok()) {
-      return status;
-    }
-    if (absl::Status status = ApplyForwardingProto(request.policy().forwarding(), candidate.forwarding);
-        !status.ok()) {
-      return status;
-    }
+    if (absl::Status status = ApplyPolicyProto(request.policy(), candidate); !status.ok()) return status;
   } else {
     return FieldError("source", "a policy or config_yaml is required");
   }
@@ -933,9 +786,7 @@ absl::StatusOr<v1::ValidatePolicyResponse> AdminCore::ValidatePolicy(
     return absl::InvalidArgumentError(status.message());
   }
   v1::ValidatePolicyResponse response;
-  *response.mutable_policy()->mutable_limits() = LimitsToProto(candidate.limits);
-  *response.mutable_policy()->mutable_rate_limits() = RateLimitsToProto(candidate.rate_limits);
-  *response.mutable_policy()->mutable_forwarding() = ForwardingToProto(candidate.forwarding);
+  *response.mutable_policy() = PolicyToProto(candidate);
   return response;
 }
 

@@ -41,11 +41,6 @@ inline constexpr int kMinimumApiRsaBits = 2048;
 // The state file inside a state directory.
 std::string StateFilePath(const std::string& state_dir);
 
-// Converts limits to the API message (every field set) and back. Applying a message sets only
-// the fields present, through the configuration's field table, so errors name the YAML field.
-v1::Limits LimitsToProto(const config::Limits& limits);
-absl::Status ApplyLimitsProto(const v1::Limits& limits, config::AgentConfig& config);
-
 class AdminCore {
  public:
   struct Options {
@@ -63,8 +58,9 @@ class AdminCore {
 
   // The limits in force (the engine is built with these).
   config::Limits limits() const;
-  // The rate limits in force (section rate_limits; agent/admin/policy_rate_limits).
-  config::RateLimits rate_limits() const;
+  // The policy in force (limits, penalties, rate_limits, forwarding: the state file's merged with
+  // the config file's, agent/admin/policy_sections.h) copied into `config`.
+  void CopyPolicyTo(config::AgentConfig& config) const;
   // Once the engine has started; before that, session calls see no sessions.
   void AttachEngine(ServerEngine* engine);
   // Once the client role has started (nullptr before it stops): restores the forwards stored in
@@ -141,12 +137,6 @@ class AdminCore {
   // source_by_blob_ from scratch (start, reload); changes update it incrementally.
   void RebuildSources() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LoadFileKeys(const config::AgentConfig& config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Merges `file_config`'s limits into state_.policy; returns the limits in force.
-  // The forwarding section: the stored one unless the config file's changed since last read.
-  fwd::ForwardingPolicy MergeConfigForwarding(const config::AgentConfig& file_config,
-                                              state::v1::State& state) const;
-  config::Limits MergeConfigLimits(const config::AgentConfig& file_config,
-                                   state::v1::State& state) const;
   v1::KeyInfo Describe(const auth::AuthorizedKey& key, const state::v1::StoredKey* stored,
                        const absl::flat_hash_map<std::string, uint32_t>& sessions) const;
   absl::flat_hash_map<std::string, uint32_t> SessionsPerKey();

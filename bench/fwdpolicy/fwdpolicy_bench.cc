@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "server/forward/forwarding_rules.h"
 
 namespace {
@@ -17,20 +18,20 @@ CompiledPolicy ThousandRules() {
   ForwardingPolicy policy;
   for (int i = 0; i < 1000; ++i) {
     ForwardRule rule;
-    (void)SetRuleField(rule, "name", "r" + std::to_string(i));
+    (void)SetRuleField(rule, "name", absl::StrCat("r", i));
     switch (i % 3) {
       case 0:
         (void)SetRuleField(rule, "action", "deny");
-        (void)SetRuleField(rule, "cidrs", "10." + std::to_string(i / 256) + "." + std::to_string(i % 256) + ".0/24");
+        (void)SetRuleField(rule, "cidrs", absl::StrCat("10.", i / 256, ".", i % 256, ".0/24"));
         break;
       case 1:
         (void)SetRuleField(rule, "action", "allow");
-        (void)SetRuleField(rule, "hosts", "*.svc" + std::to_string(i) + ".example.com");
+        (void)SetRuleField(rule, "hosts", absl::StrCat("*.svc", i, ".example.com"));
         (void)SetRuleField(rule, "ports", "443");
         break;
       default:
         (void)SetRuleField(rule, "action", "allow");
-        (void)SetRuleField(rule, "keys", "SHA256:key" + std::to_string(i));
+        (void)SetRuleField(rule, "keys", absl::StrCat("SHA256:key", i));
         (void)SetRuleField(rule, "ports", "8000-8100");
         break;
     }

@@ -681,6 +681,11 @@ absl::Status SetField(AgentConfig& config, const FieldSpec& field, std::string_v
   return absl::InvalidArgumentError(absl::StrCat(Sv(field.yaml_path), ": ", status.message()));
 }
 
+std::vector<std::string> FieldValues(const AgentConfig& config, const FieldSpec& field) {
+  const FieldDef* def = FindDef(field);
+  return def == nullptr ? std::vector<std::string>{} : def->print(config);
+}
+
 void ClearListField(AgentConfig& config, const FieldSpec& field) {
   const FieldDef* def = FindDef(field);
   if (def != nullptr && def->clear != nullptr) def->clear(config);

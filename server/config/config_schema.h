@@ -28,6 +28,10 @@ const FieldSpec* FindFieldByFlag(std::string_view flag);
 // Errors name the field and the bad value, never crash.
 absl::Status SetField(AgentConfig& config, const FieldSpec& field, std::string_view value);
 
+// A field's value in its text form (one element per list entry; one for a scalar), the form
+// SetField reads back.
+std::vector<std::string> FieldValues(const AgentConfig& config, const FieldSpec& field);
+
 // Clears a list field (a YAML list or the first repeated flag replaces the earlier source).
 void ClearListField(AgentConfig& config, const FieldSpec& field);
 

@@ -482,6 +482,17 @@ fwd::ForwardingPolicy ServerEngine::forwarding() const {
   return policy;
 }
 
+void ServerEngine::UpdatePenalties(const config::PenaltiesConfig& penalties) {
+  penalties_.SetOptions(ToPenaltyOptions(penalties));
+}
+
+void ServerEngine::UpdatePolicy(const config::AgentConfig& policy) {
+  UpdateLimits(policy.limits);
+  UpdatePenalties(policy.penalties);
+  UpdateRateLimits(policy.rate_limits);
+  if (!(forwarding() == policy.forwarding)) UpdateForwarding(policy.forwarding);
+}
+
 config::Limits ServerEngine::limits() const {
   absl::MutexLock lock(&limits_mu_);
   return config_.limits;

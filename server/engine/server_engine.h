@@ -81,6 +81,11 @@ class ServerEngine {
   // request of every session. The getter returns it as set (without the self rules).
   void UpdateForwarding(fwd::ForwardingPolicy policy);
   fwd::ForwardingPolicy forwarding() const;
+  // Per-source penalties' settings (ADR 0013): the next event and check; entries keep their time.
+  void UpdatePenalties(const config::PenaltiesConfig& penalties);
+  // Every policy section of `policy` (limits, penalties, rate_limits, forwarding) at once, from
+  // the admin API or a reload; a forwarding policy equal to the one in force is left alone.
+  void UpdatePolicy(const config::AgentConfig& policy);
   // The policy in force, self rules included (for `policy test`). Thread-safe.
   std::shared_ptr<const fwd::CompiledPolicy> forwarding_in_force() const { return forwarding_.Current(); }
   int active_sessions() const;

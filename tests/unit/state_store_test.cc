@@ -17,8 +17,10 @@
 #include <gtest/gtest.h>
 
 #include "agent/admin/admin_core.h"
-#include "agent/admin/policy_rate_limits.h"
+#include "agent/admin/policy_sections.h"
 #include "agent/state/state_store.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "server/config/config_schema.h"
 
 namespace alknet {
@@ -353,54 +355,64 @@ TEST_F(AdminCoreStateTest, Item2AdminApiLocalForwardToReservedDestinationIsRefus
               HasSubstr("forward.target: the target host 'Alknet-Admin' is reserved"));
 }
 
-// Issue 15: the rate_limits section has the same fields in the API as in the config schema,
-// and converts both ways without loss.
-TEST(PolicySchemaTest, RateLimitsMessageMirrorsTheConfigSchema) {
-  const auto* descriptor = admin::v1::RateLimits::descriptor();
-  std::set<std::string> proto_fields;
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    proto_fields.insert("rate_limits." + descriptor->field(i)->name());
+// Every flat policy section (limits, penalties, rate_limits) has the same fields in the API as
+// in the config schema, and converts both ways without loss.
+TEST(PolicySchemaTest, FlatSectionsMirrorTheConfigSchema) {
+  admin::v1::PolicySpec policy;
+  for (std::string_view section : admin::FlatPolicySections()) {
+    const auto* descriptor = admin::FlatSection(policy, section).GetDescriptor();
+    std::set<std::string> proto_fields;
+    for (int i = 0; i < descriptor->field_count(); ++i) {
+      proto_fields.insert(absl::StrCat(section, ".", descriptor->field(i)->name()));
+    }
+    std::set<std::string> config_fields;
+    for (const config::FieldSpec& field : config::Fields()) {
+      if (absl::StartsWith(field.yaml_path, absl::StrCat(section, "."))) {
+        config_fields.insert(std::string(field.yaml_path));
+      }
+    }
+    EXPECT_EQ(proto_fields, config_fields) << section;
   }
-  std::set<std::string> config_fields;
-  for (const config::FieldSpec& field : config::Fields()) {
-    if (field.yaml_path.substr(0, 12) == "rate_limits.") config_fields.insert(std::string(field.yaml_path));
-  }
-  EXPECT_EQ(proto_fields, config_fields);
-  config::AgentConfig config;
-  config.rate_limits.bandwidth_per_key = 10'000'000;
-  config.rate_limits.channels_per_session = {30, 'm'};
-  config.rate_limits.max_sessions_per_key = 2;
-  config::AgentConfig copy;
-  ASSERT_TRUE(admin::ApplyRateLimitsProto(admin::RateLimitsToProto(config.rate_limits), copy).ok());
-  EXPECT_EQ(copy.rate_limits, config.rate_limits);
-  EXPECT_EQ(admin::RateLimitsToProto(config.rate_limits).bandwidth_per_key(), "10MB");
-  admin::v1::RateLimits bad;
-  bad.set_sessions_per_key("often");
-  absl::Status status = admin::ApplyRateLimitsProto(bad, copy);
-  EXPECT_FALSE(status.ok());
-  EXPECT_NE(std::string(status.message()).find("rate_limits.sessions_per_key"), std::string::npos);
 }
 
-TEST(PolicySchemaTest, LimitsMessageMirrorsTheConfigSchema) {
-  const auto* descriptor = admin::v1::Limits::descriptor();
-  std::set<std::string> proto_fields;
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    proto_fields.insert("limits." + descriptor->field(i)->name());
-  }
-  std::set<std::string> config_fields;
-  for (const config::FieldSpec& field : config::Fields()) {
-    if (field.yaml_path.substr(0, 7) == "limits.") config_fields.insert(std::string(field.yaml_path));
-  }
-  EXPECT_EQ(proto_fields, config_fields);
+TEST(PolicySchemaTest, PolicyConvertsBothWaysWithoutLoss) {
   config::AgentConfig config;
   config.limits.max_sessions = 12;
   config.limits.login_grace_time = absl::Seconds(90);
+  config.rate_limits.bandwidth_per_key = 10'000'000;
+  config.rate_limits.channels_per_session = {30, 'm'};
+  config.rate_limits.max_sessions_per_key = 2;
+  config.penalties.enabled = false;
+  config.penalties.min = absl::Seconds(30);
+  config.penalties.exempt = {"10.0.0.0/8", "192.0.2.7/32"};
+  admin::v1::PolicySpec policy = admin::PolicyToProto(config);
+  EXPECT_EQ(policy.limits().login_grace_time(), "1m30s");
+  EXPECT_EQ(policy.rate_limits().bandwidth_per_key(), "10MB");
+  EXPECT_EQ(policy.penalties().exempt(), "10.0.0.0/8,192.0.2.7/32");
+  EXPECT_FALSE(policy.penalties().enabled());
   config::AgentConfig copy;
-  ASSERT_TRUE(admin::ApplyLimitsProto(admin::LimitsToProto(config.limits), copy).ok());
+  ASSERT_TRUE(admin::ApplyPolicyProto(policy, copy).ok());
   EXPECT_EQ(copy.limits.max_sessions, 12);
-  EXPECT_EQ(admin::LimitsToProto(config.limits).login_grace_time(), "1m30s");
-  EXPECT_EQ(admin::LimitsToProto(copy.limits).SerializeAsString(),
-            admin::LimitsToProto(config.limits).SerializeAsString());
+  EXPECT_EQ(copy.rate_limits, config.rate_limits);
+  EXPECT_EQ(copy.penalties.exempt, config.penalties.exempt);
+  EXPECT_EQ(admin::PolicyToProto(copy).SerializeAsString(), policy.SerializeAsString());
+}
+
+TEST(PolicySchemaTest, ABadFieldIsNamedAndAnEmptyListClearsIt) {
+  config::AgentConfig config;
+  config.penalties.exempt = {"10.0.0.0/8"};
+  admin::v1::PolicySpec bad;
+  bad.mutable_rate_limits()->set_sessions_per_key("often");
+  absl::Status status = admin::ApplyPolicyProto(bad, config);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("rate_limits.sessions_per_key"));
+  bad.Clear();
+  bad.mutable_penalties()->set_exempt("10.0.0.1/8");
+  status = admin::ApplyPolicyProto(bad, config);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("penalties.exempt"));
+  admin::v1::PolicySpec clear;
+  clear.mutable_penalties()->set_exempt("");
+  ASSERT_TRUE(admin::ApplyPolicyProto(clear, config).ok());
+  EXPECT_TRUE(config.penalties.exempt.empty());
 }
 
 }  // namespace
