@@ -332,7 +332,7 @@ void PrintTable(std::ostream& out, const std::vector<std::string>& header,
 
 void PrintPolicy(std::ostream& out, const v1::PolicySpec& policy) {
   // The flat sections: every field, in the proto's (= the YAML's) order.
-  for (std::string_view name : admin::FlatPolicySections()) {
+  for (const std::string& name : admin::FlatPolicySections()) {
     const google::protobuf::Message& section = admin::FlatSection(policy, name);
     const auto* descriptor = section.GetDescriptor();
     out << name << ":\n";
@@ -410,7 +410,7 @@ void SetLimit(v1::PolicySpec& policy, const std::string& assignment) {
   std::string name = assignment.substr(0, eq);
   std::string value = assignment.substr(eq + 1);
   std::vector<std::string> known;
-  for (std::string_view section_name : admin::FlatPolicySections()) {
+  for (const std::string& section_name : admin::FlatPolicySections()) {
     std::string prefix = absl::StrCat(section_name, ".");
     std::string field_name = name;
     if (name.rfind(prefix, 0) == 0) {

@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "agent/admin/forwarding_proto.h"
+#include "server/common/strings.h"
 #include "server/config/config_schema.h"
 
 namespace alknet::admin {
@@ -21,7 +22,7 @@ using google::protobuf::Message;
 
 // The YAML field a flat section's proto field mirrors.
 absl::StatusOr<const config::FieldSpec*> SpecFor(std::string_view section, const FieldDescriptor* field) {
-  std::string path = absl::StrCat(section, ".", field->name());
+  std::string path = absl::StrCat(Sv(section), ".", field->name());
   const config::FieldSpec* spec = config::FindFieldByYamlPath(path);
   if (spec == nullptr) return absl::InternalError(absl::StrCat("no config field ", path));
   return spec;
@@ -54,8 +55,8 @@ absl::Status ApplySection(const Message& in, std::string_view section, config::A
       continue;
     }
     config::ClearListField(config, **spec);
-    for (std::string_view element : absl::StrSplit(*text, ',', absl::SkipWhitespace())) {
-      absl::Status status = config::SetField(config, **spec, absl::StripAsciiWhitespace(element));
+    for (absl::string_view element : absl::StrSplit(*text, ',', absl::SkipWhitespace())) {
+      absl::Status status = config::SetField(config, **spec, StdSv(absl::StripAsciiWhitespace(element)));
       if (!status.ok()) return status;
     }
   }
@@ -83,7 +84,7 @@ void MergeSection(const Message& from_file, std::string_view section, Message& c
     if (!now || !was || *was != file_value) {
       if (now && *now != file_value) {
         logger.Info("state", "limit changed in the config file; taking it",
-                    {{"field", absl::StrCat(section, ".", field->name())}, {"was", *now},
+                    {{"field", absl::StrCat(Sv(section), ".", field->name())}, {"was", *now},
                      {"now", file_value}});
       }
       SetFieldText(current, field, file_value);
@@ -118,8 +119,8 @@ void MergeForwarding(const config::AgentConfig& file_config, state::v1::StoredPo
 
 }  // namespace
 
-const std::vector<std::string_view>& FlatPolicySections() {
-  static const std::vector<std::string_view> sections = {"limits", "penalties", "rate_limits"};
+const std::vector<std::string>& FlatPolicySections() {
+  static const std::vector<std::string> sections = {"limits", "penalties", "rate_limits"};
   return sections;
 }
 
@@ -150,7 +151,7 @@ bool SetFieldText(Message& message, const FieldDescriptor* field, std::string_vi
   switch (field->cpp_type()) {
     case FieldDescriptor::CPPTYPE_INT32: {
       int32_t number = 0;
-      if (!absl::SimpleAtoi(text, &number)) return false;
+      if (!absl::SimpleAtoi(Sv(text), &number)) return false;
       reflection->SetInt32(&message, field, number);
       return true;
     }
@@ -166,7 +167,7 @@ bool SetFieldText(Message& message, const FieldDescriptor* field, std::string_vi
 
 v1::PolicySpec PolicyToProto(const config::AgentConfig& config) {
   v1::PolicySpec policy;
-  for (std::string_view section : FlatPolicySections()) {
+  for (const std::string& section : FlatPolicySections()) {
     SectionToProto(config, section, FlatSection(policy, section));
   }
   *policy.mutable_forwarding() = ForwardingToProto(config.forwarding);
@@ -174,7 +175,7 @@ v1::PolicySpec PolicyToProto(const config::AgentConfig& config) {
 }
 
 absl::Status ApplyPolicyProto(const v1::PolicySpec& policy, config::AgentConfig& config) {
-  for (std::string_view section : FlatPolicySections()) {
+  for (const std::string& section : FlatPolicySections()) {
     if (absl::Status status = ApplySection(FlatSection(policy, section), section, config); !status.ok()) {
       return status;
     }
@@ -186,7 +187,7 @@ config::AgentConfig MergeConfigPolicy(const config::AgentConfig& file_config,
                                       state::v1::StoredPolicy& policy, Logger& logger) {
   v1::PolicySpec from_file = PolicyToProto(file_config);
   config::AgentConfig merged = file_config;
-  for (std::string_view section : FlatPolicySections()) {
+  for (const std::string& section : FlatPolicySections()) {
     auto [current, baseline] = Stored(policy, section);
     MergeSection(FlatSection(from_file, section), section, *current, *baseline, logger);
     config::AgentConfig check = merged;

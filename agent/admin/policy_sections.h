@@ -17,7 +17,7 @@ namespace alknet::admin {
 // The sections whose messages mirror a YAML section field for field (same names; a YAML list is
 // one comma-separated string): "limits", "penalties", "rate_limits". They convert through the
 // configuration's field table, so value syntax and error messages are the config file's.
-const std::vector<std::string_view>& FlatPolicySections();
+const std::vector<std::string>& FlatPolicySections();
 google::protobuf::Message& FlatSection(v1::PolicySpec& policy, std::string_view section);
 const google::protobuf::Message& FlatSection(const v1::PolicySpec& policy, std::string_view section);
 

@@ -356,6 +356,26 @@ class AdminApiTest(unittest.TestCase):
             policy=policy_pb2.PolicySpec(rate_limits=policy_pb2.RateLimits(
                 bandwidth_per_key="0", channels_per_session="0", max_sessions_per_key=0))))
 
+    def test_penalties_policy(self):
+        # PolicySpec field 2 mirrors the config's `penalties:` section (ADR 0013).
+        policy = self.policy_stub.GetPolicy(policy_pb2.GetPolicyRequest()).policy
+        self.assertTrue(policy.HasField("penalties"))
+        self.assertEqual(policy.penalties.min, "15s")
+        self.assertEqual(policy.penalties.exempt, "")
+        changed = self.policy_stub.SetPolicy(policy_pb2.SetPolicyRequest(
+            policy=policy_pb2.PolicySpec(penalties=policy_pb2.Penalties(
+                authfail="30s", exempt="10.0.0.0/8, 192.0.2.7"))))
+        self.assertEqual(changed.policy.penalties.authfail, "30s")
+        self.assertEqual(changed.policy.penalties.exempt, "10.0.0.0/8,192.0.2.7/32")
+        self.assertRpcError(
+            lambda: self.policy_stub.SetPolicy(policy_pb2.SetPolicyRequest(
+                policy=policy_pb2.PolicySpec(penalties=policy_pb2.Penalties(noauth="2s", min="1h", max="10m")))),
+            grpc.StatusCode.INVALID_ARGUMENT, "penalties.min")
+        kept = self.policy_stub.GetPolicy(policy_pb2.GetPolicyRequest()).policy.penalties
+        self.assertEqual((kept.noauth, kept.min), ("1s", "15s"))
+        self.policy_stub.SetPolicy(policy_pb2.SetPolicyRequest(
+            policy=policy_pb2.PolicySpec(penalties=policy_pb2.Penalties(authfail="5s", exempt=""))))
+
     # ---- Sessions ----
 
     def test_sessions(self):

@@ -177,6 +177,43 @@ TEST_F(PenaltiesTest, AdminClearLiftsThePenaltyAtOnce) {
   EXPECT_TRUE(LogsIn("127.0.0.2"));
 }
 
+// The Policy service's penalties section (PolicySpec field 2): `policy set penalties.*` applies
+// to the next failed login at once, a bad value is refused naming the field with nothing
+// changed, and the setting survives a restart.
+TEST_F(PenaltiesTest, PolicySetChangesPenaltiesLiveAndTheyPersist) {
+  StartAgent({});
+  const std::string socket = dir_.File("state/admin.sock");
+  auto admin = [&](std::vector<std::string> words) {
+    words.insert(words.begin(), {ALKNET_ADMIN_BINARY, "--socket", socket});
+    return RunCommand(words);
+  };
+  CommandResult set = admin({"policy", "set", "penalties.authfail=1m", "penalties.exempt=127.0.0.3"});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  FailAuth("127.0.0.2");  // one failure: 1m reaches min (15s) at once
+  ASSERT_TRUE(RefusedEventually("127.0.0.2"));
+  FailAuth("127.0.0.3");
+  FailAuth("127.0.0.3");
+  EXPECT_TRUE(LogsIn("127.0.0.3"));  // exempt
+
+  CommandResult before = admin({"policy", "get"});
+  CommandResult bad = admin({"policy", "set", "penalties.min=forever", "penalties.noauth=9s"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("penalties.min"));
+  bad = admin({"policy", "set", "penalties.max_sources=lots"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("penalties.max_sources: 'lots' is not a 32-bit integer"));
+  CommandResult after = admin({"policy", "get"});
+  EXPECT_EQ(after.out, before.out);
+  EXPECT_THAT(after.out, HasSubstr("penalties:\n  enabled: true\n  authfail: 1m\n  noauth: 1s\n"));
+  EXPECT_THAT(after.out, HasSubstr("  exempt: 127.0.0.3/32\n"));
+
+  agent_.reset();
+  agent_ = std::make_unique<AgentProcess>(
+      dir_, std::vector<std::string>{"--authorized-keys", dir_.File("authorized_keys"), "--penalties", "true"});
+  ASSERT_NE(agent_->port(), 0);
+  EXPECT_EQ(admin({"policy", "get"}).out, after.out);
+}
+
 // probe: web traffic on a tls:// listener (the stealth answers it) penalises the source; the
 // next connection from it is closed before the TLS handshake, any listener.
 TEST_F(PenaltiesTest, TlsProbeGetsTheSourceRefusedBeforeTheHandshake) {

@@ -19,7 +19,6 @@
 #include "agent/admin/admin_core.h"
 #include "agent/admin/policy_sections.h"
 #include "agent/state/state_store.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/config/config_schema.h"
 
@@ -359,7 +358,7 @@ TEST_F(AdminCoreStateTest, Item2AdminApiLocalForwardToReservedDestinationIsRefus
 // in the config schema, and converts both ways without loss.
 TEST(PolicySchemaTest, FlatSectionsMirrorTheConfigSchema) {
   admin::v1::PolicySpec policy;
-  for (std::string_view section : admin::FlatPolicySections()) {
+  for (const std::string& section : admin::FlatPolicySections()) {
     const auto* descriptor = admin::FlatSection(policy, section).GetDescriptor();
     std::set<std::string> proto_fields;
     for (int i = 0; i < descriptor->field_count(); ++i) {
@@ -367,7 +366,7 @@ TEST(PolicySchemaTest, FlatSectionsMirrorTheConfigSchema) {
     }
     std::set<std::string> config_fields;
     for (const config::FieldSpec& field : config::Fields()) {
-      if (absl::StartsWith(field.yaml_path, absl::StrCat(section, "."))) {
+      if (std::string(field.yaml_path).rfind(section + ".", 0) == 0) {
         config_fields.insert(std::string(field.yaml_path));
       }
     }
