@@ -336,10 +336,12 @@ class Applier {
         }
         has_action = has_action || key.scalar == "action";
         std::string what = absl::StrCat(where, ".", key.scalar);
-        auto set_one = [&](const Node& scalar_node, std::string_view label) -> absl::Status {
+        // Clang 14 cannot capture a structured binding: the key's mark goes in by value.
+        auto set_one = [&, key_mark = key_node->mark](const Node& scalar_node,
+                                                     std::string_view label) -> absl::Status {
           const Node& scalar = scalar_node.Target();
           if (scalar.kind != Node::Kind::kScalar) {
-            return Error(scalar_node.mark.is_null() ? key_node->mark : scalar_node.mark,
+            return Error(scalar_node.mark.is_null() ? key_mark : scalar_node.mark,
                          absl::StrCat(Sv(label), scalar.kind == Node::Kind::kNull
                                                      ? ": missing value"
                                                      : ": expected a scalar"));
