@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -353,30 +354,68 @@ std::vector<ForwardRule> BuiltinRules(const ForwardingPolicy& policy) {
   return out;
 }
 
+CompiledPolicy::AddressWords CompiledPolicy::AddressWords::From(const IpAddress& address) {
+  AddressWords out;
+  out.v6 = address.v6;
+  const size_t length = address.v6 ? 16 : 4;
+  for (size_t i = 0; i < length; ++i) {
+    out.word[i / 8] |= uint64_t{address.bytes[i]} << (56 - 8 * (i % 8));
+  }
+  return out;
+}
+
+CompiledPolicy::MaskedCidr CompiledPolicy::MaskedCidr::From(const Cidr& cidr) {
+  MaskedCidr out;
+  out.v6 = cidr.base.v6;
+  for (int bit = 0; bit < cidr.prefix; ++bit) out.mask[bit / 64] |= uint64_t{1} << (63 - bit % 64);
+  AddressWords base = AddressWords::From(cidr.base);
+  out.net[0] = base.word[0] & out.mask[0];
+  out.net[1] = base.word[1] & out.mask[1];
+  return out;
+}
+
+CompiledPolicy::HostPattern::HostPattern(std::string_view pattern) {
+  if (pattern.size() > 1 && pattern.back() == '.') pattern.remove_suffix(1);  // "example.com."
+  text = std::string(pattern);
+  size_t first = text.find_first_of("*?");
+  wildcard = first != std::string::npos;
+  if (wildcard) {
+    prefix = first;
+    suffix = text.size() - text.find_last_of("*?") - 1;
+  }
+}
+
+bool CompiledPolicy::HostPattern::Matches(std::string_view host) const {
+  if (!wildcard) return absl::EqualsIgnoreCase(Sv(text), Sv(host));
+  if (host.size() < prefix + suffix) return false;
+  std::string_view pattern = text;
+  if (!absl::EqualsIgnoreCase(Sv(host.substr(0, prefix)), Sv(pattern.substr(0, prefix))) ||
+      !absl::EqualsIgnoreCase(Sv(host.substr(host.size() - suffix)),
+                              Sv(pattern.substr(pattern.size() - suffix)))) {
+    return false;
+  }
+  return auth::WildcardMatch(pattern, host);
+}
+
 CompiledPolicy::CompiledPolicy(ForwardingPolicy policy) : source_(std::move(policy)) {
   rules_ = source_.rules;
   for (ForwardRule& rule : BuiltinRules(source_)) rules_.push_back(std::move(rule));
   heads_.reserve(rules_.size());
   for (const ForwardRule& rule : rules_) {
-    heads_.push_back(Head{.directions = rule.directions, .transports = rule.transports,
-                          .complex = !rule.keys.empty() || !rule.roles.empty() || !rule.hosts.empty(),
-                          .has_cidrs = !rule.cidrs.empty(),
-                          .port_min = rule.has_ports ? rule.port_min : uint16_t{0},
-                          .port_max = rule.has_ports ? rule.port_max : uint16_t{65535}});
+    Head head{.directions = rule.directions, .transports = rule.transports,
+              .keys_or_roles = !rule.keys.empty() || !rule.roles.empty(),
+              .has_cidrs = !rule.cidrs.empty(), .single_cidr = rule.cidrs.size() == 1,
+              .port_min = rule.has_ports ? rule.port_min : uint16_t{0},
+              .port_max = rule.has_ports ? rule.port_max : uint16_t{65535},
+              .first_host = static_cast<uint32_t>(host_patterns_.size()),
+              .host_count = static_cast<uint32_t>(rule.hosts.size())};
+    if (head.single_cidr) head.cidr = MaskedCidr::From(rule.cidrs.front());
+    for (const std::string& pattern : rule.hosts) host_patterns_.emplace_back(pattern);
+    heads_.push_back(head);
   }
 }
 
 namespace {
-
-bool MatchesHost(const ForwardRule& rule, std::string_view host) {
-  if (rule.hosts.empty()) return true;
-  if (host.size() > 1 && host.back() == '.') host.remove_suffix(1);
-  for (std::string_view pattern : rule.hosts) {
-    if (pattern.size() > 1 && pattern.back() == '.') pattern.remove_suffix(1);  // "example.com."
-    if (auth::WildcardMatch(pattern, host)) return true;
-  }
-  return false;
-}
 
 bool MatchesHead(const CompiledPolicy::Head& head, const ForwardRequest& request) {
   return (head.directions == 0 || (head.directions & request.direction)) &&
@@ -384,8 +423,8 @@ bool MatchesHead(const CompiledPolicy::Head& head, const ForwardRequest& request
          request.port >= head.port_min && request.port <= head.port_max;
 }
 
-// Keys, roles and hosts (after MatchesHead).
-bool MatchesRequest(const ForwardRule& rule, const ForwardRequest& request) {
+// Keys and roles (after MatchesHead).
+bool MatchesKeyOrRole(const ForwardRule& rule, const ForwardRequest& request) {
   if (!rule.keys.empty()) {
     bool found = false;
     for (const std::string& key : rule.keys) found = found || key == request.key_fingerprint;
@@ -400,15 +439,36 @@ bool MatchesRequest(const ForwardRule& rule, const ForwardRequest& request) {
     }
     if (!found) return false;
   }
-  return MatchesHost(rule, request.host);
+  return true;
 }
 
-bool MatchesAddress(const ForwardRule& rule, const IpAddress& address) {
-  if (rule.cidrs.empty()) return true;
+// Everything but the cidrs: the head, keys, roles and host globs. `host` has no trailing '.'.
+bool MatchesRequest(const CompiledPolicy& policy, size_t i, const ForwardRequest& request,
+                    std::string_view host) {
+  const CompiledPolicy::Head& head = policy.heads()[i];
+  if (!MatchesHead(head, request)) return false;
+  if (head.keys_or_roles && !MatchesKeyOrRole(policy.rules()[i], request)) return false;
+  if (head.host_count == 0) return true;
+  const CompiledPolicy::HostPattern* patterns = policy.host_patterns().data() + head.first_host;
+  for (uint32_t k = 0; k < head.host_count; ++k) {
+    if (patterns[k].Matches(host)) return true;
+  }
+  return false;
+}
+
+bool MatchesAddress(const CompiledPolicy::Head& head, const ForwardRule& rule,
+                    const CompiledPolicy::AddressWords& words, const IpAddress& address) {
+  if (!head.has_cidrs) return true;
+  if (head.single_cidr) return head.cidr.Contains(words);
   for (const Cidr& cidr : rule.cidrs) {
     if (cidr.Contains(address)) return true;
   }
   return false;
+}
+
+std::string_view WithoutTrailingDot(std::string_view host) {
+  if (host.size() > 1 && host.back() == '.') host.remove_suffix(1);
+  return host;
 }
 
 }  // namespace
@@ -423,12 +483,12 @@ Decision DecideAddress(const CompiledPolicy& policy, const ForwardRequest& reque
                        const IpAddress& address) {
   const std::vector<ForwardRule>& rules = policy.rules();
   const std::vector<CompiledPolicy::Head>& heads = policy.heads();
+  const std::string_view host = WithoutTrailingDot(request.host);
+  const CompiledPolicy::AddressWords words = CompiledPolicy::AddressWords::From(address);
   for (size_t i = 0; i < rules.size(); ++i) {
-    if (!MatchesHead(heads[i], request)) continue;
-    const ForwardRule& rule = rules[i];
-    if (heads[i].complex && !MatchesRequest(rule, request)) continue;
-    if (heads[i].has_cidrs && !MatchesAddress(rule, address)) continue;
-    return Decision{.allow = rule.allow, .rule = &rule};
+    if (!MatchesRequest(policy, i, request, host)) continue;
+    if (!MatchesAddress(heads[i], rules[i], words, address)) continue;
+    return Decision{.allow = rules[i].allow, .rule = &rules[i]};
   }
   return Decision{.allow = policy.default_allow()};
 }
@@ -439,12 +499,11 @@ Decision DecideByName(const CompiledPolicy& policy, const ForwardRequest& reques
   }
   const std::vector<ForwardRule>& rules = policy.rules();
   const std::vector<CompiledPolicy::Head>& heads = policy.heads();
+  const std::string_view host = WithoutTrailingDot(request.host);
   for (size_t i = 0; i < rules.size(); ++i) {
-    if (!MatchesHead(heads[i], request)) continue;
-    const ForwardRule& rule = rules[i];
-    if (heads[i].complex && !MatchesRequest(rule, request)) continue;
+    if (!MatchesRequest(policy, i, request, host)) continue;
     if (heads[i].has_cidrs) return Decision{.allow = true, .needs_address = true};
-    return Decision{.allow = rule.allow, .rule = &rule};
+    return Decision{.allow = rules[i].allow, .rule = &rules[i]};
   }
   return Decision{.allow = policy.default_allow()};
 }

@@ -94,20 +94,54 @@ class CompiledPolicy {
   const std::vector<ForwardRule>& rules() const { return rules_; }
   bool default_allow() const { return source_.default_allow; }
 
-  // The cheap criteria of each rule, contiguous, checked before the rule itself is touched.
+  // An address as two big-endian words, so a cidr test is two masked compares.
+  struct AddressWords {
+    bool v6 = false;
+    uint64_t word[2] = {0, 0};
+    static AddressWords From(const IpAddress& address);
+  };
+  // A cidr as masked words (a v4 address fills the top 32 bits of word[0]).
+  struct MaskedCidr {
+    bool v6 = false;
+    uint64_t net[2] = {0, 0};
+    uint64_t mask[2] = {0, 0};
+    static MaskedCidr From(const Cidr& cidr);
+    bool Contains(const AddressWords& address) const {
+      return address.v6 == v6 && (address.word[0] & mask[0]) == net[0] &&
+             (address.word[1] & mask[1]) == net[1];
+    }
+  };
+  // A host glob with its literal prefix and suffix (before the first and after the last
+  // wildcard), so most names are turned away by two short compares before the glob runs.
+  struct HostPattern {
+    std::string text;  // lower case, without a trailing '.'
+    size_t prefix = 0;
+    size_t suffix = 0;
+    bool wildcard = false;
+    explicit HostPattern(std::string_view pattern);
+    bool Matches(std::string_view host) const;  // host without a trailing '.'
+  };
+
+  // The cheap criteria of each rule, contiguous, checked before the rule itself is touched:
+  // a rule with one cidr (the usual case) keeps it here, masked; host globs are precompiled.
   struct Head {
     uint8_t directions = 0;
     uint8_t transports = 0;
-    bool complex = false;     // keys, roles or hosts to check
+    bool keys_or_roles = false;  // keys or roles to check on the rule
     bool has_cidrs = false;
+    bool single_cidr = false;    // `cidr` is the rule's only one
     uint16_t port_min = 0, port_max = 65535;
+    uint32_t first_host = 0, host_count = 0;  // in host_patterns()
+    MaskedCidr cidr;
   };
   const std::vector<Head>& heads() const { return heads_; }
+  const std::vector<HostPattern>& host_patterns() const { return host_patterns_; }
 
  private:
   ForwardingPolicy source_;
   std::vector<ForwardRule> rules_;
   std::vector<Head> heads_;
+  std::vector<HostPattern> host_patterns_;
 };
 
 struct ForwardRequest {
