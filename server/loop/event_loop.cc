@@ -26,7 +26,9 @@ absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create() {
 
 EventLoop::EventLoop(UniqueFd epoll_fd, UniqueFd wake_fd)
     : epoll_fd_(std::move(epoll_fd)), wake_fd_(std::move(wake_fd)),
-      loop_thread_(std::this_thread::get_id()) {}
+      loop_thread_(std::this_thread::get_id()) {
+  spare_timer_nodes_.reserve(kSpareTimerNodes);
+}
 
 EventLoop::~EventLoop() {
   RunDeferredDeletes();
@@ -73,7 +75,15 @@ void EventLoop::SetInterest(int fd, uint32_t& current, uint32_t wanted, FdHandle
 EventLoop::TimerId EventLoop::AddTimer(absl::Duration after, std::function<void()> callback) {
   TimerId id = next_timer_id_++;
   Clock::time_point due = Clock::now() + absl::ToChronoNanoseconds(after);
-  timer_queue_.emplace(due, id);
+  if (spare_timer_nodes_.empty()) {
+    timer_queue_.emplace(due, id);
+  } else {
+    TimerQueue::node_type node = std::move(spare_timer_nodes_.back());
+    spare_timer_nodes_.pop_back();
+    node.key() = due;
+    node.mapped() = id;
+    timer_queue_.insert(std::move(node));
+  }
   timers_.emplace(id, std::make_pair(due, std::move(callback)));
   return id;
 }
@@ -84,11 +94,16 @@ void EventLoop::CancelTimer(TimerId id) {
   auto range = timer_queue_.equal_range(it->second.first);
   for (auto q = range.first; q != range.second; ++q) {
     if (q->second == id) {
-      timer_queue_.erase(q);
+      RecycleTimerNode(q);
       break;
     }
   }
   timers_.erase(it);
+}
+
+void EventLoop::RecycleTimerNode(TimerQueue::iterator it) {
+  TimerQueue::node_type node = timer_queue_.extract(it);
+  if (spare_timer_nodes_.size() < kSpareTimerNodes) spare_timer_nodes_.push_back(std::move(node));
 }
 
 void EventLoop::Post(std::function<void()> task) {
@@ -121,7 +136,7 @@ void EventLoop::RunDueTimers() {
   Clock::time_point now = Clock::now();
   while (!timer_queue_.empty() && timer_queue_.begin()->first <= now) {
     TimerId id = timer_queue_.begin()->second;
-    timer_queue_.erase(timer_queue_.begin());
+    RecycleTimerNode(timer_queue_.begin());
     auto it = timers_.find(id);
     if (it == timers_.end()) continue;
     std::function<void()> callback = std::move(it->second.second);

@@ -91,7 +91,15 @@ class EventLoop {
   // fd -> handler; the epoll data carries the fd, so an unwatched fd's stale events are dropped.
   absl::flat_hash_map<int, FdHandler*> handlers_;
 
-  std::multimap<Clock::time_point, TimerId> timer_queue_;
+  using TimerQueue = std::multimap<Clock::time_point, TimerId>;
+  // Takes `it` out of the queue, keeping its node for the next AddTimer.
+  void RecycleTimerNode(TimerQueue::iterator it);
+
+  TimerQueue timer_queue_;
+  // Queue nodes of fired and cancelled timers, reused by AddTimer: a timer re-armed again and
+  // again (a throttled relay, a heartbeat) allocates no queue node in steady state. Bounded.
+  static constexpr size_t kSpareTimerNodes = 256;
+  std::vector<TimerQueue::node_type> spare_timer_nodes_;
   absl::flat_hash_map<TimerId, std::pair<Clock::time_point, std::function<void()>>> timers_;
   TimerId next_timer_id_ = 1;
 

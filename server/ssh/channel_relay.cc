@@ -83,8 +83,8 @@ void ChannelRelay::WaitForTokens(TokenBucket& bucket) {
   constexpr int64_t kMinWaitNanos = 5 * 1000 * 1000;
   const int64_t wait = std::max<int64_t>(
       bucket.NanosUntil(throttle_clock_->NowNanos(), kUsefulChunk), kMinWaitNanos);
-  // The callback captures one pointer, which std::function keeps inline; the loop's timer
-  // queue still takes one node per arming (only while the key's bucket is empty).
+  // The callback captures one pointer, which std::function keeps inline, and the loop reuses
+  // timer queue nodes: re-arming allocates nothing in steady state.
   tokens_timer_ = loop_.AddTimer(absl::Nanoseconds(wait), [this] {
     tokens_timer_ = 0;
     OnTokens();
