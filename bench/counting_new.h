@@ -1,4 +1,5 @@
-// Counts global operator new calls in a binary that links alknet_counting_new (the allocation benches).
+// Counts global operator new calls in a binary that links alknet_counting_new (the allocation
+// benches, TimerAllocationTest).
 #pragma once
 
 #include <cstdint>
