@@ -209,9 +209,20 @@ absl::Status CheckSocketPath(const std::string& path, bool take_over) {
     if (!S_ISSOCK(info.st_mode)) {
       return absl::FailedPreconditionError(absl::StrCat("admin.socket: ", path, " exists and is not a socket"));
     }
-    ::unlink(path.c_str());  // stale socket of an earlier run, or the upgraded agent's
+    // A stale socket of an earlier run goes; the upgraded agent's stays until the rename in
+    // Start replaces it, so the path never goes missing during a handover.
+    if (!take_over) ::unlink(path.c_str());
   }
   return absl::OkStatus();
+}
+
+// Where gRPC binds: a name of this process's own beside the socket, renamed onto the socket's
+// path once listening. gRPC unlinks the path it bound when its listener goes away; after the
+// rename that name is gone, so an upgraded agent's exit cannot remove its successor's socket.
+// A path too long for the suffix is bound directly.
+std::string BindPath(const std::string& path) {
+  std::string bind = absl::StrCat(path, ".", ::getpid());
+  return bind.size() < sizeof(sockaddr_un{}.sun_path) ? bind : path;
 }
 
 }  // namespace
@@ -225,13 +236,15 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(AdminCore& core,
   }
   std::unique_ptr<AdminServer> server(new AdminServer());
   server->unix_socket_ = options.unix_socket;
+  const std::string bind_path = BindPath(options.unix_socket);
+  if (bind_path != options.unix_socket) ::unlink(bind_path.c_str());  // a crashed run's, same pid
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
-  builder.AddListeningPort(absl::StrCat("unix:", options.unix_socket), grpc::InsecureServerCredentials());
+  builder.AddListeningPort(absl::StrCat("unix:", bind_path), grpc::InsecureServerCredentials());
   int tcp_port = 0;
   if (options.tcp_listen) {
     if (options.client_ca.empty()) {
@@ -264,9 +277,14 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(AdminCore& core,
         "admin API: cannot listen on unix:", options.unix_socket,
         options.tcp_listen ? absl::StrCat(" or ", options.tcp_listen->ToString()) : ""));
   }
-  if (::chmod(options.unix_socket.c_str(), 0600) != 0) {
+  if (::chmod(bind_path.c_str(), 0600) != 0) {
     server->server_->Shutdown();
-    return ErrnoStatus(absl::StrCat("chmod ", options.unix_socket), errno);
+    return ErrnoStatus(absl::StrCat("chmod ", bind_path), errno);
+  }
+  if (bind_path != options.unix_socket && ::rename(bind_path.c_str(), options.unix_socket.c_str()) != 0) {
+    int error = errno;
+    server->server_->Shutdown();
+    return ErrnoStatus(absl::StrCat("rename ", bind_path, " to ", options.unix_socket), error);
   }
   if (options.tcp_listen && tcp_port == 0) {
     server->server_->Shutdown();
@@ -315,23 +333,13 @@ AdminServer::~AdminServer() { Shutdown(absl::ZeroDuration()); }
 void AdminServer::Shutdown(absl::Duration deadline) {
   if (server_ == nullptr) return;
   BeginDrain();
-  // gRPC unlinks its unix socket path when the listener goes away; after a binary upgrade that
-  // path is the new process's socket, so a second name keeps it across the shutdown.
-  std::string kept;
-  if (keep_socket_file_) {
-    kept = unix_socket_ + ".handover";
-    ::unlink(kept.c_str());
-    if (::link(unix_socket_.c_str(), kept.c_str()) != 0) kept.clear();
-  }
+  // gRPC unlinks only the name it bound, gone since Start's rename (BindPath); after a binary
+  // upgrade the socket's path is the new process's and stays (KeepSocketFile).
   server_->Shutdown(std::chrono::time_point_cast<std::chrono::system_clock::duration>(
       std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline)));
   server_->Wait();
   absl::MutexLock lock(&health_mu_);
   server_.reset();
-  if (!kept.empty()) {
-    ::rename(kept.c_str(), unix_socket_.c_str());  // a no-op if the path still names it
-    ::unlink(kept.c_str());
-  }
   if (!keep_socket_file_) ::unlink(unix_socket_.c_str());
 }
 

@@ -400,7 +400,22 @@ TEST_F(UpgradeTest, AlknetAdminAgentUpgradeAnswersWithTheNewPid) {
   ASSERT_TRUE(LogsIn()) << Log();
   const pid_t old_pid = agent_->pid();
   InstallCopy(binary_);
+  // The admin socket's path never goes missing during the handover (the new process renames
+  // its socket onto it; the old one's exit removes nothing of it).
+  const std::string socket_path = dir_.File("state/admin.sock");
+  std::atomic<bool> watching{true};
+  std::atomic<int> missing{0};
+  std::thread watcher([&] {
+    while (watching) {
+      if (::access(socket_path.c_str(), F_OK) != 0) ++missing;
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  });
   CommandResult upgrade = Admin({"agent", "upgrade"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the old one's admin shutdown
+  watching = false;
+  watcher.join();
+  EXPECT_EQ(missing.load(), 0) << "the admin socket path went missing during the upgrade";
   ASSERT_EQ(upgrade.exit_code, 0) << upgrade.err << Log();
   const std::string marker = "upgraded: new agent pid ";
   ASSERT_THAT(upgrade.out, HasSubstr(marker));
