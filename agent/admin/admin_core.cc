@@ -20,6 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "agent/state/state_store.h"
 #include "server/auth/fingerprint.h"
+#include "server/auth/key_text.h"
 #include "server/common/errno_status.h"
 #include "server/common/strings.h"
 #include "server/config/config_schema.h"
@@ -48,106 +49,6 @@ void SetTimestamp(google::protobuf::Timestamp* out, absl::Time time) {
 }
 
 bool IsAdmin(v1::KeyRole role) { return role == v1::KEY_ROLE_ADMIN; }
-
-// Bits of an RSA modulus in an "ssh-rsa" key blob (string type, mpint e, mpint n); 0 if unreadable.
-int RsaModulusBits(std::string_view blob) {
-  auto take = [&blob](std::string_view& out) {
-    if (blob.size() < 4) return false;
-    uint32_t length = 0;
-    for (int i = 0; i < 4; ++i) length = (length << 8) | static_cast<unsigned char>(blob[i]);
-    blob.remove_prefix(4);
-    if (blob.size() < length) return false;
-    out = blob.substr(0, length);
-    blob.remove_prefix(length);
-    return true;
-  };
-  std::string_view type, exponent, modulus;
-  if (!take(type) || !take(exponent) || !take(modulus)) return 0;
-  while (!modulus.empty() && modulus.front() == 0) modulus.remove_prefix(1);
-  if (modulus.empty()) return 0;
-  int bits = static_cast<int>(modulus.size()) * 8;
-  for (unsigned char top = static_cast<unsigned char>(modulus.front()); (top & 0x80) == 0; top <<= 1) {
-    --bits;
-  }
-  return bits;
-}
-
-// The options text of an authorized_keys line (everything before the key type), "" if none.
-std::string OptionsText(std::string_view line, const auth::AuthorizedKey& key) {
-  size_t from = 0;
-  while (true) {
-    size_t at = line.find(key.key_type, from);
-    if (at == std::string_view::npos) return "";
-    from = at + 1;
-    if (at != 0 && line[at - 1] != ' ' && line[at - 1] != '\t') continue;
-    std::string_view after = line.substr(at + key.key_type.size());
-    if (after.empty() || (after[0] != ' ' && after[0] != '\t')) continue;
-    std::string_view token = StdSv(absl::StripLeadingAsciiWhitespace(Sv(after)));
-    token = token.substr(0, token.find_first_of(" \t"));
-    std::optional<std::string> decoded = auth::Base64Decode(token);
-    if (decoded && *decoded == key.blob) {
-      return std::string(absl::StripAsciiWhitespace(Sv(line.substr(0, at))));
-    }
-  }
-}
-
-std::string RenderHostPort(const auth::HostPortPattern& pattern) {
-  std::string host = pattern.host.find(':') != std::string::npos ? absl::StrCat("[", pattern.host, "]")
-                                                                  : pattern.host;
-  return absl::StrCat(host, ":", pattern.any_port ? "*" : absl::StrCat(pattern.port));
-}
-
-std::string Quoted(std::string_view value) {
-  std::string out = "\"";
-  for (char c : value) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  out.push_back('"');
-  return out;
-}
-
-// The options of a parsed key in authorized_keys syntax (canonical order).
-std::string RenderOptions(const auth::KeyOptions& options) {
-  std::vector<std::string> parts;
-  if (options.restrict) parts.push_back("restrict");
-  if (options.cert_authority) parts.push_back("cert-authority");
-  if (!options.from.empty()) parts.push_back(absl::StrCat("from=", Quoted(absl::StrJoin(options.from, ","))));
-  for (const auto& pattern : options.permit_open) {
-    parts.push_back(absl::StrCat("permitopen=", Quoted(RenderHostPort(pattern))));
-  }
-  for (const auto& pattern : options.permit_listen) {
-    parts.push_back(absl::StrCat("permitlisten=", Quoted(RenderHostPort(pattern))));
-  }
-  if (options.expiry) {
-    parts.push_back(absl::StrCat(
-        "expiry-time=", Quoted(absl::FormatTime("%Y%m%d%H%M%SZ", *options.expiry, absl::UTCTimeZone()))));
-  }
-  if (!options.principals.empty()) {
-    parts.push_back(absl::StrCat("principals=", Quoted(absl::StrJoin(options.principals, ","))));
-  }
-  if (options.command) parts.push_back(absl::StrCat("command=", Quoted(*options.command)));
-  struct Flag {
-    bool value;
-    std::string_view name;
-  };
-  for (const Flag& flag : {Flag{options.port_forwarding, "port-forwarding"}, Flag{options.pty, "pty"},
-                           Flag{options.agent_forwarding, "agent-forwarding"},
-                           Flag{options.x11_forwarding, "x11-forwarding"},
-                           Flag{options.user_rc, "user-rc"}}) {
-    if (options.restrict && flag.value) parts.push_back(std::string(flag.name));
-    if (!options.restrict && !flag.value) parts.push_back(absl::StrCat("no-", Sv(flag.name)));
-  }
-  return absl::StrJoin(parts, ",");
-}
-
-std::string KeyLine(std::string_view options, const auth::AuthorizedKey& key) {
-  std::string line;
-  if (!options.empty()) absl::StrAppend(&line, Sv(options), " ");
-  absl::StrAppend(&line, key.key_type, " ", auth::Base64Encode(key.blob));
-  if (!key.comment.empty()) absl::StrAppend(&line, " ", key.comment);
-  return line;
-}
 
 // Drops the option name a parser message starts with ("permitopen: invalid port").
 std::string_view WithoutOptionName(std::string_view message) {
@@ -403,7 +304,7 @@ absl::StatusOr<AdminCore::ApiKey> AdminCore::BuildKey(const v1::AddKeyRequest& r
   absl::StatusOr<auth::AuthorizedKey> base = auth::ParseAuthorizedKeyLine(line);
   if (!base.ok()) return FieldError("public_key", StdSv(base.status().message()));
   if (base->key_type == "ssh-rsa") {
-    int bits = RsaModulusBits(base->blob);
+    int bits = auth::RsaModulusBits(base->blob);
     if (bits < kMinimumApiRsaBits) {
       return FieldError("public_key",
                         absl::StrCat("RSA key too short (", bits, " bits; the admin API requires at least ",
@@ -416,7 +317,7 @@ absl::StatusOr<AdminCore::ApiKey> AdminCore::BuildKey(const v1::AddKeyRequest& r
   }
 
   std::vector<std::string> options;
-  if (std::string own = OptionsText(line, *base); !own.empty()) options.push_back(std::move(own));
+  if (std::string own = auth::OptionsText(line, *base); !own.empty()) options.push_back(std::move(own));
   auto add_option = [&](std::string_view field, std::string option) -> absl::Status {
     if (absl::Status status = CheckOption(field, option, *base); !status.ok()) return status;
     options.push_back(std::move(option));
@@ -471,7 +372,7 @@ absl::StatusOr<AdminCore::ApiKey> AdminCore::BuildKey(const v1::AddKeyRequest& r
     }
     key.comment = request.comment();
   }
-  std::string final_line = KeyLine(absl::StrJoin(options, ","), key);
+  std::string final_line = auth::KeyLine(absl::StrJoin(options, ","), key);
   absl::StatusOr<auth::AuthorizedKey> parsed = auth::ParseAuthorizedKeyLine(final_line);
   if (!parsed.ok()) return FieldError("public_key", StdSv(parsed.status().message()));
   parsed->source = "api";
@@ -506,26 +407,26 @@ v1::KeyInfo AdminCore::Describe(const auth::AuthorizedKey& key, const state::v1:
   info.set_comment(key.comment);
   v1::KeyOptions& options = *info.mutable_options();
   for (const std::string& from : key.options.from) options.add_from(from);
-  for (const auto& pattern : key.options.permit_open) options.add_permit_open(RenderHostPort(pattern));
-  for (const auto& pattern : key.options.permit_listen) options.add_permit_listen(RenderHostPort(pattern));
+  for (const auto& pattern : key.options.permit_open) options.add_permit_open(auth::RenderHostPort(pattern));
+  for (const auto& pattern : key.options.permit_listen) options.add_permit_listen(auth::RenderHostPort(pattern));
   if (key.options.expiry) SetTimestamp(options.mutable_expiry(), *key.options.expiry);
   options.set_cert_authority(key.options.cert_authority);
   for (const std::string& principal : key.options.principals) options.add_principals(principal);
   options.set_restrict(key.options.restrict);
   options.set_port_forwarding(key.options.port_forwarding);
   if (stored != nullptr) {
-    options.set_text(OptionsText(stored->authorized_keys_line(), key));
+    options.set_text(auth::OptionsText(stored->authorized_keys_line(), key));
     info.set_role(stored->role());
     info.set_source("api");
     info.set_read_only(false);
     SetTimestamp(info.mutable_added_time(), absl::FromUnixSeconds(stored->added_unix_seconds()));
     info.set_authorized_keys_line(stored->authorized_keys_line());
   } else {
-    options.set_text(RenderOptions(key.options));
+    options.set_text(auth::RenderOptions(key.options));
     info.set_role(v1::KEY_ROLE_TUNNEL);
     info.set_source(absl::StrCat("file:", key.source));
     info.set_read_only(true);
-    info.set_authorized_keys_line(KeyLine(options.text(), key));
+    info.set_authorized_keys_line(auth::KeyLine(options.text(), key));
   }
   if (std::optional<absl::Time> used = keys_.LastUsed(key.fingerprint)) {
     SetTimestamp(info.mutable_last_used(), *used);
@@ -709,7 +610,7 @@ v1::ExportKeysResponse AdminCore::ExportKeys(const v1::ExportKeysRequest& reques
   if (request.include_files()) {
     for (const auth::AuthorizedKey& key : file_keys_) {
       absl::StrAppend(&text, "# file:", key.source, " (read-only): ",
-                      KeyLine(RenderOptions(key.options), key), "\n");
+                      auth::KeyLine(auth::RenderOptions(key.options), key), "\n");
     }
   }
   v1::ExportKeysResponse response;
