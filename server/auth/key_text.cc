@@ -54,7 +54,7 @@ std::string RenderHostPort(const HostPortPattern& pattern) {
 std::string QuoteOptionValue(std::string_view value) {
   std::string out = "\"";
   for (char c : value) {
-    if (c == '"' || c == '\\') out.push_back('\\');
+    if (c == '"') out.push_back('\\');
     out.push_back(c);
   }
   out.push_back('"');

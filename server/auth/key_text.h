@@ -21,7 +21,9 @@ std::string OptionsText(std::string_view line, const AuthorizedKey& key);
 // A permitopen=/permitlisten= pattern as "host:port" ("[v6]:port", "*" for any port).
 std::string RenderHostPort(const HostPortPattern& pattern);
 
-// An option value in double quotes, '"' and '\' escaped with a backslash.
+// An option value in double quotes. Only '"' is escaped (\"): the one escape sshd's opt_dequote
+// and ParseAuthorizedKeyLine know, where a backslash before anything else is itself. So every
+// value they produce renders back to itself (escaping '\' too doubled it at each round).
 std::string QuoteOptionValue(std::string_view value);
 
 // The options of a parsed key in authorized_keys syntax, in a fixed order (restrict,

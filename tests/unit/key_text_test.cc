@@ -2,6 +2,7 @@
 // parse gives the same key, the options text of a line as written, and RSA key sizes.
 #include "server/auth/key_text.h"
 
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,6 +27,8 @@ struct RoundTrip {
   std::string name;
   std::string options;  // as an operator writes them
 };
+
+void PrintTo(const RoundTrip& trip, std::ostream* out) { *out << trip.options; }
 
 class KeyTextRoundTripTest : public ::testing::TestWithParam<RoundTrip> {};
 
@@ -57,6 +60,8 @@ INSTANTIATE_TEST_SUITE_P(
         RoundTrip{"PermitListenBarePortAndHost", R"(permitlisten="8080",permitlisten="localhost:9000")"},
         RoundTrip{"CommandWithQuotesAndFlags",
                   R"(command="echo \"hello, world\"; exit 0",no-pty,no-agent-forwarding,no-X11-forwarding)"},
+        // sshd's only escape is \" : a backslash before anything else is itself.
+        RoundTrip{"CommandWithBackslashes", R"(command="printf 'a\tb\n' | tr \\ / \"x\"")"},
         RoundTrip{"ExpiryLocalAndUtc", R"(expiry-time="20301231",expiry-time="203001021530Z",no-user-rc)"},
         RoundTrip{"RestrictThenAllow", R"(restrict,port-forwarding,pty,from="192.0.2.0/24")"},
         RoundTrip{"RestrictOverridesEarlierFlags", R"(no-pty,restrict)"},
@@ -107,9 +112,11 @@ TEST(KeyTextTest, RenderHostPortBracketsIpv6AndStarsAnyPort) {
   EXPECT_EQ(RenderHostPort({.host = "*", .any_port = true}), "*:*");
 }
 
-TEST(KeyTextTest, QuoteOptionValueEscapesQuotes) {
+TEST(KeyTextTest, QuoteOptionValueEscapesQuotesOnly) {
   EXPECT_EQ(QuoteOptionValue(""), R"("")");
   EXPECT_EQ(QuoteOptionValue(R"(say "hi")"), R"("say \"hi\"")");
+  EXPECT_EQ(QuoteOptionValue(R"(a\tb \\ c)"), R"("a\tb \\ c")");
+  EXPECT_EQ(QuoteOptionValue(R"(\")"), R"("\\"")");  // parses back to \"
 }
 
 // ---- RSA key sizes ----
