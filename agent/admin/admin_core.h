@@ -4,6 +4,10 @@
 //
 // Every mutation is all-or-nothing: the new state is written to disk (atomically) first, and
 // only then swapped in (KeyStore::Replace, ServerEngine::UpdateLimits) and answered.
+//
+// One file per job: admin_core.cc (opening and committing the state, the lock, reloads),
+// admin_keys.cc, admin_policy.cc, admin_sessions.cc, admin_agent.cc, admin_forwards.cc and
+// admin_forwarding.cc (TestForward); admin_internal.h holds what several of them share.
 #pragma once
 
 #include <functional>
