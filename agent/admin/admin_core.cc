@@ -1,65 +1,64 @@
-// AdminCore's state: opening and committing it, the state directory's lock, SIGHUP reloads,
-// attaching the engine and the client role. The API's calls live in admin_keys.cc,
-// admin_policy.cc, admin_sessions.cc, admin_agent.cc and admin_forwards.cc.
+// AdminCore's state: open, commit through the StateBackend, lock, reload, attach, Apply.
 #include "agent/admin/admin_core.h"
 
-#include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
-
-#include <cerrno>
 
 #include "absl/strings/str_cat.h"
 #include "agent/admin/admin_internal.h"
 #include "agent/admin/policy_sections.h"
+#include "agent/state/file_backend.h"
 #include "agent/state/state_store.h"
-#include "server/common/errno_status.h"
 
 namespace alknet::admin {
 namespace {
 
 using internal::IsAdmin;
 
-absl::StatusOr<UniqueFd> LockStateDir(const std::string& state_dir) {
-  std::string path = absl::StrCat(state_dir, "/state.lock");
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!fd.valid()) return ErrnoStatus(absl::StrCat("open ", path), errno);
-  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "state directory ", state_dir, " is in use by another alknet-agent (", path, " is locked)"));
-    }
-    return ErrnoStatus(absl::StrCat("lock ", path), errno);
+// What the API answers when the backend stored nothing; logged here. A lost compare-and-swap
+// and an unreachable store keep their codes (the caller may retry), anything else is INTERNAL.
+absl::Status CommitError(const absl::Status& status, const state::StateBackend& backend,
+                         const std::string& path, Logger& logger) {
+  const std::string error(status.message());
+  switch (status.code()) {
+    case absl::StatusCode::kAborted:
+      logger.Warn("state", "state changed on another replica; nothing written",
+                  {{"store", backend.Describe()}, {"error", error}});
+      return absl::AbortedError("the state changed on another replica; retry");
+    case absl::StatusCode::kUnavailable:
+      logger.Error("state", "state store unreachable; nothing written",
+                   {{"store", backend.Describe()}, {"error", error}});
+      return absl::UnavailableError(
+          absl::StrCat("the state store is unreachable; nothing changed: ", error));
+    default:
+      logger.Error("state", "cannot write state file", {{"path", path}, {"error", error}});
+      return absl::InternalError(absl::StrCat("cannot write the state file (nothing changed): ", error));
   }
-  return fd;
 }
 
 }  // namespace
 
-std::string StateFilePath(const std::string& state_dir) {
-  if (!state_dir.empty() && state_dir.back() == '/') return state_dir + "state.pb";
-  return state_dir + "/state.pb";
-}
+std::string StateFilePath(const std::string& state_dir) { return state::StateFilePath(state_dir); }
 
-AdminCore::AdminCore(const config::AgentConfig& config, Options options, Logger& logger,
+AdminCore::AdminCore(const config::AgentConfig& config, Options options,
+                     std::unique_ptr<state::StateBackend> backend, Logger& logger,
                      auth::KeyStore& keys)
-    : options_(std::move(options)), logger_(logger), keys_(keys), state_dir_(config.state_dir),
+    : options_(std::move(options)), logger_(logger), keys_(keys),
       state_path_(StateFilePath(config.state_dir)),
       tls_profile_(config.tls.effective_profile() == config::TlsProfile::kNginx ? "nginx"
                                                                                : "modern"),
-      config_(config) {}
+      config_(config), backend_(std::move(backend)) {}
 
 absl::StatusOr<std::unique_ptr<AdminCore>> AdminCore::Open(const config::AgentConfig& config,
                                                            Options options, Logger& logger,
                                                            auth::KeyStore& keys) {
-  absl::StatusOr<UniqueFd> lock = LockStateDir(config.state_dir);
-  if (!lock.ok()) return lock.status();
-  std::unique_ptr<AdminCore> core(new AdminCore(config, std::move(options), logger, keys));
-  core->lock_fd_ = *std::move(lock);
-  if (int removed = state::RemoveStaleTempFiles(core->state_path_); removed > 0) {
-    logger.Info("state", "removed temp files of an interrupted write", {{"count", absl::StrCat(removed)}});
+  std::unique_ptr<state::StateBackend> backend = std::move(options.backend);
+  if (backend == nullptr) {
+    backend = std::make_unique<state::FileStateBackend>(config.state_dir, options.sync_state_directory);
   }
-  absl::StatusOr<std::optional<state::v1::State>> read = state::ReadStateFile(core->state_path_);
+  if (absl::Status locked = backend->Lock(); !locked.ok()) return locked;
+  std::unique_ptr<AdminCore> core(
+      new AdminCore(config, std::move(options), std::move(backend), logger, keys));
+  absl::StatusOr<std::optional<state::v1::State>> read = core->backend_->Load();
   if (!read.ok()) return read.status();
 
   absl::MutexLock lock_mu(&core->mu_);
@@ -140,35 +139,16 @@ void AdminCore::RebuildSources() {
   }
 }
 
-absl::Status AdminCore::WriteStateFile(const state::v1::State& state) {
-  absl::StatusOr<state::WriteResult> written =
-      state::WriteStateFile(state_path_, state, nullptr, options_.sync_state_directory);
-  if (!written.ok()) {
-    logger_.Error("state", "cannot write state file",
-                  {{"path", state_path_}, {"error", std::string(written.status().message())}});
-    return absl::InternalError(absl::StrCat("cannot write the state file (nothing changed): ",
-                                            written.status().message()));
-  }
-  if (!written->durability_warning.empty()) {
+absl::Status AdminCore::Commit(state::v1::State next) {
+  const uint64_t current = state_.generation();
+  next.set_generation(current + 1);
+  absl::StatusOr<state::CommitResult> committed = backend_->Commit(current, next);
+  if (!committed.ok()) return CommitError(committed.status(), *backend_, state_path_, logger_);
+  if (!committed->durability_warning.empty()) {
     // The new file is in place and a restart reads it: the change is made, in memory too.
     logger_.Warn("state", "state file changed but not yet durable (directory fsync failed)",
-                 {{"path", state_path_}, {"error", written->durability_warning}});
+                 {{"path", state_path_}, {"error", committed->durability_warning}});
   }
-  return absl::OkStatus();
-}
-
-absl::Status AdminCore::WriteState() {
-  state_.set_generation(state_.generation() + 1);
-  if (absl::Status written = WriteStateFile(state_); !written.ok()) {
-    state_.set_generation(state_.generation() - 1);
-    return written;
-  }
-  return absl::OkStatus();
-}
-
-absl::Status AdminCore::Commit(state::v1::State next) {
-  next.set_generation(state_.generation() + 1);
-  if (absl::Status written = WriteStateFile(next); !written.ok()) return written;
   state_ = std::move(next);
   return absl::OkStatus();
 }
@@ -230,15 +210,12 @@ void AdminCore::Reload(const config::AgentConfig& config) {
 
 void AdminCore::ReleaseStateLock() {
   absl::MutexLock lock(&mu_);
-  lock_fd_.reset();
+  backend_->Unlock();
 }
 
 absl::Status AdminCore::RetakeStateLock() {
-  absl::StatusOr<UniqueFd> taken = LockStateDir(state_dir_);
-  if (!taken.ok()) return taken.status();
   absl::MutexLock lock(&mu_);
-  lock_fd_ = *std::move(taken);
-  return absl::OkStatus();
+  return backend_->Lock();
 }
 
 }  // namespace alknet::admin

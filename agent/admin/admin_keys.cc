@@ -209,12 +209,9 @@ absl::StatusOr<v1::AddKeyResponse> AdminCore::AddKey(const v1::AddKeyRequest& re
     return absl::AlreadyExistsError(absl::StrCat("public_key: key ", entry->key.fingerprint,
                                                  " is already present (source ", *source, ")"));
   }
-  // Changed in place (no copy of a large state): undone if the write fails.
-  *state_.add_keys() = entry->stored;
-  if (absl::Status status = WriteState(); !status.ok()) {
-    state_.mutable_keys()->RemoveLast();
-    return status;
-  }
+  state::v1::State next = state_;
+  *next.add_keys() = entry->stored;
+  if (absl::Status status = Commit(std::move(next)); !status.ok()) return status;
   source_by_blob_.try_emplace(entry->key.blob, "api");
   api_keys_.push_back(*entry);
   PublishKeys();
@@ -264,14 +261,9 @@ absl::StatusOr<v1::RemoveKeyResponse> AdminCore::RemoveKey(const v1::RemoveKeyRe
       }
       return absl::NotFoundError(absl::StrCat("fingerprint: no key ", fingerprint));
     }
-    const int position = static_cast<int>(index);
-    state::v1::StoredKey removed = state_.keys(position);
-    state_.mutable_keys()->DeleteSubrange(position, 1);
-    if (absl::Status status = WriteState(); !status.ok()) {
-      *state_.add_keys() = std::move(removed);  // back to its place
-      for (int i = state_.keys_size() - 1; i > position; --i) state_.mutable_keys()->SwapElements(i, i - 1);
-      return status;
-    }
+    state::v1::State next = state_;
+    next.mutable_keys()->DeleteSubrange(static_cast<int>(index), 1);  // api_keys_ is in state order
+    if (absl::Status status = Commit(std::move(next)); !status.ok()) return status;
     *response.mutable_key() = Describe(api_keys_[index].key, &api_keys_[index].stored, {});
     std::string blob = api_keys_[index].key.blob;
     api_keys_.erase(api_keys_.begin() + static_cast<std::ptrdiff_t>(index));
@@ -347,12 +339,9 @@ absl::StatusOr<v1::ImportKeysResponse> AdminCore::ImportKeys(const v1::ImportKey
   v1::ImportKeysResponse response;
   response.set_skipped(skipped);
   if (!added.empty()) {
-    const int before = state_.keys_size();
-    for (const ApiKey& entry : added) *state_.add_keys() = entry.stored;
-    if (absl::Status status = WriteState(); !status.ok()) {
-      state_.mutable_keys()->DeleteSubrange(before, state_.keys_size() - before);
-      return status;
-    }
+    state::v1::State next = state_;
+    for (const ApiKey& entry : added) *next.add_keys() = entry.stored;
+    if (absl::Status status = Commit(std::move(next)); !status.ok()) return status;
     for (ApiKey& entry : added) {
       *response.add_keys() = Describe(entry.key, &entry.stored, {});
       source_by_blob_.try_emplace(entry.key.blob, "api");

@@ -26,17 +26,14 @@ absl::StatusOr<v1::SetPolicyResponse> AdminCore::SetPolicy(const v1::SetPolicyRe
     if (absl::Status status = config::Validate(candidate); !status.ok()) {
       return absl::InvalidArgumentError(status.message());
     }
-    state::v1::StoredPolicy previous = state_.policy();
+    state::v1::State next = state_;
     v1::PolicySpec stored = PolicyToProto(candidate);
-    state::v1::StoredPolicy& policy = *state_.mutable_policy();
+    state::v1::StoredPolicy& policy = *next.mutable_policy();
     *policy.mutable_limits() = stored.limits();
     *policy.mutable_penalties() = stored.penalties();
     *policy.mutable_rate_limits() = stored.rate_limits();
     *policy.mutable_forwarding() = stored.forwarding();
-    if (absl::Status status = WriteState(); !status.ok()) {
-      *state_.mutable_policy() = std::move(previous);
-      return status;
-    }
+    if (absl::Status status = Commit(std::move(next)); !status.ok()) return status;
     config_.limits = candidate.limits;
     config_.penalties = candidate.penalties;
     config_.rate_limits = candidate.rate_limits;
