@@ -3,6 +3,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "agent/admin/admin_internal.h"
 #include "agent/admin/policy_sections.h"
@@ -13,6 +16,16 @@ namespace alknet::admin {
 namespace {
 
 using internal::IsAdmin;
+using internal::kKeyRemovedReason;
+
+// A key of the stored state, parsed as the KeySet holds it.
+absl::StatusOr<auth::AuthorizedKey> ParseStoredKey(const state::v1::StoredKey& stored) {
+  absl::StatusOr<auth::AuthorizedKey> key = auth::ParseAuthorizedKeyLine(stored.authorized_keys_line());
+  if (!key.ok()) return key.status();
+  key->source = "api";
+  key->admin_role = IsAdmin(stored.role());
+  return key;
+}
 
 // What the API answers when the backend stored nothing; logged here. A lost compare-and-swap
 // and an unreachable store keep their codes (the caller may retry), anything else is INTERNAL.
@@ -61,36 +74,110 @@ absl::StatusOr<std::unique_ptr<AdminCore>> AdminCore::Open(const config::AgentCo
   absl::StatusOr<std::optional<state::v1::State>> read = core->backend_->Load();
   if (!read.ok()) return read.status();
 
-  absl::MutexLock lock_mu(&core->mu_);
-  bool fresh = !read->has_value();
-  state::v1::State state = fresh ? state::v1::State() : **read;
-  for (int i = 0; i < state.keys_size(); ++i) {
-    const state::v1::StoredKey& stored = state.keys(i);
-    absl::StatusOr<auth::AuthorizedKey> key = auth::ParseAuthorizedKeyLine(stored.authorized_keys_line());
-    if (!key.ok()) {
-      return absl::DataLossError(absl::StrCat(
-          "state file ", core->state_path_, ": key ", i + 1, " does not parse (",
-          key.status().message(), "); refusing to start and leaving it untouched"));
+  uint64_t generation = 0;
+  {
+    absl::MutexLock lock_mu(&core->mu_);
+    bool fresh = !read->has_value();
+    state::v1::State state = fresh ? state::v1::State() : **read;
+    for (int i = 0; i < state.keys_size(); ++i) {
+      absl::StatusOr<auth::AuthorizedKey> key = ParseStoredKey(state.keys(i));
+      if (!key.ok()) {
+        return absl::DataLossError(absl::StrCat(
+            "state file ", core->state_path_, ": key ", i + 1, " does not parse (",
+            key.status().message(), "); refusing to start and leaving it untouched"));
+      }
+      core->api_keys_.push_back({state.keys(i), *std::move(key)});
     }
-    key->source = "api";
-    key->admin_role = IsAdmin(stored.role());
-    core->api_keys_.push_back({stored, *std::move(key)});
+    state::v1::State merged = state;
+    core->config_ = MergeConfigPolicy(config, *merged.mutable_policy(), logger);
+    if (fresh || merged.SerializeAsString() != state.SerializeAsString()) {
+      core->state_ = state;
+      if (absl::Status written = core->Commit(std::move(merged)); !written.ok()) return written;
+    } else {
+      core->state_ = std::move(state);
+    }
+    logger.Info("state", fresh ? "created state file" : "loaded state file",
+                {{"path", core->state_path_}, {"api_keys", absl::StrCat(core->api_keys_.size())},
+                 {"generation", absl::StrCat(core->state_.generation())}});
+    core->LoadFileKeys(config);
+    core->RebuildSources();
+    core->PublishKeys();
+    generation = core->state_.generation();
   }
-  state::v1::State merged = state;
-  core->config_ = MergeConfigPolicy(config, *merged.mutable_policy(), logger);
-  if (fresh || merged.SerializeAsString() != state.SerializeAsString()) {
-    core->state_ = state;
-    if (absl::Status written = core->Commit(std::move(merged)); !written.ok()) return written;
-  } else {
-    core->state_ = std::move(state);
-  }
-  logger.Info("state", fresh ? "created state file" : "loaded state file",
-              {{"path", core->state_path_}, {"api_keys", absl::StrCat(core->api_keys_.size())},
-               {"generation", absl::StrCat(core->state_.generation())}});
-  core->LoadFileKeys(config);
-  core->RebuildSources();
-  core->PublishKeys();
+  // Outside mu_: a backend may deliver a change from its own thread at once.
+  AdminCore* watcher = core.get();
+  absl::Status watching = core->backend_->Watch(
+      generation, [watcher](state::v1::State next) { watcher->Apply(std::move(next)); },
+      [watcher](bool reachable) {
+        if (reachable) {
+          watcher->logger_.Info("state", "state store reachable again",
+                                {{"store", watcher->backend_->Describe()}});
+        } else {
+          watcher->logger_.Warn("state", "state store unreachable: changes are refused until it is back",
+                                {{"store", watcher->backend_->Describe()}});
+        }
+      });
+  if (!watching.ok()) return watching;
   return core;
+}
+
+void AdminCore::Apply(state::v1::State next) {
+  ServerEngine* engine = nullptr;
+  std::optional<config::AgentConfig> policy;
+  std::vector<std::string> ended;  // keys removed with --kill elsewhere: their sessions end here
+  size_t api_keys = 0;
+  const uint64_t generation = next.generation();
+  {
+    absl::MutexLock lock(&mu_);
+    if (generation <= state_.generation()) return;  // ours, or older than what we hold
+    std::vector<ApiKey> keys;
+    keys.reserve(static_cast<size_t>(next.keys_size()));
+    for (int i = 0; i < next.keys_size(); ++i) {
+      absl::StatusOr<auth::AuthorizedKey> key = ParseStoredKey(next.keys(i));
+      if (!key.ok()) {
+        logger_.Error("state", "key of a state stored elsewhere does not parse; skipped",
+                      {{"store", backend_->Describe()}, {"generation", absl::StrCat(generation)},
+                       {"key", absl::StrCat(i + 1)}, {"error", std::string(key.status().message())}});
+        continue;
+      }
+      keys.push_back({next.keys(i), *std::move(key)});
+    }
+    absl::flat_hash_set<std::string> kept;
+    for (const ApiKey& entry : keys) kept.insert(entry.key.fingerprint);
+    for (const std::string& fingerprint : next.kill_sessions_of()) {
+      bool had = std::any_of(api_keys_.begin(), api_keys_.end(),
+                             [&](const ApiKey& entry) { return entry.key.fingerprint == fingerprint; });
+      if (had && !kept.contains(fingerprint) &&
+          std::find(ended.begin(), ended.end(), fingerprint) == ended.end()) {
+        ended.push_back(fingerprint);
+      }
+    }
+    absl::StatusOr<config::AgentConfig> candidate = PolicyCandidate(InForcePolicy(next.policy()));
+    if (candidate.ok()) {
+      InstallPolicy(*candidate);
+      policy = *std::move(candidate);
+    } else {
+      logger_.Error("state", "policy of a state stored elsewhere is refused here; the policy in force stays",
+                    {{"store", backend_->Describe()}, {"generation", absl::StrCat(generation)},
+                     {"error", std::string(candidate.status().message())}});
+    }
+    api_keys_ = std::move(keys);
+    api_keys = api_keys_.size();
+    state_ = std::move(next);
+    RebuildSources();
+    PublishKeys();
+    engine = engine_;
+  }
+  int killed = 0;
+  if (engine != nullptr) {
+    if (policy) engine->UpdatePolicy(*policy);
+    for (const std::string& fingerprint : ended) {
+      killed += KillKeySessions(*engine, fingerprint, kKeyRemovedReason);
+    }
+  }
+  logger_.Info("state", "applied a state stored elsewhere",
+               {{"store", backend_->Describe()}, {"generation", absl::StrCat(generation)},
+                {"api_keys", absl::StrCat(api_keys)}, {"sessions_killed", absl::StrCat(killed)}});
 }
 
 void AdminCore::LoadFileKeys(const config::AgentConfig& config) {
@@ -160,10 +247,7 @@ config::Limits AdminCore::limits() const {
 
 void AdminCore::CopyPolicyTo(config::AgentConfig& config) const {
   absl::MutexLock lock(&mu_);
-  config.limits = config_.limits;
-  config.penalties = config_.penalties;
-  config.rate_limits = config_.rate_limits;
-  config.forwarding = config_.forwarding;
+  CopyPolicySections(config_, config);
 }
 
 void AdminCore::AttachEngine(ServerEngine* engine) {
@@ -193,10 +277,7 @@ void AdminCore::Reload(const config::AgentConfig& config) {
     if (merged.SerializeAsString() != state_.SerializeAsString()) {
       if (absl::Status written = Commit(std::move(merged)); !written.ok()) {
         next = config;  // the state file is unchanged: keep the policy in force
-        next.limits = config_.limits;
-        next.penalties = config_.penalties;
-        next.rate_limits = config_.rate_limits;
-        next.forwarding = config_.forwarding;
+        CopyPolicySections(config_, next);
       }
     }
     config_ = next;

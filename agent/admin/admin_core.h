@@ -81,6 +81,13 @@ class AdminCore {
   // SIGHUP: re-reads the authorized_keys files of `config` and merges its limits.
   void Reload(const config::AgentConfig& config);
 
+  // A state stored by another writer (another replica, through StateBackend::Watch): makes it
+  // the state unless it is not newer than the one held (by generation). Its keys replace the API
+  // keys (a key that does not parse is logged and skipped), its policy becomes the policy in
+  // force as SetPolicy makes it (a policy this agent refuses is logged and the one in force
+  // kept), and the sessions of a removed key listed in kill_sessions_of end here too.
+  void Apply(state::v1::State next);
+
   // ---- the API; status codes as documented in proto/alknet/admin/v1 ----
   absl::StatusOr<v1::AddKeyResponse> AddKey(const v1::AddKeyRequest& request);
   v1::ListKeysResponse ListKeys();
@@ -139,6 +146,16 @@ class AdminCore {
   // failed directory fsync after the rename is logged as a warning: the change stands, it may
   // only not survive a power loss.
   absl::Status Commit(state::v1::State next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The policy in force with `policy`'s fields set over it, validated: what SetPolicy and Apply
+  // install. Errors are INVALID_ARGUMENT naming the field.
+  absl::StatusOr<config::AgentConfig> PolicyCandidate(const v1::PolicySpec& policy) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Makes `policy`'s sections the ones in force; the caller then hands `policy` to the engine
+  // (ServerEngine::UpdatePolicy, outside mu_).
+  void InstallPolicy(const config::AgentConfig& policy) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the authenticated sessions of the key `fingerprint`; returns how many.
+  static int KillKeySessions(ServerEngine& engine, const std::string& fingerprint,
+                             std::string_view reason);
   // Installs api_keys_ + file_keys_ as the KeySet sessions see.
   void PublishKeys() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // source_by_blob_ from scratch (start, reload); changes update it incrementally.

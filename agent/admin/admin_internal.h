@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 #include "absl/time/time.h"
 #include "alknet/admin/v1/keys.pb.h"
@@ -22,5 +23,8 @@ inline void SetTimestamp(google::protobuf::Timestamp* out, absl::Time time) {
 }
 
 inline bool IsAdmin(v1::KeyRole role) { return role == v1::KEY_ROLE_ADMIN; }
+
+// Sessions ended because their key was removed (keys rm --kill, here or on another replica).
+inline constexpr std::string_view kKeyRemovedReason = "key removed by admin";
 
 }  // namespace alknet::admin::internal

@@ -1,4 +1,5 @@
 // The Keys service: API keys and read-only file keys; add, list, remove, import, export.
+#include <algorithm>
 #include <optional>
 
 #include "absl/strings/ascii.h"
@@ -17,11 +18,23 @@ namespace alknet::admin {
 namespace {
 
 using internal::IsAdmin;
+using internal::kKeyRemovedReason;
 using internal::SetTimestamp;
 
 constexpr std::string_view kAdminRoleComment = "# alknet-role: admin";
 constexpr std::string_view kTunnelRoleComment = "# alknet-role: tunnel";
 constexpr size_t kMaxImportKeys = 100000;
+constexpr int kMaxKillSessionsOf = 64;  // State.kill_sessions_of keeps the newest entries
+
+// The removal of `fingerprint`'s key in the state: with --kill its entry goes to the end of
+// kill_sessions_of (replicas end its sessions too), without it the entry goes (an old --kill of
+// the same key, added again since, must not end sessions now). The newest entries are kept.
+void NoteRemoval(state::v1::State& next, const std::string& fingerprint, bool kill) {
+  auto& list = *next.mutable_kill_sessions_of();
+  list.erase(std::remove(list.begin(), list.end(), fingerprint), list.end());
+  if (kill) *next.add_kill_sessions_of() = fingerprint;
+  if (list.size() > kMaxKillSessionsOf) list.DeleteSubrange(0, list.size() - kMaxKillSessionsOf);
+}
 
 // Drops the option name a parser message starts with ("permitopen: invalid port").
 std::string_view WithoutOptionName(std::string_view message) {
@@ -263,6 +276,7 @@ absl::StatusOr<v1::RemoveKeyResponse> AdminCore::RemoveKey(const v1::RemoveKeyRe
     }
     state::v1::State next = state_;
     next.mutable_keys()->DeleteSubrange(static_cast<int>(index), 1);  // api_keys_ is in state order
+    NoteRemoval(next, fingerprint, request.kill_sessions());
     if (absl::Status status = Commit(std::move(next)); !status.ok()) return status;
     *response.mutable_key() = Describe(api_keys_[index].key, &api_keys_[index].stored, {});
     std::string blob = api_keys_[index].key.blob;
@@ -278,11 +292,7 @@ absl::StatusOr<v1::RemoveKeyResponse> AdminCore::RemoveKey(const v1::RemoveKeyRe
     engine = engine_;
   }
   if (request.kill_sessions() && engine != nullptr) {
-    int killed = engine->KillSessions(
-        [&](const SessionSnapshot& session) {
-          return session.authenticated && session.key_fingerprint == fingerprint;
-        },
-        "key removed by admin");
+    int killed = KillKeySessions(*engine, fingerprint, kKeyRemovedReason);
     response.set_sessions_killed(static_cast<uint32_t>(killed));
   }
   logger_.Info("admin", "key removed",

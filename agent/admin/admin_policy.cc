@@ -15,29 +15,32 @@ v1::GetPolicyResponse AdminCore::GetPolicy() {
   return response;
 }
 
+absl::StatusOr<config::AgentConfig> AdminCore::PolicyCandidate(const v1::PolicySpec& policy) const {
+  config::AgentConfig candidate = config_;
+  if (absl::Status status = ApplyPolicyProto(policy, candidate); !status.ok()) return status;
+  if (absl::Status status = config::Validate(candidate); !status.ok()) {
+    return absl::InvalidArgumentError(status.message());
+  }
+  return candidate;
+}
+
+void AdminCore::InstallPolicy(const config::AgentConfig& policy) {
+  CopyPolicySections(policy, config_);
+}
+
 absl::StatusOr<v1::SetPolicyResponse> AdminCore::SetPolicy(const v1::SetPolicyRequest& request) {
   if (!request.has_policy()) return FieldError("policy", "required");
   config::AgentConfig candidate;
   ServerEngine* engine = nullptr;
   {
     absl::MutexLock lock(&mu_);
-    candidate = config_;
-    if (absl::Status status = ApplyPolicyProto(request.policy(), candidate); !status.ok()) return status;
-    if (absl::Status status = config::Validate(candidate); !status.ok()) {
-      return absl::InvalidArgumentError(status.message());
-    }
+    absl::StatusOr<config::AgentConfig> checked = PolicyCandidate(request.policy());
+    if (!checked.ok()) return checked.status();
+    candidate = *std::move(checked);
     state::v1::State next = state_;
-    v1::PolicySpec stored = PolicyToProto(candidate);
-    state::v1::StoredPolicy& policy = *next.mutable_policy();
-    *policy.mutable_limits() = stored.limits();
-    *policy.mutable_penalties() = stored.penalties();
-    *policy.mutable_rate_limits() = stored.rate_limits();
-    *policy.mutable_forwarding() = stored.forwarding();
+    StoreInForcePolicy(PolicyToProto(candidate), *next.mutable_policy());
     if (absl::Status status = Commit(std::move(next)); !status.ok()) return status;
-    config_.limits = candidate.limits;
-    config_.penalties = candidate.penalties;
-    config_.rate_limits = candidate.rate_limits;
-    config_.forwarding = candidate.forwarding;
+    InstallPolicy(candidate);
     engine = engine_;
   }
   if (engine != nullptr) engine->UpdatePolicy(candidate);

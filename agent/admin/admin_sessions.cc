@@ -62,12 +62,7 @@ absl::StatusOr<v1::KillSessionsResponse> AdminCore::KillSessions(const v1::KillS
         return FieldError("key_fingerprint",
                           absl::StrCat("'", Shown(fingerprint), "' is not a SHA256:... key fingerprint"));
       }
-      int killed = engine == nullptr ? 0
-                                     : engine->KillSessions(
-                                           [&](const SessionSnapshot& s) {
-                                             return s.authenticated && s.key_fingerprint == fingerprint;
-                                           },
-                                           reason);
+      int killed = engine == nullptr ? 0 : KillKeySessions(*engine, fingerprint, reason);
       response.set_killed(static_cast<uint32_t>(killed));
       break;
     }
@@ -76,6 +71,15 @@ absl::StatusOr<v1::KillSessionsResponse> AdminCore::KillSessions(const v1::KillS
   }
   logger_.Info("admin", "sessions killed", {{"count", absl::StrCat(response.killed())}, {"reason", reason}});
   return response;
+}
+
+int AdminCore::KillKeySessions(ServerEngine& engine, const std::string& fingerprint,
+                               std::string_view reason) {
+  return engine.KillSessions(
+      [&](const SessionSnapshot& session) {
+        return session.authenticated && session.key_fingerprint == fingerprint;
+      },
+      reason);
 }
 
 }  // namespace alknet::admin
