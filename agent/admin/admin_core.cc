@@ -108,17 +108,29 @@ absl::StatusOr<std::unique_ptr<AdminCore>> AdminCore::Open(const config::AgentCo
   AdminCore* watcher = core.get();
   absl::Status watching = core->backend_->Watch(
       generation, [watcher](state::v1::State next) { watcher->Apply(std::move(next)); },
-      [watcher](bool reachable) {
-        if (reachable) {
-          watcher->logger_.Info("state", "state store reachable again",
-                                {{"store", watcher->backend_->Describe()}});
-        } else {
-          watcher->logger_.Warn("state", "state store unreachable: changes are refused until it is back",
-                                {{"store", watcher->backend_->Describe()}});
-        }
-      });
+      [watcher](bool reachable) { watcher->StoreReachable(reachable); });
   if (!watching.ok()) return watching;
   return core;
+}
+
+void AdminCore::StoreReachable(bool reachable) {
+  std::function<void(bool)> observer;
+  {
+    absl::MutexLock lock(&store_mu_);
+    store_reachable_ = reachable;
+    observer = store_observer_;
+  }
+  if (observer) observer(reachable);
+}
+
+void AdminCore::SetStoreObserver(std::function<void(bool reachable)> observer) {
+  bool reachable = true;
+  {
+    absl::MutexLock lock(&store_mu_);
+    store_observer_ = observer;
+    reachable = store_reachable_;
+  }
+  if (observer) observer(reachable);
 }
 
 void AdminCore::Apply(state::v1::State next) {

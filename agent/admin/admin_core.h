@@ -88,6 +88,10 @@ class AdminCore {
   // kept), and the sessions of a removed key listed in kill_sessions_of end here too.
   void Apply(state::v1::State next);
 
+  // `observer` hears whether the state store can be written (now, then at each change); the
+  // agent mirrors it in alknet_state_store_up. Called on the backend's thread.
+  void SetStoreObserver(std::function<void(bool reachable)> observer);
+
   // ---- the API; status codes as documented in proto/alknet/admin/v1 ----
   absl::StatusOr<v1::AddKeyResponse> AddKey(const v1::AddKeyRequest& request);
   v1::ListKeysResponse ListKeys();
@@ -172,6 +176,12 @@ class AdminCore {
   std::function<absl::StatusOr<uint32_t>()> upgrade_handler_;
   std::string state_path_;
   const std::string tls_profile_;  // tls.profile in force (fixed at start, like the listeners)
+
+  // The store's reachability (StateBackend::Watch) and who wants to hear it.
+  void StoreReachable(bool reachable);
+  absl::Mutex store_mu_;
+  bool store_reachable_ ABSL_GUARDED_BY(store_mu_) = true;
+  std::function<void(bool)> store_observer_ ABSL_GUARDED_BY(store_mu_);
 
   mutable absl::Mutex mu_;
   config::AgentConfig config_ ABSL_GUARDED_BY(mu_);  // limits = the limits in force

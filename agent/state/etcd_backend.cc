@@ -178,6 +178,14 @@ absl::Status EtcdStateBackend::Watch(uint64_t from_generation, ChangeCallback on
     on_reachable_ = std::move(on_reachable);
     (void)from_generation;  // the watcher reports only states newer than the one it knows
   }
+  if (!reachable()) {  // Load served the local copy: tell whoever listens now
+    ReachabilityCallback report;
+    {
+      absl::MutexLock lock(&mu_);
+      report = on_reachable_;
+    }
+    if (report) report(false);
+  }
   watcher_ = std::thread([this, on_change = std::move(on_change)] { RunWatcher(on_change); });
   return absl::OkStatus();
 }

@@ -1,6 +1,7 @@
 // Starts and drives etcd members for the fleet tests (tests/support/etcd_cluster.h).
 #include "tests/support/etcd_cluster.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,6 +24,8 @@ std::optional<std::string> RunCapture(const std::vector<std::string>& argv) {
   pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(out[1], 1);
+    int null = ::open("/dev/null", O_WRONLY);
+    if (null >= 0) ::dup2(null, 2);
     ::close(out[0]);
     ::close(out[1]);
     std::vector<char*> args;
@@ -142,6 +145,17 @@ void EtcdCluster::Kill(int i) {
 bool EtcdCluster::Restart(int i) {
   members_[i].process.reset();
   return StartMember(i, false) && WaitHealthy(i);
+}
+
+bool EtcdCluster::RestartAll() {
+  for (int i = 0; i < size(); ++i) {
+    members_[i].process.reset();
+    if (!StartMember(i, false)) return false;
+  }
+  for (int i = 0; i < size(); ++i) {
+    if (!WaitHealthy(i)) return false;
+  }
+  return true;
 }
 
 void EtcdCluster::Pause(int i) { members_[i].process->Signal(SIGSTOP); }

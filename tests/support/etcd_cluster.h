@@ -27,6 +27,7 @@ class EtcdCluster {
 
   void Kill(int member);                  // SIGKILL
   bool Restart(int member);               // same data and ports; waits until it answers
+  bool RestartAll();                      // every member at once (quorum), then waits
   void Pause(int member);                 // SIGSTOP
   void Resume(int member);                // SIGCONT
   // The member that leads now (asked through etcdctl), nullopt if none answers.
