@@ -1,5 +1,6 @@
 // Runs the agent: builds the config, loads keys, starts the engine, handles signals.
 #include "agent/agent_runner.h"
+#include "agent/state/make_backend.h"
 
 #include <signal.h>
 #include <sys/stat.h>
@@ -230,7 +231,14 @@ int RunAgent(int argc, const char* const* argv) {
   // The admin core owns the keys and the policy: it reads the state file (or seeds it), merges
   // the config file's limits and the authorized_keys files, and fills the key store.
   auth::KeyStore keys(std::make_shared<const auth::KeySet>(std::vector<auth::AuthorizedKey>{}));
-  auto admin_core = admin::AdminCore::Open(*config, {.version = ALKNET_VERSION}, logger, keys);
+  auto backend = state::MakeStateBackend(*config, logger);
+  if (!backend.ok()) {
+    startup_failed(absl::StrCat("state.store: ", backend.status().message()));
+    ssh_finalize();
+    return 1;
+  }
+  auto admin_core = admin::AdminCore::Open(
+      *config, {.version = ALKNET_VERSION, .backend = *std::move(backend)}, logger, keys);
   if (!admin_core.ok()) {
     startup_failed(admin_core.status().message());
     ssh_finalize();
@@ -251,6 +259,7 @@ int RunAgent(int argc, const char* const* argv) {
     std::vector<std::pair<std::string, std::string>> key_labels;
     for (const auto& key : config->metrics.key_labels) key_labels.emplace_back(key.fingerprint, key.label);
     EngineMetrics metrics(std::make_shared<prometheus::Registry>(), key_labels, ALKNET_VERSION);
+    (*admin_core)->SetStoreObserver([&metrics](bool up) { metrics.SetStateStoreUp(up); });
     ServerEngine engine(*config, logger, keys, metrics);
     std::unique_ptr<ClientEngine> client = MakeClientRole(*config, logger, metrics, engine);
     engine.SetTrustStores(&trust.stores());
@@ -384,6 +393,7 @@ int RunAgent(int argc, const char* const* argv) {
         break;
       }
     }
+    (*admin_core)->SetStoreObserver(nullptr);  // before `metrics` goes
   }
   ssh_finalize();
   return exit_code;

@@ -12,7 +12,8 @@
 #            ajv-cli (npm, with Debian's npm if there is none) for the Helm chart check;
 #            zsh, groff and man-db for the completion and man page checks;
 #            node/npm, python3-grpc-tools, proxychains4, redsocks, iptables and iproute2 for
-#            the examples/ and docs/recipes.md tests (tests/examples).
+#            the examples/ and docs/recipes.md tests (tests/examples); etcd-server and
+#            etcd-client for the fleet tests (a real etcd cluster).
 # Idempotent: when every package is already installed it only runs dpkg-query (and `command -v`
 # for the npm tools).
 set -euo pipefail
@@ -23,6 +24,7 @@ BUILD_PACKAGES=(
   prometheus-cpp-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libbenchmark-dev  # bench/fwdpolicy (issue 15); the target is skipped without it
+  golang-etcd-server-dev  # etcd's .proto files: the etcd state backend's stubs (ADR 0017)
 )
 TEST_PACKAGES=(
   openssh-client openssh-server curl socat python3 ncat
@@ -37,6 +39,7 @@ TEST_PACKAGES=(
   python3-grpc-tools proxychains4 redsocks iptables iproute2
   fail2ban
   systemd
+  etcd-server etcd-client
 )
 # npm packages of --test, installed globally only when their command is missing.
 NPM_TEST_PACKAGES=(ajv-cli ajv-formats)

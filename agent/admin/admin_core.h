@@ -2,8 +2,13 @@
 // read-only keys from authorized_keys files), policy (limits), sessions and status. It adapts the
 // engine from outside (ListSessions, KillSessions, UpdateLimits); the engine knows nothing of it.
 //
-// Every mutation is all-or-nothing: the new state is written to disk (atomically) first, and
-// only then swapped in (KeyStore::Replace, ServerEngine::UpdateLimits) and answered.
+// Every mutation is all-or-nothing: the new state is stored first (StateBackend; by default the
+// state file, written atomically), and only then swapped in (KeyStore::Replace,
+// ServerEngine::UpdateLimits) and answered.
+//
+// One file per job: admin_core.cc (opening and committing the state, the lock, reloads),
+// admin_keys.cc, admin_policy.cc, admin_sessions.cc, admin_agent.cc, admin_forwards.cc and
+// admin_forwarding.cc (TestForward); admin_internal.h holds what several of them share.
 #pragma once
 
 #include <functional>
@@ -23,13 +28,13 @@
 #include "alknet/admin/v1/keys.pb.h"
 #include "alknet/admin/v1/policy.pb.h"
 #include "alknet/admin/v1/sessions.pb.h"
+#include "agent/state/state_backend.h"
 #include "agent/state/state_store.h"
 #include "alknet/state/v1/state.pb.h"
 #include "server/auth/authorized_keys.h"
 #include "server/auth/key_set.h"
 #include "server/client/client_engine.h"
 #include "server/common/log.h"
-#include "server/common/unique_fd.h"
 #include "server/config/config.h"
 #include "server/engine/server_engine.h"
 
@@ -45,13 +50,16 @@ class AdminCore {
  public:
   struct Options {
     std::string version;  // reported by GetStatus
-    // Test seam: the state directory's fsync after each rename (null: the real one).
+    // Test seam: the state directory's fsync after each rename (null: the real one), for the
+    // file backend made when `backend` is null.
     state::DirectorySync sync_state_directory;
+    // Where the state is stored (null: a FileStateBackend for config.state_dir).
+    std::unique_ptr<state::StateBackend> backend;
   };
 
-  // Locks the state directory, reads the state file (or seeds it from `config` on first start),
-  // merges the config file's limits (last writer wins), reads the authorized_keys files and
-  // installs the keys into `keys`. A corrupted or newer state file is an error.
+  // Locks the state directory (backend->Lock()), reads the state (or seeds it from `config` on
+  // first start), merges the config file's limits (last writer wins), reads the authorized_keys
+  // files and installs the keys into `keys`. A corrupted or newer state file is an error.
   static absl::StatusOr<std::unique_ptr<AdminCore>> Open(const config::AgentConfig& config,
                                                          Options options, Logger& logger,
                                                          auth::KeyStore& keys);
@@ -72,6 +80,17 @@ class AdminCore {
 
   // SIGHUP: re-reads the authorized_keys files of `config` and merges its limits.
   void Reload(const config::AgentConfig& config);
+
+  // A state stored by another writer (another replica, through StateBackend::Watch): makes it
+  // the state unless it is not newer than the one held (by generation). Its keys replace the API
+  // keys (a key that does not parse is logged and skipped), its policy becomes the policy in
+  // force as SetPolicy makes it (a policy this agent refuses is logged and the one in force
+  // kept), and the sessions of a removed key listed in kill_sessions_of end here too.
+  void Apply(state::v1::State next);
+
+  // `observer` hears whether the state store can be written (now, then at each change); the
+  // agent mirrors it in alknet_state_store_up. Called on the backend's thread.
+  void SetStoreObserver(std::function<void(bool reachable)> observer);
 
   // ---- the API; status codes as documented in proto/alknet/admin/v1 ----
   absl::StatusOr<v1::AddKeyResponse> AddKey(const v1::AddKeyRequest& request);
@@ -115,8 +134,8 @@ class AdminCore {
     auth::AuthorizedKey key;
   };
 
-  AdminCore(const config::AgentConfig& config, Options options, Logger& logger,
-            auth::KeyStore& keys);
+  AdminCore(const config::AgentConfig& config, Options options,
+            std::unique_ptr<state::StateBackend> backend, Logger& logger, auth::KeyStore& keys);
 
   // Builds the entry for one AddKey-style request (validation only, nothing applied).
   absl::StatusOr<ApiKey> BuildKey(const v1::AddKeyRequest& request, absl::Time now) const
@@ -124,14 +143,23 @@ class AdminCore {
   // Where a key blob is already present ("api", "file:<path>:<line>"), if anywhere.
   std::optional<std::string> ExistingSource(const std::string& blob) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // Writes `next` durably, then makes it the state. Nothing changes on error.
+  // The one way the state changes: stores `next` with the next generation through the backend
+  // (compare-and-swap on state_'s generation), then makes it state_. On error nothing changed:
+  // ABORTED (another replica wrote first) and UNAVAILABLE (store unreachable) keep their
+  // codes, anything else is INTERNAL "cannot write the state file (nothing changed): ...". A
+  // failed directory fsync after the rename is logged as a warning: the change stands, it may
+  // only not survive a power loss.
   absl::Status Commit(state::v1::State next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Writes state_ (as changed in place by the caller) with the next generation.
-  absl::Status WriteState() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Writes `state` to the state file. An error means the file is unchanged; success means it
-  // holds `state` (a failed directory fsync after the rename is logged as a warning: the change
-  // stands, it may only not survive a power loss).
-  absl::Status WriteStateFile(const state::v1::State& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The policy in force with `policy`'s fields set over it, validated: what SetPolicy and Apply
+  // install. Errors are INVALID_ARGUMENT naming the field.
+  absl::StatusOr<config::AgentConfig> PolicyCandidate(const v1::PolicySpec& policy) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Makes `policy`'s sections the ones in force; the caller then hands `policy` to the engine
+  // (ServerEngine::UpdatePolicy, outside mu_).
+  void InstallPolicy(const config::AgentConfig& policy) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the authenticated sessions of the key `fingerprint`; returns how many.
+  static int KillKeySessions(ServerEngine& engine, const std::string& fingerprint,
+                             std::string_view reason);
   // Installs api_keys_ + file_keys_ as the KeySet sessions see.
   void PublishKeys() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // source_by_blob_ from scratch (start, reload); changes update it incrementally.
@@ -145,11 +173,15 @@ class AdminCore {
   Logger& logger_;
   auth::KeyStore& keys_;
   const absl::Time started_ = absl::Now();
-  UniqueFd lock_fd_;
-  const std::string state_dir_;
   std::function<absl::StatusOr<uint32_t>()> upgrade_handler_;
   std::string state_path_;
   const std::string tls_profile_;  // tls.profile in force (fixed at start, like the listeners)
+
+  // The store's reachability (StateBackend::Watch) and who wants to hear it.
+  void StoreReachable(bool reachable);
+  absl::Mutex store_mu_;
+  bool store_reachable_ ABSL_GUARDED_BY(store_mu_) = true;
+  std::function<void(bool)> store_observer_ ABSL_GUARDED_BY(store_mu_);
 
   mutable absl::Mutex mu_;
   config::AgentConfig config_ ABSL_GUARDED_BY(mu_);  // limits = the limits in force
@@ -162,6 +194,8 @@ class AdminCore {
   ClientEngine* client_ ABSL_GUARDED_BY(mu_) = nullptr;
   // Stored forwards the client role does not run, by id, with the reason.
   absl::flat_hash_map<std::string, std::string> inactive_forwards_ ABSL_GUARDED_BY(mu_);
+  // Last member: destroyed first, so a backend's watch stops calling back before the rest goes.
+  const std::unique_ptr<state::StateBackend> backend_;
 };
 
 }  // namespace alknet::admin

@@ -183,6 +183,29 @@ absl::Status ApplyPolicyProto(const v1::PolicySpec& policy, config::AgentConfig&
   return ApplyForwardingProto(policy.forwarding(), config.forwarding);
 }
 
+v1::PolicySpec InForcePolicy(const state::v1::StoredPolicy& stored) {
+  v1::PolicySpec policy;  // a section the store lacks stays unset: "keep" for ApplyPolicyProto
+  if (stored.has_limits()) *policy.mutable_limits() = stored.limits();
+  if (stored.has_penalties()) *policy.mutable_penalties() = stored.penalties();
+  if (stored.has_rate_limits()) *policy.mutable_rate_limits() = stored.rate_limits();
+  if (stored.has_forwarding()) *policy.mutable_forwarding() = stored.forwarding();
+  return policy;
+}
+
+void StoreInForcePolicy(const v1::PolicySpec& policy, state::v1::StoredPolicy& stored) {
+  *stored.mutable_limits() = policy.limits();
+  *stored.mutable_penalties() = policy.penalties();
+  *stored.mutable_rate_limits() = policy.rate_limits();
+  *stored.mutable_forwarding() = policy.forwarding();
+}
+
+void CopyPolicySections(const config::AgentConfig& from, config::AgentConfig& to) {
+  to.limits = from.limits;
+  to.penalties = from.penalties;
+  to.rate_limits = from.rate_limits;
+  to.forwarding = from.forwarding;
+}
+
 config::AgentConfig MergeConfigPolicy(const config::AgentConfig& file_config,
                                       state::v1::StoredPolicy& policy, Logger& logger) {
   v1::PolicySpec from_file = PolicyToProto(file_config);

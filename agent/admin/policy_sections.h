@@ -34,6 +34,14 @@ v1::PolicySpec PolicyToProto(const config::AgentConfig& config);
 // ("penalties.min: '1y' is not a duration ..."). Does not validate across fields.
 absl::Status ApplyPolicyProto(const v1::PolicySpec& policy, config::AgentConfig& config);
 
+// The sections in force of a stored policy (limits, penalties, rate_limits, forwarding; not
+// the baselines) as an API policy, and an API policy's sections stored as the ones in force.
+v1::PolicySpec InForcePolicy(const state::v1::StoredPolicy& stored);
+void StoreInForcePolicy(const v1::PolicySpec& policy, state::v1::StoredPolicy& stored);
+
+// Copies the policy's sections (limits, penalties, rate_limits, forwarding) of `from` into `to`.
+void CopyPolicySections(const config::AgentConfig& from, config::AgentConfig& to);
+
 // Merges the config file's policy into the stored one: a field the file changed since it was
 // last read (or new to the store) takes the file's value, otherwise the stored (API) value
 // stays; `policy`'s baselines record the file's values. A stored section that no longer

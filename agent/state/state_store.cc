@@ -80,6 +80,11 @@ absl::Status SyncDirectory(const std::string& dir) {
 
 }  // namespace
 
+std::string StateFilePath(const std::string& state_dir) {
+  if (!state_dir.empty() && state_dir.back() == '/') return state_dir + "state.pb";
+  return state_dir + "/state.pb";
+}
+
 std::string EncodeStateFile(const v1::State& state) {
   std::string payload;
   state.SerializeToString(&payload);

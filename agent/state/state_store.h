@@ -26,6 +26,9 @@ namespace alknet::state {
 
 inline constexpr uint32_t kStateFormatVersion = 1;
 
+// The state file inside a state directory: <state_dir>/state.pb.
+std::string StateFilePath(const std::string& state_dir);
+
 // Serializes `state` into the file layout above.
 std::string EncodeStateFile(const v1::State& state);
 

@@ -75,6 +75,22 @@ absl::Status ValidateTls(const AgentConfig& config) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateState(const StateConfig& state) {
+  bool etcd = state.store.kind == StateStoreUrl::Kind::kEtcd;
+  if (state.etcd_cert.empty() != state.etcd_key.empty()) {
+    return absl::InvalidArgumentError("state.etcd_cert and state.etcd_key: set both or neither");
+  }
+  bool tls_files = !state.etcd_ca.empty() || !state.etcd_cert.empty();
+  if (tls_files && !(etcd && state.store.tls)) {
+    return absl::InvalidArgumentError(
+        "state.etcd_ca/etcd_cert/etcd_key: only for an etcds:// state.store");
+  }
+  if (!state.replica_id.empty() && !etcd) {
+    return absl::InvalidArgumentError("state.replica_id: only for an etcd state.store");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 bool AgentConfig::operator==(const AgentConfig& other) const {
@@ -85,7 +101,8 @@ bool AgentConfig::operator==(const AgentConfig& other) const {
          rate_limits == other.rate_limits &&
          log == other.log && metrics == other.metrics && tls == other.tls &&
          upstreams == other.upstreams && forwarding == other.forwarding &&
-         admin == other.admin && ssh == other.ssh && penalties == other.penalties;
+         admin == other.admin && ssh == other.ssh && penalties == other.penalties &&
+         state == other.state;
 }
 
 absl::Status CheckRange(int value, IntRange range) {
@@ -129,6 +146,7 @@ void ResolveDefaults(AgentConfig& config) {
 absl::Status Validate(const AgentConfig& config) {
   if (config.state_dir.empty()) return absl::InvalidArgumentError("state_dir: must not be empty");
   if (config.listen.empty()) return absl::InvalidArgumentError("listen: no listen address");
+  if (absl::Status status = ValidateState(config.state); !status.ok()) return status;
   if (absl::Status status = fwd::ValidateRules(config.forwarding.rules); !status.ok()) return status;
   for (size_t i = 0; i < config.listen.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {

@@ -12,6 +12,7 @@
 #include "server/common/log.h"
 #include "server/common/net_address.h"
 #include "server/config/algorithms.h"
+#include "server/config/state_store_url.h"
 #include "server/forward/forwarding_rules.h"
 
 namespace alknet::config {
@@ -176,6 +177,16 @@ struct UpstreamConfig {
   bool operator==(const UpstreamConfig&) const = default;
 };
 
+// Where the admin API's state lives (docs/scale-out.md): the state directory, or etcd for a fleet.
+struct StateConfig {
+  StateStoreUrl store;      // state.store: "file" (default) or etcd[s]://host:port,.../prefix
+  std::string etcd_ca;      // PEM CA certificates for etcds:// (empty: the system's)
+  std::string etcd_cert;    // PEM client certificate for etcds:// (optional, with etcd_key)
+  std::string etcd_key;     // PEM private key of etcd_cert
+  std::string replica_id;   // this replica's name in the fleet (empty: the host name)
+  bool operator==(const StateConfig&) const = default;
+};
+
 struct AgentConfig {
   std::string state_dir = "./var";             // host key and state live here
   std::vector<EndpointUrl> listen;             // empty: tcp://127.0.0.1:2222
@@ -192,6 +203,7 @@ struct AgentConfig {
   TlsConfig tls;
   AdminConfig admin;
   PenaltiesConfig penalties;
+  StateConfig state;
   SshAlgorithms ssh;  // ssh.kex / ciphers / macs / host_key_algorithms (server and client role)
 
   std::vector<UpstreamConfig> upstreams;  // client role (YAML list; `connect` flags make one)

@@ -257,8 +257,8 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 67>& Table() {
-  static const std::array<FieldDef, 67> table = {{
+const std::array<FieldDef, 72>& Table() {
+  static const std::array<FieldDef, 72> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
@@ -475,6 +475,41 @@ const std::array<FieldDef, 67>& Table() {
         "PEM CA certificates that admin clients' certificates must chain to; required with "
         "admin.listen (default none)"},
        ALKNET_OPTIONAL_PATH_FIELD(admin.client_ca)},
+      {{"state.store", "--state", FieldKind::kScalar,
+        "where the admin API's keys, policy and forwards are kept: file (in state_dir) or "
+        "etcd://host:port[,host:port...][/prefix], etcds:// for TLS (default file)"},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         absl::StatusOr<StateStoreUrl> url = ParseStateStoreUrl(v);
+         if (!url.ok()) return url.status();
+         c.state.store = *std::move(url);
+         return absl::OkStatus();
+       },
+       nullptr,
+       [](const AgentConfig& c) { return std::vector<std::string>{c.state.store.ToString()}; }},
+      {{"state.etcd_ca", "--state-etcd-ca", FieldKind::kScalar,
+        "PEM CA certificates the etcd members' certificates must chain to (default: the "
+        "system's)"},
+       ALKNET_OPTIONAL_PATH_FIELD(state.etcd_ca)},
+      {{"state.etcd_cert", "--state-etcd-cert", FieldKind::kScalar,
+        "PEM client certificate for etcd, with state.etcd_key (default none)"},
+       ALKNET_OPTIONAL_PATH_FIELD(state.etcd_cert)},
+      {{"state.etcd_key", "--state-etcd-key", FieldKind::kScalar,
+        "PEM private key of state.etcd_cert (default none)"},
+       ALKNET_OPTIONAL_PATH_FIELD(state.etcd_key)},
+      {{"state.replica_id", "--state-replica-id", FieldKind::kScalar,
+        "this replica's name in an etcd fleet: letters, digits, '.', '_', '-' (default: the "
+        "host name)"},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         for (char ch : v) {
+           bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                     (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
+           if (!ok) return Bad("may only hold letters, digits, '.', '_' and '-'");
+         }
+         if (v.size() > 128) return Bad("longer than 128 characters");
+         c.state.replica_id = std::string(v);
+         return absl::OkStatus();
+       },
+       nullptr, [](const AgentConfig& c) { return std::vector<std::string>{c.state.replica_id}; }},
       {{"ssh.kex", "--ssh-kex", FieldKind::kScalar,
         "key exchange algorithms, comma-separated; +a appends, -a removes, ^a puts first "
         "(default curve25519-sha256,curve25519-sha256@libssh.org)"},

@@ -131,6 +131,13 @@ EngineMetrics::EngineMetrics(std::shared_ptr<prometheus::Registry> registry,
   upstream_reconnects_ = &BuildCounter().Name("alknet_upstream_reconnects_total")
       .Help("Client role: connection attempts to this upstream after the first.")
       .Register(*registry_);
+  state_store_up_ = &BuildGauge().Name("alknet_state_store_up")
+      .Help("1 while the admin API's state store (file or etcd) can be written, 0 otherwise.")
+      .Register(*registry_).Add({});
+  state_store_up_->Set(1);
+  state_store_outages_ = &BuildCounter().Name("alknet_state_store_outages_total")
+      .Help("Times the admin API's state store (etcd) became unreachable.")
+      .Register(*registry_).Add({});
 
   auto& key_bytes = BuildCounter().Name("alknet_key_forwarded_bytes_total")
       .Help("Bytes relayed for operator-labelled keys (metrics.key_labels).").Register(*registry_);
@@ -143,6 +150,11 @@ EngineMetrics::EngineMetrics(std::shared_ptr<prometheus::Registry> registry,
         &key_bytes.Add({{"key", label}, {"direction", "downstream"}}),
         &key_sessions.Add({{"key", label}})};
   }
+}
+
+void EngineMetrics::SetStateStoreUp(bool up) {
+  if (!up && state_store_up_->Value() != 0) state_store_outages_->Increment();
+  state_store_up_->Set(up ? 1 : 0);
 }
 
 prometheus::Gauge& EngineMetrics::ListenerUp(const std::string& listener) {

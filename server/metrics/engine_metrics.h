@@ -90,6 +90,10 @@ class EngineMetrics {
   };
   UpstreamSeries Upstream(const std::string& upstream);
 
+  // The admin API's state store (file, or etcd for a fleet): alknet_state_store_up is 1 while it
+  // can be written, alknet_state_store_outages_total counts the times it went away.
+  void SetStateStoreUp(bool up);
+
  private:
   template <size_t N>
   using Row = std::array<prometheus::Counter*, N>;
@@ -112,6 +116,8 @@ class EngineMetrics {
   prometheus::Family<prometheus::Gauge>* listener_up_ = nullptr;
   prometheus::Family<prometheus::Gauge>* upstream_connected_ = nullptr;
   prometheus::Family<prometheus::Counter>* upstream_reconnects_ = nullptr;
+  prometheus::Gauge* state_store_up_ = nullptr;
+  prometheus::Counter* state_store_outages_ = nullptr;
 
   struct KeySeries {
     prometheus::Counter* upstream;

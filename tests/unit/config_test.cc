@@ -99,7 +99,7 @@ TEST(SchemaTest, EveryFieldHasUniquePathFlagAndHelp) {
     EXPECT_EQ(FindFieldByYamlPath(field.yaml_path), &field);
     EXPECT_EQ(FindFieldByFlag(field.flag), &field);
   }
-  EXPECT_EQ(Fields().size(), 67u);
+  EXPECT_EQ(Fields().size(), 72u);
   EXPECT_EQ(FindFieldByYamlPath("limits"), nullptr);
   EXPECT_EQ(FindFieldByFlag("--config"), nullptr);
 }
@@ -569,6 +569,12 @@ TEST(ToYamlTest, RendersTheSchemaLayout) {
             "  tls_cert: \"\"\n"
             "  tls_key: \"\"\n"
             "  client_ca: \"\"\n"
+      "state:\n"
+      "  store: file\n"
+      "  etcd_ca: \"\"\n"
+      "  etcd_cert: \"\"\n"
+      "  etcd_key: \"\"\n"
+      "  replica_id: \"\"\n"
             "ssh:\n"
             "  kex: curve25519-sha256\n"
             "  ciphers: aes128-ctr,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,"

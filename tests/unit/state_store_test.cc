@@ -18,6 +18,7 @@
 
 #include "agent/admin/admin_core.h"
 #include "agent/admin/policy_sections.h"
+#include "agent/state/file_backend.h"
 #include "agent/state/state_store.h"
 #include "absl/strings/str_cat.h"
 #include "server/config/config_schema.h"
@@ -180,6 +181,73 @@ TEST(StateFileTest, FailedWriteLeavesOldFile) {
   // A write that cannot even create its temp file changes nothing.
   EXPECT_FALSE(state::WriteStateFile(dir.File("missing/state.pb"), StateWithKeys(2)).ok());
   EXPECT_EQ(Slurp(path), before);
+}
+
+// ---- the file behind StateBackend ----
+
+TEST(FileStateBackendTest, LockIsExclusiveUntilUnlocked) {
+  TempDir dir;
+  state::FileStateBackend first(dir.path());
+  state::FileStateBackend second(dir.path());
+  EXPECT_EQ(first.Describe(), "file:" + dir.File("state.pb"));
+  ASSERT_TRUE(first.Lock().ok());
+  EXPECT_TRUE(first.Lock().ok());  // held already
+  absl::Status refused = second.Lock();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("in use by another alknet-agent"));
+  EXPECT_THAT(std::string(refused.message()), HasSubstr(dir.File("state.lock")));
+  first.Unlock();
+  EXPECT_TRUE(second.Lock().ok());
+  EXPECT_FALSE(first.Lock().ok());
+}
+
+TEST(FileStateBackendTest, CommitStoresTheNextGenerationOnly) {
+  TempDir dir;
+  state::FileStateBackend backend(dir.path());
+  ASSERT_TRUE(backend.Lock().ok());
+  Spit(dir.File("state.pb.tmp.1.2"), "left by a crash");
+  auto empty = backend.Load();
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_FALSE(empty->has_value());
+  EXPECT_FALSE(std::filesystem::exists(dir.File("state.pb.tmp.1.2")));
+
+  auto skipped = backend.Commit(0, StateWithKeys(2));  // generation 2 does not follow 0
+  ASSERT_FALSE(skipped.ok());
+  EXPECT_EQ(skipped.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(std::filesystem::exists(dir.File("state.pb")));
+
+  auto committed = backend.Commit(0, StateWithKeys(1));
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  EXPECT_EQ(committed->durability_warning, "");
+  auto loaded = backend.Load();
+  ASSERT_TRUE(loaded.ok() && loaded->has_value());
+  EXPECT_EQ((*loaded)->SerializeAsString(), StateWithKeys(1).SerializeAsString());
+  bool called = false;
+  EXPECT_TRUE(backend.Watch(1, [&](state::v1::State) { called = true; }, [&](bool) { called = true; }).ok());
+  EXPECT_FALSE(called);
+}
+
+TEST(FileStateBackendTest, FailedDirectorySyncIsADurabilityWarning) {
+  TempDir dir;
+  std::vector<std::string> steps;
+  state::FileStateBackend backend(
+      dir.path(), [](const std::string&) { return absl::InternalError("fsync directory: EIO"); },
+      [&](std::string_view step) { steps.emplace_back(step); });
+  auto committed = backend.Commit(0, StateWithKeys(1));
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  EXPECT_THAT(committed->durability_warning, HasSubstr("EIO"));
+  EXPECT_THAT(steps, ::testing::ElementsAre("temp-created", "temp-written", "temp-synced", "renamed"));
+}
+
+TEST(FileStateBackendTest, DamagedFileIsAnErrorNamingThePath) {
+  TempDir dir;
+  std::string bytes = state::EncodeStateFile(StateWithKeys(1));
+  bytes.back() ^= 1;
+  Spit(dir.File("state.pb"), bytes);
+  auto loaded = state::FileStateBackend(dir.path() + "/").Load();
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(loaded.status().message()), HasSubstr(dir.File("state.pb")));
 }
 
 // ---- the admin core over the state file ----

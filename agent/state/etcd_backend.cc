@@ -1,0 +1,271 @@
+// The etcd state backend: load, compare-and-swap commit, the watcher thread and the local copy.
+#include "agent/state/etcd_backend.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "agent/state/state_store.h"
+
+namespace alknet::state {
+namespace {
+
+constexpr absl::Duration kFirstRetry = absl::Milliseconds(100);
+constexpr absl::Duration kLastRetry = absl::Seconds(2);
+
+}  // namespace
+
+EtcdStateBackend::EtcdStateBackend(std::unique_ptr<EtcdClient> client, EtcdOptions options,
+                                   std::unique_ptr<StateBackend> local,
+                                   std::string local_copy_path, Logger& logger)
+    : client_(std::move(client)), options_(std::move(options)), local_(std::move(local)),
+      local_copy_path_(std::move(local_copy_path)), logger_(logger) {}
+
+EtcdStateBackend::~EtcdStateBackend() {
+  cancel_.Cancel();
+  if (watcher_.joinable()) watcher_.join();
+}
+
+std::string EtcdStateBackend::Describe() const { return options_.url.ToString(); }
+
+std::string EtcdStateBackend::StateKey() const { return absl::StrCat(options_.url.prefix, "/state"); }
+
+absl::Status EtcdStateBackend::Lock() { return local_->Lock(); }
+
+void EtcdStateBackend::Unlock() { local_->Unlock(); }
+
+bool EtcdStateBackend::reachable() const {
+  absl::MutexLock lock(&mu_);
+  return reachable_;
+}
+
+void EtcdStateBackend::SetReachable(bool reachable) {
+  ReachabilityCallback report;
+  {
+    absl::MutexLock lock(&mu_);
+    if (reachable_ == reachable) return;
+    reachable_ = reachable;
+    report = on_reachable_;
+  }
+  if (reachable) {
+    logger_.Info("state", "etcd reachable again", {{"store", Describe()}});
+  } else {
+    logger_.Warn("state", "etcd unreachable: serving the last state, refusing changes",
+                 {{"store", Describe()}});
+  }
+  if (report) report(reachable);
+}
+
+void EtcdStateBackend::WriteLocalCopy(const v1::State& state) {
+  absl::StatusOr<WriteResult> written = WriteStateFile(local_copy_path_, state);
+  if (!written.ok()) {
+    logger_.Warn("state", "cannot write the local copy of the etcd state",
+                 {{"path", local_copy_path_}, {"error", std::string(written.status().message())}});
+  }
+}
+
+bool EtcdStateBackend::Adopt(const v1::State& state, int64_t mod_revision) {
+  if (state.generation() > generation_) {
+    generation_ = state.generation();
+    mod_revision_ = mod_revision;
+    return true;
+  }
+  if (mod_revision > mod_revision_) {
+    if (state.generation() < generation_) {
+      // etcd went back (restored from a backup?): the next write replaces it with this state.
+      logger_.Error("state", "etcd holds an older state generation than this replica",
+                    {{"etcd_generation", absl::StrCat(state.generation())},
+                     {"generation", absl::StrCat(generation_)}});
+    }
+    mod_revision_ = mod_revision;
+  }
+  return false;
+}
+
+absl::StatusOr<std::optional<v1::State>> EtcdStateBackend::Load() {
+  int64_t store_revision = 0;
+  absl::StatusOr<std::optional<EtcdKeyValue>> got = client_->Get(StateKey(), &store_revision);
+  if (!got.ok()) {
+    if (!absl::IsUnavailable(got.status())) return got.status();
+    absl::StatusOr<std::optional<v1::State>> copy = ReadStateFile(local_copy_path_);
+    if (!copy.ok()) return copy.status();
+    if (!copy->has_value()) {
+      return absl::UnavailableError(absl::StrCat(got.status().message(), "; no local copy (",
+                                                 local_copy_path_, ") to serve from"));
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      generation_ = (*copy)->generation();
+      mod_revision_ = -1;
+    }
+    SetReachable(false);
+    logger_.Warn("state", "etcd unreachable at start: serving the local copy",
+                 {{"path", local_copy_path_}, {"generation", absl::StrCat(generation_)},
+                  {"error", std::string(got.status().message())}});
+    return copy;
+  }
+  if (!got->has_value()) {
+    absl::MutexLock lock(&mu_);
+    generation_ = 0;
+    mod_revision_ = 0;
+    return std::optional<v1::State>();
+  }
+  absl::StatusOr<v1::State> state = DecodeStateFile((*got)->value, StateKey());
+  if (!state.ok()) return state.status();
+  {
+    absl::MutexLock lock(&mu_);
+    generation_ = state->generation();
+    mod_revision_ = (*got)->mod_revision;
+  }
+  WriteLocalCopy(*state);
+  return std::optional<v1::State>(*std::move(state));
+}
+
+absl::StatusOr<CommitResult> EtcdStateBackend::Commit(uint64_t expected_generation,
+                                                      const v1::State& next) {
+  if (next.generation() != expected_generation + 1) {
+    return absl::InvalidArgumentError(absl::StrCat("state generation ", next.generation(),
+                                                   " does not follow ", expected_generation));
+  }
+  int64_t expected_revision = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (expected_generation != generation_) {
+      return absl::AbortedError(absl::StrCat("the state changed on another replica (generation ",
+                                             generation_, "); nothing changed, retry"));
+    }
+    if (mod_revision_ < 0) {
+      return absl::UnavailableError("etcd has not been reached since the start; nothing changed");
+    }
+    expected_revision = mod_revision_;
+  }
+  absl::StatusOr<int64_t> put = client_->PutIf(StateKey(), EncodeStateFile(next), expected_revision);
+  if (!put.ok()) {
+    if (absl::IsUnavailable(put.status())) {
+      SetReachable(false);
+      return absl::UnavailableError(
+          absl::StrCat("the state store is unreachable; nothing changed (", put.status().message(), ")"));
+    }
+    if (absl::IsAborted(put.status())) {
+      return absl::AbortedError("the state changed on another replica; nothing changed, retry");
+    }
+    return put.status();
+  }
+  SetReachable(true);
+  {
+    absl::MutexLock lock(&mu_);
+    Adopt(next, *put);  // the watcher may have seen it first
+  }
+  WriteLocalCopy(next);
+  return CommitResult{};
+}
+
+absl::StatusOr<std::optional<v1::State>> EtcdStateBackend::Sync(int64_t* store_revision) {
+  absl::StatusOr<std::optional<EtcdKeyValue>> got = client_->Get(StateKey(), store_revision);
+  if (!got.ok()) return got.status();
+  if (!got->has_value()) return std::optional<v1::State>();
+  absl::StatusOr<v1::State> state = DecodeStateFile((*got)->value, StateKey());
+  if (!state.ok()) return state.status();
+  absl::MutexLock lock(&mu_);
+  if (!Adopt(*state, (*got)->mod_revision)) return std::optional<v1::State>();
+  return std::optional<v1::State>(*std::move(state));
+}
+
+absl::Status EtcdStateBackend::Watch(uint64_t from_generation, ChangeCallback on_change,
+                                     ReachabilityCallback on_reachable) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (watcher_.joinable()) return absl::FailedPreconditionError("already watching");
+    on_reachable_ = std::move(on_reachable);
+    (void)from_generation;  // the watcher reports only states newer than the one it knows
+  }
+  if (!reachable()) {  // Load served the local copy: tell whoever listens now
+    ReachabilityCallback report;
+    {
+      absl::MutexLock lock(&mu_);
+      report = on_reachable_;
+    }
+    if (report) report(false);
+  }
+  watcher_ = std::thread([this, on_change = std::move(on_change)] { RunWatcher(on_change); });
+  return absl::OkStatus();
+}
+
+void EtcdStateBackend::RunWatcher(ChangeCallback on_change) {
+  absl::Duration retry = kFirstRetry;
+  auto pause = [this](absl::Duration how_long) {
+    absl::Time until = absl::Now() + how_long;
+    while (!cancel_.cancelled() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
+  };
+  // Where the watch resumes: the last revision seen; 0 when a full read is needed (at start and
+  // after etcd compacted past it).
+  int64_t seen_revision = 0;
+  while (!cancel_.cancelled()) {
+    if (seen_revision == 0) {
+      absl::StatusOr<std::optional<v1::State>> synced = Sync(&seen_revision);
+      if (!synced.ok()) {
+        seen_revision = 0;
+        if (absl::IsUnavailable(synced.status())) {
+          SetReachable(false);
+        } else {
+          logger_.Error("state", "cannot read the state from etcd",
+                        {{"key", StateKey()}, {"error", std::string(synced.status().message())}});
+        }
+        pause(retry);
+        retry = std::min(retry * 2, kLastRetry);
+        continue;
+      }
+      SetReachable(true);
+      if (synced->has_value()) {
+        WriteLocalCopy(**synced);
+        on_change(**std::move(synced));
+      }
+    }
+    bool created = false;
+    absl::Status ended = client_->Watch(
+        StateKey(), /*prefix=*/false, seen_revision + 1,
+        [&] {
+          created = true;
+          retry = kFirstRetry;
+          SetReachable(true);
+        },
+        [&](const EtcdEvent& event) {
+          seen_revision = std::max(seen_revision, event.kv.mod_revision);
+          if (event.deleted) {
+            logger_.Warn("state", "the state key was deleted in etcd; the next change recreates it",
+                         {{"key", StateKey()}});
+            absl::MutexLock lock(&mu_);
+            mod_revision_ = 0;
+            return;
+          }
+          absl::StatusOr<v1::State> state = DecodeStateFile(event.kv.value, StateKey());
+          if (!state.ok()) {
+            logger_.Error("state", "etcd holds a state this agent cannot read; ignored",
+                          {{"key", StateKey()}, {"error", std::string(state.status().message())}});
+            return;
+          }
+          {
+            absl::MutexLock lock(&mu_);
+            if (!Adopt(*state, event.kv.mod_revision)) return;
+          }
+          WriteLocalCopy(*state);
+          on_change(*std::move(state));
+        },
+        cancel_);
+    if (cancel_.cancelled()) break;
+    if (absl::IsOutOfRange(ended)) {
+      logger_.Info("state", "etcd compacted past the watch: reloading the whole state",
+                   {{"error", std::string(ended.message())}});
+      seen_revision = 0;
+      continue;
+    }
+    if (!created) {
+      if (absl::IsUnavailable(ended)) SetReachable(false);
+      pause(retry);
+      retry = std::min(retry * 2, kLastRetry);
+    } else {
+      logger_.Warn("state", "etcd watch ended; resuming", {{"error", std::string(ended.message())}});
+    }
+  }
+}
+
+}  // namespace alknet::state

@@ -1,0 +1,69 @@
+// The state kept in etcd for a fleet of replicas (docs/scale-out.md): one key <prefix>/state holds
+// the whole state (the state file's bytes), written compare-and-swap on its mod revision and
+// watched by every replica; a local copy in the state directory serves while etcd is away.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "agent/state/etcd_client.h"
+#include "agent/state/state_backend.h"
+#include "server/common/log.h"
+
+namespace alknet::state {
+
+class EtcdStateBackend final : public StateBackend {
+ public:
+  // `local` provides the state directory's lock; the local copy is `local_copy_path`.
+  EtcdStateBackend(std::unique_ptr<EtcdClient> client, EtcdOptions options,
+                   std::unique_ptr<StateBackend> local, std::string local_copy_path,
+                   Logger& logger);
+  ~EtcdStateBackend() override;
+
+  std::string Describe() const override;
+  absl::Status Lock() override;
+  void Unlock() override;
+  // etcd's state; when etcd cannot be reached, the local copy (and etcd is reported away).
+  absl::StatusOr<std::optional<v1::State>> Load() override;
+  absl::StatusOr<CommitResult> Commit(uint64_t expected_generation, const v1::State& next) override;
+  // Starts the watcher thread: it follows <prefix>/state, reloads in full after a compaction and
+  // after etcd comes back, and reports reachability changes.
+  absl::Status Watch(uint64_t from_generation, ChangeCallback on_change,
+                     ReachabilityCallback on_reachable) override;
+
+  // The key holding the state.
+  std::string StateKey() const;
+  // True while the last call to etcd succeeded.
+  bool reachable() const;
+
+ private:
+  // A state read from etcd (or the copy) at `mod_revision`: adopted when newer than the one known.
+  // True if adopted (the caller reports it).
+  bool Adopt(const v1::State& state, int64_t mod_revision) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WriteLocalCopy(const v1::State& state);
+  void SetReachable(bool reachable);
+  void RunWatcher(ChangeCallback on_change);
+  // Reads the state key once: the state if newer than the one known. Sets *revision to the store's.
+  absl::StatusOr<std::optional<v1::State>> Sync(int64_t* store_revision);
+
+  std::unique_ptr<EtcdClient> client_;
+  EtcdOptions options_;
+  std::unique_ptr<StateBackend> local_;
+  std::string local_copy_path_;
+  Logger& logger_;
+
+  mutable absl::Mutex mu_;
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;    // of the newest state known
+  int64_t mod_revision_ ABSL_GUARDED_BY(mu_) = -1;  // of the state key then; -1: not read yet
+  bool reachable_ ABSL_GUARDED_BY(mu_) = true;
+  ReachabilityCallback on_reachable_ ABSL_GUARDED_BY(mu_);
+
+  EtcdWatchCancel cancel_;
+  std::thread watcher_;
+};
+
+}  // namespace alknet::state

@@ -1,0 +1,218 @@
+// Issue 16: agent replicas sharing keys and policy through a real three-member etcd cluster
+// (Debian's etcd-server), driven with alknet-admin and reached with the stock ssh client.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "tests/support/agent_process.h"
+#include "tests/support/etcd_cluster.h"
+#include "tests/support/ssh_keys.h"
+#include "tests/support/test_servers.h"
+
+namespace alknet::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using Clock = std::chrono::steady_clock;
+
+// One agent of the fleet: its own state directory, the shared etcd prefix.
+struct Replica {
+  Replica(const std::string& endpoints, std::string name) : name(std::move(name)) {
+    Start(endpoints);
+  }
+  void Start(const std::string& endpoints) {
+    agent = std::make_unique<AgentProcess>(
+        dir, std::vector<std::string>{"--state", absl::StrCat("etcd://", endpoints, "/fleet"),
+                                      "--state-replica-id", name});
+  }
+  CommandResult Admin(std::vector<std::string> args) const {
+    std::vector<std::string> argv = {ALKNET_ADMIN_BINARY, "--socket", dir.File("state/admin.sock")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv, "", std::chrono::seconds(30));
+  }
+  TempDir dir;
+  std::string name;
+  std::unique_ptr<AgentProcess> agent;
+};
+
+// `ssh -W` through the agent to the echo server and back: a login and a channel.
+bool LogsIn(uint16_t agent_port, const TestKey& key, uint16_t echo_port) {
+  std::vector<std::string> argv = SshArgs(agent_port, key);
+  argv.insert(argv.end(), {"-W", absl::StrCat("127.0.0.1:", echo_port), "127.0.0.1"});
+  CommandResult result = RunCommand(argv, "hello fleet\n", std::chrono::seconds(20));
+  return result.exit_code == 0 && result.out == "hello fleet\n";
+}
+
+// GET http://<the replica's metrics address><path> with curl: the body, or the status code.
+std::string Get(const Replica& replica, const std::string& path, bool body) {
+  const std::string marker = "metrics: listening address=http://127.0.0.1:";
+  std::string log = replica.agent->Log();
+  size_t at = log.find(marker);
+  if (at == std::string::npos) return "";
+  std::string port = std::to_string(std::atoi(log.c_str() + at + marker.size()));
+  std::vector<std::string> argv = {"curl", "-s", "--max-time", "5"};
+  if (!body) argv.insert(argv.end(), {"-o", "/dev/null", "-w", "%{http_code}"});
+  argv.push_back("http://127.0.0.1:" + port + path);
+  return RunCommand(argv).out;
+}
+std::string Metrics(const Replica& replica) { return Get(replica, "/metrics", true); }
+
+// Polls LogsIn until it succeeds; the time it took, nullopt after `timeout`.
+std::optional<double> SecondsUntilLogin(uint16_t agent_port, const TestKey& key, uint16_t echo_port,
+                                        std::chrono::seconds timeout) {
+  auto start = Clock::now();
+  while (Clock::now() - start < timeout) {
+    if (LogsIn(agent_port, key, echo_port)) {
+      return std::chrono::duration<double>(Clock::now() - start).count();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return std::nullopt;
+}
+
+class FleetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cluster_ = std::make_unique<EtcdCluster>(etcd_dir_, 3);
+    if (!cluster_->available()) GTEST_SKIP() << cluster_->why();
+    a_ = std::make_unique<Replica>(cluster_->Endpoints(), "replica-a");
+    b_ = std::make_unique<Replica>(cluster_->Endpoints(), "replica-b");
+    ASSERT_NE(a_->agent->port(), 0) << a_->agent->Log();
+    ASSERT_NE(b_->agent->port(), 0) << b_->agent->Log();
+    user_ = MakeKey(etcd_dir_, "user");
+  }
+  // A long-lived tunnel (ssh -N -L) through `replica` that carries bytes now.
+  std::unique_ptr<BackgroundProcess> OpenTunnel(Replica& replica, uint16_t* local) {
+    auto ssh = StartLocalForward(replica.agent->port(), user_, echo_.port(), etcd_dir_.path(),
+                                 "tunnel-" + replica.name, local);
+    return ssh;
+  }
+
+  TempDir etcd_dir_;
+  EchoServer echo_;
+  std::unique_ptr<EtcdCluster> cluster_;
+  std::unique_ptr<Replica> a_;
+  std::unique_ptr<Replica> b_;
+  TestKey user_;
+};
+
+// Acceptance 1: keys add through A lets ssh into B within a second; keys rm --kill on B ends the
+// session on A.
+TEST_F(FleetTest, AKeyAddedOnOneReplicaLogsInOnTheOtherAndKillEndsSessionsEverywhere) {
+  EXPECT_FALSE(LogsIn(b_->agent->port(), user_, echo_.port()));
+  CommandResult added = a_->Admin({"keys", "add", user_.private_path + ".pub"});
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  std::optional<double> seconds =
+      SecondsUntilLogin(b_->agent->port(), user_, echo_.port(), std::chrono::seconds(10));
+  ASSERT_TRUE(seconds.has_value()) << b_->agent->Log();
+  std::printf("key added on A, first login on B after %.3f s\n", *seconds);
+  RecordProperty("seconds_to_login_on_b", absl::StrCat(*seconds));
+
+  uint16_t local = 0;
+  auto tunnel = OpenTunnel(*a_, &local);
+  ASSERT_NE(tunnel, nullptr);
+  int fd = ConnectTcp(local);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(EchoOnce(fd, PatternBytes(64 << 10, 16)));
+  CommandResult removed = b_->Admin({"keys", "rm", "--kill", user_.fingerprint});
+  ASSERT_EQ(removed.exit_code, 0) << removed.err;
+  EXPECT_TRUE(tunnel->Wait(std::chrono::seconds(10)).has_value())
+      << "the session on A outlived keys rm --kill on B\n" << a_->agent->Log();
+  ::close(fd);
+  EXPECT_FALSE(LogsIn(a_->agent->port(), user_, echo_.port()));
+}
+
+// Acceptance 2: the leader dies; logins and tunnels go on, and a write after the new leader is
+// elected reaches both replicas.
+TEST_F(FleetTest, KillingTheEtcdLeaderKeepsServingAndLaterWritesReachBoth) {
+  ASSERT_EQ(a_->Admin({"keys", "add", user_.private_path + ".pub"}).exit_code, 0);
+  ASSERT_TRUE(SecondsUntilLogin(b_->agent->port(), user_, echo_.port(), std::chrono::seconds(10)));
+  uint16_t local = 0;
+  auto tunnel = OpenTunnel(*b_, &local);
+  ASSERT_NE(tunnel, nullptr);
+  int fd = ConnectTcp(local);
+  ASSERT_GE(fd, 0);
+
+  std::optional<int> leader = cluster_->Leader();
+  ASSERT_TRUE(leader.has_value());
+  cluster_->Kill(*leader);
+  EXPECT_TRUE(EchoOnce(fd, PatternBytes(256 << 10, 17)));
+  EXPECT_TRUE(LogsIn(a_->agent->port(), user_, echo_.port()));
+  EXPECT_TRUE(LogsIn(b_->agent->port(), user_, echo_.port()));
+
+  TestKey second = MakeKey(etcd_dir_, "second");
+  CommandResult added;
+  for (int attempt = 0; attempt < 50; ++attempt) {  // until a new leader is elected
+    added = b_->Admin({"keys", "add", second.private_path + ".pub"});
+    if (added.exit_code == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  EXPECT_TRUE(SecondsUntilLogin(a_->agent->port(), second, echo_.port(), std::chrono::seconds(10)));
+  EXPECT_TRUE(LogsIn(b_->agent->port(), second, echo_.port()));
+  EXPECT_TRUE(EchoOnce(fd, PatternBytes(64 << 10, 18)));
+  ::close(fd);
+}
+
+// Acceptance 3: all of etcd away: tunnels stay, a write is refused with UNAVAILABLE, a restarted
+// agent serves from its local copy; etcd back: both resync and are ready.
+TEST_F(FleetTest, AnEtcdOutageKeepsTunnelsRefusesWritesAndResyncsAfterwards) {
+  ASSERT_EQ(a_->Admin({"keys", "add", user_.private_path + ".pub"}).exit_code, 0);
+  ASSERT_TRUE(SecondsUntilLogin(b_->agent->port(), user_, echo_.port(), std::chrono::seconds(10)));
+  uint16_t local = 0;
+  auto tunnel = OpenTunnel(*a_, &local);
+  ASSERT_NE(tunnel, nullptr);
+  int fd = ConnectTcp(local);
+  ASSERT_GE(fd, 0);
+
+  for (int i = 0; i < cluster_->size(); ++i) cluster_->Kill(i);
+  TestKey refused_key = MakeKey(etcd_dir_, "refused");
+  CommandResult refused = a_->Admin({"keys", "add", refused_key.private_path + ".pub"});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_THAT(refused.err, HasSubstr("UNAVAILABLE"));
+  EXPECT_THAT(refused.err, HasSubstr("nothing changed"));
+  EXPECT_TRUE(EchoOnce(fd, PatternBytes(256 << 10, 19)));
+  EXPECT_TRUE(LogsIn(a_->agent->port(), user_, echo_.port()));
+  EXPECT_THAT(Metrics(*a_), HasSubstr("alknet_state_store_up 0"));
+  EXPECT_THAT(Metrics(*a_), HasSubstr("alknet_state_store_outages_total 1"));
+  EXPECT_EQ(Get(*a_, "/readyz", false), "200") << "a replica that has state stays ready";
+
+  // B restarts during the outage: it serves the keys it had.
+  b_->agent.reset();
+  b_->Start(cluster_->Endpoints());
+  ASSERT_NE(b_->agent->port(), 0) << b_->agent->Log();
+  EXPECT_THAT(b_->agent->Log(), HasSubstr("serving the local copy"));
+  EXPECT_TRUE(LogsIn(b_->agent->port(), user_, echo_.port()));
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+
+  ASSERT_TRUE(cluster_->RestartAll());
+  TestKey after = MakeKey(etcd_dir_, "after");
+  CommandResult added;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    added = a_->Admin({"keys", "add", after.private_path + ".pub"});
+    if (added.exit_code == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  EXPECT_TRUE(SecondsUntilLogin(b_->agent->port(), after, echo_.port(), std::chrono::seconds(10)))
+      << b_->agent->Log();
+  EXPECT_THAT(a_->agent->Log(), HasSubstr("etcd reachable again"));
+  EXPECT_TRUE(b_->agent->WaitForLog("etcd reachable again"));
+  EXPECT_THAT(Metrics(*a_), HasSubstr("alknet_state_store_up 1"));
+  EXPECT_TRUE(EchoOnce(fd, PatternBytes(64 << 10, 20)));
+  ::close(fd);
+}
+
+}  // namespace
+}  // namespace alknet::testing
