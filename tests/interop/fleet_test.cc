@@ -68,6 +68,18 @@ std::string Get(const Replica& replica, const std::string& path, bool body) {
 }
 std::string Metrics(const Replica& replica) { return Get(replica, "/metrics", true); }
 
+// `keys add` through `replica`, retried for up to 10 s while etcd elects a leader (the agent
+// answers UNAVAILABLE until then); the last result.
+CommandResult AddKeyOnceEtcdWrites(const Replica& replica, const TestKey& key) {
+  CommandResult added;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    added = replica.Admin({"keys", "add", key.private_path + ".pub"});
+    if (added.exit_code == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return added;
+}
+
 // Polls LogsIn until it succeeds; the time it took, nullopt after `timeout`.
 std::optional<double> SecondsUntilLogin(uint16_t agent_port, const TestKey& key, uint16_t echo_port,
                                         std::chrono::seconds timeout) {
@@ -152,12 +164,7 @@ TEST_F(FleetTest, KillingTheEtcdLeaderKeepsServingAndLaterWritesReachBoth) {
   EXPECT_TRUE(LogsIn(b_->agent->port(), user_, echo_.port()));
 
   TestKey second = MakeKey(etcd_dir_, "second");
-  CommandResult added;
-  for (int attempt = 0; attempt < 50; ++attempt) {  // until a new leader is elected
-    added = b_->Admin({"keys", "add", second.private_path + ".pub"});
-    if (added.exit_code == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
+  CommandResult added = AddKeyOnceEtcdWrites(*b_, second);
   ASSERT_EQ(added.exit_code, 0) << added.err;
   EXPECT_TRUE(SecondsUntilLogin(a_->agent->port(), second, echo_.port(), std::chrono::seconds(10)));
   EXPECT_TRUE(LogsIn(b_->agent->port(), second, echo_.port()));
@@ -198,12 +205,7 @@ TEST_F(FleetTest, AnEtcdOutageKeepsTunnelsRefusesWritesAndResyncsAfterwards) {
 
   ASSERT_TRUE(cluster_->RestartAll());
   TestKey after = MakeKey(etcd_dir_, "after");
-  CommandResult added;
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    added = a_->Admin({"keys", "add", after.private_path + ".pub"});
-    if (added.exit_code == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
+  CommandResult added = AddKeyOnceEtcdWrites(*a_, after);
   ASSERT_EQ(added.exit_code, 0) << added.err;
   EXPECT_TRUE(SecondsUntilLogin(b_->agent->port(), after, echo_.port(), std::chrono::seconds(10)))
       << b_->agent->Log();
