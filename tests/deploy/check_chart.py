@@ -311,6 +311,21 @@ def check_rendering(label, docs, values, tmp):
     if values["tls"]["enabled"] and values["tls"]["source"] != "agent":
         check(effective["tls"]["cert"].startswith("/etc/alknet/tls/") and "/etc/alknet/tls" in mounts,
               "%s: TLS certificate not from the mounted Secret" % label)
+    # Shared state (issue 16): etcd endpoints become state.store; the TLS Secret is mounted.
+    etcd = values["state"]["etcd"]
+    if etcd["endpoints"]:
+        scheme = "etcds" if etcd["tls"]["enabled"] else "etcd"
+        want_store = "%s://%s%s" % (scheme, ",".join(etcd["endpoints"]), etcd["prefix"])
+        check(effective.get("state", {}).get("store") == want_store,
+              "%s: state.store is %r, not %r" % (label, effective.get("state", {}).get("store"), want_store))
+        if etcd["tls"]["enabled"] and etcd["tls"]["existingSecret"]:
+            check("/etc/alknet/etcd" in mounts and effective["state"]["etcd_ca"] == "/etc/alknet/etcd/ca.crt",
+                  "%s: etcd CA not from the mounted Secret" % label)
+            check((effective["state"]["etcd_cert"] == "/etc/alknet/etcd/tls.crt") == etcd["tls"]["clientCertificate"],
+                  "%s: etcd client certificate rendered wrongly" % label)
+    else:
+        check(effective.get("state", {}).get("store", "file") == "file", "%s: state.store is not file" % label)
+        check("/etc/alknet/etcd" not in mounts, "%s: etcd Secret mounted without etcd" % label)
     return {"docs": docs, "workload": wl, "container": c, "config": effective, "agent_yaml": agent_yaml,
             "host_secret": host_secret, "ports": ports}
 

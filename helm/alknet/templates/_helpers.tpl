@@ -116,5 +116,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $_ = set $tls "key" "/etc/alknet/tls/tls.key" -}}
 {{- $_ = set $cfg "tls" $tls -}}
 {{- end -}}
+{{- with .Values.state.etcd.endpoints -}}
+{{- $etcd := $.Values.state.etcd -}}
+{{- $state := dict "store" (printf "%s://%s%s" (ternary "etcds" "etcd" $etcd.tls.enabled) (join "," .) $etcd.prefix) -}}
+{{- if and $etcd.tls.enabled $etcd.tls.existingSecret -}}
+{{- $_ := set $state "etcd_ca" "/etc/alknet/etcd/ca.crt" -}}
+{{- if $etcd.tls.clientCertificate -}}
+{{- $_ := set $state "etcd_cert" "/etc/alknet/etcd/tls.crt" -}}
+{{- $_ := set $state "etcd_key" "/etc/alknet/etcd/tls.key" -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $cfg "state" $state -}}
+{{- end -}}
 {{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* The etcd TLS Secret is mounted (state.etcd with tls.existingSecret). */}}
+{{- define "alknet.etcdTlsMounted" -}}
+{{- if and .Values.state.etcd.endpoints .Values.state.etcd.tls.enabled .Values.state.etcd.tls.existingSecret -}}true{{- end -}}
 {{- end -}}
