@@ -79,6 +79,16 @@ absl::StatusOr<StateStoreUrl> ParseStateStoreUrl(std::string_view text) {
       return absl::InvalidArgumentError(
           absl::StrCat("etcd endpoint '", host, "': ", endpoint.status().message()));
     }
+    // A name or IPv4 literal ([A-Za-z0-9.-]) or an IPv6 literal (hex digits, ':' and '.').
+    bool v6 = endpoint->host.find(':') != std::string::npos;
+    for (char c : endpoint->host) {
+      bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+      bool ok = v6 ? (hex || c == ':' || c == '.') : (PrefixChar(c) && c != '_');
+      if (!ok || endpoint->host.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("etcd endpoint '", host, "': not a host name or IP address"));
+      }
+    }
     url.endpoints.push_back(*std::move(endpoint));
   }
   return url;

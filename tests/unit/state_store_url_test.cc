@@ -43,7 +43,8 @@ TEST(StateStoreUrlTest, BadUrlsSayWhatIsWrong) {
                         Case{"etcd://h:1,", "etcd endpoint ''"}, Case{"etcd://h:1/", "must not be '/'"},
                         Case{"etcd://h:1/a//b", "empty, '.' or '..' segment"},
                         Case{"etcd://h:1/a/../b", "empty, '.' or '..' segment"},
-                        Case{"etcd://h:1/a b", "letters, digits"}}) {
+                        Case{"etcd://h:1/a b", "letters, digits"},
+                        Case{"etcd://[[?]:2", "not a host name or IP address"}}) {
     auto parsed = ParseStateStoreUrl(c.text);
     EXPECT_FALSE(parsed.ok()) << c.text;
     EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(c.message)) << c.text;
