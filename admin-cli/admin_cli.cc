@@ -537,10 +537,12 @@ class Commands {
 
   int Status() {
     Allow(line_);
-    ExpectWords(line_, 1, "status");
+    ExpectWords(line_, 1, "status [--all]");
     auto stub = v1::Agent::NewStub(Channel());
+    v1::GetStatusRequest request;
+    request.set_all(line_.Has("--all"));
     v1::GetStatusResponse response;
-    if (auto s = Call(&v1::Agent::Stub::GetStatus, stub, v1::GetStatusRequest(), &response); !s.ok()) return Fail(s);
+    if (auto s = Call(&v1::Agent::Stub::GetStatus, stub, request, &response); !s.ok()) return Fail(s);
     if (json_) {
       out_ << Json(response);
       return kExitOk;
@@ -556,6 +558,16 @@ class Commands {
       out_ << "listener:    " << listener.kind() << " " << listener.address();
       if (!listener.tls_profile().empty()) out_ << " (tls profile " << listener.tls_profile() << ")";
       out_ << "\n";
+    }
+    if (request.all()) {
+      std::vector<std::vector<std::string>> rows;
+      for (const v1::ReplicaStatus& replica : response.replicas()) {
+        rows.push_back({replica.id(), absl::StrCat(replica.pid()), replica.version(),
+                        replica.ready() ? "yes" : "no", FormatTime(replica.start_time(), true),
+                        absl::StrJoin(replica.listeners(), ",")});
+      }
+      out_ << "\n";
+      PrintTable(out_, {"REPLICA", "PID", "VERSION", "READY", "STARTED", "LISTENERS"}, rows);
     }
     return kExitOk;
   }

@@ -17,7 +17,9 @@ const cli::Program& AdminProgram() {
           "(--server); or through SSH with an admin-role key (--via).",
       .commands =
           {
-              {.words = {"status"}, .help = "version, uptime, listeners, readiness"},
+              {.words = {"status"},
+               .help = "version, uptime, listeners, readiness",
+               .options = {{"--all", "", "also list every replica of the fleet (state.store etcd)"}}},
               {.words = {"agent", "upgrade"},
                .help = "start the binary now on disk with the agent's listening sockets (as SIGUSR2); "
                        "prints the new pid once it serves"},

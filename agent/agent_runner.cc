@@ -39,6 +39,14 @@
 namespace alknet::agent {
 namespace {
 
+// This replica's name in a fleet: state.replica_id, or the host name (a pod's name).
+std::string ReplicaId(const config::AgentConfig& config) {
+  if (!config.state.replica_id.empty()) return config.state.replica_id;
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) return "unknown";
+  return host;
+}
+
 absl::Status EnsureStateDir(const std::string& path) {
   if (mkdir(path.c_str(), 0700) == 0 || errno == EEXIST) return absl::OkStatus();
   return ErrnoStatus(absl::StrCat("state directory ", path), errno);
@@ -291,11 +299,19 @@ int RunAgent(int argc, const char* const* argv) {
         }
       };
       notify(notifier.Ready("serving"));
+      // A fleet (state.store etcd) lists this replica; re-announced when readiness changes.
+      const std::string replica_id = ReplicaId(*config);
+      bool announced_ready = engine.Ready();
+      (*admin_core)->AnnounceReplica(replica_id);
       for (;;) {
         // Wakes at least once a second to pick up changed revocation lists and readiness.
         const timespec tick{.tv_sec = 1, .tv_nsec = 0};
         const int signal_number = sigtimedwait(&signals, nullptr, &tick);
         (*admin_server)->SetServing(engine.Ready());
+        if (engine.Ready() != announced_ready) {
+          announced_ready = engine.Ready();
+          (*admin_core)->AnnounceReplica(replica_id);
+        }
         if (signal_number < 0) {
           trust.ReloadRevocationsIfChanged();
           continue;

@@ -50,6 +50,39 @@ v1::GetStatusResponse AdminCore::GetStatus() {
   return response;
 }
 
+absl::StatusOr<v1::GetStatusResponse> AdminCore::GetStatus(const v1::GetStatusRequest& request) {
+  v1::GetStatusResponse response = GetStatus();
+  if (!request.all()) return response;
+  absl::StatusOr<std::vector<state::v1::Replica>> replicas = backend_->Replicas();
+  if (!replicas.ok()) return replicas.status();
+  for (const state::v1::Replica& replica : *replicas) {
+    v1::ReplicaStatus& out = *response.add_replicas();
+    out.set_id(replica.id());
+    out.set_version(replica.version());
+    *out.mutable_listeners() = replica.listeners();
+    out.set_ready(replica.ready());
+    out.set_pid(replica.pid());
+    out.mutable_start_time()->set_seconds(replica.started_unix_seconds());
+  }
+  return response;
+}
+
+void AdminCore::AnnounceReplica(const std::string& id) {
+  v1::GetStatusResponse status = GetStatus();
+  state::v1::Replica self;
+  self.set_id(id);
+  self.set_version(status.version());
+  for (const v1::Listener& listener : status.listeners()) {
+    if (listener.kind() == "ssh") self.add_listeners(listener.address());
+  }
+  self.set_ready(status.ready());
+  self.set_pid(status.pid());
+  self.set_started_unix_seconds(status.start_time().seconds());
+  if (absl::Status announced = backend_->Announce(self); !announced.ok()) {
+    logger_.Warn("state", "cannot announce this replica", {{"error", std::string(announced.message())}});
+  }
+}
+
 // ---- binary upgrade (issue 20) ----
 
 void AdminCore::SetUpgradeHandler(std::function<absl::StatusOr<uint32_t>()> handler) {

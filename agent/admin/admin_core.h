@@ -114,6 +114,11 @@ class AdminCore {
   absl::StatusOr<v1::KillSessionsResponse> KillSessions(const v1::KillSessionsRequest& request);
 
   v1::GetStatusResponse GetStatus();
+  // With request.all: also every replica of the fleet (FAILED_PRECONDITION without one).
+  absl::StatusOr<v1::GetStatusResponse> GetStatus(const v1::GetStatusRequest& request);
+  // Announces this agent to the fleet as `id` (StateBackend::Announce): version, pid, start,
+  // bound SSH listeners and readiness as GetStatus reports them now. Nothing without a fleet.
+  void AnnounceReplica(const std::string& id);
 
   // Binary upgrade (issue 20, agent/upgrade): the runner's handler, called by the Upgrade RPC
   // (blocks until the new process serves or failed). Without one the RPC is UNIMPLEMENTED.

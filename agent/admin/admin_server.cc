@@ -129,10 +129,9 @@ class SessionsService final : public v1::Sessions::Service {
 class AgentService final : public v1::Agent::Service {
  public:
   explicit AgentService(AdminCore& core) : core_(core) {}
-  grpc::Status GetStatus(grpc::ServerContext*, const v1::GetStatusRequest*,
+  grpc::Status GetStatus(grpc::ServerContext*, const v1::GetStatusRequest* request,
                          v1::GetStatusResponse* response) override {
-    *response = core_.GetStatus();
-    return grpc::Status::OK;
+    return Reply(core_.GetStatus(*request), response);
   }
   grpc::Status Upgrade(grpc::ServerContext*, const v1::UpgradeRequest*,
                        v1::UpgradeResponse* response) override {

@@ -11,6 +11,8 @@ namespace {
 
 constexpr absl::Duration kFirstRetry = absl::Milliseconds(100);
 constexpr absl::Duration kLastRetry = absl::Seconds(2);
+constexpr absl::Duration kReplicaLease = absl::Seconds(10);
+constexpr absl::Duration kReplicaRenew = absl::Seconds(3);
 
 }  // namespace
 
@@ -23,6 +25,7 @@ EtcdStateBackend::EtcdStateBackend(std::unique_ptr<EtcdClient> client, EtcdOptio
 EtcdStateBackend::~EtcdStateBackend() {
   cancel_.Cancel();
   if (watcher_.joinable()) watcher_.join();
+  if (announcer_.joinable()) announcer_.join();
 }
 
 std::string EtcdStateBackend::Describe() const { return options_.url.ToString(); }
@@ -265,6 +268,76 @@ void EtcdStateBackend::RunWatcher(ChangeCallback on_change) {
     } else {
       logger_.Warn("state", "etcd watch ended; resuming", {{"error", std::string(ended.message())}});
     }
+  }
+}
+
+absl::Status EtcdStateBackend::Announce(const v1::Replica& self) {
+  bool start = false;
+  {
+    absl::MutexLock lock(&mu_);
+    self_ = self;
+    self_changed_ = true;
+    start = !announcer_.joinable();
+  }
+  if (start) announcer_ = std::thread([this] { RunAnnouncer(); });
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::Replica>> EtcdStateBackend::Replicas() {
+  absl::StatusOr<std::vector<EtcdKeyValue>> listed =
+      client_->List(absl::StrCat(options_.url.prefix, "/replicas/"));
+  if (!listed.ok()) return listed.status();
+  std::vector<v1::Replica> out;
+  for (const EtcdKeyValue& kv : *listed) {
+    v1::Replica replica;
+    if (replica.ParseFromString(kv.value)) out.push_back(std::move(replica));
+  }
+  return out;
+}
+
+void EtcdStateBackend::RunAnnouncer() {
+  int64_t lease = 0;
+  std::string key;
+  while (!cancel_.cancelled()) {
+    v1::Replica self;
+    bool changed = false;
+    {
+      absl::MutexLock lock(&mu_);
+      self = *self_;
+      changed = self_changed_;
+      self_changed_ = false;
+    }
+    key = absl::StrCat(options_.url.prefix, "/replicas/", self.id());
+    absl::Status step = absl::OkStatus();
+    if (lease == 0) {
+      absl::StatusOr<int64_t> granted = client_->GrantLease(kReplicaLease);
+      step = granted.status();
+      if (granted.ok()) {
+        lease = *granted;
+        changed = true;
+      }
+    } else {
+      step = client_->KeepAlive(lease);
+      if (absl::IsNotFound(step)) {  // etcd forgot it (an outage longer than the lease)
+        lease = 0;
+        continue;
+      }
+    }
+    if (step.ok() && changed) step = client_->Put(key, self.SerializeAsString(), lease);
+    if (!step.ok()) {
+      absl::MutexLock lock(&mu_);
+      self_changed_ = self_changed_ || changed;  // put it again once etcd answers
+    }
+    absl::Time until = absl::Now() + (step.ok() ? kReplicaRenew : kFirstRetry * 5);
+    while (!cancel_.cancelled() && absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(20));
+      absl::MutexLock lock(&mu_);
+      if (self_changed_) break;
+    }
+  }
+  if (lease != 0) {
+    // A clean exit leaves the fleet at once rather than when the lease runs out.
+    (void)client_->RevokeLease(lease);
   }
 }
 

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "agent/state/etcd_client.h"
@@ -34,6 +35,11 @@ class EtcdStateBackend final : public StateBackend {
   // after etcd comes back, and reports reachability changes.
   absl::Status Watch(uint64_t from_generation, ChangeCallback on_change,
                      ReachabilityCallback on_reachable) override;
+
+  // Puts `self` under <prefix>/replicas/<id> with a lease (10 s) that a thread renews every 3 s
+  // and revokes when the backend is destroyed; re-announced after etcd lost the lease.
+  absl::Status Announce(const v1::Replica& self) override;
+  absl::StatusOr<std::vector<v1::Replica>> Replicas() override;
 
   // The key holding the state.
   std::string StateKey() const;
@@ -62,8 +68,13 @@ class EtcdStateBackend final : public StateBackend {
   bool reachable_ ABSL_GUARDED_BY(mu_) = true;
   ReachabilityCallback on_reachable_ ABSL_GUARDED_BY(mu_);
 
+  void RunAnnouncer();
+
   EtcdWatchCancel cancel_;
   std::thread watcher_;
+  std::optional<v1::Replica> self_ ABSL_GUARDED_BY(mu_);
+  bool self_changed_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread announcer_;
 };
 
 }  // namespace alknet::state

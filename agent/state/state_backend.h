@@ -11,6 +11,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -53,6 +54,15 @@ class StateBackend {
   using ReachabilityCallback = std::function<void(bool reachable)>;
   virtual absl::Status Watch(uint64_t from_generation, ChangeCallback on_change,
                              ReachabilityCallback on_reachable) = 0;
+
+  // Fleet membership. Announce keeps `self` listed while this process lives (a later call
+  // replaces it); Replicas lists every replica announced. A backend without a fleet (the file)
+  // announces nothing and answers Replicas with FAILED_PRECONDITION.
+  virtual absl::Status Announce(const v1::Replica& self) { return absl::OkStatus(); }
+  virtual absl::StatusOr<std::vector<v1::Replica>> Replicas() {
+    return absl::FailedPreconditionError(
+        "this agent's state is not shared (state.store is file): there is no fleet to list");
+  }
 };
 
 }  // namespace alknet::state

@@ -24,6 +24,7 @@ namespace alknet::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Clock = std::chrono::steady_clock;
 
 // One agent of the fleet: its own state directory, the shared etcd prefix.
@@ -131,6 +132,18 @@ TEST_F(FleetTest, AKeyAddedOnOneReplicaLogsInOnTheOtherAndKillEndsSessionsEveryw
   std::printf("key added on A, first login on B after %.3f s\n", *seconds);
   RecordProperty("seconds_to_login_on_b", absl::StrCat(*seconds));
 
+  // Both replicas are listed by either one.
+  CommandResult fleet;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    fleet = a_->Admin({"status", "--all"});
+    if (fleet.out.find("replica-b") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(fleet.exit_code, 0) << fleet.err;
+  EXPECT_THAT(fleet.out, HasSubstr("replica-a"));
+  EXPECT_THAT(fleet.out, HasSubstr("replica-b"));
+  EXPECT_THAT(fleet.out, HasSubstr(absl::StrCat("tcp://127.0.0.1:", b_->agent->port())));
+
   uint16_t local = 0;
   auto tunnel = OpenTunnel(*a_, &local);
   ASSERT_NE(tunnel, nullptr);
@@ -143,6 +156,11 @@ TEST_F(FleetTest, AKeyAddedOnOneReplicaLogsInOnTheOtherAndKillEndsSessionsEveryw
       << "the session on A outlived keys rm --kill on B\n" << a_->agent->Log();
   ::close(fd);
   EXPECT_FALSE(LogsIn(a_->agent->port(), user_, echo_.port()));
+
+  // A replica that stops cleanly leaves the list at once (its lease is revoked).
+  b_->agent->process().Signal(SIGTERM);
+  EXPECT_TRUE(b_->agent->process().Wait(std::chrono::seconds(20)).has_value());
+  EXPECT_THAT(a_->Admin({"status", "--all"}).out, Not(HasSubstr("replica-b")));
 }
 
 // Acceptance 2: the leader dies; logins and tunnels go on, and a write after the new leader is
@@ -214,6 +232,21 @@ TEST_F(FleetTest, AnEtcdOutageKeepsTunnelsRefusesWritesAndResyncsAfterwards) {
   EXPECT_THAT(Metrics(*a_), HasSubstr("alknet_state_store_up 1"));
   EXPECT_TRUE(EchoOnce(fd, PatternBytes(64 << 10, 20)));
   ::close(fd);
+}
+
+// Without etcd there is no fleet: status --all says so and fails; plain status still works.
+TEST(FleetWithoutEtcdTest, StatusAllOnAFileBackedAgentSaysThereIsNoFleet) {
+  TempDir dir;
+  AgentProcess agent(dir);
+  ASSERT_NE(agent.port(), 0) << agent.Log();
+  std::vector<std::string> argv = {ALKNET_ADMIN_BINARY, "--socket", dir.File("state/admin.sock"),
+                                   "status", "--all"};
+  CommandResult all = RunCommand(argv);
+  EXPECT_NE(all.exit_code, 0);
+  EXPECT_THAT(all.err, HasSubstr("FAILED_PRECONDITION"));
+  EXPECT_THAT(all.err, HasSubstr("state.store is file"));
+  argv.pop_back();
+  EXPECT_EQ(RunCommand(argv).exit_code, 0);
 }
 
 }  // namespace
