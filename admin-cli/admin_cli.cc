@@ -833,10 +833,12 @@ class Commands {
 
   int SessionsList() {
     Allow(line_);
-    ExpectWords(line_, 2, "sessions list");
+    ExpectWords(line_, 2, "sessions list [--all]");
     auto stub = v1::Sessions::NewStub(Channel());
+    v1::ListSessionsRequest request;
+    request.set_all(line_.Has("--all"));
     v1::ListSessionsResponse response;
-    if (auto s = Call(&v1::Sessions::Stub::ListSessions, stub, v1::ListSessionsRequest(), &response); !s.ok()) {
+    if (auto s = Call(&v1::Sessions::Stub::ListSessions, stub, request, &response); !s.ok()) {
       return Fail(s);
     }
     if (json_) {
@@ -853,8 +855,11 @@ class Commands {
                       session.transport(), FormatTime(session.start_time(), session.has_start_time()),
                       absl::StrCat(session.open_channels()), FormatBytes(session.bytes_up()),
                       FormatBytes(session.bytes_down())});
+      if (request.all()) rows.back().insert(rows.back().begin(), session.replica());
     }
-    PrintTable(out_, {"ID", "USER", "KEY", "SOURCE", "TRANSPORT", "STARTED", "CHANNELS", "UP", "DOWN"}, rows);
+    std::vector<std::string> header = {"ID", "USER", "KEY", "SOURCE", "TRANSPORT", "STARTED", "CHANNELS", "UP", "DOWN"};
+    if (request.all()) header.insert(header.begin(), "REPLICA");
+    PrintTable(out_, header, rows);
     return kExitOk;
   }
 
@@ -873,6 +878,7 @@ class Commands {
       request.set_id(id);
     }
     request.set_reason(line_.Get("--reason"));
+    request.set_replica(line_.Get("--replica"));
     auto stub = v1::Sessions::NewStub(Channel());
     v1::KillSessionsResponse response;
     if (auto s = Call(&v1::Sessions::Stub::KillSessions, stub, request, &response); !s.ok()) return Fail(s);

@@ -299,19 +299,16 @@ int RunAgent(int argc, const char* const* argv) {
         }
       };
       notify(notifier.Ready("serving"));
-      // A fleet (state.store etcd) lists this replica; re-announced when readiness changes.
+      // A fleet (state.store etcd) lists this replica, its readiness and sessions: announced
+      // every tick (the backend publishes only what changed).
       const std::string replica_id = ReplicaId(*config);
-      bool announced_ready = engine.Ready();
       (*admin_core)->AnnounceReplica(replica_id);
       for (;;) {
         // Wakes at least once a second to pick up changed revocation lists and readiness.
         const timespec tick{.tv_sec = 1, .tv_nsec = 0};
         const int signal_number = sigtimedwait(&signals, nullptr, &tick);
         (*admin_server)->SetServing(engine.Ready());
-        if (engine.Ready() != announced_ready) {
-          announced_ready = engine.Ready();
-          (*admin_core)->AnnounceReplica(replica_id);
-        }
+        (*admin_core)->AnnounceReplica(replica_id);
         if (signal_number < 0) {
           trust.ReloadRevocationsIfChanged();
           continue;

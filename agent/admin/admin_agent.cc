@@ -67,7 +67,31 @@ absl::StatusOr<v1::GetStatusResponse> AdminCore::GetStatus(const v1::GetStatusRe
   return response;
 }
 
+std::string AdminCore::replica_id() const {
+  absl::MutexLock lock(&mu_);
+  return replica_id_;
+}
+
 void AdminCore::AnnounceReplica(const std::string& id) {
+  bool first = false;
+  {
+    absl::MutexLock lock(&mu_);
+    first = replica_id_.empty();
+    replica_id_ = id;
+  }
+  if (!backend_->shared()) return;
+  if (first) {
+    absl::Status serving = backend_->ServeKills(id, [this](const v1::KillSessionsRequest& request)
+                                                        -> absl::StatusOr<uint32_t> {
+      absl::StatusOr<v1::KillSessionsResponse> killed = KillHere(request, request.reason());
+      if (!killed.ok()) return killed.status();
+      return killed->killed();
+    });
+    if (!serving.ok()) {
+      logger_.Warn("state", "cannot serve other replicas' kill requests",
+                   {{"error", std::string(serving.message())}});
+    }
+  }
   v1::GetStatusResponse status = GetStatus();
   state::v1::Replica self;
   self.set_id(id);
@@ -78,6 +102,14 @@ void AdminCore::AnnounceReplica(const std::string& id) {
   self.set_ready(status.ready());
   self.set_pid(status.pid());
   self.set_started_unix_seconds(status.start_time().seconds());
+  v1::ListSessionsResponse sessions = ListSessions();
+  for (v1::SessionInfo& session : *sessions.mutable_sessions()) {
+    if (self.sessions_size() == kMaxPublishedSessions) {
+      self.set_sessions_omitted(self.sessions_omitted() + 1);
+      continue;
+    }
+    *self.add_sessions() = std::move(session);
+  }
   if (absl::Status announced = backend_->Announce(self); !announced.ok()) {
     logger_.Warn("state", "cannot announce this replica", {{"error", std::string(announced.message())}});
   }

@@ -42,6 +42,9 @@ namespace alknet::admin {
 
 // RSA keys added through the API need at least this many bits (sshd accepts 1024).
 inline constexpr int kMinimumApiRsaBits = 2048;
+// A replica publishes at most this many sessions to its fleet (etcd's values stay far below its
+// 1.5 MiB request limit); the rest are counted.
+inline constexpr int kMaxPublishedSessions = 2000;
 
 // The state file inside a state directory.
 std::string StateFilePath(const std::string& state_dir);
@@ -110,15 +113,23 @@ class AdminCore {
   // The forwarding policy in force (state file over config, as for the limits).
   fwd::ForwardingPolicy forwarding() const;
 
+  // This agent's sessions.
   v1::ListSessionsResponse ListSessions();
+  // With request.all: every replica's (FAILED_PRECONDITION without a fleet).
+  absl::StatusOr<v1::ListSessionsResponse> ListSessions(const v1::ListSessionsRequest& request);
+  // Here, or on request.replica through the state backend (StateBackend::RequestKill).
   absl::StatusOr<v1::KillSessionsResponse> KillSessions(const v1::KillSessionsRequest& request);
 
   v1::GetStatusResponse GetStatus();
   // With request.all: also every replica of the fleet (FAILED_PRECONDITION without one).
   absl::StatusOr<v1::GetStatusResponse> GetStatus(const v1::GetStatusRequest& request);
   // Announces this agent to the fleet as `id` (StateBackend::Announce): version, pid, start,
-  // bound SSH listeners and readiness as GetStatus reports them now. Nothing without a fleet.
+  // bound SSH listeners, readiness and sessions as they are now; the agent calls it every second
+  // (the backend publishes what changed). The first call also starts answering other replicas'
+  // kill requests for `id`. Nothing without a fleet.
   void AnnounceReplica(const std::string& id);
+  // The id last announced (empty before).
+  std::string replica_id() const;
 
   // Binary upgrade (issue 20, agent/upgrade): the runner's handler, called by the Upgrade RPC
   // (blocks until the new process serves or failed). Without one the RPC is UNIMPLEMENTED.
@@ -162,6 +173,11 @@ class AdminCore {
   // Makes `policy`'s sections the ones in force; the caller then hands `policy` to the engine
   // (ServerEngine::UpdatePolicy, outside mu_).
   void InstallPolicy(const config::AgentConfig& policy) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The engine once attached (null before).
+  ServerEngine* AttachedEngine();
+  // KillSessions on this agent's engine; `reason` is the logged, sanitised one.
+  absl::StatusOr<v1::KillSessionsResponse> KillHere(const v1::KillSessionsRequest& request,
+                                                    const std::string& reason);
   // Ends the authenticated sessions of the key `fingerprint`; returns how many.
   static int KillKeySessions(ServerEngine& engine, const std::string& fingerprint,
                              std::string_view reason);
@@ -196,6 +212,7 @@ class AdminCore {
   absl::flat_hash_map<std::string, std::string> source_by_blob_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> admin_listeners_ ABSL_GUARDED_BY(mu_);
   ServerEngine* engine_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::string replica_id_ ABSL_GUARDED_BY(mu_);  // as announced
   ClientEngine* client_ ABSL_GUARDED_BY(mu_) = nullptr;
   // Stored forwards the client role does not run, by id, with the reason.
   absl::flat_hash_map<std::string, std::string> inactive_forwards_ ABSL_GUARDED_BY(mu_);

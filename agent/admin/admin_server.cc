@@ -112,10 +112,9 @@ class PolicyService final : public v1::Policy::Service {
 class SessionsService final : public v1::Sessions::Service {
  public:
   explicit SessionsService(AdminCore& core) : core_(core) {}
-  grpc::Status ListSessions(grpc::ServerContext*, const v1::ListSessionsRequest*,
+  grpc::Status ListSessions(grpc::ServerContext*, const v1::ListSessionsRequest* request,
                             v1::ListSessionsResponse* response) override {
-    *response = core_.ListSessions();
-    return grpc::Status::OK;
+    return Reply(core_.ListSessions(*request), response);
   }
   grpc::Status KillSessions(grpc::ServerContext*, const v1::KillSessionsRequest* request,
                             v1::KillSessionsResponse* response) override {

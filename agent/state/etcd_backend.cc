@@ -2,8 +2,11 @@
 #include "agent/state/etcd_backend.h"
 
 #include <chrono>
+#include <random>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "agent/state/state_store.h"
 
 namespace alknet::state {
@@ -13,6 +16,23 @@ constexpr absl::Duration kFirstRetry = absl::Milliseconds(100);
 constexpr absl::Duration kLastRetry = absl::Seconds(2);
 constexpr absl::Duration kReplicaLease = absl::Seconds(10);
 constexpr absl::Duration kReplicaRenew = absl::Seconds(3);
+// A replica record whose only change is session counters is republished at most this often.
+constexpr absl::Duration kCounterRepublish = absl::Seconds(10);
+// A kill request's lease outlives the requester's wait by this much (etcd's TTLs are seconds).
+constexpr absl::Duration kKillLeaseSlack = absl::Seconds(5);
+constexpr absl::Duration kKillPoll = absl::Milliseconds(20);
+
+// `replica` without what moves all the time (session byte and channel counters).
+std::string Shape(const v1::Replica& replica) {
+  v1::Replica shape = replica;
+  for (admin::v1::SessionInfo& session : *shape.mutable_sessions()) {
+    session.clear_bytes_up();
+    session.clear_bytes_down();
+    session.clear_open_channels();
+    session.clear_channels_opened();
+  }
+  return shape.SerializeAsString();
+}
 
 }  // namespace
 
@@ -24,8 +44,15 @@ EtcdStateBackend::EtcdStateBackend(std::unique_ptr<EtcdClient> client, EtcdOptio
 
 EtcdStateBackend::~EtcdStateBackend() {
   cancel_.Cancel();
+  kill_cancel_.Cancel();
   if (watcher_.joinable()) watcher_.join();
   if (announcer_.joinable()) announcer_.join();
+  if (kill_server_.joinable()) kill_server_.join();
+}
+
+void EtcdStateBackend::Pause(absl::Duration how_long) const {
+  absl::Time until = absl::Now() + how_long;
+  while (!cancel_.cancelled() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
 }
 
 std::string EtcdStateBackend::Describe() const { return options_.url.ToString(); }
@@ -195,10 +222,6 @@ absl::Status EtcdStateBackend::Watch(uint64_t from_generation, ChangeCallback on
 
 void EtcdStateBackend::RunWatcher(ChangeCallback on_change) {
   absl::Duration retry = kFirstRetry;
-  auto pause = [this](absl::Duration how_long) {
-    absl::Time until = absl::Now() + how_long;
-    while (!cancel_.cancelled() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
-  };
   // Where the watch resumes: the last revision seen; 0 when a full read is needed (at start and
   // after etcd compacted past it).
   int64_t seen_revision = 0;
@@ -213,7 +236,7 @@ void EtcdStateBackend::RunWatcher(ChangeCallback on_change) {
           logger_.Error("state", "cannot read the state from etcd",
                         {{"key", StateKey()}, {"error", std::string(synced.status().message())}});
         }
-        pause(retry);
+        Pause(retry);
         retry = std::min(retry * 2, kLastRetry);
         continue;
       }
@@ -263,7 +286,7 @@ void EtcdStateBackend::RunWatcher(ChangeCallback on_change) {
     }
     if (!created) {
       if (absl::IsUnavailable(ended)) SetReachable(false);
-      pause(retry);
+      Pause(retry);
       retry = std::min(retry * 2, kLastRetry);
     } else {
       logger_.Warn("state", "etcd watch ended; resuming", {{"error", std::string(ended.message())}});
@@ -275,8 +298,14 @@ absl::Status EtcdStateBackend::Announce(const v1::Replica& self) {
   bool start = false;
   {
     absl::MutexLock lock(&mu_);
+    if (self_.has_value() && Shape(*self_) == Shape(self) &&
+        (absl::Now() - announced_at_ < kCounterRepublish ||
+         self_->SerializeAsString() == self.SerializeAsString())) {
+      return absl::OkStatus();  // nothing new, or only counters and published lately
+    }
     self_ = self;
     self_changed_ = true;
+    announced_at_ = absl::Now();
     start = !announcer_.joinable();
   }
   if (start) announcer_ = std::thread([this] { RunAnnouncer(); });
@@ -339,6 +368,113 @@ void EtcdStateBackend::RunAnnouncer() {
     // A clean exit leaves the fleet at once rather than when the lease runs out.
     (void)client_->RevokeLease(lease);
   }
+}
+
+absl::Status EtcdStateBackend::ServeKills(const std::string& self_id, KillHandler handler) {
+  if (kill_server_.joinable()) return absl::FailedPreconditionError("already serving kills");
+  kill_server_ = std::thread(
+      [this, self_id, handler = std::move(handler)] { RunKillServer(self_id, handler); });
+  return absl::OkStatus();
+}
+
+void EtcdStateBackend::RunKillServer(const std::string& self_id, const KillHandler& handler) {
+  const std::string requests = absl::StrCat(options_.url.prefix, "/kill/", self_id, "/");
+  absl::Duration retry = kFirstRetry;
+  int64_t seen_revision = 0;  // 0: from now (a request older than this process is not for it)
+  while (!kill_cancel_.cancelled()) {
+    bool created = false;
+    absl::Status ended = client_->Watch(
+        requests, /*prefix=*/true, seen_revision == 0 ? 0 : seen_revision + 1,
+        [&] {
+          created = true;
+          retry = kFirstRetry;
+        },
+        [&](const EtcdEvent& event) {
+          seen_revision = std::max(seen_revision, event.kv.mod_revision);
+          if (!event.deleted) AnswerKill(event.kv, handler);
+        },
+        kill_cancel_);
+    if (kill_cancel_.cancelled()) break;
+    if (absl::IsOutOfRange(ended)) {
+      seen_revision = 0;  // requests from the gap have run out their leases by now
+      continue;
+    }
+    if (!created) {
+      Pause(retry);
+      retry = std::min(retry * 2, kLastRetry);
+    }
+  }
+}
+
+void EtcdStateBackend::AnswerKill(const EtcdKeyValue& kv, const KillHandler& handler) {
+  v1::KillRequest kill;
+  const std::string replies = absl::StrCat(options_.url.prefix, "/killed/");
+  if (!kill.ParseFromString(kv.value) || !absl::StartsWith(kill.reply_key(), replies)) {
+    logger_.Warn("state", "ignored a kill request this agent cannot read", {{"key", kv.key}});
+    return;
+  }
+  // A request replayed after a gap may have been withdrawn (the requester stopped waiting).
+  int64_t store_revision = 0;
+  absl::StatusOr<std::optional<EtcdKeyValue>> still = client_->Get(kv.key, &store_revision);
+  if (!still.ok() || !still->has_value()) return;
+  absl::StatusOr<uint32_t> killed = handler(kill.request());
+  v1::KillReply reply;
+  if (killed.ok()) {
+    reply.set_killed(*killed);
+  } else {
+    reply.set_code(static_cast<int32_t>(killed.status().code()));
+    reply.set_message(std::string(killed.status().message()));
+  }
+  if (absl::Status put = client_->Put(kill.reply_key(), reply.SerializeAsString(), kill.lease());
+      !put.ok()) {
+    logger_.Warn("state", "cannot answer a kill request", {{"error", std::string(put.message())}});
+  }
+}
+
+absl::StatusOr<uint32_t> EtcdStateBackend::RequestKill(const std::string& replica,
+                                                       const admin::v1::KillSessionsRequest& request,
+                                                       absl::Duration timeout) {
+  const std::string& prefix = options_.url.prefix;
+  int64_t store_revision = 0;
+  absl::StatusOr<std::optional<EtcdKeyValue>> announced =
+      client_->Get(absl::StrCat(prefix, "/replicas/", replica), &store_revision);
+  if (!announced.ok()) return announced.status();
+  if (!announced->has_value()) {
+    return absl::NotFoundError(absl::StrCat("replica: no replica '", replica, "' is in the fleet"));
+  }
+  absl::StatusOr<int64_t> lease = client_->GrantLease(timeout + kKillLeaseSlack);
+  if (!lease.ok()) return lease.status();
+  std::random_device random;
+  const std::string nonce = absl::StrFormat("%08x%08x", random(), random());
+  v1::KillRequest kill;
+  *kill.mutable_request() = request;
+  kill.set_reply_key(absl::StrCat(prefix, "/killed/", nonce));
+  kill.set_lease(*lease);
+  absl::Status put =
+      client_->Put(absl::StrCat(prefix, "/kill/", replica, "/", nonce), kill.SerializeAsString(), *lease);
+  std::optional<v1::KillReply> reply;
+  const absl::Time deadline = absl::Now() + timeout;
+  while (put.ok() && !reply.has_value() && absl::Now() < deadline) {
+    absl::StatusOr<std::optional<EtcdKeyValue>> answer = client_->Get(kill.reply_key(), &store_revision);
+    if (answer.ok() && answer->has_value()) {
+      reply.emplace();
+      if (!reply->ParseFromString((*answer)->value)) reply->set_code(static_cast<int32_t>(absl::StatusCode::kInternal));
+      break;
+    }
+    absl::SleepFor(kKillPoll);
+  }
+  (void)client_->RevokeLease(*lease);  // withdraws the request and drops the answer
+  if (!put.ok()) return put;
+  if (!reply.has_value()) {
+    return absl::UnavailableError(absl::StrCat("replica '", replica, "' did not answer within ",
+                                               absl::FormatDuration(timeout),
+                                               "; the request is withdrawn"));
+  }
+  if (reply->code() != 0) {
+    return absl::Status(static_cast<absl::StatusCode>(reply->code()),
+                        absl::StrCat("replica ", replica, ": ", reply->message()));
+  }
+  return reply->killed();
 }
 
 }  // namespace alknet::state

@@ -36,10 +36,18 @@ class EtcdStateBackend final : public StateBackend {
   absl::Status Watch(uint64_t from_generation, ChangeCallback on_change,
                      ReachabilityCallback on_reachable) override;
 
+  bool shared() const override { return true; }
   // Puts `self` under <prefix>/replicas/<id> with a lease (10 s) that a thread renews every 3 s
   // and revokes when the backend is destroyed; re-announced after etcd lost the lease.
   absl::Status Announce(const v1::Replica& self) override;
   absl::StatusOr<std::vector<v1::Replica>> Replicas() override;
+  // A thread watches <prefix>/kill/<self_id>/ and answers each request that is still there.
+  absl::Status ServeKills(const std::string& self_id, KillHandler handler) override;
+  // Puts the request under <prefix>/kill/<replica>/<nonce> with a lease it holds, polls for the
+  // answer under <prefix>/killed/<nonce>, and revokes the lease (both keys go) either way.
+  absl::StatusOr<uint32_t> RequestKill(const std::string& replica,
+                                       const admin::v1::KillSessionsRequest& request,
+                                       absl::Duration timeout) override;
 
   // The key holding the state.
   std::string StateKey() const;
@@ -69,12 +77,20 @@ class EtcdStateBackend final : public StateBackend {
   ReachabilityCallback on_reachable_ ABSL_GUARDED_BY(mu_);
 
   void RunAnnouncer();
+  void RunKillServer(const std::string& self_id, const KillHandler& handler);
+  // One request seen by the kill server: answered unless it was withdrawn meanwhile.
+  void AnswerKill(const EtcdKeyValue& kv, const KillHandler& handler);
+  // Sleeps `how_long` or until the backend is being destroyed.
+  void Pause(absl::Duration how_long) const;
 
   EtcdWatchCancel cancel_;
   std::thread watcher_;
   std::optional<v1::Replica> self_ ABSL_GUARDED_BY(mu_);
   bool self_changed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time announced_at_ ABSL_GUARDED_BY(mu_);  // when self_ last changed
   std::thread announcer_;
+  EtcdWatchCancel kill_cancel_;  // a second watch: each cancel ends one
+  std::thread kill_server_;
 };
 
 }  // namespace alknet::state

@@ -15,6 +15,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "alknet/admin/v1/sessions.pb.h"
 #include "alknet/state/v1/state.pb.h"
 
 namespace alknet::state {
@@ -24,6 +26,12 @@ namespace alknet::state {
 struct CommitResult {
   std::string durability_warning;
 };
+
+// What fleet calls answer on a backend without a fleet (the file).
+inline absl::Status NoFleetError() {
+  return absl::FailedPreconditionError(
+      "this agent's state is not shared (state.store is file): there is no fleet");
+}
 
 class StateBackend {
  public:
@@ -55,13 +63,30 @@ class StateBackend {
   virtual absl::Status Watch(uint64_t from_generation, ChangeCallback on_change,
                              ReachabilityCallback on_reachable) = 0;
 
+  // Whether other replicas share this state (a fleet): the calls below mean something.
+  virtual bool shared() const { return false; }
+
   // Fleet membership. Announce keeps `self` listed while this process lives (a later call
-  // replaces it); Replicas lists every replica announced. A backend without a fleet (the file)
-  // announces nothing and answers Replicas with FAILED_PRECONDITION.
+  // replaces it; one that changes only session counters is published at most every 10 s);
+  // Replicas lists every replica announced. A backend without a fleet (the file) announces
+  // nothing and answers Replicas with NoFleetError().
   virtual absl::Status Announce(const v1::Replica& self) { return absl::OkStatus(); }
-  virtual absl::StatusOr<std::vector<v1::Replica>> Replicas() {
-    return absl::FailedPreconditionError(
-        "this agent's state is not shared (state.store is file): there is no fleet to list");
+  virtual absl::StatusOr<std::vector<v1::Replica>> Replicas() { return NoFleetError(); }
+
+  // Fleet-wide session kills. ServeKills runs `handler` (on a backend thread) for each request
+  // addressed to replica `self_id`; RequestKill hands `request` to `replica` and waits up to
+  // `timeout` for its answer: NOT_FOUND when no such replica is announced, UNAVAILABLE when it
+  // does not answer (the request is then withdrawn). Without a fleet: nothing is served and
+  // RequestKill answers NoFleetError().
+  using KillHandler =
+      std::function<absl::StatusOr<uint32_t>(const admin::v1::KillSessionsRequest& request)>;
+  virtual absl::Status ServeKills(const std::string& self_id, KillHandler handler) {
+    return absl::OkStatus();
+  }
+  virtual absl::StatusOr<uint32_t> RequestKill(const std::string& replica,
+                                               const admin::v1::KillSessionsRequest& request,
+                                               absl::Duration timeout) {
+    return NoFleetError();
   }
 };
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -163,6 +164,67 @@ TEST_F(FleetTest, AKeyAddedOnOneReplicaLogsInOnTheOtherAndKillEndsSessionsEveryw
   EXPECT_THAT(a_->Admin({"status", "--all"}).out, Not(HasSubstr("replica-b")));
 }
 
+// The session of `fingerprint` that `lister` lists on `replica` (sessions list --all), polled
+// for up to 10 s (replicas publish their sessions every second): its id, 0 if none.
+uint64_t FleetSessionId(const Replica& lister, const std::string& replica,
+                        const std::string& fingerprint) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    CommandResult listed = lister.Admin({"sessions", "list", "--all"});
+    std::istringstream rows(listed.out);
+    std::string row;
+    while (std::getline(rows, row)) {
+      std::istringstream words(row);
+      std::string on, id;
+      words >> on >> id;
+      if (on == replica && row.find(fingerprint) != std::string::npos) return std::stoull(id);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return 0;
+}
+
+// sessions list --all shows every replica's sessions; sessions kill reaches another replica by id,
+// and every replica with --key and --replica '*'.
+TEST_F(FleetTest, SessionsAreListedAndKilledAcrossTheFleet) {
+  ASSERT_EQ(a_->Admin({"keys", "add", user_.private_path + ".pub"}).exit_code, 0);
+  ASSERT_TRUE(SecondsUntilLogin(b_->agent->port(), user_, echo_.port(), std::chrono::seconds(10)));
+  uint16_t local = 0;
+  auto on_a = OpenTunnel(*a_, &local);
+  ASSERT_NE(on_a, nullptr);
+  uint64_t id = FleetSessionId(*b_, "replica-a", user_.fingerprint);
+  ASSERT_NE(id, 0u) << b_->Admin({"sessions", "list", "--all"}).out;
+
+  CommandResult killed = b_->Admin({"sessions", "kill", absl::StrCat(id), "--replica", "replica-a"});
+  EXPECT_EQ(killed.exit_code, 0) << killed.err;
+  EXPECT_THAT(killed.out, HasSubstr("disconnected 1 session(s)"));
+  EXPECT_TRUE(on_a->Wait(std::chrono::seconds(10)).has_value())
+      << "the session on A outlived sessions kill on B\n" << a_->agent->Log();
+  CommandResult again = b_->Admin({"sessions", "kill", absl::StrCat(id), "--replica", "replica-a"});
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_THAT(again.err, HasSubstr("NOT_FOUND"));
+
+  // --key with --replica '*': one tunnel on each replica, both end.
+  on_a = OpenTunnel(*a_, &local);
+  auto on_b = OpenTunnel(*b_, &local);
+  ASSERT_NE(on_a, nullptr);
+  ASSERT_NE(on_b, nullptr);
+  killed = a_->Admin({"sessions", "kill", "--key", user_.fingerprint, "--replica", "*"});
+  EXPECT_EQ(killed.exit_code, 0) << killed.err;
+  EXPECT_THAT(killed.out, HasSubstr("disconnected 2 session(s)"));
+  EXPECT_TRUE(on_a->Wait(std::chrono::seconds(10)).has_value());
+  EXPECT_TRUE(on_b->Wait(std::chrono::seconds(10)).has_value());
+  EXPECT_EQ(FleetSessionId(*a_, "replica-b", user_.fingerprint), 0u);
+
+  // Bad targets: a replica nobody announced, '*' with an id.
+  CommandResult nobody = a_->Admin({"sessions", "kill", "1", "--replica", "replica-z"});
+  EXPECT_NE(nobody.exit_code, 0);
+  EXPECT_THAT(nobody.err, HasSubstr("NOT_FOUND"));
+  EXPECT_THAT(nobody.err, HasSubstr("no replica 'replica-z'"));
+  CommandResult star = a_->Admin({"sessions", "kill", "1", "--replica", "*"});
+  EXPECT_NE(star.exit_code, 0);
+  EXPECT_THAT(star.err, HasSubstr("INVALID_ARGUMENT"));
+}
+
 // Acceptance 2: the leader dies; logins and tunnels go on, and a write after the new leader is
 // elected reaches both replicas.
 TEST_F(FleetTest, KillingTheEtcdLeaderKeepsServingAndLaterWritesReachBoth) {
@@ -235,7 +297,7 @@ TEST_F(FleetTest, AnEtcdOutageKeepsTunnelsRefusesWritesAndResyncsAfterwards) {
 }
 
 // Without etcd there is no fleet: status --all says so and fails; plain status still works.
-TEST(FleetWithoutEtcdTest, StatusAllOnAFileBackedAgentSaysThereIsNoFleet) {
+TEST(FleetWithoutEtcdTest, FleetCallsOnAFileBackedAgentSayThereIsNoFleet) {
   TempDir dir;
   AgentProcess agent(dir);
   ASSERT_NE(agent.port(), 0) << agent.Log();
@@ -247,6 +309,19 @@ TEST(FleetWithoutEtcdTest, StatusAllOnAFileBackedAgentSaysThereIsNoFleet) {
   EXPECT_THAT(all.err, HasSubstr("state.store is file"));
   argv.pop_back();
   EXPECT_EQ(RunCommand(argv).exit_code, 0);
+
+  // Nor are there other replicas' sessions to list or kill.
+  argv.resize(3);
+  argv.insert(argv.end(), {"sessions", "list", "--all"});
+  CommandResult sessions = RunCommand(argv);
+  EXPECT_NE(sessions.exit_code, 0);
+  EXPECT_THAT(sessions.err, HasSubstr("FAILED_PRECONDITION"));
+  argv.resize(3);
+  argv.insert(argv.end(), {"sessions", "kill", "1", "--replica", "replica-b"});
+  CommandResult kill = RunCommand(argv);
+  EXPECT_NE(kill.exit_code, 0);
+  EXPECT_THAT(kill.err, HasSubstr("FAILED_PRECONDITION"));
+  EXPECT_THAT(kill.err, HasSubstr("state.store is file"));
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // compare-and-swap is ABORTED and changes nothing, an unreachable store is UNAVAILABLE, and a
 // state stored by another writer (Apply, through Watch) replaces the keys and the policy when
 // it is newer, and only then.
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +39,13 @@ struct FakeStore {
   state::StateBackend::ChangeCallback on_change;
   state::StateBackend::ReachabilityCallback on_reachable;
   uint64_t watched_from = 0;
+  // A fleet: the replicas listed, what each answers a kill, the kills asked and served.
+  bool shared = false;
+  std::vector<state::v1::Replica> replicas;
+  std::map<std::string, absl::StatusOr<uint32_t>> kill_answers;
+  std::vector<std::pair<std::string, v1::KillSessionsRequest>> kills_requested;
+  std::string serving_kills_for;
+  state::StateBackend::KillHandler kill_handler;
 };
 
 class FakeBackend : public state::StateBackend {
@@ -66,6 +74,24 @@ class FakeBackend : public state::StateBackend {
     store_->on_change = std::move(on_change);
     store_->on_reachable = std::move(on_reachable);
     return absl::OkStatus();
+  }
+  bool shared() const override { return store_->shared; }
+  absl::StatusOr<std::vector<state::v1::Replica>> Replicas() override {
+    if (!store_->shared) return state::NoFleetError();
+    return store_->replicas;
+  }
+  absl::Status ServeKills(const std::string& self_id, KillHandler handler) override {
+    store_->serving_kills_for = self_id;
+    store_->kill_handler = std::move(handler);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<uint32_t> RequestKill(const std::string& replica,
+                                       const v1::KillSessionsRequest& request,
+                                       absl::Duration) override {
+    store_->kills_requested.emplace_back(replica, request);
+    auto answer = store_->kill_answers.find(replica);
+    if (answer == store_->kill_answers.end()) return absl::NotFoundError("no such replica");
+    return answer->second;
   }
 
  private:
@@ -268,6 +294,95 @@ TEST_F(AdminStateBackendTest, RemoveWithKillIsRecordedForReplicasAndKeepsTheNewe
   remove.set_kill_sessions(false);
   ASSERT_TRUE(core->RemoveKey(remove).ok());
   EXPECT_THAT(store_->stored->kill_sessions_of(), ::testing::Not(::testing::Contains(fingerprint)));
+}
+
+// ---- sessions across a fleet ----
+
+state::v1::Replica ReplicaWithSession(const std::string& id, uint64_t session) {
+  state::v1::Replica replica;
+  replica.set_id(id);
+  v1::SessionInfo& info = *replica.add_sessions();
+  info.set_id(session);
+  info.set_user("u");
+  return replica;
+}
+
+TEST_F(AdminStateBackendTest, FleetSessionListsNameTheirReplicaAndTheFileSaysThereIsNoFleet) {
+  auto core = Open();
+  ASSERT_NE(core, nullptr);
+  v1::ListSessionsRequest all;
+  all.set_all(true);
+  EXPECT_EQ(core->ListSessions(all).status().code(), absl::StatusCode::kFailedPrecondition);
+
+  store_->shared = true;
+  store_->replicas = {ReplicaWithSession("b", 3), ReplicaWithSession("a", 9)};
+  core->AnnounceReplica("a");
+  EXPECT_EQ(store_->serving_kills_for, "a");
+  absl::StatusOr<v1::ListSessionsResponse> listed = core->ListSessions(all);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  // This replica's own come from its engine (none here), not from what it published.
+  ASSERT_EQ(listed->sessions_size(), 1);
+  EXPECT_EQ(listed->sessions(0).replica(), "b");
+  EXPECT_EQ(listed->sessions(0).id(), 3u);
+  EXPECT_EQ(core->ListSessions().sessions_size(), 0);
+}
+
+TEST_F(AdminStateBackendTest, AKillForAnotherReplicaGoesThroughTheBackend) {
+  auto core = Open();
+  ASSERT_NE(core, nullptr);
+  v1::KillSessionsRequest request;
+  request.set_id(7);
+  request.set_replica("b");
+  EXPECT_EQ(core->KillSessions(request).status().code(), absl::StatusCode::kFailedPrecondition);
+
+  store_->shared = true;
+  store_->kill_answers["b"] = 1u;
+  core->AnnounceReplica("a");
+  absl::StatusOr<v1::KillSessionsResponse> killed = core->KillSessions(request);
+  ASSERT_TRUE(killed.ok()) << killed.status();
+  EXPECT_EQ(killed->killed(), 1u);
+  ASSERT_EQ(store_->kills_requested.size(), 1u);
+  EXPECT_EQ(store_->kills_requested[0].first, "b");
+  EXPECT_EQ(store_->kills_requested[0].second.id(), 7u);
+  EXPECT_EQ(store_->kills_requested[0].second.replica(), "");  // the receiver kills its own
+  EXPECT_EQ(store_->kills_requested[0].second.reason(), "killed by admin");
+
+  // Its own id means here (no engine: no session 7), and '*' needs a key.
+  request.set_replica("a");
+  EXPECT_EQ(core->KillSessions(request).status().code(), absl::StatusCode::kNotFound);
+  request.set_replica("*");
+  EXPECT_EQ(core->KillSessions(request).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->kills_requested.size(), 1u);
+
+  // A request served for another replica runs here.
+  v1::KillSessionsRequest served;
+  served.set_key_fingerprint("SHA256:abc");
+  absl::StatusOr<uint32_t> here = store_->kill_handler(served);
+  ASSERT_TRUE(here.ok()) << here.status();
+  EXPECT_EQ(*here, 0u);
+}
+
+TEST_F(AdminStateBackendTest, AKillOnEveryReplicaSumsAndNamesTheOnesThatDidNotAnswer) {
+  store_->shared = true;
+  auto core = Open();
+  ASSERT_NE(core, nullptr);
+  core->AnnounceReplica("a");
+  store_->replicas = {ReplicaWithSession("a", 1), ReplicaWithSession("b", 2),
+                      ReplicaWithSession("c", 3)};
+  store_->kill_answers["b"] = 2u;
+  store_->kill_answers["c"] = absl::UnavailableError("did not answer within 5s");
+  v1::KillSessionsRequest request;
+  request.set_key_fingerprint("SHA256:abc");
+  request.set_replica("*");
+  absl::StatusOr<v1::KillSessionsResponse> killed = core->KillSessions(request);
+  EXPECT_EQ(killed.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(killed.status().message(), HasSubstr("disconnected 2 session(s)"));
+  EXPECT_THAT(killed.status().message(), HasSubstr("c (did not answer within 5s)"));
+
+  store_->kill_answers["c"] = 1u;
+  killed = core->KillSessions(request);
+  ASSERT_TRUE(killed.ok()) << killed.status();
+  EXPECT_EQ(killed->killed(), 3u);
 }
 
 }  // namespace
