@@ -902,6 +902,9 @@ class Commands {
       out_ << Json(response);
       return kExitOk;
     }
+    // A fleet's forwards name their replica: a REPLICA column then.
+    const bool fleet = std::any_of(response.forwards().begin(), response.forwards().end(),
+                                   [](const v1::ForwardInfo& info) { return !info.forward().replica().empty(); });
     std::vector<std::vector<std::string>> rows;
     for (const v1::ForwardInfo& info : response.forwards()) {
       const v1::Forward& f = info.forward();
@@ -911,17 +914,19 @@ class Commands {
                       f.target().empty() ? "-" : f.target(), info.state(), absl::StrCat(info.connections()),
                       absl::StrCat(info.bytes_in()), absl::StrCat(info.bytes_out()), info.source(),
                       info.last_error().empty() ? "-" : info.last_error()});
+      if (fleet) rows.back().push_back(f.replica().empty() ? "*" : f.replica());
     }
-    PrintTable(out_, {"ID", "KIND", "UPSTREAM", "LISTEN", "TARGET", "STATE", "CONNECTIONS", "BYTES IN",
-                      "BYTES OUT", "SOURCE", "LAST ERROR"},
-               rows);
+    std::vector<std::string> header = {"ID", "KIND", "UPSTREAM", "LISTEN", "TARGET", "STATE", "CONNECTIONS",
+                                       "BYTES IN", "BYTES OUT", "SOURCE", "LAST ERROR"};
+    if (fleet) header.push_back("REPLICA");
+    PrintTable(out_, header, rows);
     return kExitOk;
   }
 
   int ForwardsAdd() {
     Allow(line_);
     ExpectWords(line_, 2, "forwards add --kind dynamic|local|remote --upstream NAME --listen HOST:PORT "
-                          "[--target HOST:PORT] [--id ID]");
+                          "[--target HOST:PORT] [--id ID] [--replica ID|*]");
     v1::AddForwardRequest request;
     v1::Forward& forward = *request.mutable_forward();
     std::string kind = line_.Get("--kind");
@@ -938,6 +943,7 @@ class Commands {
     forward.set_upstream(line_.Get("--upstream"));
     forward.set_listen(line_.Get("--listen"));
     forward.set_target(line_.Get("--target"));
+    forward.set_replica(line_.Get("--replica"));
     auto stub = v1::Forwards::NewStub(Channel());
     v1::AddForwardResponse response;
     if (auto s = Call(&v1::Forwards::Stub::AddForward, stub, request, &response); !s.ok()) return Fail(s);

@@ -245,8 +245,10 @@ int RunAgent(int argc, const char* const* argv) {
     ssh_finalize();
     return 1;
   }
+  const std::string replica_id = ReplicaId(*config);
   auto admin_core = admin::AdminCore::Open(
-      *config, {.version = ALKNET_VERSION, .backend = *std::move(backend)}, logger, keys);
+      *config, {.version = ALKNET_VERSION, .backend = *std::move(backend), .replica_id = replica_id},
+      logger, keys);
   if (!admin_core.ok()) {
     startup_failed(admin_core.status().message());
     ssh_finalize();
@@ -301,7 +303,6 @@ int RunAgent(int argc, const char* const* argv) {
       notify(notifier.Ready("serving"));
       // A fleet (state.store etcd) lists this replica, its readiness and sessions: announced
       // every tick (the backend publishes only what changed).
-      const std::string replica_id = ReplicaId(*config);
       (*admin_core)->AnnounceReplica(replica_id);
       for (;;) {
         // Wakes at least once a second to pick up changed revocation lists and readiness.

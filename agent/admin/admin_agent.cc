@@ -76,7 +76,8 @@ void AdminCore::AnnounceReplica(const std::string& id) {
   bool first = false;
   {
     absl::MutexLock lock(&mu_);
-    first = replica_id_.empty();
+    first = !serving_kills_ && backend_->shared();
+    serving_kills_ = serving_kills_ || first;
     replica_id_ = id;
   }
   if (!backend_->shared()) return;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -59,7 +60,7 @@ AdminCore::AdminCore(const config::AgentConfig& config, Options options,
       state_path_(StateFilePath(config.state_dir)),
       tls_profile_(config.tls.effective_profile() == config::TlsProfile::kNginx ? "nginx"
                                                                                : "modern"),
-      config_(config), backend_(std::move(backend)) {}
+      config_(config), replica_id_(options_.replica_id), backend_(std::move(backend)) {}
 
 absl::StatusOr<std::unique_ptr<AdminCore>> AdminCore::Open(const config::AgentConfig& config,
                                                            Options options, Logger& logger,
@@ -175,7 +176,8 @@ void AdminCore::Apply(state::v1::State next) {
     }
     api_keys_ = std::move(keys);
     api_keys = api_keys_.size();
-    state_ = std::move(next);
+    state::v1::State before = std::exchange(state_, std::move(next));
+    SyncForwards(before);
     RebuildSources();
     PublishKeys();
     engine = engine_;

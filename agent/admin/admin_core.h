@@ -58,6 +58,9 @@ class AdminCore {
     state::DirectorySync sync_state_directory;
     // Where the state is stored (null: a FileStateBackend for config.state_dir).
     std::unique_ptr<state::StateBackend> backend;
+    // This agent's name in a fleet (state.replica_id or the host name): which stored forwards
+    // it runs, and whose kill requests it answers once announced.
+    std::string replica_id;
   };
 
   // Locks the state directory (backend->Lock()), reads the state (or seeds it from `config` on
@@ -181,6 +184,13 @@ class AdminCore {
   // Ends the authenticated sessions of the key `fingerprint`; returns how many.
   static int KillKeySessions(ServerEngine& engine, const std::string& fingerprint,
                              std::string_view reason);
+  // Whether this agent runs the stored forward (its replica is this one, "*" or empty).
+  bool RunsHere(const v1::Forward& forward) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Starts a stored forward in the client role; one that cannot run is kept as inactive.
+  void StartStoredForward(const v1::Forward& stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a state stored elsewhere: stops the forwards of `before` that no longer run here (or
+  // changed) and starts the new ones.
+  void SyncForwards(const state::v1::State& before) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Installs api_keys_ + file_keys_ as the KeySet sessions see.
   void PublishKeys() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // source_by_blob_ from scratch (start, reload); changes update it incrementally.
@@ -212,7 +222,8 @@ class AdminCore {
   absl::flat_hash_map<std::string, std::string> source_by_blob_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> admin_listeners_ ABSL_GUARDED_BY(mu_);
   ServerEngine* engine_ ABSL_GUARDED_BY(mu_) = nullptr;
-  std::string replica_id_ ABSL_GUARDED_BY(mu_);  // as announced
+  std::string replica_id_ ABSL_GUARDED_BY(mu_);
+  bool serving_kills_ ABSL_GUARDED_BY(mu_) = false;
   ClientEngine* client_ ABSL_GUARDED_BY(mu_) = nullptr;
   // Stored forwards the client role does not run, by id, with the reason.
   absl::flat_hash_map<std::string, std::string> inactive_forwards_ ABSL_GUARDED_BY(mu_);

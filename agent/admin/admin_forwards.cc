@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <random>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -18,6 +19,8 @@ namespace {
 
 constexpr size_t kMaxForwardIdLength = 64;
 constexpr int kMaxForwards = 1024;
+// Forward.replica: every replica runs it.
+constexpr std::string_view kEveryReplica = "*";
 
 bool ValidForwardId(std::string_view id) {
   if (id.empty() || id.size() > kMaxForwardIdLength) return false;
@@ -109,6 +112,15 @@ v1::ForwardInfo InfoOf(const ForwardSnapshot& snapshot) {
   return info;
 }
 
+// A stored forward that another replica runs, as this one lists it.
+v1::ForwardInfo ElsewhereInfo(const v1::Forward& stored) {
+  v1::ForwardInfo info;
+  *info.mutable_forward() = stored;
+  info.set_state(absl::StrCat("on replica ", stored.replica()));
+  info.set_source("api");
+  return info;
+}
+
 // ClientEngine answers NOT_FOUND for an unknown upstream: for the API that is a bad field.
 absl::Status UpstreamFieldError(const absl::Status& status) {
   if (status.code() == absl::StatusCode::kNotFound) {
@@ -119,22 +131,59 @@ absl::Status UpstreamFieldError(const absl::Status& status) {
 
 }  // namespace
 
+bool AdminCore::RunsHere(const v1::Forward& forward) const {
+  return forward.replica().empty() || forward.replica() == kEveryReplica ||
+         forward.replica() == replica_id_;
+}
+
+void AdminCore::StartStoredForward(const v1::Forward& stored) {
+  auto parsed = ParseForward(stored);
+  absl::Status status = parsed.ok() ? client_->AddForward(parsed->first, parsed->second,
+                                                          /*keep_if_unbound=*/true)
+                                          .status()
+                                    : parsed.status();
+  if (!status.ok()) {
+    inactive_forwards_[stored.id()] = std::string(UpstreamFieldError(status).message());
+    logger_.Warn("admin", "stored forward not started",
+                 {{"forward", stored.id()}, {"error", std::string(status.message())}});
+  }
+}
+
 void AdminCore::AttachClient(ClientEngine* client) {
   absl::MutexLock lock(&mu_);
   client_ = client;
   inactive_forwards_.clear();
   if (client_ == nullptr) return;
   for (const v1::Forward& stored : state_.forwards()) {
-    auto parsed = ParseForward(stored);
-    absl::Status status = parsed.ok() ? client_->AddForward(parsed->first, parsed->second,
-                                                            /*keep_if_unbound=*/true)
-                                            .status()
-                                      : parsed.status();
-    if (!status.ok()) {
-      inactive_forwards_[stored.id()] = std::string(UpstreamFieldError(status).message());
-      logger_.Warn("admin", "stored forward not started",
-                   {{"forward", stored.id()}, {"error", std::string(status.message())}});
+    if (RunsHere(stored)) StartStoredForward(stored);
+  }
+}
+
+void AdminCore::SyncForwards(const state::v1::State& before) {
+  if (client_ == nullptr) return;
+  absl::flat_hash_map<std::string, const v1::Forward*> ran;
+  for (const v1::Forward& forward : before.forwards()) {
+    if (RunsHere(forward)) ran[forward.id()] = &forward;
+  }
+  absl::flat_hash_map<std::string, const v1::Forward*> runs;
+  for (const v1::Forward& forward : state_.forwards()) {
+    if (RunsHere(forward)) runs[forward.id()] = &forward;
+  }
+  for (const auto& [id, forward] : ran) {
+    auto now = runs.find(id);
+    if (now != runs.end() && now->second->SerializeAsString() == forward->SerializeAsString()) continue;
+    (void)client_->RemoveForward(id);
+    inactive_forwards_.erase(id);
+    logger_.Info("admin", "forward stopped (removed on another replica)", {{"forward", id}});
+  }
+  for (const v1::Forward& forward : state_.forwards()) {
+    auto had = ran.find(forward.id());
+    if (!RunsHere(forward) ||
+        (had != ran.end() && had->second->SerializeAsString() == forward.SerializeAsString())) {
+      continue;
     }
+    StartStoredForward(forward);
+    logger_.Info("admin", "forward started (added on another replica)", {{"forward", forward.id()}});
   }
 }
 
@@ -143,8 +192,27 @@ absl::StatusOr<v1::AddForwardResponse> AdminCore::AddForward(const v1::AddForwar
   auto parsed = ParseForward(request.forward());
   if (!parsed.ok()) return parsed.status();
   auto& [upstream, def] = *parsed;
+  v1::Forward stored = request.forward();
   absl::MutexLock lock(&mu_);
-  if (client_ == nullptr) {
+  if (!stored.replica().empty()) {
+    if (!backend_->shared()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("forward.replica: ", state::NoFleetError().message()));
+    }
+    if (stored.replica() == kEveryReplica && def.kind == ForwardKind::kRemote) {
+      return FieldError("forward.replica",
+                        "'*' is for DYNAMIC and LOCAL forwards (every replica's REMOTE forward would "
+                        "ask the upstream server for one port)");
+    }
+    if (stored.replica() != kEveryReplica && !ValidForwardId(stored.replica())) {
+      return FieldError("forward.replica", absl::StrCat("'", Shown(stored.replica()),
+                                                        "' is not '*' or a replica id"));
+    }
+  } else if (backend_->shared()) {
+    stored.set_replica(replica_id_);  // it belongs to the replica it was added on
+  }
+  const bool runs_here = RunsHere(stored);
+  if (runs_here && client_ == nullptr) {
     return absl::FailedPreconditionError(
         "no client role is running: declare an upstream under `upstreams:` in the configuration");
   }
@@ -161,21 +229,25 @@ absl::StatusOr<v1::AddForwardResponse> AdminCore::AddForward(const v1::AddForwar
   } else if (taken(def.id)) {
     return absl::AlreadyExistsError(absl::StrCat("forward.id: a forward with id '", def.id, "' exists"));
   }
-  v1::Forward stored = request.forward();
   stored.set_id(def.id);
-  absl::StatusOr<ForwardSnapshot> started = client_->AddForward(upstream, def);
-  if (!started.ok()) return UpstreamFieldError(started.status());
+  v1::AddForwardResponse response;
+  if (runs_here) {
+    absl::StatusOr<ForwardSnapshot> started = client_->AddForward(upstream, def);
+    if (!started.ok()) return UpstreamFieldError(started.status());
+    *response.mutable_forward() = InfoOf(*started);
+    response.mutable_forward()->mutable_forward()->set_replica(stored.replica());
+  } else {
+    *response.mutable_forward() = ElsewhereInfo(stored);
+  }
   state::v1::State next = state_;
   *next.add_forwards() = stored;
   if (absl::Status written = Commit(std::move(next)); !written.ok()) {
-    (void)client_->RemoveForward(def.id);  // nothing stays applied that is not on disk
+    if (runs_here) (void)client_->RemoveForward(def.id);  // nothing stays applied that is not stored
     return written;
   }
   logger_.Info("admin", "forward added",
                {{"forward", def.id}, {"kind", std::string(ForwardKindName(def.kind))},
-                {"upstream", upstream}});
-  v1::AddForwardResponse response;
-  *response.mutable_forward() = InfoOf(*started);
+                {"upstream", upstream}, {"replica", stored.replica()}});
   return response;
 }
 
@@ -186,11 +258,22 @@ v1::ListForwardsResponse AdminCore::ListForwards() {
   if (client_ != nullptr) {
     if (auto listed = client_->ListForwards(); listed.ok()) running = *std::move(listed);
   }
-  for (const ForwardSnapshot& snapshot : running) *response.add_forwards() = InfoOf(snapshot);
+  absl::flat_hash_map<std::string, std::string> replica_of;
+  for (const v1::Forward& stored : state_.forwards()) replica_of[stored.id()] = stored.replica();
+  for (const ForwardSnapshot& snapshot : running) {
+    v1::ForwardInfo& info = *response.add_forwards() = InfoOf(snapshot);
+    if (auto stored = replica_of.find(snapshot.def.id); stored != replica_of.end()) {
+      info.mutable_forward()->set_replica(stored->second);
+    }
+  }
   for (const v1::Forward& stored : state_.forwards()) {
     bool runs = std::any_of(running.begin(), running.end(),
                             [&](const ForwardSnapshot& s) { return s.def.id == stored.id(); });
     if (runs) continue;
+    if (!RunsHere(stored)) {
+      *response.add_forwards() = ElsewhereInfo(stored);
+      continue;
+    }
     v1::ForwardInfo& info = *response.add_forwards();
     *info.mutable_forward() = stored;
     auto reason = inactive_forwards_.find(stored.id());

@@ -133,12 +133,7 @@ absl::StatusOr<std::optional<v1::State>> EtcdStateBackend::Load() {
                   {"error", std::string(got.status().message())}});
     return copy;
   }
-  if (!got->has_value()) {
-    absl::MutexLock lock(&mu_);
-    generation_ = 0;
-    mod_revision_ = 0;
-    return std::optional<v1::State>();
-  }
+  if (!got->has_value()) return Seed();
   absl::StatusOr<v1::State> state = DecodeStateFile((*got)->value, StateKey());
   if (!state.ok()) return state.status();
   {
@@ -148,6 +143,35 @@ absl::StatusOr<std::optional<v1::State>> EtcdStateBackend::Load() {
   }
   WriteLocalCopy(*state);
   return std::optional<v1::State>(*std::move(state));
+}
+
+absl::StatusOr<std::optional<v1::State>> EtcdStateBackend::Seed() {
+  absl::StatusOr<std::optional<v1::State>> file = local_->Load();
+  if (!file.ok()) {
+    return absl::Status(file.status().code(),
+                        absl::StrCat("etcd holds no state yet, and the state file that would seed it "
+                                     "is unusable: ", file.status().message()));
+  }
+  if (!file->has_value()) {
+    absl::MutexLock lock(&mu_);
+    generation_ = 0;
+    mod_revision_ = 0;
+    return std::optional<v1::State>();
+  }
+  // Create-only: when another replica seeds the prefix first, its state is the one to load.
+  absl::StatusOr<int64_t> put = client_->PutIf(StateKey(), EncodeStateFile(**file), 0);
+  if (absl::IsAborted(put.status())) return Load();
+  if (!put.ok()) return put.status();
+  {
+    absl::MutexLock lock(&mu_);
+    generation_ = (*file)->generation();
+    mod_revision_ = *put;
+  }
+  logger_.Info("state", "etcd held no state: seeded it from this agent's state file",
+               {{"store", Describe()}, {"generation", absl::StrCat((*file)->generation())},
+                {"api_keys", absl::StrCat((*file)->keys_size())}});
+  WriteLocalCopy(**file);
+  return file;
 }
 
 absl::StatusOr<CommitResult> EtcdStateBackend::Commit(uint64_t expected_generation,

@@ -19,7 +19,8 @@ namespace alknet::state {
 
 class EtcdStateBackend final : public StateBackend {
  public:
-  // `local` provides the state directory's lock; the local copy is `local_copy_path`.
+  // `local` provides the state directory's lock and the state file that seeds an empty prefix;
+  // the local copy of etcd's state is `local_copy_path`.
   EtcdStateBackend(std::unique_ptr<EtcdClient> client, EtcdOptions options,
                    std::unique_ptr<StateBackend> local, std::string local_copy_path,
                    Logger& logger);
@@ -28,7 +29,9 @@ class EtcdStateBackend final : public StateBackend {
   std::string Describe() const override;
   absl::Status Lock() override;
   void Unlock() override;
-  // etcd's state; when etcd cannot be reached, the local copy (and etcd is reported away).
+  // etcd's state; when etcd cannot be reached, the local copy (and etcd is reported away). An
+  // empty prefix is seeded from the state file `local` holds, if any (moving one agent into a
+  // fleet); the file is left as it was.
   absl::StatusOr<std::optional<v1::State>> Load() override;
   absl::StatusOr<CommitResult> Commit(uint64_t expected_generation, const v1::State& next) override;
   // Starts the watcher thread: it follows <prefix>/state, reloads in full after a compaction and
@@ -59,6 +62,8 @@ class EtcdStateBackend final : public StateBackend {
   // True if adopted (the caller reports it).
   bool Adopt(const v1::State& state, int64_t mod_revision) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WriteLocalCopy(const v1::State& state);
+  // Load's answer when etcd holds no state: the local state file's, stored create-only.
+  absl::StatusOr<std::optional<v1::State>> Seed();
   void SetReachable(bool reachable);
   void RunWatcher(ChangeCallback on_change);
   // Reads the state key once: the state if newer than the one known. Sets *revision to the store's.

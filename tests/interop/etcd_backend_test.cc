@@ -3,6 +3,8 @@
 // a replica's watch (full reload).
 #include "agent/state/etcd_backend.h"
 
+#include <sys/stat.h>
+
 #include <signal.h>
 
 #include <atomic>
@@ -13,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
+#include "agent/state/file_backend.h"
 #include "tests/support/agent_process.h"
 #include "tests/support/etcd_cluster.h"
 #include "tests/support/test_ports.h"
@@ -48,7 +51,8 @@ v1::State StateWithKeys(uint64_t generation, int keys) {
 // One replica's backend, with what its watch reported.
 class Replica {
  public:
-  Replica(const std::string& endpoints, const std::string& dir)
+  Replica(const std::string& endpoints, const std::string& dir,
+          std::unique_ptr<StateBackend> local = std::make_unique<NoLock>())
       : sink_(std::tmpfile()), logger_(LogLevel::kInfo, LogFormat::kText, sink_) {
     EtcdOptions options;
     options.url = *config::ParseStateStoreUrl(absl::StrCat("etcd://", endpoints, "/test"));
@@ -56,8 +60,8 @@ class Replica {
     auto client = EtcdClient::Create(options);
     EXPECT_TRUE(client.ok()) << client.status();
     backend_ = std::make_unique<EtcdStateBackend>(*std::move(client), options,
-                                                  std::make_unique<NoLock>(),
-                                                  dir + "/etcd-state.pb", logger_);
+                                                  std::move(local), dir + "/etcd-state.pb",
+                                                  logger_);
   }
   ~Replica() {
     backend_.reset();
@@ -243,6 +247,37 @@ TEST(EtcdBackendTest, ACompactionPastTheWatchReloadsTheWholeState) {
   EXPECT_TRUE(b.WaitForGeneration(3, std::chrono::seconds(10))) << b.Log();
   EXPECT_NE(b.Log().find("etcd compacted past the watch"), std::string::npos) << b.Log();
   EXPECT_FALSE(b.WaitForGeneration(2, std::chrono::milliseconds(1)));  // skipped, not replayed
+}
+
+// Moving one agent into a fleet: the first replica on an empty prefix seeds etcd from its state
+// file (create-only: a second one loads what the first stored, not its own file).
+TEST(EtcdBackendTest, AnEmptyPrefixIsSeededFromTheStateFileOnce) {
+  TempDir dir;
+  EtcdCluster cluster(dir, 1);
+  REQUIRE_CLUSTER(cluster);
+  ::mkdir(dir.File("a").c_str(), 0700);
+  ::mkdir(dir.File("b").c_str(), 0700);
+  ASSERT_TRUE(FileStateBackend(dir.File("a")).Commit(0, StateWithKeys(1, 0)).ok());
+  ASSERT_TRUE(FileStateBackend(dir.File("a")).Commit(1, StateWithKeys(2, 3)).ok());
+  ASSERT_TRUE(FileStateBackend(dir.File("b")).Commit(0, StateWithKeys(1, 1)).ok());
+
+  Replica a(cluster.Endpoints(), dir.File("a"), std::make_unique<FileStateBackend>(dir.File("a")));
+  auto loaded = a.backend().Load();
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_EQ((*loaded)->generation(), 2u);
+  EXPECT_EQ((*loaded)->keys_size(), 3);
+  EXPECT_NE(a.Log().find("seeded it from this agent's state file"), std::string::npos) << a.Log();
+
+  Replica b(cluster.Endpoints(), dir.File("b"), std::make_unique<FileStateBackend>(dir.File("b")));
+  loaded = b.backend().Load();
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_EQ((*loaded)->generation(), 2u);  // A's, not B's own file
+  EXPECT_EQ((*loaded)->keys_size(), 3);
+  EXPECT_EQ(b.Log().find("seeded"), std::string::npos) << b.Log();
+  // The next write goes on from the seeded generation.
+  EXPECT_TRUE(b.backend().Commit(2, StateWithKeys(3, 4)).ok());
 }
 
 }  // namespace

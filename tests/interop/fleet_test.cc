@@ -30,13 +30,15 @@ using Clock = std::chrono::steady_clock;
 
 // One agent of the fleet: its own state directory, the shared etcd prefix.
 struct Replica {
-  Replica(const std::string& endpoints, std::string name) : name(std::move(name)) {
+  Replica(const std::string& endpoints, std::string name, std::vector<std::string> extra = {})
+      : name(std::move(name)), extra(std::move(extra)) {
     Start(endpoints);
   }
   void Start(const std::string& endpoints) {
-    agent = std::make_unique<AgentProcess>(
-        dir, std::vector<std::string>{"--state", absl::StrCat("etcd://", endpoints, "/fleet"),
-                                      "--state-replica-id", name});
+    std::vector<std::string> args = {"--state", absl::StrCat("etcd://", endpoints, "/fleet"),
+                                     "--state-replica-id", name};
+    args.insert(args.end(), extra.begin(), extra.end());
+    agent = std::make_unique<AgentProcess>(dir, args);
   }
   CommandResult Admin(std::vector<std::string> args) const {
     std::vector<std::string> argv = {ALKNET_ADMIN_BINARY, "--socket", dir.File("state/admin.sock")};
@@ -45,6 +47,7 @@ struct Replica {
   }
   TempDir dir;
   std::string name;
+  std::vector<std::string> extra;
   std::unique_ptr<AgentProcess> agent;
 };
 
@@ -165,10 +168,11 @@ TEST_F(FleetTest, AKeyAddedOnOneReplicaLogsInOnTheOtherAndKillEndsSessionsEveryw
 }
 
 // The session of `fingerprint` that `lister` lists on `replica` (sessions list --all), polled
-// for up to 10 s (replicas publish their sessions every second): its id, 0 if none.
+// up to `attempts` times 0.1 s apart (replicas publish their sessions every second): its id, 0 if
+// none.
 uint64_t FleetSessionId(const Replica& lister, const std::string& replica,
-                        const std::string& fingerprint) {
-  for (int attempt = 0; attempt < 100; ++attempt) {
+                        const std::string& fingerprint, int attempts = 100) {
+  for (int attempt = 0; attempt < attempts; ++attempt) {
     CommandResult listed = lister.Admin({"sessions", "list", "--all"});
     std::istringstream rows(listed.out);
     std::string row;
@@ -213,7 +217,11 @@ TEST_F(FleetTest, SessionsAreListedAndKilledAcrossTheFleet) {
   EXPECT_THAT(killed.out, HasSubstr("disconnected 2 session(s)"));
   EXPECT_TRUE(on_a->Wait(std::chrono::seconds(10)).has_value());
   EXPECT_TRUE(on_b->Wait(std::chrono::seconds(10)).has_value());
-  EXPECT_EQ(FleetSessionId(*a_, "replica-b", user_.fingerprint), 0u);
+  bool gone = false;
+  for (int attempt = 0; attempt < 100 && !gone; ++attempt) {
+    gone = FleetSessionId(*a_, "replica-b", user_.fingerprint, 1) == 0;
+  }
+  EXPECT_TRUE(gone) << "B still publishes the killed session";
 
   // Bad targets: a replica nobody announced, '*' with an id.
   CommandResult nobody = a_->Admin({"sessions", "kill", "1", "--replica", "replica-z"});
@@ -294,6 +302,110 @@ TEST_F(FleetTest, AnEtcdOutageKeepsTunnelsRefusesWritesAndResyncsAfterwards) {
   EXPECT_THAT(Metrics(*a_), HasSubstr("alknet_state_store_up 1"));
   EXPECT_TRUE(EchoOnce(fd, PatternBytes(64 << 10, 20)));
   ::close(fd);
+}
+
+// API forwards in a fleet belong to a replica: added anywhere, they start on theirs at once and
+// stop there when removed anywhere; the others list them as running elsewhere.
+class FleetForwardsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cluster_ = std::make_unique<EtcdCluster>(dir_, 1);
+    if (!cluster_->available()) GTEST_SKIP() << cluster_->why();
+    key_ = MakeKey(dir_, "upstream_key");
+    WriteFile(far_dir_.File("authorized_keys"), key_.public_line + "\n");
+    far_ = std::make_unique<AgentProcess>(
+        far_dir_, std::vector<std::string>{"--authorized-keys", far_dir_.File("authorized_keys")});
+    ASSERT_NE(far_->port(), 0);
+    std::string log = far_->Log();
+    size_t at = log.find("fingerprint=SHA256:");
+    ASSERT_NE(at, std::string::npos) << log;
+    WriteFile(dir_.File("agent.yaml"),
+              "upstreams:\n"
+              "  - name: far\n"
+              "    server: tcp://" + Loopback(far_->port()) + "\n"
+              "    identity: " + key_.private_path + "\n"
+              "    host_key_fingerprint: " + log.substr(at + 12, 50) + "\n");
+    std::vector<std::string> config = {"--config", dir_.File("agent.yaml")};
+    a_ = std::make_unique<Replica>(cluster_->Endpoints(), "replica-a", config);
+    b_ = std::make_unique<Replica>(cluster_->Endpoints(), "replica-b", config);
+    ASSERT_TRUE(a_->agent->WaitForLog("upstream connected")) << a_->agent->Log();
+    ASSERT_TRUE(b_->agent->WaitForLog("upstream connected")) << b_->agent->Log();
+  }
+
+  // The `forwards list` row of `id` on `replica`, or "".
+  static std::string Row(const Replica& replica, const std::string& id) {
+    CommandResult listed = replica.Admin({"forwards", "list"});
+    std::istringstream lines(listed.out);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.rfind(id + " ", 0) == 0) return line;
+    }
+    return "";
+  }
+  // Polls Row until it contains `text` (or, with `absent`, until the row is gone); true if so.
+  static bool WaitForRow(const Replica& replica, const std::string& id, const std::string& text,
+                         bool absent = false) {
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      std::string row = Row(replica, id);
+      if (absent ? row.empty() : row.find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+
+  TempDir dir_;
+  TempDir far_dir_;
+  TestKey key_;
+  EchoServer echo_;
+  std::unique_ptr<EtcdCluster> cluster_;
+  std::unique_ptr<AgentProcess> far_;
+  std::unique_ptr<Replica> a_;
+  std::unique_ptr<Replica> b_;
+};
+
+TEST_F(FleetForwardsTest, AForwardAddedOnOneReplicaRunsOnItsOwnAndStopsWhenRemovedElsewhere) {
+  CommandResult added = b_->Admin({"forwards", "add", "--kind", "local", "--upstream", "far",
+                                   "--listen", "127.0.0.1:0", "--target", Loopback(echo_.port()),
+                                   "--id", "web", "--replica", "replica-a"});
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  EXPECT_THAT(added.out, HasSubstr("on replica replica-a"));
+  ASSERT_TRUE(WaitForRow(*a_, "web", " active ")) << Row(*a_, "web") << a_->agent->Log();
+  EXPECT_THAT(Row(*a_, "web"), HasSubstr("replica-a"));
+  std::string row = Row(*a_, "web");
+  size_t at = row.find("127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << row;
+  uint16_t port = static_cast<uint16_t>(std::atoi(row.c_str() + at + 10));
+  ASSERT_NE(port, 0) << row;
+  int fd = ConnectTcp(port);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(EchoOnce(fd, PatternBytes(64 << 10, 3)));
+  ::close(fd);
+
+  CommandResult removed = b_->Admin({"forwards", "rm", "web"});
+  ASSERT_EQ(removed.exit_code, 0) << removed.err;
+  EXPECT_TRUE(WaitForRow(*a_, "web", "", /*absent=*/true)) << Row(*a_, "web");
+  for (int attempt = 0; attempt < 50 && (fd = ConnectTcp(port)) >= 0; ++attempt) {
+    ::close(fd);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_LT(fd, 0) << "the forward's listener outlived forwards rm on another replica";
+
+  // By default a forward belongs to the replica it was added on; '*' runs on every replica.
+  ASSERT_EQ(a_->Admin({"forwards", "add", "--kind", "dynamic", "--upstream", "far", "--listen",
+                       "127.0.0.1:0", "--id", "socks"})
+                .exit_code,
+            0);
+  EXPECT_TRUE(WaitForRow(*b_, "socks", "on replica replica-a")) << Row(*b_, "socks");
+  ASSERT_EQ(a_->Admin({"forwards", "add", "--kind", "dynamic", "--upstream", "far", "--listen",
+                       "127.0.0.1:0", "--id", "everywhere", "--replica", "*"})
+                .exit_code,
+            0);
+  EXPECT_TRUE(WaitForRow(*b_, "everywhere", " active ")) << Row(*b_, "everywhere");
+  EXPECT_TRUE(WaitForRow(*a_, "everywhere", " active ")) << Row(*a_, "everywhere");
+  CommandResult remote_everywhere =
+      a_->Admin({"forwards", "add", "--kind", "remote", "--upstream", "far", "--listen",
+                 "127.0.0.1:0", "--target", Loopback(echo_.port()), "--replica", "*"});
+  EXPECT_NE(remote_everywhere.exit_code, 0);
+  EXPECT_THAT(remote_everywhere.err, HasSubstr("INVALID_ARGUMENT"));
 }
 
 // Without etcd there is no fleet: status --all says so and fails; plain status still works.
