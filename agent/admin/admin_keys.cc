@@ -164,11 +164,7 @@ absl::StatusOr<AdminCore::ApiKey> AdminCore::BuildKey(const v1::AddKeyRequest& r
 }
 
 absl::flat_hash_map<std::string, uint32_t> AdminCore::SessionsPerKey() {
-  ServerEngine* engine = nullptr;
-  {
-    absl::MutexLock lock(&mu_);
-    engine = engine_;
-  }
+  ServerEngine* engine = AttachedEngine();
   absl::flat_hash_map<std::string, uint32_t> counts;
   if (engine == nullptr) return counts;
   for (const SessionSnapshot& session : engine->ListSessions()) {

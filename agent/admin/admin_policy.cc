@@ -80,11 +80,7 @@ absl::StatusOr<v1::ValidatePolicyResponse> AdminCore::ValidatePolicy(
 }
 
 v1::ListPenaltiesResponse AdminCore::ListPenalties() {
-  ServerEngine* engine = nullptr;
-  {
-    absl::MutexLock lock(&mu_);
-    engine = engine_;
-  }
+  ServerEngine* engine = AttachedEngine();
   v1::ListPenaltiesResponse response;
   if (engine == nullptr) return response;
   for (const PenaltyEntry& entry : engine->penalties().List()) {
@@ -99,11 +95,7 @@ v1::ListPenaltiesResponse AdminCore::ListPenalties() {
 
 absl::StatusOr<v1::ClearPenaltiesResponse> AdminCore::ClearPenalties(
     const v1::ClearPenaltiesRequest& request) {
-  ServerEngine* engine = nullptr;
-  {
-    absl::MutexLock lock(&mu_);
-    engine = engine_;
-  }
+  ServerEngine* engine = AttachedEngine();
   v1::ClearPenaltiesResponse response;
   if (engine == nullptr) return response;
   absl::StatusOr<int> cleared = engine->penalties().Clear(request.source());
