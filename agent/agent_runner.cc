@@ -27,6 +27,7 @@
 #include "agent/trust_loader.h"
 #include "agent/service_notify.h"
 #include "agent/upgrade/binary_upgrade.h"
+#include "agent/proxy_runner.h"
 #include "agent/upgrade/state_follower.h"
 #include "agent/upgrade/upgrade_handoff.h"
 #include "server/auth/authorized_keys.h"
@@ -177,6 +178,16 @@ int RunAgent(int argc, const char* const* argv) {
   }
 
   Logger logger(config->log.level, config->log.format);
+  if (command_line->command == "proxy") {
+    // stdout carries the stream: the log stays on stderr (the Logger's sink).
+    auto target = BuildProxyTarget(*command_line);
+    if (!target.ok()) {
+      std::cerr << "alknet-agent: " << target.status().message() << "\n";
+      return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    return RunProxy(*target, logger);
+  }
   // Sockets passed in by systemd (socket activation) or by the agent this one upgrades; the
   // variables are unset here, before any thread starts, so no child sees them.
   auto inherited = InheritedSockets::FromEnvironment();

@@ -31,6 +31,10 @@ constexpr CommandSpec kCommands[] = {
     {"connect", "--server tcp://HOST:PORT|tls://HOST:PORT --identity FILE [upstream flags...]",
      "client role only: one SSH connection to HOST with a SOCKS5 listener and -L / -R forwards "
      "(docs/configuration.md)"},
+    {"proxy", "tls://HOST:PORT|tcp://HOST:PORT [--tls-fingerprint F|--tls-ca-file F] [--proxy URL]",
+     "bridge stdin/stdout to one connection over the transport, for a stock ssh: "
+     "ssh -o ProxyCommand='alknet-agent proxy tls://%h:443 --tls-fingerprint SHA256...' host. "
+     "Takes the --tls-* flags, --proxy and --handshake-timeout of connect"},
     {"health", "",
      "ask the running agent's /healthz (metrics.listen of the same config) and exit 0 if it answers "
      "200, else 1 (container HEALTHCHECK; needs no shell or curl)"},
@@ -68,6 +72,12 @@ std::string Wrapped(std::string_view text, size_t indent, size_t width = 72) {
     column += word.size();
   }
   return out;
+}
+
+// The upstream flags `proxy` takes: how to reach and check the transport, nothing of SSH.
+bool AppliesToProxy(const config::UpstreamFieldSpec& field) {
+  return absl::StartsWith(Sv(field.key), "tls_") || field.key == "proxy" ||
+         field.key == "handshake_timeout";
 }
 
 absl::Status MissingValue(std::string_view flag) {
@@ -109,6 +119,10 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
         }
         result.command = std::string(arg);
         result.command_given = true;
+        continue;
+      }
+      if (result.command == "proxy" && result.command_given && result.proxy_target.empty()) {
+        result.proxy_target = std::string(arg);
         continue;
       }
       if (result.command == "completion" && result.shell.empty() && result.command_given &&
@@ -162,7 +176,12 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
       result.config_file = *std::move(value);
     } else if (const config::UpstreamFieldSpec* upstream_field = config::FindUpstreamFieldByFlag(name);
                upstream_field != nullptr) {
-      if (result.command != "connect") {
+      if (result.command == "proxy" && !AppliesToProxy(*upstream_field)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "flag '", Sv(name), "' does not apply to 'proxy' (it takes --tls-*, --proxy and "
+            "--handshake-timeout; ssh itself authenticates)"));
+      }
+      if (result.command != "connect" && result.command != "proxy") {
         return absl::InvalidArgumentError(
             absl::StrCat("flag '", Sv(name), "' belongs to the 'connect' command (see --help)"));
       }
@@ -184,6 +203,9 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
   }
   if (result.command == "completion" && result.shell.empty() && !result.help) {
     return absl::InvalidArgumentError("completion needs a shell: bash or zsh");
+  }
+  if (result.command == "proxy" && result.proxy_target.empty() && !result.help) {
+    return absl::InvalidArgumentError("proxy needs the server: tls://HOST:PORT or tcp://HOST:PORT");
   }
   return result;
 }
@@ -269,6 +291,25 @@ absl::StatusOr<config::AgentConfig> BuildConfig(const CommandLine& command_line,
     return absl::InvalidArgumentError(absl::StrCat("invalid configuration: ", status.message()));
   }
   return result;
+}
+
+absl::StatusOr<config::UpstreamConfig> BuildProxyTarget(const CommandLine& command_line) {
+  config::UpstreamConfig target;
+  target.name = "proxy";
+  const config::UpstreamFieldSpec* server = config::FindUpstreamFieldByFlag("--server");
+  if (absl::Status status = config::SetUpstreamField(target, *server, command_line.proxy_target);
+      !status.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("proxy: ", status.message()));
+  }
+  for (const auto& [field, value] : command_line.upstream_settings) {
+    if (absl::Status status = config::SetUpstreamField(target, *field, value); !status.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(Sv(field->flag), ": ", status.message()));
+    }
+  }
+  if (absl::Status status = config::ValidateUpstreamTls(target); !status.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("proxy: ", status.message()));
+  }
+  return target;
 }
 
 std::string UsageText(std::string_view command) {

@@ -16,9 +16,10 @@
 namespace alknet::agent {
 
 struct CommandLine {
-  std::string command = "serve";  // "serve" (default), "connect", "health", "completion", "manpage"
+  std::string command = "serve";  // "serve" (default), "connect", "proxy", "health", "completion", "manpage"
   bool command_given = false;     // the command was named (its own --help then)
   std::string shell;              // `completion bash|zsh`
+  std::string proxy_target;       // `proxy URL`
   std::optional<std::string> config_file;     // --config FILE
   bool print_config = false;                  // --print-config: print the effective YAML, exit
   bool help = false;                          // --help / -h
@@ -46,6 +47,9 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv);
 // and validates.
 absl::StatusOr<config::AgentConfig> BuildConfig(const CommandLine& command_line,
                                                 std::string_view default_yaml);
+
+// `proxy`: the server URL and its --tls-* / --proxy / --handshake-timeout flags, checked.
+absl::StatusOr<config::UpstreamConfig> BuildProxyTarget(const CommandLine& command_line);
 
 // Usage text listing every flag from the schema table; for a named command (not "") only the
 // flags that apply to it.

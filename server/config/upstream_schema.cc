@@ -459,6 +459,31 @@ void ResolveUpstreamDefaults(std::vector<UpstreamConfig>& upstreams) {
   }
 }
 
+absl::Status ValidateUpstreamTls(const UpstreamConfig& u) {
+  auto error = [](std::string_view field, std::string_view message) {
+    return absl::InvalidArgumentError(absl::StrCat(Sv(field), ": ", Sv(message)));
+  };
+  if (u.server.scheme != "tls") {
+    const std::pair<std::string_view, bool> tls_fields[] = {
+        {"tls_server_name", !u.tls_server_name.empty()},
+        {"tls_ca_file", !u.tls_ca_file.empty()},
+        {"tls_fingerprint", !u.tls_fingerprint.empty()},
+        {"tls_insecure", u.tls_insecure}};
+    for (const auto& [field, set] : tls_fields) {
+      if (set) return error(field, "applies to a tls:// server only");
+    }
+  }
+  if (u.tls_insecure && !u.tls_fingerprint.empty()) {
+    return error("tls_insecure", "tls_insecure and tls_fingerprint are exclusive");
+  }
+  if (!u.tls_ca_file.empty() && (u.tls_insecure || !u.tls_fingerprint.empty())) {
+    return error("tls_ca_file", absl::StrCat("is not used with ",
+                                             u.tls_insecure ? "tls_insecure" : "tls_fingerprint",
+                                             " (give one way to check the certificate)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateUpstreams(const std::vector<UpstreamConfig>& upstreams) {
   for (size_t i = 0; i < upstreams.size(); ++i) {
     const UpstreamConfig& u = upstreams[i];
@@ -500,23 +525,8 @@ absl::Status ValidateUpstreams(const std::vector<UpstreamConfig>& upstreams) {
     if (!u.socks5_username.empty() && !u.socks5) {
       return error("socks5_username", "needs a socks5 listener");
     }
-    if (u.server.scheme != "tls") {
-      const std::pair<std::string_view, bool> tls_fields[] = {
-          {"tls_server_name", !u.tls_server_name.empty()},
-          {"tls_ca_file", !u.tls_ca_file.empty()},
-          {"tls_fingerprint", !u.tls_fingerprint.empty()},
-          {"tls_insecure", u.tls_insecure}};
-      for (const auto& [field, set] : tls_fields) {
-        if (set) return error(field, "applies to a tls:// server only");
-      }
-    }
-    if (u.tls_insecure && !u.tls_fingerprint.empty()) {
-      return error("tls_insecure", "tls_insecure and tls_fingerprint are exclusive");
-    }
-    if (!u.tls_ca_file.empty() && (u.tls_insecure || !u.tls_fingerprint.empty())) {
-      return error("tls_ca_file", absl::StrCat("is not used with ",
-                                               u.tls_insecure ? "tls_insecure" : "tls_fingerprint",
-                                               " (give one way to check the certificate)"));
+    if (absl::Status tls = ValidateUpstreamTls(u); !tls.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("upstreams[", i, "].", tls.message()));
     }
     if (u.keepalive_timeout <= u.keepalive_interval) {
       return error("keepalive_timeout", "must be longer than keepalive_interval");

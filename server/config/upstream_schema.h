@@ -46,5 +46,8 @@ absl::Status CheckLocalForwardTarget(const ForwardSpec& spec);
 void ResolveUpstreamDefaults(std::vector<UpstreamConfig>& upstreams);
 // Required fields, exclusive options and unique names; errors read "upstreams[1].identity: ...".
 absl::Status ValidateUpstreams(const std::vector<UpstreamConfig>& upstreams);
+// The tls_* options of one upstream agree with each other and with its server's scheme; errors
+// start with the field ("tls_insecure: ...").
+absl::Status ValidateUpstreamTls(const UpstreamConfig& upstream);
 
 }  // namespace alknet::config

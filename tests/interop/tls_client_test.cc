@@ -15,6 +15,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "tests/support/agent_process.h"
 #include "tests/support/ssh_keys.h"
 #include "tests/support/sshd_process.h"
@@ -356,6 +357,66 @@ TEST_F(TlsClientTest, ThroughMicrosocksSocks5) {
   close(fd);
   // The agent would also be reachable directly: the proxy's own log proves it carried the session.
   EXPECT_THAT(proxy->Stderr(), HasSubstr("connected to 127.0.0.1:" + std::to_string(tls_port_)));
+}
+
+// ---- alknet-agent proxy: the stock ssh client over tls:// (ProxyCommand) ----
+
+// ssh to the agent through `alknet-agent proxy tls://...` with `proxy_flags`, then -W to
+// `echo_port`, sending `input`: what ssh printed and how it exited.
+CommandResult SshThroughProxy(const TestKey& key, uint16_t tls_port, uint16_t echo_port,
+                              const std::string& proxy_flags, const std::string& input) {
+  std::vector<std::string> argv = SshArgs(tls_port, key);
+  argv.insert(argv.end(),
+              {"-o", absl::StrCat("ProxyCommand=", ALKNET_AGENT_BINARY, " proxy tls://127.0.0.1:%p ",
+                                  proxy_flags),
+               "-W", Loopback(echo_port), "127.0.0.1"});
+  return RunCommand(argv, input, std::chrono::seconds(60));
+}
+
+TEST_F(TlsClientTest, StockSshReachesTheTlsListenerThroughTheProxyCommand) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  EchoServer echo;
+  const std::string payload = PatternBytes(16 << 20, 11);
+  CommandResult pinned = SshThroughProxy(key_, tls_port_, echo.port(),
+                                         "--tls-fingerprint " + tls_fingerprint_, payload);
+  EXPECT_EQ(pinned.exit_code, 0) << pinned.err;
+  EXPECT_EQ(pinned.out.size(), payload.size());
+  EXPECT_TRUE(pinned.out == payload) << "16 MiB through ssh -W over the proxy were not byte-exact";
+
+  // The other way to trust the certificate: a CA and the name it is issued for.
+  MakeCaAndServerCertificate("tunnel.example");
+  TempDir restart_log;
+  ASSERT_NO_FATAL_FAILURE(StartAgent({"--tls-cert", dir_.File("server.pem"), "--tls-key",
+                                      dir_.File("server.key")},
+                                     &restart_log, tls_port_));
+  CommandResult by_ca = SshThroughProxy(
+      key_, tls_port_, echo.port(),
+      "--tls-ca-file " + dir_.File("ca.pem") + " --tls-server-name tunnel.example", "by ca\n");
+  EXPECT_EQ(by_ca.exit_code, 0) << by_ca.err;
+  EXPECT_EQ(by_ca.out, "by ca\n");
+}
+
+TEST_F(TlsClientTest, TheProxyCommandRefusesAnotherCertificateAndSaysWhy) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  EchoServer echo;
+  std::string wrong = tls_fingerprint_;
+  wrong[0] = wrong[0] == 'A' ? 'B' : 'A';
+  CommandResult refused =
+      SshThroughProxy(key_, tls_port_, echo.port(), "--tls-fingerprint " + wrong, "x\n");
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_THAT(refused.err, HasSubstr("alknet-agent proxy: 127.0.0.1:"));
+  EXPECT_THAT(refused.err, HasSubstr("tls"));
+  EXPECT_EQ(refused.out, "");
+  // Without any way to check it, the proxy does not start.
+  CommandResult unchecked = RunCommand({ALKNET_AGENT_BINARY, "proxy", "tls://127.0.0.1:1",
+                                        "--identity", "key"});
+  EXPECT_EQ(unchecked.exit_code, 2);
+  EXPECT_THAT(unchecked.err, HasSubstr("does not apply to 'proxy'"));
+  // The agent is unharmed: the right pin goes through.
+  CommandResult pinned = SshThroughProxy(key_, tls_port_, echo.port(),
+                                         "--tls-fingerprint " + tls_fingerprint_, "after\n");
+  EXPECT_EQ(pinned.exit_code, 0) << pinned.err;
+  EXPECT_EQ(pinned.out, "after\n");
 }
 
 }  // namespace

@@ -20,7 +20,9 @@
 # README commands tested elsewhere (they need a second agent, an sshd, a CA or nginx):
 #   alknet-admin forwards add|list|rm           tests/interop/admin_forwards_test.cc
 #   alknet-agent connect ... (client role)      tests/interop/client_test.cc, tls_client_test.cc
-#   ssh -o ProxyCommand='openssl s_client ...'  tests/interop/tls_test.cc
+#   ssh -o ProxyCommand='alknet-agent proxy tls://%h:%p ...'
+#                                               tests/interop/tls_client_test.cc
+#   ProxyCommand='openssl s_client ...'         tests/interop/tls_test.cc
 #   ssh-keygen -s / -k (certificates, KRL)      tests/interop/certificate_test.cc
 #   alknet-admin --via ssh://...                tests/interop/admin_test.cc
 #   cmake --install (completion, man pages)     tests/interop/completion_test.sh, manpage_test.sh

@@ -148,8 +148,48 @@ INSTANTIATE_TEST_SUITE_P(
         ParseErrorCase{"SecondCommand", {"serve", "serve"}, "unexpected argument 'serve'"},
         ParseErrorCase{
             "CommandAfterFlags", {"--workers", "2", "serve"}, "unexpected argument 'serve'"},
-        ParseErrorCase{"DoubleDash", {"serve", "--"}, "unexpected argument '--'"}),
+        ParseErrorCase{"DoubleDash", {"serve", "--"}, "unexpected argument '--'"},
+        ParseErrorCase{"ProxyWithoutServer", {"proxy"},
+                       "proxy needs the server: tls://HOST:PORT or tcp://HOST:PORT"},
+        ParseErrorCase{"ProxyTakesNoSshFlags", {"proxy", "tls://h:443", "--identity", "k"},
+                       "flag '--identity' does not apply to 'proxy' (it takes --tls-*, --proxy and "
+                       "--handshake-timeout; ssh itself authenticates)"},
+        ParseErrorCase{"ProxyOneServer", {"proxy", "tls://h:443", "tls://i:443"},
+                       "unexpected argument 'tls://i:443'"}),
     [](const testing::TestParamInfo<ParseErrorCase>& info) { return info.param.name; });
+
+// ---- BuildProxyTarget ----
+
+constexpr const char* kPin = "SHA256:abababababababababababababababababababababababababababababababab";
+
+TEST(BuildProxyTargetTest, TheServerAndItsTlsOptions) {
+  absl::StatusOr<CommandLine> parsed =
+      Parse({"proxy", "tls://example.net:443", "--tls-fingerprint", kPin, "--proxy",
+             "socks5://127.0.0.1:1080", "--handshake-timeout", "5s"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  absl::StatusOr<config::UpstreamConfig> target = BuildProxyTarget(*parsed);
+  ASSERT_TRUE(target.ok()) << target.status();
+  EXPECT_EQ(target->server.scheme, "tls");
+  EXPECT_EQ(target->server.address.host, "example.net");
+  EXPECT_EQ(target->server.address.port, 443);
+  EXPECT_EQ(target->tls_fingerprint.substr(0, 6), "AB:AB:");  // normalised as upstreams are
+  ASSERT_TRUE(target->proxy.has_value());
+  EXPECT_EQ(target->handshake_timeout, absl::Seconds(5));
+}
+
+TEST(BuildProxyTargetTest, RefusesWhatAnUpstreamWouldRefuse) {
+  auto error = [](std::initializer_list<const char*> args) {
+    absl::StatusOr<CommandLine> parsed = Parse(args);
+    if (!parsed.ok()) return Message(parsed.status());
+    absl::StatusOr<config::UpstreamConfig> target = BuildProxyTarget(*parsed);
+    return target.ok() ? std::string("ok") : Message(target.status());
+  };
+  EXPECT_EQ(error({"proxy", "tcp://h:22", "--tls-insecure"}),
+            "proxy: tls_insecure: applies to a tls:// server only");
+  EXPECT_EQ(error({"proxy", "tls://h:443", "--tls-insecure", "--tls-fingerprint", kPin}),
+            "proxy: tls_insecure: tls_insecure and tls_fingerprint are exclusive");
+  EXPECT_EQ(error({"proxy", "udp://h:1"}).rfind("proxy: ", 0), 0u);
+}
 
 // ---- BuildConfig ----
 
