@@ -31,10 +31,10 @@ constexpr CommandSpec kCommands[] = {
     {"connect", "--server tcp://HOST:PORT|tls://HOST:PORT --identity FILE [upstream flags...]",
      "client role only: one SSH connection to HOST with a SOCKS5 listener and -L / -R forwards "
      "(docs/configuration.md)"},
-    {"proxy", "tls://HOST:PORT|tcp://HOST:PORT [--tls-fingerprint F|--tls-ca-file F] [--proxy URL]",
+    {"proxy", "tls://HOST:PORT|tcp://HOST:PORT [transport flags...]",
      "bridge stdin/stdout to one connection over the transport, for a stock ssh: "
-     "ssh -o ProxyCommand='alknet-agent proxy tls://%h:443 --tls-fingerprint SHA256...' host. "
-     "Takes the --tls-* flags, --proxy and --handshake-timeout of connect"},
+     "ssh -o ProxyCommand='alknet-agent proxy tls://%h:%p --tls-fingerprint AB:CD:...' host. "
+     "Takes connect's TLS flags, --proxy and --handshake-timeout"},
     {"health", "",
      "ask the running agent's /healthz (metrics.listen of the same config) and exit 0 if it answers "
      "200, else 1 (container HEALTHCHECK; needs no shell or curl)"},
@@ -315,7 +315,7 @@ absl::StatusOr<config::UpstreamConfig> BuildProxyTarget(const CommandLine& comma
 std::string UsageText(std::string_view command) {
   std::string text =
       "Usage: alknet-agent [serve] [--config FILE] [--print-config] [flags...]\n"
-      "       alknet-agent connect|health|completion bash|zsh|manpage [flags...]\n"
+      "       alknet-agent connect|proxy URL|health|completion bash|zsh|manpage [flags...]\n"
       "\n"
       "Runs the alknet SSH tunnel agent. Settings come from the embedded defaults, then the\n"
       "--config file (or $ALKNET_CONFIG), then ALKNET_* environment variables (the field's\n"
@@ -345,9 +345,11 @@ std::string UsageText(std::string_view command) {
     absl::StrAppend(&text, "  ", Sv(field.flag), " VALUE\n      ", Sv(field.yaml_path), ": ",
                     Sv(field.help), "\n");
   }
-  if (!command.empty() && command != "connect") return text;
-  absl::StrAppend(&text, "\nUpstream flags (connect only; YAML: a list under upstreams:):\n");
+  if (!command.empty() && command != "connect" && command != "proxy") return text;
+  absl::StrAppend(&text, command == "proxy" ? "\nTransport flags (proxy):\n"
+                                            : "\nUpstream flags (connect only; YAML: a list under upstreams:):\n");
   for (const config::UpstreamFieldSpec& field : config::UpstreamFields()) {
+    if (command == "proxy" && !AppliesToProxy(field)) continue;
     absl::StrAppend(&text, "  ", Sv(field.flag), field.takes_value ? " VALUE" : "",
                     field.kind == config::FieldKind::kList ? " (repeatable)" : "", "\n      upstreams[].",
                     Sv(field.key), ": ", Sv(field.help), "\n");
@@ -359,7 +361,7 @@ cli::Program AgentProgram() {
   cli::Program program{
       .name = "alknet-agent",
       .summary = "SSH tunnel agent over pluggable transports (server and client role)",
-      .synopsis = "[serve|connect|health|completion|manpage] [--config FILE] [flags...]",
+      .synopsis = "[serve|connect|proxy|health|completion|manpage] [--config FILE] [flags...]",
       .description =
           "alknet-agent accepts SSH connections (serve) on TCP or TLS listeners and relays the "
           "tunnels its keys may open, or runs the client role (connect, or upstreams: next to "
@@ -373,8 +375,9 @@ cli::Program AgentProgram() {
   for (const CommandSpec& spec : kCommands) {
     cli::Command command{.words = {std::string(spec.name)}, .args = std::string(spec.args),
                          .help = std::string(spec.help)};
-    if (spec.name == "connect") {
+    if (spec.name == "connect" || spec.name == "proxy") {
       for (const config::UpstreamFieldSpec& field : config::UpstreamFields()) {
+        if (spec.name == "proxy" && !AppliesToProxy(field)) continue;
         command.options.push_back({std::string(field.flag), field.takes_value ? "VALUE" : "",
                                    absl::StrCat("upstreams[].", Sv(field.key), ": ", Sv(field.help))});
       }

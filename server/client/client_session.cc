@@ -88,68 +88,24 @@ void ClientSession::Start() {
     Fail({absl::StrCat("no session within ", config::FormatDuration(env_.config.handshake_timeout),
                        " (handshake timeout)")});
   });
-  const HostPort& target = config.proxy ? config.proxy->address : config.server.address;
-  phase_ = Phase::kTcp;
-  tcp_ = env_.connector.Connect(target.host, target.port, config.handshake_timeout,
-                                [this](absl::StatusOr<UniqueFd> fd) { OnTcpConnected(std::move(fd)); });
-}
-
-void ClientSession::OnTcpConnected(absl::StatusOr<UniqueFd> fd) {
-  env_.loop.DeleteLater(std::move(tcp_));  // we are inside its callback
-  const config::UpstreamConfig& config = env_.config;
-  if (!fd.ok()) {
-    Fail({absl::StrCat(config.proxy ? "cannot connect to the proxy: " : "cannot connect: ",
-                       fd.status().message())});
+  phase_ = Phase::kConnect;
+  const StreamDialer* dialer = FindStreamDialer(config.server.scheme);
+  if (dialer == nullptr) {  // the config's validation rules this out; fails on the next turn
+    env_.loop.CancelTimer(handshake_timer_);
+    handshake_timer_ = env_.loop.AddTimer(absl::ZeroDuration(), [this] {
+      handshake_timer_ = 0;
+      Fail({absl::StrCat("no transport for ", env_.config.server.scheme, "://")});
+    });
     return;
   }
-  if (!config.proxy) {
-    StartStream(*std::move(fd));
-    return;
-  }
-  phase_ = Phase::kProxy;
-  ProxyKind kind = config.proxy->scheme == "socks5" ? ProxyKind::kSocks5 : ProxyKind::kHttpConnect;
-  proxy_ = std::make_unique<ProxyHandshake>(
-      env_.loop, kind, *std::move(fd), config.server.address.host, config.server.address.port,
-      config.handshake_timeout, [this](absl::StatusOr<UniqueFd> tunnel) {
-        env_.loop.DeleteLater(std::move(proxy_));
-        if (!tunnel.ok()) {
-          Fail({absl::StrCat("proxy: ", tunnel.status().message())});
-          return;
-        }
-        StartStream(*std::move(tunnel));
-      });
-  proxy_->Start();
-}
-
-// tls://: the TLS transport turns the socket into the plain end of its bridge; SSH below never
-// knows. Its failures ("tls: ...") end the attempt like any other.
-void ClientSession::StartStream(UniqueFd fd) {
-  const config::UpstreamConfig& config = env_.config;
-  if (config.server.scheme != "tls") {
-    StartSsh(std::move(fd));
-    return;
-  }
-  TlsClientOptions options{config.server.address.host, config.tls_server_name, config.tls_ca_file,
-                           config.tls_fingerprint, config.tls_insecure};
-  tls_ = std::make_unique<TlsClientStream>(
-      env_.loop, env_.logger, config.name, std::move(fd), std::move(options),
-      [this](absl::StatusOr<UniqueFd> plain) {
-        if (!plain.ok()) {
-          Fail({std::string(plain.status().message())});
-          return;
-        }
-        const config::UpstreamConfig& config = env_.config;
-        if (config.tls_insecure) {
-          env_.logger.Warn("client", "tls certificate not checked (tls_insecure)",
-                           {{"upstream", config.name}, {"server", server_},
-                            {"presented", tls_->presented_fingerprint()}});
-        }
-        env_.logger.Debug("client", "tls established",
-                          {{"upstream", config.name}, {"version", tls_->version()},
-                           {"cipher", tls_->cipher()}, {"sha256", tls_->presented_fingerprint()}});
-        StartSsh(*std::move(plain));
-      });
-  tls_->Start();
+  stream_ = dialer->Dial({env_.loop, env_.logger, env_.connector}, config, config.name,
+                         [this](absl::StatusOr<UniqueFd> fd) {
+                           if (!fd.ok()) {
+                             Fail({std::string(fd.status().message())});
+                             return;
+                           }
+                           StartSsh(*std::move(fd));
+                         });
 }
 
 void ClientSession::StartSsh(UniqueFd fd) {
@@ -673,8 +629,6 @@ void ClientSession::Teardown(std::vector<std::unique_ptr<StreamRequest>>* unansw
     if (*timer != 0) env_.loop.CancelTimer(*timer);
     *timer = 0;
   }
-  if (tcp_) env_.loop.DeleteLater(std::move(tcp_));
-  if (proxy_) env_.loop.DeleteLater(std::move(proxy_));
   for (PendingOpen& open : pending_) {
     if (open.channel != nullptr) ssh_channel_free(open.channel);
     if (unanswered != nullptr && open.request->fd.valid()) {
@@ -705,9 +659,9 @@ void ClientSession::Teardown(std::vector<std::unique_ptr<StreamRequest>>* unansw
     ssh_event_free(event_);
     event_ = nullptr;
   }
-  if (tls_) {  // after ssh_free: the bridge passes on what SSH wrote last, then close_notify
-    tls_->Close();
-    env_.loop.DeleteLater(std::move(tls_));
+  if (stream_) {  // after ssh_free: a TLS bridge passes on what SSH wrote last, then close_notify
+    stream_->Close();
+    env_.loop.DeleteLater(std::move(stream_));
   }
 }
 

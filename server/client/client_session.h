@@ -1,6 +1,6 @@
 // One SSH client connection to an upstream server on an event loop, never blocking:
-// TCP connect (optionally through a proxy) -> TLS for tls:// servers (a socketpair bridge,
-// server/transport/tls_client.h) -> ssh_connect -> host key check -> public-key auth
+// the stream from the scheme's dialer (stream_dialer.h: TCP, optionally through a proxy, then TLS
+// for tls:// servers) -> ssh_connect -> host key check -> public-key auth
 // -> -R requests -> ready. Ready, it opens direct-tcpip channels for local connections, accepts
 // forwarded-tcpip channels for -R, relays both with ChannelRelay, and sends keepalives.
 // docs/adr/0008-client-event-model.md explains the model.
@@ -18,7 +18,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
 #include "server/client/forward.h"
-#include "server/client/proxy_handshake.h"
+#include "server/client/stream_dialer.h"
 #include "server/client/stream_request.h"
 #include "server/common/log.h"
 #include "server/config/config.h"
@@ -27,7 +27,6 @@
 #include "server/metrics/engine_metrics.h"
 #include "server/ssh/channel_relay.h"
 #include "server/ssh/relay_set.h"
-#include "server/transport/tls_client.h"
 
 namespace alknet {
 
@@ -90,7 +89,7 @@ class ClientSession final : public FdHandler, public RelayOwner {
   void AfterRelayIo() override { Service(); }
 
  private:
-  enum class Phase { kTcp, kProxy, kSsh, kAuth, kRemoteForwards, kReady, kDead };
+  enum class Phase { kConnect, kSsh, kAuth, kRemoteForwards, kReady, kDead };
   struct PendingOpen {
     ssh_channel channel = nullptr;
     std::unique_ptr<StreamRequest> request;
@@ -110,8 +109,6 @@ class ClientSession final : public FdHandler, public RelayOwner {
     std::shared_ptr<ForwardStatus> forward;
   };
 
-  void OnTcpConnected(absl::StatusOr<UniqueFd> fd);
-  void StartStream(UniqueFd fd);  // tls:// first, then StartSsh
   void StartSsh(UniqueFd fd);
   void Step();                 // handshake phases
   bool CheckHostKey();         // false: refused (Fail called)
@@ -138,12 +135,10 @@ class ClientSession final : public FdHandler, public RelayOwner {
 
   ClientSessionEnv& env_;
   Callbacks callbacks_;
-  Phase phase_ = Phase::kTcp;
+  Phase phase_ = Phase::kConnect;
   std::string server_;  // host:port, for logs
 
-  std::unique_ptr<ConnectAttempt> tcp_;
-  std::unique_ptr<ProxyHandshake> proxy_;
-  std::unique_ptr<TlsClientStream> tls_;  // tls:// servers: handshake, then the bridge
+  std::unique_ptr<DialedStream> stream_;  // the dial, then (tls://) the bridge carrying SSH
   EventLoop::TimerId handshake_timer_ = 0;
   EventLoop::TimerId keepalive_timer_ = 0;
   absl::Time last_rx_ = absl::Now();

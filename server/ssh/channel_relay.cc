@@ -303,14 +303,17 @@ void ChannelRelay::MaybeFinishHalfCloses() {
 void ChannelRelay::Pump() {
   attention_requested_ = false;
   if (finished_) return;
-  if (!failed_ && !remote_closed_) {
-    if (!to_channel_pending_.empty() || window_blocked_) {
+  if (!failed_) {
+    if (!remote_closed_ && (!to_channel_pending_.empty() || window_blocked_)) {
       if (FlushToChannel() && ssh_channel_window_size(channel_) > 0) window_blocked_ = false;
     }
+    // After the peer's CLOSE too: what it sent before is still owed to the target (libssh keeps
+    // a closed channel's unread data readable until it is drained).
     if (libssh_holds_data_ && to_target_pending_.empty() && !upload_throttled_) WriteToTarget();
-    MaybeFinishHalfCloses();
+    if (!remote_closed_) MaybeFinishHalfCloses();
   }
-  if (failed_ || remote_closed_ || (channel_eof_sent_ && target_write_shut_)) {
+  const bool target_owed_nothing = !libssh_holds_data_ && to_target_pending_.empty();
+  if (failed_ || (remote_closed_ && target_owed_nothing) || (channel_eof_sent_ && target_write_shut_)) {
     Close();
     return;
   }
@@ -320,7 +323,8 @@ void ChannelRelay::Pump() {
 
 void ChannelRelay::UpdateInterest() {
   uint32_t wanted = 0;
-  if (!target_eof_ && !window_blocked_ && !download_throttled_ && to_channel_pending_.empty()) {
+  if (!target_eof_ && !remote_closed_ && !window_blocked_ && !download_throttled_ &&
+      to_channel_pending_.empty()) {
     wanted |= EPOLLIN;
   }
   if (!target_write_shut_ &&

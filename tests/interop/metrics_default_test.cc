@@ -146,16 +146,17 @@ TEST(MetricsDefaultTest, ExplicitTakenAddressIsAStartupError) {
   }
   close(held);
 
-  // The default value set explicitly is explicit too (only checked when 9464 can be taken here).
+  // The default value set explicitly is explicit too (only checked when this test can hold 9464
+  // itself: another test's agent holding it may let go before the agent below binds).
   int default_held = HoldPort(kDefaultMetricsPort);
-  if (default_held < 0 && errno != EADDRINUSE) return;
+  if (default_held < 0) return;
   CommandResult result = RunCommand(
       {ALKNET_AGENT_BINARY, "--state-dir", dir.File("state"), "--listen", "tcp://127.0.0.1:0",
        "--metrics-listen", "127.0.0.1:9464"},
       "", std::chrono::seconds(20));
   EXPECT_EQ(result.exit_code, 1) << result.err;
   EXPECT_THAT(result.err, HasSubstr("metrics listen 127.0.0.1:9464: bind: Address already in use"));
-  if (default_held >= 0) close(default_held);
+  close(default_held);
 }
 
 }  // namespace
