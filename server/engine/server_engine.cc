@@ -222,50 +222,26 @@ absl::Status ServerEngine::Start() {
 }
 
 absl::StatusOr<ServerTransport*> ServerEngine::TransportFor(const EndpointUrl& url) {
-  if (url.scheme == "tcp") return &tcp_transport_;
-  if (url.scheme != "tls") {
+  if (auto made = transports_.find(url.scheme); made != transports_.end()) return made->second.get();
+  const ServerTransportFactory* factory = FindServerTransport(url.scheme);
+  if (factory == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("listen ", url.ToString(), ": no transport"));
   }
-  if (tls_transport_ == nullptr) {
-    const config::TlsConfig& tls = config_.tls;
-    TlsTransportOptions options;
-    options.cert_path = tls.cert;
-    options.key_path = tls.key;
-    options.state_dir = config_.state_dir;
-    const std::string& host = url.address.host;
-    bool wildcard = host.empty() || host == "*" || host == "0.0.0.0" || host == "::";
-    options.cert_host = wildcard ? "localhost" : host;
-    options.stealth = tls.stealth_enabled();
-    options.stealth_timeout = tls.stealth_timeout;
-    options.profile = tls.effective_profile() == config::TlsProfile::kNginx ? TlsProfile::kNginx
-                                                                           : TlsProfile::kModern;
-    options.handshake_timeout = std::min(tls.stealth_timeout, config_.limits.login_grace_time);
-    options.max_handshakes = tls.max_handshakes;
-    options.per_source_max_handshakes = tls.per_source_max_handshakes;
-    options.web_max_connections = tls.web_max_connections;
-    options.web_per_source_max_connections = tls.web_per_source_max_connections;
-    options.web_lifetime = tls.web_lifetime;
-    options.web_idle_timeout = tls.web_idle_timeout;
-    options.on_probe = [this](const StreamInfo& info) {
-      penalties_.Penalise(info.peer.ip, PenaltyEvent::kProbe);
-    };
-    options.on_refused = [this](std::string_view budget) {
-      metrics_.Rejected(budget == "web_connections" ? RejectReason::kWebConnections
-                                                    : RejectReason::kTlsHandshakes);
-    };
-    if (!tls.stealth_backend.empty()) {
-      std::string_view backend = tls.stealth_backend;
-      backend.remove_prefix(std::string_view("http://").size());
-      if (!backend.empty() && backend.back() == '/') backend.remove_suffix(1);
-      absl::StatusOr<HostPort> address = ParseHostPort(backend, /*allow_zero=*/false);
-      if (!address.ok()) return address.status();
-      options.stealth_backend = *std::move(address);
-    }
-    auto transport = TlsTransport::Create(std::move(options), logger_);
-    if (!transport.ok()) return transport.status();
-    tls_transport_ = *std::move(transport);
-  }
-  return tls_transport_.get();
+  ServerTransportEnv env{
+      .config = config_,
+      .logger = logger_,
+      .on_probe = [this](const StreamInfo& info) {
+        penalties_.Penalise(info.peer.ip, PenaltyEvent::kProbe);
+      },
+      .on_refused = [this](std::string_view budget) {
+        metrics_.Rejected(budget == "web_connections" ? RejectReason::kWebConnections
+                                                      : RejectReason::kTlsHandshakes);
+      }};
+  absl::StatusOr<std::unique_ptr<ServerTransport>> transport = factory->Create(env, url);
+  if (!transport.ok()) return transport.status();
+  ServerTransport* made = transport->get();
+  transports_.emplace(url.scheme, *std::move(transport));
+  return made;
 }
 
 void ServerEngine::OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& transport) {

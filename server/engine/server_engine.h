@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "server/auth/key_set.h"
@@ -23,8 +24,7 @@
 #include "server/loop/event_loop.h"
 #include "server/metrics/engine_metrics.h"
 #include "server/transport/listener.h"
-#include "server/transport/tcp_transport.h"
-#include "server/transport/tls_transport.h"
+#include "server/transport/transport_table.h"
 
 namespace alknet {
 
@@ -143,9 +143,9 @@ class ServerEngine {
   RateLimiter rate_limiter_;
   SourcePenalties penalties_;
   std::unique_ptr<Resolver> resolver_;
-  TcpTransport tcp_transport_;
-  // Created when a tls:// listener exists; outlives the workers (declared before them).
-  std::unique_ptr<TlsTransport> tls_transport_;
+  // One transport per scheme in use, made from the transport table (transport_table.h) for the
+  // first listener of its scheme; outlive the workers (declared before them).
+  absl::flat_hash_map<std::string, std::unique_ptr<ServerTransport>> transports_;
   std::unique_ptr<EventLoop> acceptor_loop_;
   std::thread acceptor_thread_;
   std::vector<std::unique_ptr<Listener>> listeners_;
