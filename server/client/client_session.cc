@@ -74,6 +74,11 @@ std::string ErrorOf(ssh_session session) {
 
 }  // namespace
 
+namespace {
+// Service passes per wake-up at most (Service()).
+constexpr int kServicePasses = 4;
+}  // namespace
+
 ClientSession::ClientSession(ClientSessionEnv& env, Callbacks callbacks)
     : env_(env), callbacks_(std::move(callbacks)) {
   server_ = env_.config.server.address.ToString();
@@ -150,6 +155,7 @@ void ClientSession::StartSsh(UniqueFd fd) {
   fd_ = socket;
   ssh_options_set(session_, SSH_OPTIONS_FD, &socket);  // libssh closes it in ssh_free
   ssh_set_blocking(session_, 0);
+  ssh_set_counters(session_, nullptr, &packet_counter_);
   phase_ = Phase::kSsh;
   interest_ = EPOLLIN | EPOLLOUT;
   watching_ = env_.loop.Watch(fd_, interest_, this).ok();
@@ -395,10 +401,15 @@ void ClientSession::EnterReady() {
 void ClientSession::Service() {
   if (phase_ != Phase::kReady || in_service_) return;
   in_service_ = true;
-  ProcessMessages();
-  StepGlobalRequests();  // may fail the session
-  PollOpens();
-  PumpRelays();
+  // As in the server session: opens and relays may make libssh decode packets, and a request
+  // queued then (a forwarded-tcpip open the server waits on) is handled in this pass.
+  for (int pass = 0; pass < kServicePasses && phase_ == Phase::kReady; ++pass) {
+    ProcessMessages();
+    StepGlobalRequests();  // may fail the session
+    PollOpens();
+    PumpRelays();
+    if (packet_counter_.in_packets == packets_seen_) break;
+  }
   in_service_ = false;
   if (phase_ != Phase::kReady) return;
   int status = ssh_get_status(session_);
@@ -413,7 +424,10 @@ void ClientSession::Service() {
 void ClientSession::ProcessMessages() {
   for (int i = 0; i < 64 && phase_ == Phase::kReady; ++i) {
     ssh_message message = ssh_message_get(session_);
-    if (message == nullptr) return;
+    if (message == nullptr) {
+      packets_seen_ = packet_counter_.in_packets;
+      return;
+    }
     if (ssh_message_type(message) == SSH_REQUEST_CHANNEL_OPEN &&
         ssh_message_subtype(message) == SSH_CHANNEL_FORWARDED_TCPIP) {
       HandleForwardedOpen(message);

@@ -149,6 +149,8 @@ class ClientSession final : public FdHandler, public RelayOwner {
   bool watching_ = false;
   uint32_t interest_ = 0;
   bool in_service_ = false;
+  ssh_counter_struct packet_counter_{};        // libssh counts the packets it decodes
+  uint64_t packets_seen_ = ~uint64_t{0};       // in_packets when the message queue was last empty
 
   std::vector<std::unique_ptr<RemoteForward>> remote_forwards_;
   RemoteForward* global_ = nullptr;  // whose global request is in flight

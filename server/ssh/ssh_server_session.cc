@@ -38,6 +38,8 @@ namespace {
 
 // ssh_event_dopoll() calls per wake-up of the session socket (see OnFdEvents).
 constexpr int kDopollBatch = 64;
+// Service passes per wake-up at most (Service()).
+constexpr int kServicePasses = 4;
 
 std::string_view AuthMethodName(int subtype) {
   switch (subtype) {
@@ -180,9 +182,15 @@ void SshServerSession::NeedsAttention(ChannelRelay* relay) { relays_.RequestPump
 void SshServerSession::Service() {
   if (closed_ || in_service_) return;
   in_service_ = true;
-  ProcessMessages();
-  remote_forwards_.Poll();
-  PumpRelays();
+  // Pending opens and relays call into libssh, which may decode packets there too: a request
+  // queued meanwhile is handled in this pass, not at the next socket event (a client blocked on
+  // its reply, e.g. a cancel-tcpip-forward, sends none). Another pass only then, at most a few.
+  for (int pass = 0; pass < kServicePasses && !closed_; ++pass) {
+    ProcessMessages();
+    remote_forwards_.Poll();
+    PumpRelays();
+    if (packet_counter_.in_packets == packets_seen_) break;
+  }
   in_service_ = false;
   if (closed_) return;
   int status = ssh_get_status(session_);
