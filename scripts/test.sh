@@ -17,6 +17,7 @@
 #   --no-container  skip the container stage (CI never does)
 #   --label L       run only tests labelled L (ctest -L L); skips the release, newcomer and
 #                   container stages
+#   --only STAGE    run that one stage (a developer's re-run, e.g. --only fuzz); CI runs all
 # Re-running reuses the build directories. Exits non-zero on the first failing stage.
 set -euo pipefail
 
@@ -24,14 +25,21 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
 
 usage() {
-  sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  sed -n '2,21s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 quick=0
 container=1
 label=""
+only=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --only)
+      case "${2:-}" in
+        deps|build|release|newcomer|container|asan|fuzz) only=$2; shift ;;
+        *) echo "test.sh: --only needs a stage: deps build release newcomer container asan fuzz" >&2; exit 2 ;;
+      esac
+      ;;
     --quick) quick=1 ;;
     --no-container) container=0 ;;
     --label)
@@ -197,28 +205,56 @@ stage_fuzz() {
   trap "rm -rf '$work'" EXIT
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  # One fuzzer per core at a time (each runs single-threaded for fuzz_seconds); outcomes are
+  # reported in the fuzzers' order once all have finished.
+  local parallel
+  parallel=$(nproc 2>/dev/null || echo 1)
+  local -a running=()
   for fuzzer in "${FUZZERS[@]}"; do
     local name=${fuzzer%_fuzzer}
     local corpus=$work/$name artifacts=$repo_root/build-fuzz/artifacts/$name
     mkdir -p "$corpus" "$artifacts"
+    rm -f "$artifacts/exit-code"
     if [[ -d "tests/fuzz/corpus/$name" ]]; then
       cp -R "tests/fuzz/corpus/$name/." "$corpus/"
     else
       echo "test.sh: warning: no seed corpus tests/fuzz/corpus/$name/; starting from empty" >&2
     fi
+    while [[ ${#running[@]} -ge $parallel ]]; do
+      wait -n || true
+      local -a still=()
+      local pid
+      for pid in "${running[@]}"; do kill -0 "$pid" 2>/dev/null && still+=("$pid"); done
+      running=("${still[@]}")
+    done
     echo "test.sh: running $fuzzer for ${fuzz_seconds}s on $(find "$corpus" -type f | wc -l) seed inputs"
     # libFuzzer logs every new coverage point: keep that in a file, show the outcome.
+    (
+      rc=0
+      "build-fuzz/tests/$fuzzer" -max_total_time="$fuzz_seconds" -timeout=25 \
+        -print_final_stats=1 -artifact_prefix="$artifacts/" "$corpus" >"$artifacts/fuzz.log" 2>&1 \
+        || rc=$?
+      echo "$rc" >"$artifacts/exit-code"
+    ) &
+    running+=($!)
+  done
+  wait
+  local failed=0
+  for fuzzer in "${FUZZERS[@]}"; do
+    local name=${fuzzer%_fuzzer}
+    local artifacts=$repo_root/build-fuzz/artifacts/$name
     local log=$artifacts/fuzz.log
-    if ! "build-fuzz/tests/$fuzzer" -max_total_time="$fuzz_seconds" -timeout=25 \
-        -print_final_stats=1 -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1; then
+    if [[ "$(cat "$artifacts/exit-code" 2>/dev/null)" != 0 ]]; then
       tail -n 80 "$log" >&2
       echo "test.sh: $fuzzer found a failure (full log: $log); reproducer(s) in $artifacts/" >&2
       echo "test.sh: rerun one with: build-fuzz/tests/$fuzzer $artifacts/<file>" >&2
-      return 1
+      failed=1
+      continue
     fi
     grep -E '^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
     echo "test.sh: $fuzzer: no failure in ${fuzz_seconds}s (log: $log)"
   done
+  return "$failed"
 }
 
 # ---- driver -------------------------------------------------------------------------
@@ -255,6 +291,11 @@ print_summary() {
 }
 
 total_start=$(date +%s)
+if [[ -n "$only" ]]; then
+  run_stage "$only" "stage_$only"
+  print_summary
+  exit 0
+fi
 run_stage deps stage_deps
 run_stage build stage_build
 if [[ -n "$label" ]]; then
