@@ -19,6 +19,8 @@
 #   taken says so in one line and exits non-zero; SIGTERM stops it with exit 0.
 # README commands tested elsewhere (they need a second agent, an sshd, a CA or nginx):
 #   alknet-admin forwards add|list|rm           tests/interop/admin_forwards_test.cc
+#   alknet-admin status --all, sessions list --all, sessions kill ID --replica R
+#                                               tests/interop/fleet_test.cc (etcd)
 #   alknet-agent connect ... (client role)      tests/interop/client_test.cc, tls_client_test.cc
 #   ssh -o ProxyCommand='alknet-agent proxy tls://%h:%p ...'
 #                                               tests/interop/tls_client_test.cc
