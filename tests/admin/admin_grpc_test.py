@@ -415,6 +415,14 @@ class AdminApiTest(unittest.TestCase):
             self.assertRpcError(
                 lambda: self.sessions_stub.KillSessions(sessions_pb2.KillSessionsRequest()),
                 grpc.StatusCode.INVALID_ARGUMENT, "target: ")
+            # The fleet-wide forms need a fleet (state.store etcd; fleet_test has one).
+            self.assertRpcError(
+                lambda: self.sessions_stub.ListSessions(sessions_pb2.ListSessionsRequest(all=True)),
+                grpc.StatusCode.FAILED_PRECONDITION, "state.store is file")
+            self.assertRpcError(
+                lambda: self.sessions_stub.KillSessions(
+                    sessions_pb2.KillSessionsRequest(key_fingerprint=fp, replica="*")),
+                grpc.StatusCode.FAILED_PRECONDITION, "state.store is file")
         finally:
             if ssh.poll() is None:
                 ssh.kill()
