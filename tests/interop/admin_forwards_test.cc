@@ -25,21 +25,11 @@ class AdminForwardsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     key_ = MakeKey(dir_, "upstream_key");
-    WriteFile(far_dir_.File("authorized_keys"), key_.public_line + "\n");
-    far_ = std::make_unique<AgentProcess>(
-        far_dir_, std::vector<std::string>{"--authorized-keys", far_dir_.File("authorized_keys")});
-    ASSERT_NE(far_->port(), 0);
-    std::string log = far_->Log();
-    size_t at = log.find("fingerprint=SHA256:");
-    ASSERT_NE(at, std::string::npos) << log;
-    std::string fingerprint = log.substr(at + 12, 50);
+    far_ = StartFarAgent(far_dir_, key_);
+    ASSERT_NE(far_.agent, nullptr);
     // One -L forward comes from the configuration: listed, but not removable through the API.
     WriteFile(near_dir_.File("agent.yaml"),
-              "upstreams:\n"
-              "  - name: far\n"
-              "    server: tcp://" + Loopback(far_->port()) + "\n"
-              "    identity: " + key_.private_path + "\n"
-              "    host_key_fingerprint: " + fingerprint + "\n"
+              UpstreamYaml("far", far_, key_) +
               "    keepalive_interval: 1s\n"  // keepalives and -R requests share one slot
               "    local_forwards: ['127.0.0.1:0:127.0.0.1:" + std::to_string(echo_.port()) + "']\n");
     WriteFile(near_dir_.File("authorized_keys"), "");
@@ -96,7 +86,7 @@ class AdminForwardsTest : public ::testing::Test {
   TempDir near_dir_;
   TestKey key_;
   EchoServer echo_;
-  std::unique_ptr<AgentProcess> far_;
+  FarAgent far_;
   std::unique_ptr<AgentProcess> near_;
 };
 
@@ -128,8 +118,8 @@ TEST_F(AdminForwardsTest, AddedForwardsCarryDataAtOnceSurviveRestartAndRemoveCle
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(4 << 20, 3)));
   close(fd);
   // -R: the far agent listens on `published` once the request went through.
-  ASSERT_TRUE(WaitForState("pub", "active")) << Row("pub") << near_->Log() << far_->Log();
-  ASSERT_TRUE(WaitForListener(far_->process(), published)) << far_->Log();
+  ASSERT_TRUE(WaitForState("pub", "active")) << Row("pub") << near_->Log() << far_.agent->Log();
+  ASSERT_TRUE(WaitForListener(far_.agent->process(), published)) << far_.agent->Log();
   fd = ConnectTcp(published);
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(1 << 20, 4)));
@@ -169,8 +159,8 @@ TEST_F(AdminForwardsTest, AddedForwardsCarryDataAtOnceSurviveRestartAndRemoveCle
     if (probe >= 0) close(probe);
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  EXPECT_TRUE(closed) << far_->Log();
-  EXPECT_THAT(far_->Log(), HasSubstr("remote forward cancelled"));
+  EXPECT_TRUE(closed) << far_.agent->Log();
+  EXPECT_THAT(far_.agent->Log(), HasSubstr("remote forward cancelled"));
   EXPECT_EQ(Row("web"), "");
   EXPECT_EQ(Row("pub"), "");
   EXPECT_NE(Row(socks_id), "");

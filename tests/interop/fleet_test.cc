@@ -312,19 +312,9 @@ class FleetForwardsTest : public ::testing::Test {
     cluster_ = std::make_unique<EtcdCluster>(dir_, 1);
     if (!cluster_->available()) GTEST_SKIP() << cluster_->why();
     key_ = MakeKey(dir_, "upstream_key");
-    WriteFile(far_dir_.File("authorized_keys"), key_.public_line + "\n");
-    far_ = std::make_unique<AgentProcess>(
-        far_dir_, std::vector<std::string>{"--authorized-keys", far_dir_.File("authorized_keys")});
-    ASSERT_NE(far_->port(), 0);
-    std::string log = far_->Log();
-    size_t at = log.find("fingerprint=SHA256:");
-    ASSERT_NE(at, std::string::npos) << log;
-    WriteFile(dir_.File("agent.yaml"),
-              "upstreams:\n"
-              "  - name: far\n"
-              "    server: tcp://" + Loopback(far_->port()) + "\n"
-              "    identity: " + key_.private_path + "\n"
-              "    host_key_fingerprint: " + log.substr(at + 12, 50) + "\n");
+    far_ = StartFarAgent(far_dir_, key_);
+    ASSERT_NE(far_.agent, nullptr);
+    WriteFile(dir_.File("agent.yaml"), UpstreamYaml("far", far_, key_));
     std::vector<std::string> config = {"--config", dir_.File("agent.yaml")};
     a_ = std::make_unique<Replica>(cluster_->Endpoints(), "replica-a", config);
     b_ = std::make_unique<Replica>(cluster_->Endpoints(), "replica-b", config);
@@ -357,7 +347,7 @@ class FleetForwardsTest : public ::testing::Test {
   TestKey key_;
   EchoServer echo_;
   std::unique_ptr<EtcdCluster> cluster_;
-  std::unique_ptr<AgentProcess> far_;
+  FarAgent far_;
   std::unique_ptr<Replica> a_;
   std::unique_ptr<Replica> b_;
 };

@@ -65,4 +65,28 @@ std::unique_ptr<BackgroundProcess> StartLocalForward(uint16_t agent_port, const 
       log_dir, name, local);
 }
 
+FarAgent StartFarAgent(const TempDir& dir, const TestKey& key) {
+  FarAgent far;
+  WriteFile(dir.File("authorized_keys"), key.public_line + "\n");
+  far.agent = std::make_unique<AgentProcess>(
+      dir, std::vector<std::string>{"--authorized-keys", dir.File("authorized_keys")});
+  const std::string log = far.agent->Log();
+  const size_t at = log.find("fingerprint=SHA256:");
+  if (far.agent->port() == 0 || at == std::string::npos) {
+    ADD_FAILURE() << "the far agent did not start:\n" << log;
+    far.agent.reset();
+    return far;
+  }
+  far.host_fingerprint = log.substr(at + 12, 50);
+  return far;
+}
+
+std::string UpstreamYaml(const std::string& name, const FarAgent& far, const TestKey& key) {
+  return "upstreams:\n"
+         "  - name: " + name + "\n"
+         "    server: tcp://" + Loopback(far.agent->port()) + "\n"
+         "    identity: " + key.private_path + "\n"
+         "    host_key_fingerprint: " + far.host_fingerprint + "\n";
+}
+
 }  // namespace alknet::testing

@@ -36,4 +36,16 @@ std::unique_ptr<BackgroundProcess> StartLocalForward(uint16_t agent_port, const 
                                                      uint16_t target_port, const std::string& log_dir,
                                                      std::string_view name, uint16_t* local);
 
+// An agent that authorizes `key` alone (authorized_keys in `dir`): the far end a client role
+// connects to. `agent` is null if it did not start (a test failure is added).
+struct FarAgent {
+  std::unique_ptr<AgentProcess> agent;
+  std::string host_fingerprint;  // its host key, "SHA256:..."
+};
+FarAgent StartFarAgent(const TempDir& dir, const TestKey& key);
+
+// The YAML of `upstreams:` with one upstream `name` reaching `far` with `key`, pinned to its host
+// key; each line ends in a newline, so more fields of that upstream can follow at 4 spaces.
+std::string UpstreamYaml(const std::string& name, const FarAgent& far, const TestKey& key);
+
 }  // namespace alknet::testing
