@@ -181,6 +181,11 @@ TEST_F(ForwardingTest, ClosedChannelsAreReapedSoTheChannelCapNeverFills) {
     int fd = ConnectTcp(local);
     ASSERT_GE(fd, 0);
     if (EchoRoundTrip(fd, PatternBytes(4096, i))) ++exact;
+    // In a row: the next channel opens once this one has ended (the agent's EOF, sent as it
+    // closes the channel). Without the wait a slow agent (ASan, a loaded machine) still holds
+    // up to 3 finishing channels when the next opens, and refuses it, as the cap should.
+    auto [rest, closed] = ReadUntilClosed(fd, std::chrono::seconds(10));
+    EXPECT_TRUE(closed && rest.empty()) << "channel " << i << " did not end cleanly";
     close(fd);
   }
   EXPECT_EQ(exact, 40) << capped.Log();
