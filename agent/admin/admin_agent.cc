@@ -84,7 +84,7 @@ void AdminCore::AnnounceReplica(const std::string& id) {
   if (first) {
     absl::Status serving = backend_->ServeKills(id, [this](const v1::KillSessionsRequest& request)
                                                         -> absl::StatusOr<uint32_t> {
-      absl::StatusOr<v1::KillSessionsResponse> killed = KillHere(request, request.reason());
+      absl::StatusOr<v1::KillSessionsResponse> killed = KillHere(request);
       if (!killed.ok()) return killed.status();
       return killed->killed();
     });

@@ -178,9 +178,9 @@ class AdminCore {
   void InstallPolicy(const config::AgentConfig& policy) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The engine once attached (null before).
   ServerEngine* AttachedEngine();
-  // KillSessions on this agent's engine; `reason` is the logged, sanitised one.
-  absl::StatusOr<v1::KillSessionsResponse> KillHere(const v1::KillSessionsRequest& request,
-                                                    const std::string& reason);
+  // KillSessions on this agent's engine (also for requests other replicas send), the reason
+  // sanitised here.
+  absl::StatusOr<v1::KillSessionsResponse> KillHere(const v1::KillSessionsRequest& request);
   // Ends the authenticated sessions of the key `fingerprint`; returns how many.
   static int KillKeySessions(ServerEngine& engine, const std::string& fingerprint,
                              std::string_view reason);

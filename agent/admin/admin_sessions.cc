@@ -15,6 +15,16 @@ namespace {
 // How long a kill waits for another replica's answer.
 constexpr absl::Duration kRemoteKillTimeout = absl::Seconds(5);
 
+// The reason of a kill as it is logged and sent to the client: the default when empty, control
+// characters as spaces.
+std::string LoggedReason(const v1::KillSessionsRequest& request) {
+  std::string reason = request.reason().empty() ? "killed by admin" : request.reason();
+  for (char& c : reason) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  }
+  return reason;
+}
+
 }  // namespace
 
 using internal::SetTimestamp;
@@ -67,20 +77,16 @@ absl::StatusOr<v1::ListSessionsResponse> AdminCore::ListSessions(const v1::ListS
 }
 
 absl::StatusOr<v1::KillSessionsResponse> AdminCore::KillSessions(const v1::KillSessionsRequest& request) {
-  std::string reason = request.reason().empty() ? "killed by admin" : request.reason();
-  for (char& c : reason) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
-  }
   const std::string& where = request.replica();
   const std::string self = replica_id();
-  if (where.empty() || where == self) return KillHere(request, reason);
+  if (where.empty() || where == self) return KillHere(request);
   if (!backend_->shared()) {
     return absl::FailedPreconditionError(
         absl::StrCat("replica: '", Shown(where), "': ", state::NoFleetError().message()));
   }
   v1::KillSessionsRequest forwarded = request;
   forwarded.clear_replica();
-  forwarded.set_reason(reason);
+  forwarded.set_reason(LoggedReason(request));
   v1::KillSessionsResponse response;
   if (where != "*") {
     absl::StatusOr<uint32_t> killed = backend_->RequestKill(where, forwarded, kRemoteKillTimeout);
@@ -91,7 +97,7 @@ absl::StatusOr<v1::KillSessionsResponse> AdminCore::KillSessions(const v1::KillS
   if (request.target_case() != v1::KillSessionsRequest::kKeyFingerprint) {
     return FieldError("replica", "'*' needs key_fingerprint (a session id names one replica's session)");
   }
-  absl::StatusOr<v1::KillSessionsResponse> here = KillHere(request, reason);
+  absl::StatusOr<v1::KillSessionsResponse> here = KillHere(request);
   if (!here.ok()) return here.status();
   absl::StatusOr<std::vector<state::v1::Replica>> replicas = backend_->Replicas();
   if (!replicas.ok()) return replicas.status();
@@ -115,8 +121,9 @@ absl::StatusOr<v1::KillSessionsResponse> AdminCore::KillSessions(const v1::KillS
   return response;
 }
 
-absl::StatusOr<v1::KillSessionsResponse> AdminCore::KillHere(const v1::KillSessionsRequest& request,
-                                                             const std::string& reason) {
+absl::StatusOr<v1::KillSessionsResponse> AdminCore::KillHere(const v1::KillSessionsRequest& request) {
+  // Sanitised here, where it is logged and sent: a request may come from another replica.
+  const std::string reason = LoggedReason(request);
   ServerEngine* engine = AttachedEngine();
   v1::KillSessionsResponse response;
   switch (request.target_case()) {
