@@ -28,13 +28,13 @@ constexpr CommandSpec kCommands[] = {
     {"serve", "",
      "run the agent (the default); upstreams: in the config file run the client role next to the "
      "server"},
-    {"connect", "--server tcp://HOST:PORT|tls://HOST:PORT --identity FILE [upstream flags...]",
+    {"connect", "--server tcp://HOST:PORT|tls://HOST:PORT|quic://HOST:PORT --identity FILE [upstream flags...]",
      "client role only: one SSH connection to HOST with a SOCKS5 listener and -L / -R forwards "
      "(docs/configuration.md)"},
-    {"proxy", "tls://HOST:PORT|tcp://HOST:PORT [transport flags...]",
+    {"proxy", "tls://HOST:PORT|quic://HOST:PORT|tcp://HOST:PORT [transport flags...]",
      "bridge stdin/stdout to one connection over the transport, for a stock ssh: "
-     "ssh -o ProxyCommand='alknet-agent proxy tls://%h:%p --tls-fingerprint AB:CD:...' host. "
-     "Takes connect's TLS flags, --proxy and --handshake-timeout"},
+     "ssh -o ProxyCommand='alknet-agent proxy tls://%h:%p --tls-fingerprint AB:CD:...' host "
+     "(quic://: UDP). Takes connect's TLS flags, --proxy (not with quic://) and --handshake-timeout"},
     {"health", "",
      "ask the running agent's /healthz (metrics.listen of the same config) and exit 0 if it answers "
      "200, else 1 (container HEALTHCHECK; needs no shell or curl)"},
@@ -205,7 +205,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
     return absl::InvalidArgumentError("completion needs a shell: bash or zsh");
   }
   if (result.command == "proxy" && result.proxy_target.empty() && !result.help) {
-    return absl::InvalidArgumentError("proxy needs the server: tls://HOST:PORT or tcp://HOST:PORT");
+    return absl::InvalidArgumentError(
+        "proxy needs the server: tls://HOST:PORT, quic://HOST:PORT or tcp://HOST:PORT");
   }
   return result;
 }

@@ -25,6 +25,7 @@ BUILD_PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libbenchmark-dev  # bench/fwdpolicy (issue 15); the target is skipped without it
   golang-etcd-server-dev  # etcd's .proto files: the etcd state backend's stubs (ADR 0017)
+  libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev  # quic:// (ADR 0018)
 )
 TEST_PACKAGES=(
   openssh-client openssh-server curl socat python3 ncat
@@ -40,6 +41,7 @@ TEST_PACKAGES=(
   fail2ban
   systemd
   etcd-server etcd-client
+  ngtcp2-client  # gtlsclient: a QUIC peer nobody here wrote (tests/interop/quic_test.cc)
 )
 # npm packages of --test, installed globally only when their command is missing.
 NPM_TEST_PACKAGES=(ajv-cli ajv-formats)

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/client/proxy_handshake.h"
+#include "server/client/quic_dialer.h"
 #include "server/transport/tls_client.h"
 
 namespace alknet {
@@ -131,7 +132,7 @@ const StreamDialer* FindStreamDialer(std::string_view scheme) {
   // The registered transports; a new one adds its row here.
   static const TcpFamilyDialer kTcp("tcp", /*tls=*/false);
   static const TcpFamilyDialer kTls("tls", /*tls=*/true);
-  static const StreamDialer* const kDialers[] = {&kTcp, &kTls};
+  static const StreamDialer* const kDialers[] = {&kTcp, &kTls, &QuicDialer()};
   for (const StreamDialer* dialer : kDialers) {
     if (dialer->scheme() == scheme) return dialer;
   }

@@ -65,9 +65,9 @@ absl::StatusOr<EndpointUrl> ParseEndpointUrl(std::string_view text) {
   }
   EndpointUrl url;
   url.scheme = std::string(text.substr(0, sep));
-  if (url.scheme != "tcp" && url.scheme != "tls") {
+  if (url.scheme != "tcp" && url.scheme != "tls" && url.scheme != "quic") {
     return absl::InvalidArgumentError(absl::StrCat("'", Sv(text), "': unsupported transport '",
-                                                   url.scheme, "' (supported: tcp, tls)"));
+                                                   url.scheme, "' (supported: tcp, tls, quic)"));
   }
   auto address = ParseHostPort(text.substr(sep + 3));
   if (!address.ok()) return address.status();

@@ -54,6 +54,21 @@ struct RateLimits {
   bool operator==(const RateLimits&) const = default;
 };
 
+enum class QuicRetry { kAuto, kAlways, kNever };
+
+// QUIC transport (quic:// listeners, ADR 0018). Its certificate is tls.cert / tls.key (or the
+// generated pair), shared with tls:// listeners.
+struct QuicConfig {
+  // Retry address validation before any per-connection state: always, never, or auto (once a
+  // worker has retry_threshold handshakes in progress).
+  QuicRetry retry = QuicRetry::kAuto;
+  int retry_threshold = 16;
+  // The stream receive window grows up to this; as much sent data may wait for its ack. About
+  // twice this per connection at worst; enough for one session to fill a fast link.
+  int64_t stream_window = 16 * 1024 * 1024;
+  absl::Duration idle_timeout = absl::Seconds(60);
+};
+
 struct LogConfig {
   LogLevel level = LogLevel::kInfo;
   LogFormat format = LogFormat::kText;
@@ -201,6 +216,7 @@ struct AgentConfig {
   LogConfig log;
   MetricsConfig metrics;
   TlsConfig tls;
+  QuicConfig quic;
   AdminConfig admin;
   PenaltiesConfig penalties;
   StateConfig state;
@@ -224,6 +240,7 @@ inline constexpr IntRange kPerSourceMaxStartupsRange{1, 100000};
 inline constexpr IntRange kMaxSessionsRange{0, 1000000};
 inline constexpr IntRange kMaxChannelsPerSessionRange{1, 100000};
 inline constexpr IntRange kTlsConnectionCapRange{1, 100000};  // tls.*max_handshakes, web_*
+inline constexpr IntRange kQuicRetryThresholdRange{0, 100000};  // quic.retry_threshold
 inline constexpr IntRange kRateBurstRange{0, 1000000};             // rate_limits.*_burst
 inline constexpr IntRange kPerKeyCapRange{0, 1000000};             // rate_limits.max_*_per_key
 inline constexpr IntRange kPenaltyMaxSourcesRange{1, 10000000};     // penalties.max_sources
@@ -243,6 +260,7 @@ inline constexpr DurationRange kCertificateClockSkewRange{absl::ZeroDuration(), 
 inline constexpr DurationRange kStealthTimeoutRange{absl::ZeroDuration(), true, absl::Minutes(5)};
 inline constexpr DurationRange kWebLifetimeRange{absl::ZeroDuration(), true, absl::Hours(24)};
 inline constexpr DurationRange kWebIdleTimeoutRange{absl::ZeroDuration(), true, absl::Hours(1)};
+inline constexpr DurationRange kQuicIdleTimeoutRange{absl::ZeroDuration(), true, absl::Hours(1)};
 inline constexpr DurationRange kPenaltyRange{absl::ZeroDuration(), false, absl::Hours(24)};
 
 // Range checks; errors read "'<value>' is out of range (...)" without a field name.

@@ -257,15 +257,15 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 72>& Table() {
-  static const std::array<FieldDef, 72> table = {{
+const std::array<FieldDef, 76>& Table() {
+  static const std::array<FieldDef, 76> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
        nullptr,
        [](const AgentConfig& c) { return std::vector<std::string>{c.state_dir}; }},
       {{"listen", "--listen", FieldKind::kList,
-        "address to accept SSH on, tcp://host:port or tls://host:port; repeatable "
+        "address to accept SSH on, tcp://host:port, tls://host:port or quic://host:port (UDP); repeatable "
         "(default tcp://127.0.0.1:2222)"},
        [](AgentConfig& c, std::string_view v) { return ParseListen(v, c.listen); },
        [](AgentConfig& c) { c.listen.clear(); },
@@ -432,6 +432,48 @@ const std::array<FieldDef, 72>& Table() {
                                          : *c.tls.profile == TlsProfile::kNginx ? "nginx"
                                                                                 : "modern"};
        }},
+      {{"quic.retry", "--quic-retry", FieldKind::kScalar,
+        "quic:// address validation by Retry before any connection state: auto (once a "
+        "worker has quic.retry_threshold handshakes in progress), always or never (default auto)"},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         if (v == "auto") {
+           c.quic.retry = QuicRetry::kAuto;
+         } else if (v == "always") {
+           c.quic.retry = QuicRetry::kAlways;
+         } else if (v == "never") {
+           c.quic.retry = QuicRetry::kNever;
+         } else {
+           return Bad(absl::StrCat("'", Shown(v), "' is not auto, always or never"));
+         }
+         return absl::OkStatus();
+       },
+       nullptr,
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{c.quic.retry == QuicRetry::kAuto     ? "auto"
+                                         : c.quic.retry == QuicRetry::kAlways ? "always"
+                                                                              : "never"};
+       }},
+      {{"quic.retry_threshold", "--quic-retry-threshold", FieldKind::kScalar,
+        "with quic.retry auto: QUIC handshakes in progress on one worker from which new "
+        "clients get a Retry first, 0..100000 (default 16)"},
+       ALKNET_INT_FIELD(quic.retry_threshold, kQuicRetryThresholdRange)},
+      {{"quic.stream_window", "--quic-stream-window", FieldKind::kScalar,
+        "a QUIC connection's stream window and unacknowledged send buffer, 64KB..256MB "
+        "(default 16MB)"},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         int64_t bytes = 0;
+         if (absl::Status status = ParseByteSize(v, bytes); !status.ok()) return status;
+         if (bytes < 64 * 1024 || bytes > 256 * 1024 * 1024) {
+           return Bad(absl::StrCat("'", Shown(v), "' is not between 64KB and 256MB"));
+         }
+         c.quic.stream_window = bytes;
+         return absl::OkStatus();
+       },
+       nullptr,
+       [](const AgentConfig& c) { return std::vector<std::string>{FormatByteSize(c.quic.stream_window)}; }},
+      {{"quic.idle_timeout", "--quic-idle-timeout", FieldKind::kScalar,
+        "a QUIC connection silent this long is closed, >0 and <=1h (default 1m)"},
+       ALKNET_DURATION_FIELD(quic.idle_timeout, kQuicIdleTimeoutRange)},
       {{"metrics.listen", "--metrics-listen", FieldKind::kScalar,
         "host:port of /metrics, /healthz and /readyz, or off (default 127.0.0.1:9464)"},
        [](AgentConfig& c, std::string_view v) -> absl::Status {

@@ -103,8 +103,8 @@ absl::Status CheckHost(std::string_view text, std::string_view host) {
 absl::Status ParseServer(std::string_view text, EndpointUrl& out) {
   absl::StatusOr<EndpointUrl> url = ParseEndpointUrl(text);
   if (!url.ok()) return url.status();
-  if (url->scheme != "tcp" && url->scheme != "tls") {
-    return Bad(absl::StrCat("'", Shown(text), "': upstreams are reached over tcp:// or tls:// only"));
+  if (url->scheme != "tcp" && url->scheme != "tls" && url->scheme != "quic") {
+    return Bad(absl::StrCat("'", Shown(text), "': upstreams are reached over tcp://, tls:// or quic:// only"));
   }
   if (url->address.port == 0) return Bad(absl::StrCat("'", Shown(text), "' needs a port"));
   if (absl::Status status = CheckHost(text, url->address.host); !status.ok()) return status;
@@ -463,15 +463,18 @@ absl::Status ValidateUpstreamTls(const UpstreamConfig& u) {
   auto error = [](std::string_view field, std::string_view message) {
     return absl::InvalidArgumentError(absl::StrCat(Sv(field), ": ", Sv(message)));
   };
-  if (u.server.scheme != "tls") {
+  if (u.server.scheme != "tls" && u.server.scheme != "quic") {
     const std::pair<std::string_view, bool> tls_fields[] = {
         {"tls_server_name", !u.tls_server_name.empty()},
         {"tls_ca_file", !u.tls_ca_file.empty()},
         {"tls_fingerprint", !u.tls_fingerprint.empty()},
         {"tls_insecure", u.tls_insecure}};
     for (const auto& [field, set] : tls_fields) {
-      if (set) return error(field, "applies to a tls:// server only");
+      if (set) return error(field, "applies to a tls:// or quic:// server only");
     }
+  }
+  if (u.server.scheme == "quic" && u.proxy) {
+    return error("proxy", "a quic:// server is reached over UDP, never through a proxy");
   }
   if (u.tls_insecure && !u.tls_fingerprint.empty()) {
     return error("tls_insecure", "tls_insecure and tls_fingerprint are exclusive");
@@ -491,7 +494,7 @@ absl::Status ValidateUpstreams(const std::vector<UpstreamConfig>& upstreams) {
       return absl::InvalidArgumentError(absl::StrCat("upstreams[", i, "].", Sv(field), ": ", Sv(message)));
     };
     if (u.server.address.host.empty()) {
-      return error("server", "is required (tcp://HOST:PORT or tls://HOST:PORT)");
+      return error("server", "is required (tcp://HOST:PORT, tls://HOST:PORT or quic://HOST:PORT)");
     }
     if (u.identity.empty()) return error("identity", "is required (a private key file)");
     if (u.name.empty() || u.name.size() > 64) return error("name", "must be 1..64 characters");

@@ -101,9 +101,19 @@ absl::Status ServerEngine::Start() {
   if (!acceptor_loop.ok()) return acceptor_loop.status();
   acceptor_loop_ = *std::move(acceptor_loop);
 
+  int worker_count = config_.workers > 0 ? config_.workers : 1;
+  std::vector<EndpointUrl> stream_urls;
   for (const EndpointUrl& url : config_.listen) {
     absl::StatusOr<ServerTransport*> transport = TransportFor(url);
     if (!transport.ok()) return transport.status();
+    if ((*transport)->datagram()) {
+      // QUIC: one UDP socket per worker, each served on its worker's loop.
+      auto listener = (*transport)->BindDatagram(url, worker_count);
+      if (!listener.ok()) return listener.status();
+      datagram_listeners_.push_back(*std::move(listener));
+      continue;
+    }
+    stream_urls.push_back(url);
     auto listener = Listener::Bind(url, **transport, inherited_);
     if (!listener.ok()) return listener.status();
     if ((*listener)->adopted()) {
@@ -125,7 +135,7 @@ absl::Status ServerEngine::Start() {
     if (!status_server.ok()) return status_server.status();
     status_server_ = *std::move(status_server);
   }
-  for (const EndpointUrl& url : config_.listen) listener_up_.push_back(&metrics_.ListenerUp(url.ToString()));
+  for (const EndpointUrl& url : stream_urls) listener_up_.push_back(&metrics_.ListenerUp(url.ToString()));
   // The forwarding policy's self rules: channels never reach the agent's own metrics or TCP
   // admin listener (unless the operator's rules allow them first, or default_rules is off).
   if (status_server_ != nullptr) {
@@ -153,7 +163,6 @@ absl::Status ServerEngine::Start() {
   // and 64 per key, a key holds at most half the threads, each lookup answered within 5 s.
   resolver_ = std::make_unique<Resolver>(ResolverOptions{.threads = 4});
   SessionLimits limits = ToSessionLimits(config_.limits);
-  int worker_count = config_.workers > 0 ? config_.workers : 1;
   for (int i = 0; i < worker_count; ++i) {
     auto worker = Worker::Create(i, logger_, keys_, *resolver_, metrics_, config_.host_keys,
                                  algorithms, limits);
@@ -180,6 +189,26 @@ absl::Status ServerEngine::Start() {
       }
     });
     workers_.push_back(*std::move(worker));
+  }
+  std::vector<EventLoop*> worker_loops;
+  for (auto& worker : workers_) worker_loops.push_back(&worker->loop());
+  for (auto& listener : datagram_listeners_) {
+    DatagramHooks hooks{
+        .admit = [this](const StreamInfo& info) -> std::shared_ptr<void> {
+          if (!AdmitConnection(info)) return nullptr;
+          return std::shared_ptr<StartupTicket>(AdmitStartup(info));
+        },
+        .deliver = [this](int worker, ConnectedStream stream, std::shared_ptr<void> admission) {
+          workers_[worker]->AdoptStream(std::move(stream),
+                                        std::static_pointer_cast<StartupTicket>(std::move(admission)));
+        }};
+    if (absl::Status started = listener->Start(worker_loops, std::move(hooks)); !started.ok()) {
+      return started;
+    }
+    prometheus::Gauge& up = metrics_.ListenerUp(listener->bound().ToString());
+    up.Set(1);
+    datagram_up_.push_back(&up);
+    logger_.Info("engine", "listening", {{"address", listener->bound().ToString()}});
   }
   for (auto& worker : workers_) worker->StartThread();
 
@@ -236,7 +265,8 @@ absl::StatusOr<ServerTransport*> ServerEngine::TransportFor(const EndpointUrl& u
       .on_refused = [this](std::string_view budget) {
         metrics_.Rejected(budget == "web_connections" ? RejectReason::kWebConnections
                                                       : RejectReason::kTlsHandshakes);
-      }};
+      },
+      .on_quic_event = [this](std::string_view event) { metrics_.QuicEvent(event); }};
   absl::StatusOr<std::unique_ptr<ServerTransport>> transport = factory->Create(env, url);
   if (!transport.ok()) return transport.status();
   ServerTransport* made = transport->get();
@@ -245,30 +275,7 @@ absl::StatusOr<ServerTransport*> ServerEngine::TransportFor(const EndpointUrl& u
 }
 
 void ServerEngine::OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& transport) {
-  // A penalised source is closed before any byte (banner or TLS handshake), like sshd.
-  if (PenaltyCheck penalty = penalties_.Check(info.peer.ip); penalty.refused) {
-    metrics_.Rejected(RejectReason::kPenalty);
-    if (penalty.log) {
-      logger_.Warn("engine", "connection refused",
-                   {{"src", info.peer.ip}, {"port", absl::StrCat(info.peer.port)},
-                    {"transport", info.transport},
-                    {"reason", penalty.overflow ? "penalty-table-full" : "penalty"}});
-    }
-    return;
-  }
-  // rate_limits.connections_per_source: closed before any byte (no banner, no TLS handshake).
-  if (!rate_limiter_.AdmitConnection(info.peer.ip)) {
-    RecordRateRejection(logger_, metrics_, rate_limiter_, kConnRateRejection, info);
-    return;
-  }
-  int max_sessions = max_sessions_.load();
-  if (max_sessions > 0 && active_sessions() >= max_sessions) {
-    metrics_.Rejected(RejectReason::kMaxSessions);
-    logger_.Warn("engine", "connection refused",
-                 {{"src", info.peer.ip}, {"port", absl::StrCat(info.peer.port)},
-                  {"reason", "max-sessions"}});
-    return;
-  }
+  if (!AdmitConnection(info)) return;
   // TLS takes its slot at the SSH banner (its handshake and banner wait have their own budget,
   // so web-looking traffic never holds one).
   std::unique_ptr<StartupTicket> ticket;
@@ -282,6 +289,34 @@ void ServerEngine::OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& trans
     if (workers_[i]->session_count() < workers_[best]->session_count()) best = i;
   }
   workers_[best]->Adopt(std::move(fd), std::move(info), transport, std::move(ticket));
+}
+
+bool ServerEngine::AdmitConnection(const StreamInfo& info) {
+  // A penalised source is closed before any byte (banner or TLS handshake), like sshd.
+  if (PenaltyCheck penalty = penalties_.Check(info.peer.ip); penalty.refused) {
+    metrics_.Rejected(RejectReason::kPenalty);
+    if (penalty.log) {
+      logger_.Warn("engine", "connection refused",
+                   {{"src", info.peer.ip}, {"port", absl::StrCat(info.peer.port)},
+                    {"transport", info.transport},
+                    {"reason", penalty.overflow ? "penalty-table-full" : "penalty"}});
+    }
+    return false;
+  }
+  // rate_limits.connections_per_source: closed before any byte (no banner, no TLS handshake).
+  if (!rate_limiter_.AdmitConnection(info.peer.ip)) {
+    RecordRateRejection(logger_, metrics_, rate_limiter_, kConnRateRejection, info);
+    return false;
+  }
+  int max_sessions = max_sessions_.load();
+  if (max_sessions > 0 && active_sessions() >= max_sessions) {
+    metrics_.Rejected(RejectReason::kMaxSessions);
+    logger_.Warn("engine", "connection refused",
+                 {{"src", info.peer.ip}, {"port", absl::StrCat(info.peer.port)},
+                  {"reason", "max-sessions"}});
+    return false;
+  }
+  return true;
 }
 
 std::unique_ptr<StartupTicket> ServerEngine::AdmitStartup(const StreamInfo& info) {
@@ -321,6 +356,7 @@ void ServerEngine::Shutdown(absl::Duration grace) {
   while (active_sessions() > 0 && std::chrono::steady_clock::now() < hard_deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  for (auto& listener : datagram_listeners_) listener->Close();
   for (auto& worker : workers_) worker->Stop();
   std::promise<void> status_closed;
   acceptor_loop_->Post([this, &status_closed] {
@@ -331,6 +367,7 @@ void ServerEngine::Shutdown(absl::Duration grace) {
   acceptor_loop_->Stop();
   acceptor_thread_.join();
   resolver_.reset();
+  datagram_listeners_.clear();  // their endpoints live on the (stopped) worker loops
   workers_.clear();
   listeners_.clear();
   logger_.Info("engine", "stopped", {{"disconnected_at_deadline", absl::StrCat(remaining)}});
@@ -381,7 +418,9 @@ void ServerEngine::CloseListeners() {
     listeners_closed.set_value();
   });
   listeners_closed.get_future().wait();
+  for (auto& listener : datagram_listeners_) listener->StopAccepting();
   for (prometheus::Gauge* up : listener_up_) up->Set(0);
+  for (prometheus::Gauge* up : datagram_up_) up->Set(0);
 }
 
 void ServerEngine::StopAccepting() {
@@ -492,6 +531,7 @@ std::string ServerEngine::RenderMetrics() {
 std::vector<EndpointUrl> ServerEngine::bound_endpoints() const {
   std::vector<EndpointUrl> endpoints;
   for (const auto& listener : listeners_) endpoints.push_back(listener->bound());
+  for (const auto& listener : datagram_listeners_) endpoints.push_back(listener->bound());
   return endpoints;
 }
 

@@ -116,6 +116,9 @@ class ServerEngine {
   // Closes every SSH listener on the acceptor loop and waits; listener_up goes to 0.
   void CloseListeners();
   void OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& transport);
+  // Per-source penalties, the connection rate and max_sessions, for any new connection (stream
+  // or datagram). False: refused (counted and logged). Thread-safe.
+  bool AdmitConnection(const StreamInfo& info);
   // A max_startups slot for `info`'s source, or nullptr after counting and logging the refusal.
   // Thread-safe: the acceptor calls it at accept, workers when a TLS stream turns out SSH.
   std::unique_ptr<StartupTicket> AdmitStartup(const StreamInfo& info);
@@ -150,6 +153,9 @@ class ServerEngine {
   std::thread acceptor_thread_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  // quic:// listeners: endpoints on the worker loops (destroyed before the workers).
+  std::vector<std::unique_ptr<DatagramListener>> datagram_listeners_;
+  std::vector<prometheus::Gauge*> datagram_up_;
   size_t next_worker_ = 0;
   std::atomic<int> max_sessions_{0};
   mutable absl::Mutex limits_mu_;

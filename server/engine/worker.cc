@@ -120,6 +120,11 @@ void Worker::Adopt(UniqueFd fd, StreamInfo info, ServerTransport& transport,
   });
 }
 
+void Worker::AdoptStream(ConnectedStream stream, std::shared_ptr<StartupTicket> ticket) {
+  if (shutting_down_ || ticket == nullptr) return;  // closing `stream` ends the connection
+  StartSession(std::move(stream), std::move(ticket));
+}
+
 void Worker::StartSession(ConnectedStream stream, std::shared_ptr<StartupTicket> ticket) {
   SshServerSession::Callbacks callbacks;
   callbacks.on_authenticated = [ticket] { ticket->Release(); };

@@ -40,6 +40,11 @@ class Worker {
   // Thread-safe: hands an accepted connection to this worker (its transport establishes it here).
   void Adopt(UniqueFd fd, StreamInfo info, ServerTransport& transport,
              std::unique_ptr<StartupTicket> ticket);
+  // On this worker's loop: a stream its own transport endpoint established (QUIC), with the
+  // max_startups slot taken when the connection arrived.
+  void AdoptStream(ConnectedStream stream, std::shared_ptr<StartupTicket> ticket);
+  // The worker's loop, for endpoints that run on it (QUIC). Lives as long as the worker.
+  EventLoop& loop() { return *loop_; }
   // Thread-safe: stop taking channels, disconnect sessions as they go idle.
   void BeginShutdown();
   // Thread-safe: disconnect every remaining session now.

@@ -6,6 +6,8 @@
 namespace alknet {
 namespace {
 
+constexpr std::array<std::string_view, 5> kQuicEventNames = {"handshake", "handshake_failed", "retry",
+                                                           "stateless_reset", "migration"};
 constexpr std::array<std::string_view, static_cast<size_t>(TransportLabel::kCount)> kTransportNames = {
     "tcp", "tls", "quic", "other"};
 constexpr std::array<std::string_view, static_cast<size_t>(SessionResult::kCount)> kSessionResults = {
@@ -119,6 +121,13 @@ EngineMetrics::EngineMetrics(std::shared_ptr<prometheus::Registry> registry,
   }
   rejections_family_ = &rejections;
 
+  auto& quic_events = BuildCounter().Name("alknet_quic_events_total")
+      .Help("QUIC endpoint events: handshake, handshake_failed, retry, stateless_reset, migration.")
+      .Register(*registry_);
+  for (size_t i = 0; i < kQuicEventNames.size(); ++i) {
+    quic_events_[i] = &quic_events.Add({{"event", s(kQuicEventNames[i])}});
+  }
+
   unauthenticated_ = &BuildGauge().Name("alknet_unauthenticated_connections")
       .Help("Connections accepted but not yet authenticated (MaxStartups pool).")
       .Register(*registry_).Add({});
@@ -193,6 +202,12 @@ void EngineMetrics::ChannelClosed(ChannelKind kind) { channels_active_[Index(kin
 void EngineMetrics::OutboundConnect(double seconds) { connect_seconds_->Observe(seconds); }
 
 void EngineMetrics::Rejected(RejectReason reason) { rejections_[Index(reason)]->Increment(); }
+
+void EngineMetrics::QuicEvent(std::string_view event) {
+  for (size_t i = 0; i < kQuicEventNames.size(); ++i) {
+    if (kQuicEventNames[i] == event) quic_events_[i]->Increment();
+  }
+}
 
 void EngineMetrics::ForwardingRuleRejected(std::string_view rule) {
   // Family::Add returns the existing series for known labels (one lookup, only on refusal).

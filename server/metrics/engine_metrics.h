@@ -94,6 +94,10 @@ class EngineMetrics {
   // can be written, alknet_state_store_outages_total counts the times it went away.
   void SetStateStoreUp(bool up);
 
+  // alknet_quic_events_total{event}: QUIC handshakes done and failed, Retry packets sent,
+  // stateless resets sent, validated client migrations. Unknown names are ignored.
+  void QuicEvent(std::string_view event);
+
  private:
   template <size_t N>
   using Row = std::array<prometheus::Counter*, N>;
@@ -118,6 +122,8 @@ class EngineMetrics {
   prometheus::Family<prometheus::Counter>* upstream_reconnects_ = nullptr;
   prometheus::Gauge* state_store_up_ = nullptr;
   prometheus::Counter* state_store_outages_ = nullptr;
+  static constexpr size_t kQuicEvents = 5;
+  std::array<prometheus::Counter*, kQuicEvents> quic_events_{};
 
   struct KeySeries {
     prometheus::Counter* upstream;

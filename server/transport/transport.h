@@ -2,8 +2,10 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "server/common/net_address.h"
@@ -26,6 +28,32 @@ struct ConnectedStream {
   StreamInfo info;
 };
 
+// What a datagram listener asks of the engine.
+struct DatagramHooks {
+  // A new connection from `info`, before any per-connection state: the engine's checks
+  // (penalties, rates, max_sessions) and a max_startups slot, held until SSH authentication.
+  // Null refuses it (the engine counted and logged why). Thread-safe.
+  std::function<std::shared_ptr<void>(const StreamInfo& info)> admit;
+  // On worker `worker`'s loop: the SSH stream of a connection admitted there.
+  std::function<void(int worker, ConnectedStream stream, std::shared_ptr<void> admission)> deliver;
+};
+
+// A datagram transport's listener (QUIC): no accepted fds, but one endpoint per worker loop,
+// each owning the connections it accepted and handing their streams to its own worker.
+class DatagramListener {
+ public:
+  virtual ~DatagramListener() = default;
+  // The bound address with the real port: "quic://127.0.0.1:41234".
+  virtual const EndpointUrl& bound() const = 0;
+  // Starts endpoint k on loops[k] (one loop per socket bound). From the controlling thread.
+  virtual absl::Status Start(const std::vector<EventLoop*>& loops, DatagramHooks hooks) = 0;
+  // New connections are turned away, running ones go on. Blocks until every loop took it.
+  virtual void StopAccepting() = 0;
+  // Closes every connection (QUIC: CONNECTION_CLOSE, so clients know at once) and the sockets.
+  // Blocks until every loop did it; the loops must still run.
+  virtual void Close() = 0;
+};
+
 // Turns an accepted connection into a ConnectedStream on the worker loop that will own the
 // SSH session (a TLS transport handshakes there). `done` runs on that loop at most once: with
 // the stream, or with an error for a failed handshake; a connection that never turns out to be
@@ -40,6 +68,12 @@ class ServerTransport {
   virtual bool startup_slot_at_accept() const { return true; }
   virtual void Establish(EventLoop& loop, UniqueFd accepted, StreamInfo info,
                          std::function<void(absl::StatusOr<ConnectedStream>)> done) = 0;
+  // Datagram transports (QUIC) take no accepted fds: the engine binds `url` here, one socket
+  // per worker, instead of a stream Listener. Errors name the address.
+  virtual bool datagram() const { return false; }
+  virtual absl::StatusOr<std::unique_ptr<DatagramListener>> BindDatagram(const EndpointUrl&, int) {
+    return absl::UnimplementedError(std::string(name()) + " is not a datagram transport");
+  }
 };
 
 }  // namespace alknet

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <string>
 
+#include "server/transport/quic_transport.h"
 #include "server/transport/tcp_transport.h"
 #include "server/transport/tls_transport.h"
 
@@ -60,13 +61,43 @@ class TlsFactory final : public ServerTransportFactory {
   }
 };
 
+// quic://: the tls.* certificate, the quic.* settings.
+class QuicFactory final : public ServerTransportFactory {
+ public:
+  std::string_view scheme() const override { return "quic"; }
+  absl::StatusOr<std::unique_ptr<ServerTransport>> Create(const ServerTransportEnv& env,
+                                                          const EndpointUrl& first) const override {
+    const config::AgentConfig& config = env.config;
+    QuicTransportOptions options;
+    options.cert_path = config.tls.cert;
+    options.key_path = config.tls.key;
+    options.state_dir = config.state_dir;
+    const std::string& host = first.address.host;
+    bool wildcard = host.empty() || host == "*" || host == "0.0.0.0" || host == "::";
+    options.cert_host = wildcard ? "localhost" : host;
+    options.settings.stream_window = static_cast<uint64_t>(config.quic.stream_window);
+    options.settings.idle_timeout = config.quic.idle_timeout;
+    options.settings.handshake_timeout = config.limits.login_grace_time;
+    options.retry = config.quic.retry == config::QuicRetry::kAlways  ? quic::RetryMode::kAlways
+                    : config.quic.retry == config::QuicRetry::kNever ? quic::RetryMode::kNever
+                                                                     : quic::RetryMode::kAuto;
+    options.retry_threshold = config.quic.retry_threshold;
+    options.count = env.on_quic_event;
+    absl::StatusOr<std::unique_ptr<QuicTransport>> transport =
+        QuicTransport::Create(std::move(options), env.logger);
+    if (!transport.ok()) return transport.status();
+    return std::unique_ptr<ServerTransport>(*std::move(transport));
+  }
+};
+
 }  // namespace
 
 const ServerTransportFactory* FindServerTransport(std::string_view scheme) {
   // The registered transports; a new one adds its row here.
   static const TcpFactory kTcp;
   static const TlsFactory kTls;
-  static const ServerTransportFactory* const kFactories[] = {&kTcp, &kTls};
+  static const QuicFactory kQuic;
+  static const ServerTransportFactory* const kFactories[] = {&kTcp, &kTls, &kQuic};
   for (const ServerTransportFactory* factory : kFactories) {
     if (factory->scheme() == scheme) return factory;
   }

@@ -23,6 +23,8 @@ struct ServerTransportEnv {
   std::function<void(const StreamInfo& info)> on_probe;
   // A transport's own budget turned a connection away ("tls_handshakes", "web_connections").
   std::function<void(std::string_view budget)> on_refused;
+  // A QUIC endpoint event ("handshake", "retry", ...): alknet_quic_events_total. Any thread.
+  std::function<void(std::string_view event)> on_quic_event;
 };
 
 class ServerTransportFactory {

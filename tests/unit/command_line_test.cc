@@ -150,7 +150,7 @@ INSTANTIATE_TEST_SUITE_P(
             "CommandAfterFlags", {"--workers", "2", "serve"}, "unexpected argument 'serve'"},
         ParseErrorCase{"DoubleDash", {"serve", "--"}, "unexpected argument '--'"},
         ParseErrorCase{"ProxyWithoutServer", {"proxy"},
-                       "proxy needs the server: tls://HOST:PORT or tcp://HOST:PORT"},
+                       "proxy needs the server: tls://HOST:PORT, quic://HOST:PORT or tcp://HOST:PORT"},
         ParseErrorCase{"ProxyTakesNoSshFlags", {"proxy", "tls://h:443", "--identity", "k"},
                        "flag '--identity' does not apply to 'proxy' (it takes --tls-*, --proxy and "
                        "--handshake-timeout; ssh itself authenticates)"},
@@ -185,7 +185,7 @@ TEST(BuildProxyTargetTest, RefusesWhatAnUpstreamWouldRefuse) {
     return target.ok() ? std::string("ok") : Message(target.status());
   };
   EXPECT_EQ(error({"proxy", "tcp://h:22", "--tls-insecure"}),
-            "proxy: tls_insecure: applies to a tls:// server only");
+            "proxy: tls_insecure: applies to a tls:// or quic:// server only");
   EXPECT_EQ(error({"proxy", "tls://h:443", "--tls-insecure", "--tls-fingerprint", kPin}),
             "proxy: tls_insecure: tls_insecure and tls_fingerprint are exclusive");
   EXPECT_EQ(error({"proxy", "udp://h:1"}).rfind("proxy: ", 0), 0u);

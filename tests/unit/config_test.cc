@@ -275,7 +275,7 @@ INSTANTIATE_TEST_SUITE_P(
                   "tcp://127.0.0.1:2222)"},
         ErrorCase{"ListenUnknownScheme", "listen: [udp://1.2.3.4:5]\n",
                   "agent.yaml:1:10: listen: 'udp://1.2.3.4:5': unsupported transport 'udp' "
-                  "(supported: tcp, tls)"},
+                  "(supported: tcp, tls, quic)"},
         ErrorCase{"ListenBadPort",
                   "workers: 1\nlisten:\n  - tcp://127.0.0.1:2222\n  - "
                   "tcp://127.0.0.1:99999\n",

@@ -108,9 +108,9 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"BadServer", "upstreams:\n  - server: h:22\n",
                   "agent.yaml:2:13: upstreams[0].server: 'h:22' is not scheme://host:port (e.g. "
                   "tcp://127.0.0.1:2222)"},
-        ErrorCase{"UnsupportedScheme", "upstreams:\n  - server: quic://h:22\n",
-                  "agent.yaml:2:13: upstreams[0].server: 'quic://h:22': unsupported transport "
-                  "'quic' (supported: tcp, tls)"},
+        ErrorCase{"UnsupportedScheme", "upstreams:\n  - server: udp://h:22\n",
+                  "agent.yaml:2:13: upstreams[0].server: 'udp://h:22': unsupported transport "
+                  "'udp' (supported: tcp, tls, quic)"},
         ErrorCase{"BadTlsFingerprint", "upstreams:\n  - tls_fingerprint: SHA256:abc\n",
                   "agent.yaml:2:22: upstreams[0].tls_fingerprint: 'SHA256:abc' is not a "
                   "SHA256:<64 hex digits> or AB:CD:... certificate fingerprint"},
@@ -273,22 +273,22 @@ TEST(UpstreamTlsTest, ValidateNamesTheField) {
               u.server.scheme = "tcp";
               u.tls_server_name = "front.example.org";
             }),
-            "upstreams[0].tls_server_name: applies to a tls:// server only");
+            "upstreams[0].tls_server_name: applies to a tls:// or quic:// server only");
   EXPECT_EQ(validate([](UpstreamConfig& u) {
               u.server.scheme = "tcp";
               u.tls_ca_file = "/ca.pem";
             }),
-            "upstreams[0].tls_ca_file: applies to a tls:// server only");
+            "upstreams[0].tls_ca_file: applies to a tls:// or quic:// server only");
   EXPECT_EQ(validate([](UpstreamConfig& u) {
               u.server.scheme = "tcp";
               u.tls_fingerprint = kPin;
             }),
-            "upstreams[0].tls_fingerprint: applies to a tls:// server only");
+            "upstreams[0].tls_fingerprint: applies to a tls:// or quic:// server only");
   EXPECT_EQ(validate([](UpstreamConfig& u) {
               u.server.scheme = "tcp";
               u.tls_insecure = true;
             }),
-            "upstreams[0].tls_insecure: applies to a tls:// server only");
+            "upstreams[0].tls_insecure: applies to a tls:// or quic:// server only");
   // One way to check the certificate.
   EXPECT_EQ(validate([](UpstreamConfig& u) {
               u.tls_insecure = true;
@@ -336,7 +336,7 @@ TEST(UpstreamTlsTest, ConnectFlags) {
   EXPECT_EQ(Message(BuildConnect({"--server", "tcp://h:22", "--identity", "/k",
                                   "--insecure-accept-any-host-key", "--tls-insecure"})
                         .status()),
-            "invalid configuration: upstreams[0].tls_insecure: applies to a tls:// server only");
+            "invalid configuration: upstreams[0].tls_insecure: applies to a tls:// or quic:// server only");
   EXPECT_EQ(Message(BuildConnect({"--server", "tls://h:443", "--identity", "/k",
                                   "--insecure-accept-any-host-key", "--tls-insecure",
                                   "--tls-fingerprint", kPin})
