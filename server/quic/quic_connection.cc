@@ -574,6 +574,7 @@ void QuicConnection::Flush() {
 
 bool QuicConnection::SendBatch(const ngtcp2_addr& remote, size_t length, size_t segment, uint8_t ecn) {
   size_t sent = 0;
+  datagrams_sent_ += (length + segment - 1) / std::max<size_t>(segment, 1);
   SendResult result = sink_.Send(remote, {batch_.get(), length}, segment, ecn, &sent);
   if (result != SendResult::kBlocked) return true;  // kFailed: lost, QUIC recovers
   pending_begin_ = sent;

@@ -109,6 +109,9 @@ class QuicConnection final : public FdHandler {
   absl::Status MigrateTo(const SockAddr& local);
 
   bool handshake_completed() const { return handshake_completed_; }
+  // Datagrams handed to the sink so far (a server that answered nothing to a first Initial
+  // got garbage that merely looked like one).
+  uint64_t datagrams_sent() const { return datagrams_sent_; }
   bool closed() const { return closed_; }
   QuicStats stats() const;
   // The peer's certificate fingerprint (client), the negotiated cipher.
@@ -173,6 +176,7 @@ class QuicConnection final : public FdHandler {
   bool handshake_completed_ = false;
   bool closed_ = false;
   uint64_t migrations_ = 0;
+  uint64_t datagrams_sent_ = 0;
 
   // The SSH stream.
   int64_t stream_id_ = -1;

@@ -77,6 +77,7 @@ void QuicEndpoint::OnFdEvents(uint32_t events) {
 }
 
 void QuicEndpoint::OnDatagram(const SockAddr& remote, uint8_t ecn, std::span<const uint8_t> data) {
+  if (data.empty()) return;  // ngtcp2_pkt_decode_version_cid asserts on an empty datagram
   ngtcp2_version_cid vc;
   int rv = ngtcp2_pkt_decode_version_cid(&vc, data.data(), data.size(), QuicConnection::kCidLength);
   if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
@@ -206,6 +207,9 @@ void QuicEndpoint::Accept(const SockAddr& remote, uint8_t ecn, std::span<const u
   }
   new_cids_.clear();
   conn->OnPacket(local_, remote, ecn, data);
+  // A real client's first Initial carries a ClientHello that gets an answer (at least an ACK).
+  // None: it only looked like an Initial; the connection goes at once, with its pre-auth slot.
+  if (!conn->closed() && conn->datagrams_sent() == 0) Remove(conn);
 }
 
 void QuicEndpoint::Remove(QuicConnection* conn) {

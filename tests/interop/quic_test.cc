@@ -265,11 +265,10 @@ TEST_F(QuicTest, GtlsclientOfferingH3GetsNoApplicationProtocol) {
   CommandResult gtls = RunCommand({"timeout", "20", "gtlsclient", "--exit-on-first-stream-close",
                                    "--timeout=5s", "127.0.0.1", std::to_string(quic_port_)},
                                   "", std::chrono::seconds(30));
+  // gtlsclient exits 0 either way; its log shows the agent's CONNECTION_CLOSE.
   std::string all = gtls.out + gtls.err;
-  EXPECT_NE(gtls.exit_code, 0) << all;
-  EXPECT_THAT(all, ::testing::AnyOf(HasSubstr("0x178"), HasSubstr("no_application_protocol"),
-                                    HasSubstr("376")))
-      << all;
+  EXPECT_THAT(all, HasSubstr("CONNECTION_CLOSE(0x1c) error_code=CRYPTO_ERROR(0x178)")) << all;
+  EXPECT_THAT(all, ::testing::Not(HasSubstr("handshake completed"))) << all;
   EXPECT_GE(MetricValue("alknet_quic_events_total{event=\"handshake_failed\"}"), 1);
   EchoServer echo;
   ClientProcess client(dir_, ClientArgs(quic_port_, echo.port()));
@@ -310,6 +309,7 @@ TEST_F(QuicTest, AFloodOfInitialsGetsRetryAndNoStateWhileAClientIsServed) {
 }
 
 // Acceptance 6 (with the fuzzer): garbage and truncated datagrams are dropped; a client works.
+// (An empty datagram once killed the agent: ngtcp2_pkt_decode_version_cid asserts on it.)
 TEST_F(QuicTest, GarbageAndTruncatedDatagramsAreDropped) {
   ASSERT_NO_FATAL_FAILURE(StartAgent());
   uint16_t port = 0;
