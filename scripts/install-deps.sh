@@ -42,6 +42,7 @@ TEST_PACKAGES=(
   systemd
   etcd-server etcd-client
   ngtcp2-client  # gtlsclient: a QUIC peer nobody here wrote (tests/interop/quic_test.cc)
+  nftables  # packet loss in a test's own network namespace (quic_test.cc, issue 14)
 )
 # npm packages of --test, installed globally only when their command is missing.
 NPM_TEST_PACKAGES=(ajv-cli ajv-formats)

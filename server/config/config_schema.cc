@@ -458,13 +458,13 @@ const std::array<FieldDef, 76>& Table() {
         "clients get a Retry first, 0..100000 (default 16)"},
        ALKNET_INT_FIELD(quic.retry_threshold, kQuicRetryThresholdRange)},
       {{"quic.stream_window", "--quic-stream-window", FieldKind::kScalar,
-        "a QUIC connection's stream window and unacknowledged send buffer, 64KB..256MB "
-        "(default 16MB)"},
+        "a QUIC connection's stream window and unacknowledged send buffer, 64KiB..256MiB "
+        "(default 16MiB)"},
        [](AgentConfig& c, std::string_view v) -> absl::Status {
          int64_t bytes = 0;
          if (absl::Status status = ParseByteSize(v, bytes); !status.ok()) return status;
          if (bytes < 64 * 1024 || bytes > 256 * 1024 * 1024) {
-           return Bad(absl::StrCat("'", Shown(v), "' is not between 64KB and 256MB"));
+           return Bad(absl::StrCat("'", Shown(v), "' is not between 64KiB and 256MiB"));
          }
          c.quic.stream_window = bytes;
          return absl::OkStatus();

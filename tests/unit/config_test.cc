@@ -99,7 +99,7 @@ TEST(SchemaTest, EveryFieldHasUniquePathFlagAndHelp) {
     EXPECT_EQ(FindFieldByYamlPath(field.yaml_path), &field);
     EXPECT_EQ(FindFieldByFlag(field.flag), &field);
   }
-  EXPECT_EQ(Fields().size(), 72u);
+  EXPECT_EQ(Fields().size(), 76u);
   EXPECT_EQ(FindFieldByYamlPath("limits"), nullptr);
   EXPECT_EQ(FindFieldByFlag("--config"), nullptr);
 }
@@ -560,6 +560,11 @@ TEST(ToYamlTest, RendersTheSchemaLayout) {
             "  web_lifetime: 5m\n"
             "  web_idle_timeout: 1m\n"
             "  profile: auto\n"
+            "quic:\n"
+            "  retry: auto\n"
+            "  retry_threshold: 16\n"
+            "  stream_window: 16MiB\n"
+            "  idle_timeout: 1m\n"
             "metrics:\n"
             "  listen: 127.0.0.1:9464\n"
             "  key_labels: []\n"

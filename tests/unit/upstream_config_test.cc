@@ -148,7 +148,7 @@ TEST(UpstreamValidateTest, RequiredAndExclusiveFields) {
   };
   EXPECT_EQ(validate([](UpstreamConfig&) {}), "");
   EXPECT_EQ(validate([](UpstreamConfig& u) { u.server = {}; }),
-            "upstreams[0].server: is required (tcp://HOST:PORT or tls://HOST:PORT)");
+            "upstreams[0].server: is required (tcp://HOST:PORT, tls://HOST:PORT or quic://HOST:PORT)");
   EXPECT_EQ(validate([](UpstreamConfig& u) { u.identity.clear(); }),
             "upstreams[0].identity: is required (a private key file)");
   EXPECT_EQ(validate([](UpstreamConfig& u) { u.known_hosts.clear(); }),
