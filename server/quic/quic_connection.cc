@@ -262,7 +262,7 @@ int QuicConnection::OnRecvStreamData(ngtcp2_conn* conn, uint32_t flags, int64_t 
   size_t written = 0;
   if (self->in_.empty() && self->plain_.valid() && !self->plain_shut_) {
     while (written < datalen) {
-      ssize_t n = write(self->plain_.get(), data + written, datalen - written);
+      ssize_t n = send(self->plain_.get(), data + written, datalen - written, MSG_NOSIGNAL);
       if (n > 0) {
         written += static_cast<size_t>(n);
       } else if (n < 0 && errno == EINTR) {
@@ -447,7 +447,7 @@ void QuicConnection::DrainToPlain() {
   uint64_t written = 0;
   while (!in_.empty() && !plain_shut_) {
     std::span<const uint8_t> part = in_.At(in_.begin());
-    ssize_t n = write(plain_.get(), part.data(), part.size());
+    ssize_t n = send(plain_.get(), part.data(), part.size(), MSG_NOSIGNAL);
     if (n > 0) {
       in_.DropUntil(in_.begin() + static_cast<uint64_t>(n));
       written += static_cast<uint64_t>(n);
