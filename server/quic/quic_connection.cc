@@ -37,6 +37,32 @@ constexpr uint64_t kInitialConnectionWindow = 1024 * 1024;
 // The application error with which extra streams are refused and a failed bridge resets.
 constexpr uint64_t kStreamRefused = 0x101;
 
+// Windows grow up to the configured stream window; the handshake is bounded.
+ngtcp2_settings NgtcpSettings(const QuicSettings& settings) {
+  ngtcp2_settings s;
+  ngtcp2_settings_default(&s);
+  s.initial_ts = Now();
+  s.max_stream_window = settings.stream_window;
+  s.max_window = settings.stream_window + settings.stream_window / 2;
+  s.handshake_timeout = ToNgtcp2(settings.handshake_timeout);
+  return s;
+}
+
+// What this endpoint offers: first windows, `peer_bidi_streams` streams the peer may open, no
+// unidirectional ones, the idle timeout.
+ngtcp2_transport_params TransportParams(const QuicSettings& settings, uint64_t peer_bidi_streams) {
+  ngtcp2_transport_params p;
+  ngtcp2_transport_params_default(&p);
+  p.initial_max_stream_data_bidi_local = kInitialStreamWindow;
+  p.initial_max_stream_data_bidi_remote = kInitialStreamWindow;
+  p.initial_max_data = kInitialConnectionWindow;
+  p.initial_max_streams_bidi = peer_bidi_streams;
+  p.initial_max_streams_uni = 0;
+  p.max_idle_timeout = ToNgtcp2(settings.idle_timeout);
+  p.active_connection_id_limit = 4;
+  return p;
+}
+
 ngtcp2_path PathOf(const SockAddr& local, const SockAddr& remote) {
   ngtcp2_path path{};
   path.local.addr = const_cast<sockaddr*>(local.get());
@@ -136,23 +162,9 @@ absl::StatusOr<std::unique_ptr<QuicConnection>> QuicConnection::Accept(
   c->local_ = local;
   c->remote_ = remote;
 
-  ngtcp2_settings s;
-  ngtcp2_settings_default(&s);
-  s.initial_ts = Now();
-  s.max_stream_window = settings.stream_window;
-  s.max_window = settings.stream_window + settings.stream_window / 2;
-  s.handshake_timeout = ToNgtcp2(settings.handshake_timeout);
-  if (accept.original_dcid != nullptr) s.token = {};  // the Retry token was checked already
-
-  ngtcp2_transport_params p;
-  ngtcp2_transport_params_default(&p);
-  p.initial_max_stream_data_bidi_remote = kInitialStreamWindow;
-  p.initial_max_stream_data_bidi_local = kInitialStreamWindow;
-  p.initial_max_data = kInitialConnectionWindow;
-  p.initial_max_streams_bidi = 1;  // one SSH stream; any further one is refused
-  p.initial_max_streams_uni = 0;
-  p.max_idle_timeout = ToNgtcp2(settings.idle_timeout);
-  p.active_connection_id_limit = 4;
+  ngtcp2_settings s = NgtcpSettings(settings);
+  // One SSH stream, opened by the client; any further one is refused.
+  ngtcp2_transport_params p = TransportParams(settings, /*peer_bidi_streams=*/1);
   const ngtcp2_pkt_hd& hd = *accept.initial;
   if (accept.original_dcid != nullptr) {
     p.original_dcid = *accept.original_dcid;
@@ -196,22 +208,8 @@ absl::StatusOr<std::unique_ptr<QuicConnection>> QuicConnection::Connect(
   c->remote_ = remote;
   gnutls_rnd(GNUTLS_RND_RANDOM, c->reset_secret_.data(), c->reset_secret_.size());
 
-  ngtcp2_settings s;
-  ngtcp2_settings_default(&s);
-  s.initial_ts = Now();
-  s.max_stream_window = settings.stream_window;
-  s.max_window = settings.stream_window + settings.stream_window / 2;
-  s.handshake_timeout = ToNgtcp2(settings.handshake_timeout);
-
-  ngtcp2_transport_params p;
-  ngtcp2_transport_params_default(&p);
-  p.initial_max_stream_data_bidi_local = kInitialStreamWindow;
-  p.initial_max_stream_data_bidi_remote = kInitialStreamWindow;
-  p.initial_max_data = kInitialConnectionWindow;
-  p.initial_max_streams_bidi = 0;  // the server opens no stream
-  p.initial_max_streams_uni = 0;
-  p.max_idle_timeout = ToNgtcp2(settings.idle_timeout);
-  p.active_connection_id_limit = 4;
+  ngtcp2_settings s = NgtcpSettings(settings);
+  ngtcp2_transport_params p = TransportParams(settings, /*peer_bidi_streams=*/0);  // none from the server
 
   ngtcp2_cid dcid, scid;
   uint8_t data[kCidLength];
