@@ -266,7 +266,10 @@ absl::StatusOr<ServerTransport*> ServerEngine::TransportFor(const EndpointUrl& u
         metrics_.Rejected(budget == "web_connections" ? RejectReason::kWebConnections
                                                       : RejectReason::kTlsHandshakes);
       },
-      .on_quic_event = [this](std::string_view event) { metrics_.QuicEvent(event); }};
+      .on_quic_event = [this](std::string_view event) { metrics_.QuicEvent(event); },
+      .on_quic_ended = [this](double rtt_seconds, double cwnd_bytes) {
+        metrics_.QuicConnectionEnded(rtt_seconds, cwnd_bytes);
+      }};
   absl::StatusOr<std::unique_ptr<ServerTransport>> transport = factory->Create(env, url);
   if (!transport.ok()) return transport.status();
   ServerTransport* made = transport->get();

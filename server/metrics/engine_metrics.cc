@@ -127,6 +127,13 @@ EngineMetrics::EngineMetrics(std::shared_ptr<prometheus::Registry> registry,
   for (size_t i = 0; i < kQuicEventNames.size(); ++i) {
     quic_events_[i] = &quic_events.Add({{"event", s(kQuicEventNames[i])}});
   }
+  quic_rtt_ = &BuildHistogram().Name("alknet_quic_rtt_seconds")
+      .Help("Smoothed RTT of QUIC connections when they ended (handshake completed).")
+      .Register(*registry_).Add({}, LatencyBuckets());
+  quic_cwnd_ = &BuildHistogram().Name("alknet_quic_cwnd_bytes")
+      .Help("Congestion window of QUIC connections when they ended (handshake completed).")
+      .Register(*registry_)
+      .Add({}, prometheus::Histogram::BucketBoundaries{16e3, 64e3, 256e3, 1e6, 4e6, 16e6, 64e6});
 
   unauthenticated_ = &BuildGauge().Name("alknet_unauthenticated_connections")
       .Help("Connections accepted but not yet authenticated (MaxStartups pool).")
@@ -202,6 +209,11 @@ void EngineMetrics::ChannelClosed(ChannelKind kind) { channels_active_[Index(kin
 void EngineMetrics::OutboundConnect(double seconds) { connect_seconds_->Observe(seconds); }
 
 void EngineMetrics::Rejected(RejectReason reason) { rejections_[Index(reason)]->Increment(); }
+
+void EngineMetrics::QuicConnectionEnded(double rtt_seconds, double cwnd_bytes) {
+  quic_rtt_->Observe(rtt_seconds);
+  quic_cwnd_->Observe(cwnd_bytes);
+}
 
 void EngineMetrics::QuicEvent(std::string_view event) {
   for (size_t i = 0; i < kQuicEventNames.size(); ++i) {

@@ -94,9 +94,12 @@ class EngineMetrics {
   // can be written, alknet_state_store_outages_total counts the times it went away.
   void SetStateStoreUp(bool up);
 
-  // alknet_quic_events_total{event}: QUIC handshakes done and failed, Retry packets sent,
+  // QUIC (issue 14). alknet_quic_events_total{event}: QUIC handshakes done and failed, Retry packets sent,
   // stateless resets sent, validated client migrations. Unknown names are ignored.
   void QuicEvent(std::string_view event);
+  // A QUIC connection that completed its handshake ended: its smoothed RTT
+  // (alknet_quic_rtt_seconds) and last congestion window (alknet_quic_cwnd_bytes).
+  void QuicConnectionEnded(double rtt_seconds, double cwnd_bytes);
 
  private:
   template <size_t N>
@@ -124,6 +127,8 @@ class EngineMetrics {
   prometheus::Counter* state_store_outages_ = nullptr;
   static constexpr size_t kQuicEvents = 5;
   std::array<prometheus::Counter*, kQuicEvents> quic_events_{};
+  prometheus::Histogram* quic_rtt_ = nullptr;
+  prometheus::Histogram* quic_cwnd_ = nullptr;
 
   struct KeySeries {
     prometheus::Counter* upstream;

@@ -171,6 +171,7 @@ void QuicEndpoint::Accept(const SockAddr& remote, uint8_t ecn, std::span<const u
   events.on_migrated = [this](QuicConnection&) { Count("migration"); };
   events.on_closed = [this](QuicConnection& conn, const absl::Status& why) {
     auto it = connections_.find(&conn);
+    if (it != connections_.end() && !it->second.handshaking && hooks_.ended) hooks_.ended(conn.stats());
     if (it != connections_.end() && it->second.handshaking) {
       Count("handshake_failed");
       logger_.Info("quic", "handshake failed",

@@ -47,6 +47,8 @@ struct EndpointHooks {
   std::function<void(int owner, std::string packet, SockAddr remote, uint8_t ecn)> forward;
   // Counters: "handshake", "handshake_failed", "retry", "stateless_reset", "migration".
   std::function<void(std::string_view event)> count;
+  // A connection that completed its handshake ended, with its last statistics.
+  std::function<void(const QuicStats& stats)> ended;
 };
 
 class QuicEndpoint final : public FdHandler, public PacketSink {

@@ -22,7 +22,7 @@ class QuicListener final : public DatagramListener {
   QuicListener(EndpointUrl bound, std::vector<UniqueFd> sockets, quic::EndpointOptions options,
                const QuicTransportOptions& transport, Logger& logger)
       : bound_(std::move(bound)), sockets_(std::move(sockets)), options_(std::move(options)),
-        count_(transport.count), logger_(logger) {}
+        count_(transport.count), ended_(transport.ended), logger_(logger) {}
 
   ~QuicListener() override {
     // The worker loops have stopped (engine shutdown): endpoints go on this thread.
@@ -54,6 +54,9 @@ class QuicListener final : public DatagramListener {
         });
       };
       hooks.count = count_;
+      hooks.ended = [ended = ended_](const quic::QuicStats& stats) {
+        if (ended) ended(static_cast<double>(stats.rtt_us) / 1e6, static_cast<double>(stats.cwnd));
+      };
       endpoints_.push_back(std::make_unique<quic::QuicEndpoint>(*loops[k], std::move(sockets_[k]),
                                                                 std::move(options), std::move(hooks),
                                                                 logger_));
@@ -88,6 +91,7 @@ class QuicListener final : public DatagramListener {
   std::vector<UniqueFd> sockets_;
   quic::EndpointOptions options_;
   std::function<void(std::string_view)> count_;
+  std::function<void(double, double)> ended_;
   Logger& logger_;
   std::vector<EventLoop*> loops_;
   DatagramHooks hooks_;

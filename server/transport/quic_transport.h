@@ -25,6 +25,8 @@ struct QuicTransportOptions {
   int retry_threshold = 16;
   // Counters of the endpoints ("handshake", "retry", ...), from any worker thread.
   std::function<void(std::string_view event)> count;
+  // A connection's RTT (s) and congestion window (bytes) when it ended, from any worker thread.
+  std::function<void(double rtt_seconds, double cwnd_bytes)> ended;
 };
 
 // <state_dir>/quic_secret: 32 random bytes made on first use (mode 0600), read afterwards.

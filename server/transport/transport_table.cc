@@ -83,6 +83,7 @@ class QuicFactory final : public ServerTransportFactory {
                                                                      : quic::RetryMode::kAuto;
     options.retry_threshold = config.quic.retry_threshold;
     options.count = env.on_quic_event;
+    options.ended = env.on_quic_ended;
     absl::StatusOr<std::unique_ptr<QuicTransport>> transport =
         QuicTransport::Create(std::move(options), env.logger);
     if (!transport.ok()) return transport.status();

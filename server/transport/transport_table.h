@@ -25,6 +25,8 @@ struct ServerTransportEnv {
   std::function<void(std::string_view budget)> on_refused;
   // A QUIC endpoint event ("handshake", "retry", ...): alknet_quic_events_total. Any thread.
   std::function<void(std::string_view event)> on_quic_event;
+  // A QUIC connection ended: its smoothed RTT and last congestion window. Any thread.
+  std::function<void(double rtt_seconds, double cwnd_bytes)> on_quic_ended;
 };
 
 class ServerTransportFactory {

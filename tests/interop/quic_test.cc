@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -262,6 +263,15 @@ TEST_F(QuicTest, OurClientCarriesSocksAndLocalForwardsByteExact) {
   close(fd);
   EXPECT_THAT(agent_->Log(), HasSubstr("transport=quic"));
   EXPECT_GE(MetricValue("alknet_quic_events_total{event=\"handshake\"}"), 1);
+  // One SSH session carried both; stopping the client ends it (CONNECTION_CLOSE), and its RTT
+  // and congestion window reach the histograms.
+  client.process().Signal(SIGTERM);
+  client.process().Wait(std::chrono::seconds(10));
+  for (int i = 0; i < 50 && MetricValue("alknet_quic_rtt_seconds_count") < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(MetricValue("alknet_quic_rtt_seconds_count"), 1);
+  EXPECT_EQ(MetricValue("alknet_quic_cwnd_bytes_count"), 1);
 }
 
 // A wrong pin ends the handshake before SSH; the agent is unharmed.
