@@ -81,9 +81,13 @@ class QuicClientStream final : public DialedStream, public FdHandler, public qui
       conn_->OnWritable();
     }
     if ((events & EPOLLIN) != 0 && socket_.valid()) {
+      // The whole batch first, then one Flush: one answer (ACKs, data) for many packets.
       quic::ReceiveDatagrams(socket_.get(), env_.loop.Scratch(), 256, [this](const quic::Datagram& d) {
-        if (conn_ != nullptr && !conn_->closed()) conn_->OnPacket(local_, *d.remote, d.ecn, d.data);
+        if (conn_ != nullptr && !conn_->closed()) {
+          conn_->OnPacket(local_, *d.remote, d.ecn, d.data, /*flush=*/false);
+        }
       });
+      if (conn_ != nullptr && !conn_->closed()) conn_->Flush();
     }
   }
 

@@ -4,7 +4,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <ctime>
 
 #include "server/common/errno_status.h"
 
@@ -124,12 +126,30 @@ void EventLoop::Stop() {
   [[maybe_unused]] ssize_t ignored = write(wake_fd_.get(), &one, sizeof(one));
 }
 
-int EventLoop::NextTimeoutMs() const {
+int64_t EventLoop::NextTimeoutNs() const {
   if (timer_queue_.empty()) return -1;
   auto wait = timer_queue_.begin()->first - Clock::now();
   if (wait <= Clock::duration::zero()) return 0;
-  // Round up so a timer never fires early and we never spin on a sub-millisecond remainder.
-  return static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(wait).count());
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
+}
+
+namespace {
+// Cleared when the kernel has no epoll_pwait2 (before 5.11): millisecond waits from then on.
+std::atomic<bool> precise_wait{true};
+}  // namespace
+
+int EventLoop::Wait(epoll_event* events, int max_events, int64_t timeout_ns) {
+  // epoll_pwait2 waits to the nanosecond: a timer due in 300 us (QUIC pacing) fires then, not a
+  // millisecond later. epoll_wait's timeout is rounded up instead, so nothing fires early and
+  // nothing spins on a sub-millisecond remainder either way.
+  if (timeout_ns >= 0 && precise_wait.load(std::memory_order_relaxed)) {
+    timespec ts{static_cast<time_t>(timeout_ns / 1'000'000'000), static_cast<long>(timeout_ns % 1'000'000'000)};
+    int count = epoll_pwait2(epoll_fd_.get(), events, max_events, &ts, nullptr);
+    if (count >= 0 || errno != ENOSYS) return count;
+    precise_wait.store(false, std::memory_order_relaxed);
+  }
+  int timeout_ms = timeout_ns < 0 ? -1 : static_cast<int>((timeout_ns + 999'999) / 1'000'000);
+  return epoll_wait(epoll_fd_.get(), events, max_events, timeout_ms);
 }
 
 void EventLoop::RunDueTimers() {
@@ -163,10 +183,10 @@ void EventLoop::RunDeferredDeletes() {
   }
 }
 
-bool EventLoop::Turn(int timeout_ms) {
+bool EventLoop::Turn(int64_t timeout_ns) {
   constexpr int kMaxEvents = 256;
   epoll_event events[kMaxEvents];
-  int count = epoll_wait(epoll_fd_.get(), events, kMaxEvents, timeout_ms);
+  int count = Wait(events, kMaxEvents, timeout_ns);
   if (count < 0 && errno != EINTR) return false;
   for (int i = 0; i < count; ++i) {
     int fd = events[i].data.fd;
@@ -188,14 +208,14 @@ bool EventLoop::Turn(int timeout_ms) {
 void EventLoop::Run() {
   loop_thread_ = std::this_thread::get_id();
   while (!stopping_) {
-    if (!Turn(NextTimeoutMs())) break;
+    if (!Turn(NextTimeoutNs())) break;
   }
 }
 
 void EventLoop::RunOnce(absl::Duration max_wait) {
   loop_thread_ = std::this_thread::get_id();
-  int timeout = NextTimeoutMs();
-  int cap = static_cast<int>(absl::ToInt64Milliseconds(max_wait));
+  int64_t timeout = NextTimeoutNs();
+  int64_t cap = absl::ToInt64Nanoseconds(max_wait);
   if (timeout < 0 || timeout > cap) timeout = cap;
   Turn(timeout);
 }

@@ -75,10 +75,13 @@ class EventLoop {
 
  private:
   EventLoop(UniqueFd epoll_fd, UniqueFd wake_fd);
-  int NextTimeoutMs() const;
-  // One batch: epoll_wait(timeout_ms), events, timers, posted tasks, deferred deletes. False
+  // Nanoseconds until the next timer is due (0: due now), -1 without timers.
+  int64_t NextTimeoutNs() const;
+  // epoll_pwait2 with `timeout_ns` (-1: forever), or epoll_wait rounded up where it is missing.
+  int Wait(epoll_event* events, int max_events, int64_t timeout_ns);
+  // One batch: Wait(timeout_ns), events, timers, posted tasks, deferred deletes. False
   // when epoll_wait failed.
-  bool Turn(int timeout_ms);
+  bool Turn(int64_t timeout_ns);
   void RunDueTimers();
   void RunPostedTasks();
   void RunDeferredDeletes();

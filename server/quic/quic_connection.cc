@@ -356,7 +356,7 @@ int QuicConnection::OnPathValidation(ngtcp2_conn*, uint32_t, const ngtcp2_path* 
 // ---- packets in ----
 
 void QuicConnection::OnPacket(const SockAddr& local, const SockAddr& remote, uint8_t ecn,
-                              std::span<const uint8_t> packet) {
+                              std::span<const uint8_t> packet, bool flush) {
   if (closed_) return;
   ngtcp2_path path = PathOf(local, remote);
   ngtcp2_pkt_info pi{};
@@ -368,10 +368,10 @@ void QuicConnection::OnPacket(const SockAddr& local, const SockAddr& remote, uin
     FailWith(rv, "quic: read");
     return;
   }
-  AfterRead();
+  AfterRead(flush);
 }
 
-void QuicConnection::AfterRead() {
+void QuicConnection::AfterRead(bool flush) {
   for (int64_t id : extra_streams_) {
     if (id != stream_id_) ngtcp2_conn_shutdown_stream(conn_, id, kStreamRefused);
   }
@@ -391,7 +391,7 @@ void QuicConnection::AfterRead() {
     }
   }
   DrainToPlain();
-  if (closed_) return;
+  if (closed_ || !flush) return;
   Flush();
 }
 

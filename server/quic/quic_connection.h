@@ -96,9 +96,10 @@ class QuicConnection final : public FdHandler {
                                                                  Events events);
   ~QuicConnection() override;
 
-  // A datagram for this connection from `remote` (to `local`).
+  // A datagram for this connection from `remote` (to `local`). With `flush` false the caller
+  // calls Flush() once after a batch of datagrams (one answer for many packets).
   void OnPacket(const SockAddr& local, const SockAddr& remote, uint8_t ecn,
-                std::span<const uint8_t> packet);
+                std::span<const uint8_t> packet, bool flush = true);
   // Writes what is due (client: call once after Connect to send the first Initial).
   void Flush();
   // The sink takes packets again.
@@ -146,7 +147,7 @@ class QuicConnection final : public FdHandler {
 
   void MakeCid(ngtcp2_cid* cid) const;
   absl::Status OpenPlainSide(int64_t stream_id);
-  void AfterRead();
+  void AfterRead(bool flush);
   void ReadPlain();
   void DrainToPlain();
   void UpdatePlainInterest();

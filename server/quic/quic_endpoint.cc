@@ -4,6 +4,7 @@
 #include <gnutls/crypto.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -66,9 +67,15 @@ void QuicEndpoint::OnFdEvents(uint32_t events) {
   }
   if ((events & EPOLLIN) != 0 && socket_.valid()) {
     // A bounded batch per wake-up, so one busy socket cannot starve the loop's other work.
+    batching_ = true;
     ReceiveDatagrams(socket_.get(), loop_.Scratch(), 256, [this](const Datagram& d) {
       OnDatagram(*d.remote, d.ecn, d.data);
     });
+    batching_ = false;
+    for (QuicConnection* conn : touched_) {
+      if (connections_.contains(conn) && !conn->closed()) conn->Flush();
+    }
+    touched_.clear();
   }
   if (socket_.valid()) {
     loop_.SetInterest(socket_.get(), socket_events_,
@@ -87,7 +94,10 @@ void QuicEndpoint::OnDatagram(const SockAddr& remote, uint8_t ecn, std::span<con
   if (rv != 0) return;  // not a QUIC packet we can read: dropped
   if (auto found = by_cid_.find(KeyView(vc.dcid, vc.dcidlen)); found != by_cid_.end()) {
     QuicConnection* conn = found->second;
-    conn->OnPacket(local_, remote, ecn, data);
+    conn->OnPacket(local_, remote, ecn, data, /*flush=*/!batching_);
+    if (batching_ && std::find(touched_.begin(), touched_.end(), conn) == touched_.end()) {
+      touched_.push_back(conn);
+    }
     return;
   }
   // Not ours. Without reuseport steering a packet can reach the wrong worker: its connection

@@ -109,6 +109,9 @@ class QuicEndpoint final : public FdHandler, public PacketSink {
   absl::flat_hash_map<std::string, QuicConnection*> by_cid_;
   absl::flat_hash_set<QuicConnection*> waiting_writable_;
   std::vector<std::string> new_cids_;  // announced while a connection is being made
+  // While a batch of datagrams is read: the connections they reached, flushed once at its end.
+  bool batching_ = false;
+  std::vector<QuicConnection*> touched_;
   // Stateless resets sent this second (at most kResetsPerSecond: never an amplifier).
   int64_t reset_second_ = 0;
   int resets_this_second_ = 0;
