@@ -690,18 +690,6 @@ void QuicConnection::Finish(absl::Status why) {
   if (events.on_closed) events.on_closed(*this, why);
 }
 
-absl::Status QuicConnection::MigrateTo(const SockAddr& local) {
-  if (closed_) return absl::FailedPreconditionError("quic: connection closed");
-  local_ = local;
-  ngtcp2_path path = PathOf(local_, remote_);
-  if (int rv = ngtcp2_conn_initiate_immediate_migration(conn_, &path, Now()); rv != 0) {
-    return Ngtcp2Status("quic: migrate", rv);
-  }
-  ++migrations_;
-  Flush();
-  return absl::OkStatus();
-}
-
 QuicStats QuicConnection::stats() const {
   QuicStats stats;
   stats.migrations = migrations_;

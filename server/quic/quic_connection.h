@@ -38,7 +38,7 @@ struct QuicStats {
   uint64_t cwnd = 0;          // congestion window, bytes
   uint64_t lost_packets = 0;  // packets declared lost
   uint64_t sent_packets = 0;
-  uint64_t migrations = 0;    // validated new client paths (server) / own moves (client)
+  uint64_t migrations = 0;    // validated new peer addresses (NAT rebinding, migration)
 };
 
 class QuicConnection;
@@ -106,8 +106,6 @@ class QuicConnection final : public FdHandler {
   void OnWritable();
   // Ends the connection now with CONNECTION_CLOSE (NO_ERROR); on_closed runs.
   void Close();
-  // Client: moves to a new local socket address (the caller's socket already sends from it).
-  absl::Status MigrateTo(const SockAddr& local);
 
   bool handshake_completed() const { return handshake_completed_; }
   // Datagrams handed to the sink so far (a server that answered nothing to a first Initial
