@@ -70,6 +70,10 @@ std::string ReadFile(const std::string& path) {
 
 CommandResult RunCommand(const std::vector<std::string>& argv, std::string_view input,
                          std::chrono::milliseconds timeout) {
+  // A command that exits before reading all of `input` (ssh refused at once) must not kill the
+  // test with SIGPIPE: the write below then fails with EPIPE instead. Children get SIG_DFL back.
+  static const bool sigpipe_ignored = [] { return signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
+  (void)sigpipe_ignored;
   CommandResult result;
   int in_pipe[2], out_pipe[2], err_pipe[2];
   if (pipe2(in_pipe, O_CLOEXEC) != 0 || pipe2(out_pipe, O_CLOEXEC) != 0 ||
@@ -83,6 +87,7 @@ CommandResult RunCommand(const std::vector<std::string>& argv, std::string_view 
     dup2(out_pipe[1], 1);
     dup2(err_pipe[1], 2);
     setsid();  // no controlling terminal: ssh can never prompt
+    signal(SIGPIPE, SIG_DFL);
     execvp(args[0], args.data());
     _exit(127);
   }
