@@ -36,13 +36,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string LogValue(const std::string& log, const std::string& key) {
-  size_t at = log.find(key);
-  if (at == std::string::npos) return "";
-  at += key.size();
-  return log.substr(at, log.find_first_of(" \n", at) - at);
-}
-
 // A UDP socket bound to 127.0.0.1:0; its port in *port.
 int BindLoopbackUdp(uint16_t* port) {
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -199,10 +192,9 @@ class QuicTest : public ::testing::Test {
                                      "quic://127.0.0.1:0", "--workers", "2"};
     args.insert(args.end(), extra.begin(), extra.end());
     agent_ = std::make_unique<AgentProcess>(agent_dir_, args);
-    const std::string marker = "listening address=quic://127.0.0.1:";
-    ASSERT_TRUE(agent_->WaitForLog(marker)) << agent_->Log();
+    ASSERT_TRUE(agent_->WaitForLog("listening address=quic://127.0.0.1:")) << agent_->Log();
     std::string log = agent_->Log();
-    quic_port_ = static_cast<uint16_t>(std::atoi(log.c_str() + log.find(marker) + marker.size()));
+    quic_port_ = ListeningPort(log, "quic");
     ASSERT_NE(quic_port_, 0);
     fingerprint_ = LogValue(log, "sha256=");
     ASSERT_EQ(fingerprint_.size(), 95u) << log;
@@ -422,9 +414,7 @@ TEST_F(QuicTest, ALossyLinkCompletesByteExactOnEveryTransport) {
                                  "}\n");
   ASSERT_EQ(nft.exit_code, 0) << nft.err;
   ASSERT_NO_FATAL_FAILURE(StartAgent({"--listen", "tls://127.0.0.1:0"}));
-  std::string log = agent_->Log();
-  const std::string tls_marker = "listening address=tls://127.0.0.1:";
-  uint16_t tls_port = static_cast<uint16_t>(std::atoi(log.c_str() + log.find(tls_marker) + tls_marker.size()));
+  uint16_t tls_port = ListeningPort(agent_->Log(), "tls");
   EchoServer echo;
   UdpRelay delayed(quic_port_, std::chrono::milliseconds(50));
   struct Route {

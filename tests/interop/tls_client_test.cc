@@ -27,15 +27,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-// The value after `key` in a log ("sha256=AB:..." -> "AB:..."), up to the next space/newline.
-std::string LogValue(const std::string& log, const std::string& key) {
-  size_t at = log.find(key);
-  if (at == std::string::npos) return "";
-  at += key.size();
-  size_t end = log.find_first_of(" \n", at);
-  return log.substr(at, end == std::string::npos ? std::string::npos : end - at);
-}
-
 // "AB:CD:..." -> "SHA256:abcd..." (the other accepted form).
 std::string HexPinForm(const std::string& colons) {
   std::string out = "SHA256:";
@@ -82,10 +73,9 @@ class TlsClientTest : public ::testing::Test {
     args.insert(args.end(), extra.begin(), extra.end());
     agent_.reset();
     agent_ = std::make_unique<AgentProcess>(log_dir != nullptr ? *log_dir : agent_dir_, args);
-    const std::string marker = "listening address=tls://127.0.0.1:";
-    ASSERT_TRUE(agent_->WaitForLog(marker)) << agent_->Log();
+    ASSERT_TRUE(agent_->WaitForLog("listening address=tls://127.0.0.1:")) << agent_->Log();
     std::string log = agent_->Log();
-    tls_port_ = static_cast<uint16_t>(std::atoi(log.c_str() + log.find(marker) + marker.size()));
+    tls_port_ = ListeningPort(log, "tls");
     ASSERT_NE(tls_port_, 0);
     tls_fingerprint_ = LogValue(log, "sha256=");
     ASSERT_EQ(tls_fingerprint_.size(), 95u) << log;

@@ -262,6 +262,20 @@ long AgentProcess::RssKb() const {
   return at == std::string::npos ? -1 : std::atol(status.c_str() + at + 6);
 }
 
+std::string LogValue(const std::string& log, const std::string& key) {
+  size_t at = log.find(key);
+  if (at == std::string::npos) return "";
+  at += key.size();
+  size_t end = log.find_first_of(" \n", at);
+  return log.substr(at, end == std::string::npos ? std::string::npos : end - at);
+}
+
+uint16_t ListeningPort(const std::string& log, std::string_view scheme) {
+  const std::string marker = "listening address=" + std::string(scheme) + "://127.0.0.1:";
+  size_t at = log.find(marker);
+  return at == std::string::npos ? 0 : static_cast<uint16_t>(std::atoi(log.c_str() + at + marker.size()));
+}
+
 std::string Loopback(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
 
 CommandResult CurlThroughSocks(uint16_t socks, const std::string& url) {

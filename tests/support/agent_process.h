@@ -92,6 +92,11 @@ int ConnectTcp(uint16_t port, const char* source_ip = nullptr);
 std::string HttpStatusLine(const std::string& url, const std::string& path);
 // "127.0.0.1:port".
 std::string Loopback(uint16_t port);
+// The value after `key` in a log ("sha256=AB:..." -> "AB:..."), up to the next space or newline;
+// "" without `key`.
+std::string LogValue(const std::string& log, const std::string& key);
+// The port of the agent's first "listening address=SCHEME://127.0.0.1:PORT" line; 0 without one.
+uint16_t ListeningPort(const std::string& log, std::string_view scheme);
 // curl through a SOCKS5 proxy on 127.0.0.1:socks, the name resolved by the proxy's far side.
 CommandResult CurlThroughSocks(uint16_t socks, const std::string& url);
 // True if `name` is on PATH (for tests that skip when an optional peer is missing).
