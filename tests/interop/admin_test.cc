@@ -522,6 +522,9 @@ TEST_F(AdminTest, ViaSshWorksForAdminKeysOnly) {
 // (5) kill -9 at any moment while keys are being added: every restart reads the state, which
 // holds exactly a prefix of the adds, including every acknowledged one.
 TEST_F(AdminTest, CrashLoopKeepsEveryAcknowledgedAdd) {
+  // At least kMinIterations restarts however slow the machine (ASan on a loaded CI host: CI
+  // /tmp/ciN run 1 stored 1 key in the budget), up to kIterations while kBudget lasts.
+  constexpr int kMinIterations = 50;
   constexpr int kIterations = 200;
   constexpr auto kBudget = std::chrono::seconds(60);
   std::vector<std::string> lines;
@@ -566,7 +569,21 @@ TEST_F(AdminTest, CrashLoopKeepsEveryAcknowledgedAdd) {
   int iterations = 0;
   size_t max_seen = 0;
   StartAgent();
-  for (; iterations < kIterations && Clock::now() - start < kBudget; ++iterations) {
+  size_t acked_at_start = 0;
+  for (; iterations < kIterations && (iterations < kMinIterations || Clock::now() - start < kBudget);
+       ++iterations) {
+    // Every other life of the agent lasts until one more add is acknowledged, so the state grows
+    // however slow the machine is; the others are killed at once, wherever the adder is.
+    if (iterations % 2 == 0) {
+      auto deadline = Clock::now() + std::chrono::seconds(30);
+      while (Clock::now() < deadline) {
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          if (acknowledged > acked_at_start) break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(random() % 80));
     agent_->process().Signal(SIGKILL);
     ASSERT_TRUE(agent_->process().Wait(std::chrono::seconds(5)).has_value());
@@ -593,6 +610,7 @@ TEST_F(AdminTest, CrashLoopKeepsEveryAcknowledgedAdd) {
     ASSERT_GE(count, acked) << "an acknowledged add was lost at iteration " << iterations;
     ASSERT_LE(count, acked + 1) << "iteration " << iterations;
     max_seen = std::max(max_seen, count);
+    acked_at_start = acked;
     paused = false;
   }
   done = true;
