@@ -328,10 +328,12 @@ TEST_F(QuicTest, AFloodOfInitialsGetsRetryAndNoStateWhileAClientIsServed) {
       SendTo(fd, quic_port_, FakeInitial(round));
       close(fd);
       ++sent;
-      if (round % 50 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      // At most ~2000 a second: an agent under ASan on a busy host keeps up, so what is counted
+      // is the agent's answer, not the kernel dropping a full socket buffer.
+      if (round % 10 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   });
-  while (sent < 500) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  while (sent < 300) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   ClientProcess client(dir_, ClientArgs(quic_port_, echo.port()));
   bool connected = client.WaitForLog("upstream connected", std::chrono::seconds(30));
   flood.join();  // all 3000 go out; the client connected in the middle of them
