@@ -19,12 +19,7 @@
 namespace alknet::quic {
 namespace {
 
-// ngtcp2's clock: nanoseconds of CLOCK_MONOTONIC (the loop's steady_clock).
-ngtcp2_tstamp Now() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * NGTCP2_SECONDS + static_cast<uint64_t>(ts.tv_nsec);
-}
+ngtcp2_tstamp Now() { return QuicNow(); }
 
 ngtcp2_duration ToNgtcp2(absl::Duration d) {
   return static_cast<ngtcp2_duration>(absl::ToInt64Nanoseconds(d));
@@ -140,13 +135,18 @@ void QuicConnection::Rand(uint8_t* dest, size_t destlen, const ngtcp2_rand_ctx*)
   gnutls_rnd(GNUTLS_RND_RANDOM, dest, destlen);
 }
 
-void QuicConnection::MakeCid(ngtcp2_cid* cid) const {
-  uint8_t data[kCidLength];
+ngtcp2_tstamp QuicNow() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * NGTCP2_SECONDS + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+void MakeRoutedCid(uint8_t worker_index, uint8_t worker_count, ngtcp2_cid* cid) {
+  uint8_t data[QuicConnection::kCidLength];
   gnutls_rnd(GNUTLS_RND_NONCE, data, sizeof(data));
-  // The first byte, modulo the worker count, names the worker that owns the connection (the
-  // endpoint's reuseport program steers by it).
-  data[0] = static_cast<uint8_t>((data[0] / worker_count_) * worker_count_ + worker_index_);
-  if (data[0] % worker_count_ != worker_index_) data[0] = worker_index_;
+  uint8_t count = std::max<uint8_t>(worker_count, 1);
+  data[0] = static_cast<uint8_t>((data[0] / count) * count + worker_index);
+  if (data[0] % count != worker_index % count) data[0] = worker_index;  // the sum wrapped past 255
   ngtcp2_cid_init(cid, data, sizeof(data));
 }
 

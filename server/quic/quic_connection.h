@@ -43,6 +43,13 @@ struct QuicStats {
 
 class QuicConnection;
 
+// ngtcp2's clock: nanoseconds of CLOCK_MONOTONIC (the event loop's steady_clock).
+ngtcp2_tstamp QuicNow();
+
+// A random connection ID of kCidLength bytes whose first byte, modulo `worker_count`, is
+// `worker_index`: the worker that owns the connection (the reuseport program steers by it).
+void MakeRoutedCid(uint8_t worker_index, uint8_t worker_count, ngtcp2_cid* cid);
+
 // Where a connection's packets go: the server endpoint's shared socket or the client's own.
 class PacketSink {
  public:
@@ -143,7 +150,7 @@ class QuicConnection final : public FdHandler {
   static int OnPathValidation(ngtcp2_conn*, uint32_t flags, const ngtcp2_path* path,
                               ngtcp2_path_validation_result res, void* user_data);
 
-  void MakeCid(ngtcp2_cid* cid) const;
+  void MakeCid(ngtcp2_cid* cid) const { MakeRoutedCid(worker_index_, worker_count_, cid); }
   absl::Status OpenPlainSide(int64_t stream_id);
   void AfterRead(bool flush);
   void ReadPlain();

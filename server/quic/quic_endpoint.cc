@@ -2,7 +2,6 @@
 #include "server/quic/quic_endpoint.h"
 
 #include <gnutls/crypto.h>
-#include <time.h>
 
 #include <algorithm>
 #include <cstring>
@@ -17,11 +16,7 @@ constexpr int kResetsPerSecond = 100;
 // How long a Retry token is good for.
 constexpr ngtcp2_duration kRetryTokenLifetime = 10 * NGTCP2_SECONDS;
 
-ngtcp2_tstamp Now() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * NGTCP2_SECONDS + static_cast<uint64_t>(ts.tv_nsec);
-}
+ngtcp2_tstamp Now() { return QuicNow(); }
 
 std::string Key(const uint8_t* data, size_t length) {
   return std::string(reinterpret_cast<const char*>(data), length);
@@ -237,12 +232,9 @@ void QuicEndpoint::Remove(QuicConnection* conn) {
 }
 
 void QuicEndpoint::SendRetry(const ngtcp2_pkt_hd& hd, const SockAddr& remote) {
-  uint8_t data[QuicConnection::kCidLength];
-  gnutls_rnd(GNUTLS_RND_NONCE, data, sizeof(data));
-  int count = options_.worker_count;
-  data[0] = static_cast<uint8_t>((data[0] / count) * count + options_.worker_index);
   ngtcp2_cid retry_scid;
-  ngtcp2_cid_init(&retry_scid, data, sizeof(data));
+  MakeRoutedCid(static_cast<uint8_t>(options_.worker_index), static_cast<uint8_t>(options_.worker_count),
+                &retry_scid);
   uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN];
   ngtcp2_ssize token_len = ngtcp2_crypto_generate_retry_token(
       token, options_.secret.data(), options_.secret.size(), hd.version, remote.get(), remote.len,

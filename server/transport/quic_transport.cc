@@ -149,9 +149,9 @@ absl::StatusOr<std::unique_ptr<DatagramListener>> QuicTransport::BindDatagram(co
   for (int k = 0; k < std::max(workers, 1); ++k) {
     absl::StatusOr<UniqueFd> socket = quic::BindUdp(address, label);
     if (!socket.ok()) return socket.status();
-    if (k == 0) {
-      address.port = DescribeSockaddr(quic::LocalAddress(socket->get()).get(),
-                                      quic::LocalAddress(socket->get()).len).port;
+    if (k == 0) {  // port 0: the others join the port the first one got
+      quic::SockAddr local = quic::LocalAddress(socket->get());
+      address.port = DescribeSockaddr(local.get(), local.len).port;
     }
     sockets.push_back(*std::move(socket));
   }
