@@ -6,8 +6,9 @@
 namespace alknet {
 namespace {
 
-constexpr std::array<std::string_view, 5> kQuicEventNames = {"handshake", "handshake_failed", "retry",
-                                                           "stateless_reset", "migration"};
+constexpr std::array<std::string_view, 7> kQuicEventNames = {
+    "handshake", "handshake_failed", "retry", "stateless_reset", "migration", "congestion",
+    "probe_timeout"};
 constexpr std::array<std::string_view, static_cast<size_t>(TransportLabel::kCount)> kTransportNames = {
     "tcp", "tls", "quic", "other"};
 constexpr std::array<std::string_view, static_cast<size_t>(SessionResult::kCount)> kSessionResults = {
@@ -122,7 +123,8 @@ EngineMetrics::EngineMetrics(std::shared_ptr<prometheus::Registry> registry,
   rejections_family_ = &rejections;
 
   auto& quic_events = BuildCounter().Name("alknet_quic_events_total")
-      .Help("QUIC endpoint events: handshake, handshake_failed, retry, stateless_reset, migration.")
+      .Help("QUIC endpoint events: handshake, handshake_failed, retry, stateless_reset, migration, "
+            "congestion (a recovery episode: loss or ECN-CE), probe_timeout.")
       .Register(*registry_);
   for (size_t i = 0; i < kQuicEventNames.size(); ++i) {
     quic_events_[i] = &quic_events.Add({{"event", s(kQuicEventNames[i])}});

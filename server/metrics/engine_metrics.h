@@ -95,7 +95,8 @@ class EngineMetrics {
   void SetStateStoreUp(bool up);
 
   // QUIC (issue 14). alknet_quic_events_total{event}: QUIC handshakes done and failed, Retry packets sent,
-  // stateless resets sent, validated client migrations. Unknown names are ignored.
+  // stateless resets sent, validated client migrations, congestion recovery episodes (packets
+  // lost or ECN-CE) and probe timeouts, the loss signals. Unknown names are ignored.
   void QuicEvent(std::string_view event);
   // A QUIC connection that completed its handshake ended: its smoothed RTT
   // (alknet_quic_rtt_seconds) and last congestion window (alknet_quic_cwnd_bytes).
@@ -125,7 +126,7 @@ class EngineMetrics {
   prometheus::Family<prometheus::Counter>* upstream_reconnects_ = nullptr;
   prometheus::Gauge* state_store_up_ = nullptr;
   prometheus::Counter* state_store_outages_ = nullptr;
-  static constexpr size_t kQuicEvents = 5;
+  static constexpr size_t kQuicEvents = 7;
   std::array<prometheus::Counter*, kQuicEvents> quic_events_{};
   prometheus::Histogram* quic_rtt_ = nullptr;
   prometheus::Histogram* quic_cwnd_ = nullptr;

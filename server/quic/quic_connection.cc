@@ -479,8 +479,27 @@ void QuicConnection::UpdatePlainInterest() {
 
 // ---- packets out ----
 
+void QuicConnection::NoteLossSignals() {
+  ngtcp2_conn_stat cstat;
+  ngtcp2_conn_get_conn_stat(conn_, &cstat);
+  if (cstat.congestion_recovery_start_ts != recovery_started_ &&
+      cstat.congestion_recovery_start_ts != UINT64_MAX) {
+    ++congestion_events_;
+    if (events_.on_congestion) events_.on_congestion(*this);
+  }
+  recovery_started_ = cstat.congestion_recovery_start_ts;
+  // pto_count goes back to 0 when an acknowledgement arrives: count its rises.
+  for (size_t i = pto_count_; i < cstat.pto_count; ++i) {
+    ++probe_timeouts_;
+    if (events_.on_probe_timeout) events_.on_probe_timeout(*this);
+  }
+  pto_count_ = cstat.pto_count;
+}
+
 void QuicConnection::Flush() {
-  if (closed_ || send_blocked_) return;
+  if (closed_) return;
+  NoteLossSignals();  // after every batch of packets read and every timer: where loss is found
+  if (send_blocked_) return;
   ngtcp2_tstamp ts = Now();
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
@@ -693,6 +712,8 @@ void QuicConnection::Finish(absl::Status why) {
 QuicStats QuicConnection::stats() const {
   QuicStats stats;
   stats.migrations = migrations_;
+  stats.congestion_events = congestion_events_;
+  stats.probe_timeouts = probe_timeouts_;
   if (conn_ == nullptr) return stats;
   ngtcp2_conn_stat cstat;
   ngtcp2_conn_get_conn_stat(conn_, &cstat);

@@ -34,11 +34,11 @@ struct QuicSettings {
 
 // Counters a connection reports when it ends (metrics, logs).
 struct QuicStats {
-  uint64_t rtt_us = 0;        // smoothed RTT
-  uint64_t cwnd = 0;          // congestion window, bytes
-  uint64_t lost_packets = 0;  // packets declared lost
-  uint64_t sent_packets = 0;
-  uint64_t migrations = 0;    // validated new peer addresses (NAT rebinding, migration)
+  uint64_t rtt_us = 0;             // smoothed RTT
+  uint64_t cwnd = 0;               // congestion window, bytes
+  uint64_t congestion_events = 0;  // recovery episodes: packets declared lost, or ECN-CE
+  uint64_t probe_timeouts = 0;     // PTOs: nothing acknowledged in time, probes sent
+  uint64_t migrations = 0;         // validated new peer addresses (NAT rebinding, migration)
 };
 
 class QuicConnection;
@@ -86,6 +86,10 @@ class QuicConnection final : public FdHandler {
     std::function<void(QuicConnection& self, const ngtcp2_cid& cid)> on_cid_removed;
     // The peer moved to a new address and the path was validated (NAT rebinding, migration).
     std::function<void(QuicConnection& self)> on_migrated;
+    // The loss signals ngtcp2 exposes (it counts no lost packets): a new congestion recovery
+    // episode (loss or ECN-CE), a probe timeout.
+    std::function<void(QuicConnection& self)> on_congestion;
+    std::function<void(QuicConnection& self)> on_probe_timeout;
   };
 
   static absl::StatusOr<std::unique_ptr<QuicConnection>> Accept(EventLoop& loop, PacketSink& sink,
@@ -155,6 +159,8 @@ class QuicConnection final : public FdHandler {
   void AfterRead(bool flush);
   void ReadPlain();
   void DrainToPlain();
+  // Counts new congestion episodes and probe timeouts from ngtcp2's statistics.
+  void NoteLossSignals();
   void UpdatePlainInterest();
   bool SendBatch(const ngtcp2_addr& remote, size_t length, size_t segment, uint8_t ecn);
   void ArmTimer();
@@ -183,6 +189,11 @@ class QuicConnection final : public FdHandler {
   bool closed_ = false;
   uint64_t migrations_ = 0;
   uint64_t datagrams_sent_ = 0;
+  // Loss signals (NoteLossSignals): what ngtcp2 reported when last looked at, and the counts.
+  ngtcp2_tstamp recovery_started_ = UINT64_MAX;
+  size_t pto_count_ = 0;
+  uint64_t congestion_events_ = 0;
+  uint64_t probe_timeouts_ = 0;
 
   // The SSH stream.
   int64_t stream_id_ = -1;

@@ -174,6 +174,8 @@ void QuicEndpoint::Accept(const SockAddr& remote, uint8_t ecn, std::span<const u
     by_cid_.erase(KeyView(cid.data, cid.datalen));
   };
   events.on_migrated = [this](QuicConnection&) { Count("migration"); };
+  events.on_congestion = [this](QuicConnection&) { Count("congestion"); };
+  events.on_probe_timeout = [this](QuicConnection&) { Count("probe_timeout"); };
   events.on_closed = [this](QuicConnection& conn, const absl::Status& why) {
     auto it = connections_.find(&conn);
     if (it != connections_.end() && !it->second.handshaking && hooks_.ended) hooks_.ended(conn.stats());

@@ -1,4 +1,4 @@
-// UDP socket set-up, recvmmsg batches, GSO sends and the reuseport steering program.
+// UDP socket set-up, recvmmsg batches (GRO), GSO sends and the reuseport steering program.
 #include "server/quic/udp_socket.h"
 
 #include <linux/filter.h>
@@ -19,14 +19,20 @@
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
 #endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
 
 namespace alknet::quic {
 namespace {
 
 // Socket buffers big enough for a fast link's burst (the kernel caps them at rmem_max/wmem_max).
 constexpr int kSocketBuffer = 4 * 1024 * 1024;
-// Largest datagram we accept; QUIC packets are at most 1452 bytes here, GRO is not asked for.
-constexpr size_t kMaxDatagram = 2048;
+// One receive slot: with UDP_GRO the kernel hands over a run of one flow's same-size packets
+// as one buffer of up to 64 KiB (a sender's GSO batch arrives whole over loopback, and NAPI
+// coalesces a NIC's), so a slot holds the largest such run; a bigger one arrives truncated and
+// is dropped (QUIC recovers).
+constexpr size_t kSlot = 64 * 1024;
 constexpr size_t kBatch = 32;
 
 // Cleared the first time the kernel rejects UDP_SEGMENT; from then on one sendmsg per packet.
@@ -36,6 +42,8 @@ void TuneSocket(int fd, int family) {
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &kSocketBuffer, sizeof(kSocketBuffer));
   setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &kSocketBuffer, sizeof(kSocketBuffer));
   int one = 1;
+  // Coalesced receives (kernel 5.0+); without it each packet is its own datagram, also fine.
+  setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one));
   if (family == AF_INET6) {
     setsockopt(fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &one, sizeof(one));
   } else {
@@ -60,16 +68,29 @@ absl::StatusOr<std::unique_ptr<addrinfo, decltype(&freeaddrinfo)>> Resolve(const
   return std::unique_ptr<addrinfo, decltype(&freeaddrinfo)>(results, freeaddrinfo);
 }
 
-uint8_t EcnOf(msghdr& msg) {
+// What a received message's control data says: the ECN bits and, for a GRO run, the size of
+// each packet in it (0: one packet).
+struct ReceivedControl {
+  uint8_t ecn = 0;
+  size_t segment = 0;
+};
+
+ReceivedControl ControlOf(msghdr& msg) {
+  ReceivedControl out;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if ((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS) ||
         (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS)) {
       unsigned char tos = 0;
       if (c->cmsg_len >= CMSG_LEN(sizeof(unsigned char))) std::memcpy(&tos, CMSG_DATA(c), 1);
-      return tos & IPTOS_ECN_MASK;
+      out.ecn = tos & IPTOS_ECN_MASK;
+    } else if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO &&
+               c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+      int size = 0;
+      std::memcpy(&size, CMSG_DATA(c), sizeof(size));
+      if (size > 0) out.segment = static_cast<size_t>(size);
     }
   }
-  return 0;
+  return out;
 }
 
 }  // namespace
@@ -147,7 +168,7 @@ absl::StatusOr<UniqueFd> ConnectUdp(const HostPort& remote, SockAddr* connected_
 
 size_t ReceiveDatagrams(int fd, std::span<char> scratch, size_t max_datagrams,
                         const std::function<void(const Datagram&)>& handle) {
-  size_t slots = std::min(kBatch, scratch.size() / kMaxDatagram);
+  size_t slots = std::min(kBatch, scratch.size() / kSlot);
   if (slots == 0) return 0;
   std::array<mmsghdr, kBatch> messages{};
   std::array<iovec, kBatch> iov{};
@@ -156,7 +177,7 @@ size_t ReceiveDatagrams(int fd, std::span<char> scratch, size_t max_datagrams,
   size_t total = 0;
   while (total < max_datagrams) {
     for (size_t i = 0; i < slots; ++i) {
-      iov[i] = {scratch.data() + i * kMaxDatagram, kMaxDatagram};
+      iov[i] = {scratch.data() + i * kSlot, kSlot};
       msghdr& msg = messages[i].msg_hdr;
       msg = {};
       msg.msg_name = &from[i].storage;
@@ -170,12 +191,20 @@ size_t ReceiveDatagrams(int fd, std::span<char> scratch, size_t max_datagrams,
     if (n <= 0) break;
     for (int i = 0; i < n; ++i) {
       msghdr& msg = messages[i].msg_hdr;
-      if ((msg.msg_flags & MSG_TRUNC) != 0) continue;  // larger than any QUIC packet we accept
+      if ((msg.msg_flags & MSG_TRUNC) != 0) continue;  // larger than a slot: dropped
       from[i].len = msg.msg_namelen;
-      handle(Datagram{&from[i], EcnOf(msg),
-                      {reinterpret_cast<const uint8_t*>(iov[i].iov_base), messages[i].msg_len}});
+      ReceivedControl control_data = ControlOf(msg);
+      std::span<const uint8_t> run(reinterpret_cast<const uint8_t*>(iov[i].iov_base),
+                                   messages[i].msg_len);
+      size_t segment = control_data.segment != 0 ? control_data.segment : run.size();
+      // A GRO run is back-to-back packets of `segment` bytes, the last possibly shorter.
+      do {
+        size_t length = std::min(segment, run.size());
+        handle(Datagram{&from[i], control_data.ecn, run.first(length)});
+        run = run.subspan(length);
+        ++total;
+      } while (!run.empty());
     }
-    total += static_cast<size_t>(n);
     if (static_cast<size_t>(n) < slots) break;
   }
   return total;

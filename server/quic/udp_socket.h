@@ -25,8 +25,8 @@ struct SockAddr {
 };
 
 // Binds a UDP socket to `address` ("*": every IPv4 address) with SO_REUSEPORT, so a group of
-// sockets (one per worker) can share the port; a port of 0 picks one. Asks for the ECN bits
-// of received packets. Errors read "<label>: bind: ...".
+// sockets (one per worker) can share the port; a port of 0 picks one. Asks for GRO and for the
+// ECN bits of received packets. Errors read "<label>: bind: ...".
 absl::StatusOr<UniqueFd> BindUdp(const HostPort& address, std::string_view label);
 // The local address of `fd`.
 SockAddr LocalAddress(int fd);
@@ -47,8 +47,9 @@ struct Datagram {
   std::span<const uint8_t> data;
 };
 
-// Reads every queued datagram (recvmmsg, in batches) into `scratch` and calls `handle` for
-// each; stops at EAGAIN or after `max_datagrams`. Returns how many were read.
+// Reads every queued datagram (recvmmsg, in batches of 64 KiB slots of `scratch`) and calls
+// `handle` for each packet, a GRO run split into its packets; stops at EAGAIN or once
+// `max_datagrams` packets were read. Returns how many were.
 size_t ReceiveDatagrams(int fd, std::span<char> scratch, size_t max_datagrams,
                         const std::function<void(const Datagram&)>& handle);
 
