@@ -541,7 +541,7 @@ def autogroup():
 
 
 def agent_binary():
-    return os.environ.get("ALKNET_AGENT", os.path.join(BUILD_DIR, "agent", "alknet-agent"))
+    return os.environ.get("AGENT_BIN", os.path.join(BUILD_DIR, "agent", "alknet-agent"))
 
 
 def machine_line():
@@ -555,7 +555,7 @@ def machine_line():
     except OSError:
         pass
     ssh_v = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
-    rev = os.environ.get("ALKNET_REV") or subprocess.run(
+    rev = os.environ.get("BENCH_REV") or subprocess.run(
         ["git", "-C", REPO_DIR, "describe", "--always", "--dirty"],
         capture_output=True, text=True).stdout.strip() or "?"
     libssh = "?"

@@ -49,14 +49,14 @@ bench_build() {
     bench_log "configuring ${BUILD_DIR}"
     if ! cmake -S "${REPO_DIR}" -B "${BUILD_DIR}" -G Ninja >"${log}" 2>&1; then
       tail -n 30 "${log}" >&2; rm -f "${log}"
-      bench_log "cmake failed (SKIP_BUILD=1 with ALKNET_AGENT=... runs an existing binary)"
+      bench_log "cmake failed (SKIP_BUILD=1 with AGENT_BIN=... runs an existing binary)"
       return 1
     fi
   fi
   bench_log "building: $*"
   if ! ninja -C "${BUILD_DIR}" "$@" >"${log}" 2>&1; then
     tail -n 30 "${log}" >&2; rm -f "${log}"
-    bench_log "build failed (SKIP_BUILD=1 with ALKNET_AGENT=... runs an existing binary)"
+    bench_log "build failed (SKIP_BUILD=1 with AGENT_BIN=... runs an existing binary)"
     return 1
   fi
   rm -f "${log}"
