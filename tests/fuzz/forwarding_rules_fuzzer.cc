@@ -98,17 +98,22 @@ bool RefContains(const RefCidr& cidr, const RefAddress& address) {
 
 char Low(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
-bool RefGlob(const std::string& p, size_t i, const std::string& t, size_t j) {
-  if (i == p.size()) return j == t.size();
-  if (p[i] == '*') {
-    for (size_t k = j; k <= t.size(); ++k) {
-      if (RefGlob(p, i + 1, t, k)) return true;
+// The glob's definition as a table: tail[i][j] says whether p[i..] matches t[j..]. Filled from
+// the ends, so a pattern of many '*' costs |p|*|t| (the naive recursion was exponential and ran
+// past the fuzzer's timeout on "a****...").
+bool RefGlob(const std::string& p, const std::string& t) {
+  std::vector<std::vector<char>> tail(p.size() + 1, std::vector<char>(t.size() + 1, 0));
+  tail[p.size()][t.size()] = 1;
+  for (size_t i = p.size(); i-- > 0;) {
+    for (size_t j = t.size() + 1; j-- > 0;) {
+      if (p[i] == '*') {
+        tail[i][j] = tail[i + 1][j] || (j < t.size() && tail[i][j + 1]);
+      } else {
+        tail[i][j] = j < t.size() && (p[i] == '?' || Low(p[i]) == Low(t[j])) && tail[i + 1][j + 1];
+      }
     }
-    return false;
   }
-  if (j == t.size()) return false;
-  if (p[i] != '?' && Low(p[i]) != Low(t[j])) return false;
-  return RefGlob(p, i + 1, t, j + 1);
+  return tail[0][0] != 0;
 }
 
 struct RefRule {
@@ -147,7 +152,7 @@ bool RefMatches(const RefRule& rule, const RefRequest& request, const RefAddress
   }
   if (!any) return false;
   any = rule.hosts.empty();
-  for (const std::string& host : rule.hosts) any = any || RefGlob(StripDot(host), 0, StripDot(request.host), 0);
+  for (const std::string& host : rule.hosts) any = any || RefGlob(StripDot(host), StripDot(request.host));
   if (!any) return false;
   any = rule.cidrs.empty();
   for (const RefCidr& cidr : rule.cidrs) any = any || RefContains(cidr, address);
