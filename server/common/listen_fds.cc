@@ -97,25 +97,44 @@ absl::StatusOr<InheritedSockets> InheritedSockets::FromEnvironment() {
     int listening = 0;
     socklen_t len = sizeof(type);
     socklen_t len2 = sizeof(listening);
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM ||
-        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len2) != 0 || listening == 0) {
+    bool listening_tcp = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 &&
+                         type == SOCK_STREAM &&
+                         getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len2) == 0 &&
+                         listening != 0;
+    bool bound_udp = type == SOCK_DGRAM && LocalOf(fd).port != 0;
+    if (!listening_tcp && !bound_udp) {
       return absl::InvalidArgumentError(absl::StrCat("LISTEN_FDS: inherited fd ", fd, " (name ",
                                                      spec->names[i],
-                                                     ") is not a listening TCP socket"));
+                                                     ") is not a listening TCP socket or a bound UDP socket"));
     }
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-    sockets.push_back({std::move(owned), spec->names[i]});
+    sockets.push_back({std::move(owned), spec->names[i], type});
   }
   return InheritedSockets(std::move(sockets));
 }
 
 absl::StatusOr<std::optional<UniqueFd>> InheritedSockets::Take(const HostPort& address,
                                                                std::string_view label) {
-  if (sockets_.empty()) return std::optional<UniqueFd>();
+  absl::StatusOr<std::vector<UniqueFd>> taken = TakeMatching(address, label, SOCK_STREAM, false);
+  if (!taken.ok()) return taken.status();
+  if (taken->empty()) return std::optional<UniqueFd>();
+  return std::optional<UniqueFd>(std::move(taken->front()));
+}
+
+absl::StatusOr<std::vector<UniqueFd>> InheritedSockets::TakeAllDatagram(const HostPort& address,
+                                                                        std::string_view label) {
+  return TakeMatching(address, label, SOCK_DGRAM, true);
+}
+
+absl::StatusOr<std::vector<UniqueFd>> InheritedSockets::TakeMatching(const HostPort& address,
+                                                                     std::string_view label,
+                                                                     int type, bool all) {
+  std::vector<UniqueFd> taken;
+  if (sockets_.empty()) return taken;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_socktype = type;
   hints.ai_flags = AI_PASSIVE;
   addrinfo* results = nullptr;
   const char* host = address.host == "*" ? nullptr : address.host.c_str();
@@ -126,17 +145,21 @@ absl::StatusOr<std::optional<UniqueFd>> InheritedSockets::Take(const HostPort& a
   }
   std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(results, freeaddrinfo);
   for (addrinfo* ai = results; ai != nullptr; ai = ai->ai_next) {
-    for (auto it = sockets_.begin(); it != sockets_.end(); ++it) {
+    for (auto it = sockets_.begin(); it != sockets_.end();) {
       sockaddr_storage bound{};
       socklen_t len = sizeof(bound);
-      if (getsockname(it->fd.get(), reinterpret_cast<sockaddr*>(&bound), &len) != 0) continue;
-      if (!SameAddress(bound, ai->ai_addr, address.port)) continue;
-      UniqueFd fd = std::move(it->fd);
-      sockets_.erase(it);
-      return std::optional<UniqueFd>(std::move(fd));
+      if (it->type != type || getsockname(it->fd.get(), reinterpret_cast<sockaddr*>(&bound), &len) != 0 ||
+          !SameAddress(bound, ai->ai_addr, address.port)) {
+        ++it;
+        continue;
+      }
+      taken.push_back(std::move(it->fd));
+      it = sockets_.erase(it);
+      if (!all) return taken;
     }
+    if (!taken.empty()) return taken;
   }
-  return std::optional<UniqueFd>();
+  return taken;
 }
 
 std::string InheritedSockets::DescribeRemaining() const {

@@ -2,6 +2,7 @@
 // their matching to configured listeners by family, address and port.
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <optional>
@@ -36,18 +37,23 @@ class InheritedSockets {
   struct Socket {
     UniqueFd fd;
     std::string name;
+    int type = SOCK_STREAM;  // SOCK_STREAM (listening TCP) or SOCK_DGRAM (bound UDP, quic://)
   };
   InheritedSockets() = default;
   explicit InheritedSockets(std::vector<Socket> sockets) : sockets_(std::move(sockets)) {}
 
   // Reads LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES from the environment, unsets them (children
-  // must not see them), checks each descriptor is a listening stream socket and marks it
-  // close-on-exec.
+  // must not see them), checks each descriptor is a listening TCP socket or a bound UDP one
+  // (quic://, from a binary upgrade) and marks it close-on-exec.
   static absl::StatusOr<InheritedSockets> FromEnvironment();
 
   // The inherited socket bound to `address` (host resolved as a passive address, "*" every
   // address; port 0 matches any port), or nullopt. Errors only for an unresolvable host.
   absl::StatusOr<std::optional<UniqueFd>> Take(const HostPort& address, std::string_view label);
+  // Every inherited UDP socket bound to `address` (the same matching), in inherited order: a
+  // quic:// listener's per-worker sockets, worker 0 first. Empty when there is none.
+  absl::StatusOr<std::vector<UniqueFd>> TakeAllDatagram(const HostPort& address,
+                                                        std::string_view label);
 
   bool empty() const { return sockets_.empty(); }
   size_t size() const { return sockets_.size(); }
@@ -55,6 +61,10 @@ class InheritedSockets {
   std::string DescribeRemaining() const;
 
  private:
+  // Takes the inherited sockets of `type` bound to `address`: the first only, or all.
+  absl::StatusOr<std::vector<UniqueFd>> TakeMatching(const HostPort& address, std::string_view label,
+                                                     int type, bool all);
+
   std::vector<Socket> sockets_;
 };
 

@@ -108,7 +108,7 @@ absl::Status ServerEngine::Start() {
     if (!transport.ok()) return transport.status();
     if ((*transport)->datagram()) {
       // QUIC: one UDP socket per worker, each served on its worker's loop.
-      auto listener = (*transport)->BindDatagram(url, worker_count);
+      auto listener = (*transport)->BindDatagram(url, worker_count, inherited_);
       if (!listener.ok()) return listener.status();
       datagram_listeners_.push_back(*std::move(listener));
       continue;
@@ -342,7 +342,7 @@ void ServerEngine::Shutdown(absl::Duration grace) {
   started_ = false;
   ready_ = false;
   // 1. Stop accepting SSH. The acceptor loop keeps serving /readyz (503) while we drain.
-  CloseListeners();
+  CloseListeners(/*handed_over=*/false);
   logger_.Info("engine", "stopped accepting; draining",
                {{"sessions", absl::StrCat(active_sessions())},
                 {"grace", absl::FormatDuration(grace)}});
@@ -381,6 +381,9 @@ std::vector<std::pair<int, std::string>> ServerEngine::listen_fds() const {
   for (const auto& listener : listeners_) {
     if (listener->fd() >= 0) fds.emplace_back(listener->fd(), listener->bound().ToString());
   }
+  for (const auto& listener : datagram_listeners_) {
+    for (int fd : listener->fds()) fds.emplace_back(fd, listener->bound().ToString());
+  }
   return fds;
 }
 
@@ -414,14 +417,22 @@ absl::Status ServerEngine::ReopenStatusServer() {
   return absl::OkStatus();
 }
 
-void ServerEngine::CloseListeners() {
+void ServerEngine::CloseListeners(bool handed_over) {
   std::promise<void> listeners_closed;
   acceptor_loop_->Post([this, &listeners_closed] {
     for (auto& listener : listeners_) listener->Close();
     listeners_closed.set_value();
   });
   listeners_closed.get_future().wait();
-  for (auto& listener : datagram_listeners_) listener->StopAccepting();
+  // Handed over, the new process reads the UDP sockets; else they keep serving the
+  // connections this process has.
+  for (auto& listener : datagram_listeners_) {
+    if (handed_over) {
+      listener->HandOver();
+    } else {
+      listener->StopAccepting();
+    }
+  }
   for (prometheus::Gauge* up : listener_up_) up->Set(0);
   for (prometheus::Gauge* up : datagram_up_) up->Set(0);
 }
@@ -429,7 +440,7 @@ void ServerEngine::CloseListeners() {
 void ServerEngine::StopAccepting() {
   if (!started_) return;
   ready_ = false;
-  CloseListeners();
+  CloseListeners(/*handed_over=*/true);
   logger_.Info("engine", "stopped accepting (handed over); sessions stay",
                {{"sessions", absl::StrCat(active_sessions())}});
 }

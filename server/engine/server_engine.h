@@ -48,8 +48,9 @@ class ServerEngine {
   // Binds every listener and starts the workers. Any bind failure fails the whole start.
   absl::Status Start();
 
-  // The listening sockets with their URLs, for handing them to a new binary (binary upgrade).
-  // Valid until StopAccepting() or Shutdown(). Call from the controlling thread.
+  // The listening sockets with their URLs, for handing them to a new binary (binary upgrade):
+  // TCP listeners, then each quic:// listener's UDP sockets, worker 0 first. Valid until
+  // StopAccepting() or Shutdown(). Call from the controlling thread.
   std::vector<std::pair<int, std::string>> listen_fds() const;
   // Binary upgrade, once the new process serves: closes this process's listeners (the sockets
   // live on in the new process, so no connection is refused) and leaves the sessions running.
@@ -113,8 +114,9 @@ class ServerEngine {
   std::string metrics_url() const { return status_server_ ? status_server_->bound_url() : ""; }
 
  private:
-  // Closes every SSH listener on the acceptor loop and waits; listener_up goes to 0.
-  void CloseListeners();
+  // Closes every SSH listener on the acceptor loop and waits; listener_up goes to 0. QUIC
+  // endpoints stop accepting, or, `handed_over` to a new binary, stop reading their sockets.
+  void CloseListeners(bool handed_over);
   void OnAccept(UniqueFd fd, StreamInfo info, ServerTransport& transport);
   // Per-source penalties, the connection rate and max_sessions, for any new connection (stream
   // or datagram). False: refused (counted and logged). Thread-safe.

@@ -52,6 +52,15 @@ void QuicEndpoint::Close() {
   }
 }
 
+void QuicEndpoint::StopReading() {
+  accepting_ = false;
+  read_interest_ = 0;
+  if (socket_.valid()) {
+    loop_.SetInterest(socket_.get(), socket_events_,
+                      waiting_writable_.empty() ? 0u : static_cast<uint32_t>(EPOLLOUT), this);
+  }
+}
+
 void QuicEndpoint::OnFdEvents(uint32_t events) {
   if ((events & EPOLLOUT) != 0) {
     std::vector<QuicConnection*> waiting(waiting_writable_.begin(), waiting_writable_.end());
@@ -60,7 +69,7 @@ void QuicEndpoint::OnFdEvents(uint32_t events) {
       if (connections_.contains(conn)) conn->OnWritable();
     }
   }
-  if ((events & EPOLLIN) != 0 && socket_.valid()) {
+  if ((events & EPOLLIN) != 0 && socket_.valid() && read_interest_ != 0) {
     // A bounded batch per wake-up, so one busy socket cannot starve the loop's other work.
     batching_ = true;
     ReceiveDatagrams(socket_.get(), loop_.Scratch(), 256, [this](const Datagram& d) {
@@ -74,7 +83,7 @@ void QuicEndpoint::OnFdEvents(uint32_t events) {
   }
   if (socket_.valid()) {
     loop_.SetInterest(socket_.get(), socket_events_,
-                      EPOLLIN | (waiting_writable_.empty() ? 0u : static_cast<uint32_t>(EPOLLOUT)), this);
+                      read_interest_ | (waiting_writable_.empty() ? 0u : static_cast<uint32_t>(EPOLLOUT)), this);
   }
 }
 
@@ -308,7 +317,7 @@ SendResult QuicEndpoint::Send(const ngtcp2_addr& remote, std::span<const uint8_t
 
 void QuicEndpoint::NotifyWritable(QuicConnection* conn) {
   waiting_writable_.insert(conn);
-  if (socket_.valid()) loop_.SetInterest(socket_.get(), socket_events_, EPOLLIN | EPOLLOUT, this);
+  if (socket_.valid()) loop_.SetInterest(socket_.get(), socket_events_, read_interest_ | EPOLLOUT, this);
 }
 
 }  // namespace alknet::quic

@@ -61,6 +61,9 @@ class QuicEndpoint final : public FdHandler, public PacketSink {
   void Start();
   // On the loop: new connections are turned away; running ones go on (binary upgrade, drain).
   void StopAccepting() { accepting_ = false; }
+  // Another process reads the socket now (binary upgrade): no more reads here; the socket
+  // still sends what this endpoint's connections write.
+  void StopReading();
   // On the loop: closes every connection (CONNECTION_CLOSE) and the socket.
   void Close();
 
@@ -104,6 +107,7 @@ class QuicEndpoint final : public FdHandler, public PacketSink {
   SockAddr local_;
   uint32_t socket_events_ = 0;
   bool accepting_ = true;
+  uint32_t read_interest_ = EPOLLIN;  // 0 after StopReading
   size_t handshaking_ = 0;
   absl::flat_hash_map<QuicConnection*, Entry> connections_;
   absl::flat_hash_map<std::string, QuicConnection*> by_cid_;

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/common/errno_status.h"
+#include "server/common/listen_fds.h"
 #include "server/quic/udp_socket.h"
 #include "server/transport/tls_context.h"
 
@@ -22,7 +23,9 @@ class QuicListener final : public DatagramListener {
   QuicListener(EndpointUrl bound, std::vector<UniqueFd> sockets, quic::EndpointOptions options,
                const QuicTransportOptions& transport, Logger& logger)
       : bound_(std::move(bound)), sockets_(std::move(sockets)), options_(std::move(options)),
-        count_(transport.count), ended_(transport.ended), logger_(logger) {}
+        count_(transport.count), ended_(transport.ended), logger_(logger) {
+    for (const UniqueFd& socket : sockets_) fds_.push_back(socket.get());
+  }
 
   ~QuicListener() override {
     // The worker loops have stopped (engine shutdown): endpoints go on this thread.
@@ -70,6 +73,10 @@ class QuicListener final : public DatagramListener {
   void StopAccepting() override {
     OnEveryLoop([](quic::QuicEndpoint& endpoint) { endpoint.StopAccepting(); });
   }
+  std::vector<int> fds() const override { return fds_; }
+  void HandOver() override {
+    OnEveryLoop([](quic::QuicEndpoint& endpoint) { endpoint.StopReading(); });
+  }
   void Close() override {
     OnEveryLoop([](quic::QuicEndpoint& endpoint) { endpoint.Close(); });
   }
@@ -88,7 +95,8 @@ class QuicListener final : public DatagramListener {
   }
 
   EndpointUrl bound_;
-  std::vector<UniqueFd> sockets_;
+  std::vector<UniqueFd> sockets_;  // moved into the endpoints by Start
+  std::vector<int> fds_;           // the same sockets, for fds()
   quic::EndpointOptions options_;
   std::function<void(std::string_view)> count_;
   std::function<void(double, double)> ended_;
@@ -142,11 +150,32 @@ absl::StatusOr<std::unique_ptr<QuicTransport>> QuicTransport::Create(QuicTranspo
 }
 
 absl::StatusOr<std::unique_ptr<DatagramListener>> QuicTransport::BindDatagram(const EndpointUrl& url,
-                                                                              int workers) {
+                                                                              int workers,
+                                                                              InheritedSockets* inherited) {
   std::string label = absl::StrCat("listen ", url.ToString());
   std::vector<UniqueFd> sockets;
   HostPort address = url.address;
-  for (int k = 0; k < std::max(workers, 1); ++k) {
+  workers = std::max(workers, 1);
+  if (inherited != nullptr) {
+    // A binary upgrade's sockets: the same reuseport group, steered the same way, so the
+    // worker count must match (the old process's sockets are its workers').
+    absl::StatusOr<std::vector<UniqueFd>> taken = inherited->TakeAllDatagram(address, label);
+    if (!taken.ok()) return taken.status();
+    if (!taken->empty() && static_cast<int>(taken->size()) != workers) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          label, ": inherited ", taken->size(), " UDP sockets but workers is ", workers,
+          " (a binary upgrade keeps the worker count of quic:// listeners)"));
+    }
+    sockets = *std::move(taken);
+    if (!sockets.empty()) {
+      quic::SockAddr local = quic::LocalAddress(sockets[0].get());
+      address.port = DescribeSockaddr(local.get(), local.len).port;
+      logger_.Info("engine", "adopted inherited UDP sockets",
+                   {{"address", EndpointUrl{"quic", address}.ToString()},
+                    {"sockets", absl::StrCat(sockets.size())}});
+    }
+  }
+  for (int k = static_cast<int>(sockets.size()); k < workers; ++k) {
     absl::StatusOr<UniqueFd> socket = quic::BindUdp(address, label);
     if (!socket.ok()) return socket.status();
     if (k == 0) {  // port 0: the others join the port the first one got

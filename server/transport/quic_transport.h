@@ -43,7 +43,8 @@ class QuicTransport final : public ServerTransport {
     done(absl::UnimplementedError("quic takes no accepted connections"));
   }
   absl::StatusOr<std::unique_ptr<DatagramListener>> BindDatagram(const EndpointUrl& url,
-                                                                 int workers) override;
+                                                                 int workers,
+                                                                 InheritedSockets* inherited) override;
 
  private:
   QuicTransport(QuicTransportOptions options, Logger& logger, quic::Credentials credentials,

@@ -14,6 +14,8 @@
 
 namespace alknet {
 
+class InheritedSockets;  // server/common/listen_fds.h
+
 // Who is on the other end and how they came in. Never holds a tunnel destination.
 struct StreamInfo {
   std::string transport;  // "tcp", later "tls", "quic"
@@ -49,6 +51,12 @@ class DatagramListener {
   virtual absl::Status Start(const std::vector<EventLoop*>& loops, DatagramHooks hooks) = 0;
   // New connections are turned away, running ones go on. Blocks until every loop took it.
   virtual void StopAccepting() = 0;
+  // The sockets, worker 0 first, for a binary upgrade to inherit (valid while this lives).
+  virtual std::vector<int> fds() const = 0;
+  // A binary upgrade's new process reads the sockets now: stop reading them (this process's
+  // connections end when the new one answers their packets with stateless resets). Blocks
+  // until every loop took it.
+  virtual void HandOver() = 0;
   // Closes every connection (QUIC: CONNECTION_CLOSE, so clients know at once) and the sockets.
   // Blocks until every loop did it; the loops must still run.
   virtual void Close() = 0;
@@ -69,9 +77,11 @@ class ServerTransport {
   virtual void Establish(EventLoop& loop, UniqueFd accepted, StreamInfo info,
                          std::function<void(absl::StatusOr<ConnectedStream>)> done) = 0;
   // Datagram transports (QUIC) take no accepted fds: the engine binds `url` here, one socket
-  // per worker, instead of a stream Listener. Errors name the address.
+  // per worker, instead of a stream Listener, or adopts the sockets `inherited` (may be null)
+  // has for it (a binary upgrade's). Errors name the address.
   virtual bool datagram() const { return false; }
-  virtual absl::StatusOr<std::unique_ptr<DatagramListener>> BindDatagram(const EndpointUrl&, int) {
+  virtual absl::StatusOr<std::unique_ptr<DatagramListener>> BindDatagram(const EndpointUrl&, int,
+                                                                         InheritedSockets*) {
     return absl::UnimplementedError(std::string(name()) + " is not a datagram transport");
   }
 };

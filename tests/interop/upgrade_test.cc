@@ -237,17 +237,17 @@ class UpgradeTest : public ::testing::Test {
     closedir(proc);
   }
 
-  void StartAgent() {
-    agent_ = std::make_unique<BackgroundProcess>(
-        std::vector<std::string>{binary_, "--state-dir", dir_.File("state"), "--listen",
-                                 "tcp://127.0.0.1:0", "--workers", "2", "--metrics-listen",
-                                 "127.0.0.1:0", "--authorized-keys", dir_.File("keys"),
-                                 "--max-startups", "1000", "--per-source-max-startups", "1000",
-                                 // loopback echo targets (ADR 0014, as in AgentProcess)
-                                 "--forwarding-allow-loopback", "true",
-                                 // its connect loop leaves without logging in, on purpose
-                                 "--penalties", "false"},
-        dir_.path(), "agent");
+  void StartAgent(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> argv = {binary_, "--state-dir", dir_.File("state"), "--listen",
+                                     "tcp://127.0.0.1:0", "--workers", "2", "--metrics-listen",
+                                     "127.0.0.1:0", "--authorized-keys", dir_.File("keys"),
+                                     "--max-startups", "1000", "--per-source-max-startups", "1000",
+                                     // loopback echo targets (ADR 0014, as in AgentProcess)
+                                     "--forwarding-allow-loopback", "true",
+                                     // its connect loop leaves without logging in, on purpose
+                                     "--penalties", "false"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    agent_ = std::make_unique<BackgroundProcess>(argv, dir_.path(), "agent");
     const std::string marker = "listening address=tcp://127.0.0.1:";
     ASSERT_TRUE(WaitForLog(marker)) << Log();
     port_ = static_cast<uint16_t>(std::atoi(Log().c_str() + Log().find(marker) + marker.size()));
@@ -267,6 +267,16 @@ class UpgradeTest : public ::testing::Test {
     argv.insert(argv.end(), args.begin(), args.end());
     return RunCommand(argv, "", std::chrono::seconds(90));
   }
+  // Stock ssh through `alknet-agent proxy quic://` to the agent's quic:// port, -W to the echo.
+  bool LogsInOverQuic(uint16_t quic_port, const std::string& tls_fingerprint) {
+    std::vector<std::string> argv = SshArgs(quic_port, user_);
+    argv.insert(argv.end(), {"-o", "ProxyCommand=" + std::string(ALKNET_AGENT_BINARY) +
+                                       " proxy quic://127.0.0.1:%p --handshake-timeout 10s"
+                                       " --tls-fingerprint " + tls_fingerprint,
+                             "-W", Loopback(echo_.port()), "127.0.0.1"});
+    CommandResult result = RunCommand(argv, "still here\n", std::chrono::seconds(60));
+    return result.exit_code == 0 && result.out == "still here\n";
+  }
   bool LogsIn() {
     std::vector<std::string> argv = SshArgs(port_, user_);
     argv.insert(argv.end(), {"-W", Loopback(echo_.port()), "127.0.0.1"});
@@ -281,6 +291,30 @@ class UpgradeTest : public ::testing::Test {
   std::unique_ptr<BackgroundProcess> agent_;
   uint16_t port_ = 0;
 };
+
+// quic:// listeners go with the upgrade: the new process adopts the same UDP sockets (same
+// reuseport group, same steering) and the old one stops reading them. Before this, the new
+// process bound sockets of its own into the old one's group, the steering program kept every
+// packet on the old process's sockets, and the old process, no longer accepting, turned every
+// new QUIC client away until it exited (up to limits.upgrade_drain).
+TEST_F(UpgradeTest, QuicListenersMoveToTheNewProcess) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent({"--listen", "quic://127.0.0.1:0"}));
+  const std::string marker = "listening address=quic://127.0.0.1:";
+  ASSERT_TRUE(WaitForLog(marker)) << Log();
+  const auto quic_port = static_cast<uint16_t>(std::atoi(Log().c_str() + Log().find(marker) + marker.size()));
+  const std::string tls_fingerprint = LogValue(Log(), "sha256=");
+  ASSERT_FALSE(tls_fingerprint.empty()) << Log();
+  ASSERT_TRUE(LogsInOverQuic(quic_port, tls_fingerprint)) << Log();
+
+  InstallCopy(binary_);
+  agent_->Signal(SIGUSR2);
+  ASSERT_TRUE(WaitForLog("handed over; keeping this process's sessions")) << Log();
+  EXPECT_THAT(Log(), HasSubstr("adopted inherited UDP sockets"));
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_TRUE(LogsInOverQuic(quic_port, tls_fingerprint)) << "login " << i << " after the upgrade\n" << Log();
+  }
+  EXPECT_TRUE(LogsIn());  // tcp:// as before
+}
 
 TEST_F(UpgradeTest, HandsOverWithoutBreakingTunnelsOrRefusingConnections) {
   StartAgent();

@@ -2,8 +2,12 @@
 // inherited sockets to configured listeners.
 #include "server/common/listen_fds.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -86,6 +90,47 @@ TEST(ListenFdsTest, PortZeroMatchesAnyPortOnTheAddress) {
   auto taken = inherited.Take(HostPort{"127.0.0.1", 0}, "listen");
   ASSERT_TRUE(taken.ok());
   EXPECT_TRUE(taken->has_value());
+}
+
+// A quic:// listener's per-worker UDP sockets (binary upgrade) come back all together, in
+// order; a TCP listener on the same address and port is neither taken by them nor takes them.
+TEST(ListenFdsTest, DatagramSocketsAreTakenTogetherAndApartFromStreamOnes) {
+  auto tcp = ListenTcp(HostPort{"127.0.0.1", 0}, "test");
+  ASSERT_TRUE(tcp.ok()) << tcp.status();
+  const uint16_t port = LocalOf(tcp->get()).port;
+  std::vector<InheritedSockets::Socket> sockets;
+  sockets.push_back({*std::move(tcp), "ssh", SOCK_STREAM});
+  std::vector<int> udp_fds;
+  for (int k = 0; k < 2; ++k) {
+    UniqueFd udp(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    ASSERT_TRUE(udp.valid());
+    int one = 1;
+    setsockopt(udp.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(udp.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << std::strerror(errno);
+    udp_fds.push_back(udp.get());
+    sockets.push_back({std::move(udp), "quic", SOCK_DGRAM});
+  }
+  InheritedSockets inherited(std::move(sockets));
+  auto datagram = inherited.TakeAllDatagram(HostPort{"127.0.0.1", port}, "listen");
+  ASSERT_TRUE(datagram.ok());
+  ASSERT_EQ(datagram->size(), 2u);
+  EXPECT_EQ((*datagram)[0].get(), udp_fds[0]);
+  EXPECT_EQ((*datagram)[1].get(), udp_fds[1]);
+  auto stream = inherited.Take(HostPort{"127.0.0.1", port}, "listen");
+  ASSERT_TRUE(stream.ok());
+  ASSERT_TRUE(stream->has_value());
+  int type = 0;
+  socklen_t len = sizeof(type);
+  getsockopt((*stream)->get(), SOL_SOCKET, SO_TYPE, &type, &len);
+  EXPECT_EQ(type, SOCK_STREAM);
+  EXPECT_TRUE(inherited.empty());
+  auto none = inherited.TakeAllDatagram(HostPort{"127.0.0.1", port}, "listen");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
 }
 
 }  // namespace
