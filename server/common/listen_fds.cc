@@ -103,9 +103,9 @@ absl::StatusOr<InheritedSockets> InheritedSockets::FromEnvironment() {
                          listening != 0;
     bool bound_udp = type == SOCK_DGRAM && LocalOf(fd).port != 0;
     if (!listening_tcp && !bound_udp) {
-      return absl::InvalidArgumentError(absl::StrCat("LISTEN_FDS: inherited fd ", fd, " (name ",
-                                                     spec->names[i],
-                                                     ") is not a listening TCP socket or a bound UDP socket"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("LISTEN_FDS: inherited fd ", fd, " (name ", spec->names[i],
+                       ") is not a listening TCP socket or a bound UDP socket"));
     }
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);

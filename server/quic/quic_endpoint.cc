@@ -82,8 +82,8 @@ void QuicEndpoint::OnFdEvents(uint32_t events) {
     touched_.clear();
   }
   if (socket_.valid()) {
-    loop_.SetInterest(socket_.get(), socket_events_,
-                      read_interest_ | (waiting_writable_.empty() ? 0u : static_cast<uint32_t>(EPOLLOUT)), this);
+    uint32_t write_interest = waiting_writable_.empty() ? 0u : static_cast<uint32_t>(EPOLLOUT);
+    loop_.SetInterest(socket_.get(), socket_events_, read_interest_ | write_interest, this);
   }
 }
 
