@@ -305,6 +305,29 @@ TEST_F(UpgradeTest, QuicListenersMoveToTheNewProcess) {
   const std::string tls_fingerprint = LogValue(Log(), "sha256=");
   ASSERT_FALSE(tls_fingerprint.empty()) << Log();
   ASSERT_TRUE(LogsInOverQuic(quic_port, tls_fingerprint)) << Log();
+  // A session open over QUIC across the upgrade: its packets reach the new process, which does
+  // not know its connection IDs and answers with a stateless reset, so the proxy and ssh exit
+  // (well before the 60 s idle timeout) instead of hanging.
+  std::vector<std::string> held_argv = SshArgs(quic_port, user_);
+  held_argv.insert(held_argv.end(),
+                   {"-o", "ServerAliveInterval=1", "-o",
+                    "ProxyCommand=" + std::string(ALKNET_AGENT_BINARY) +
+                        " proxy quic://127.0.0.1:%p --tls-fingerprint " + tls_fingerprint,
+                    "-N", "127.0.0.1"});
+  auto logins = [this] {
+    size_t count = 0;
+    std::string log = Log();
+    for (size_t at = log.find("user=tester"); at != std::string::npos; at = log.find("user=tester", at + 1)) ++count;
+    return count;
+  };
+  const size_t logins_before = logins();
+  BackgroundProcess held(held_argv, dir_.path(), "held-quic");
+  auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (logins() == logins_before && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GT(logins(), logins_before) << Log();
+  ASSERT_TRUE(held.running());
 
   InstallCopy(binary_);
   agent_->Signal(SIGUSR2);
@@ -314,6 +337,8 @@ TEST_F(UpgradeTest, QuicListenersMoveToTheNewProcess) {
     EXPECT_TRUE(LogsInOverQuic(quic_port, tls_fingerprint)) << "login " << i << " after the upgrade\n" << Log();
   }
   EXPECT_TRUE(LogsIn());  // tcp:// as before
+  EXPECT_TRUE(held.Wait(std::chrono::seconds(30)).has_value())
+      << "the QUIC session of the old process neither survived nor ended";
 }
 
 TEST_F(UpgradeTest, HandsOverWithoutBreakingTunnelsOrRefusingConnections) {
