@@ -353,7 +353,7 @@ int QuicConnection::OnPathValidation(ngtcp2_conn*, uint32_t, const ngtcp2_path* 
     }
     if (moved) {
       ++self->migrations_;
-      if (self->events_.on_migrated) self->events_.on_migrated(*self);
+      if (self->events_.on_event) self->events_.on_event(*self, "migration");
     }
   }
   return 0;
@@ -491,13 +491,13 @@ void QuicConnection::NoteLossSignals() {
   if (cstat.congestion_recovery_start_ts != recovery_started_ &&
       cstat.congestion_recovery_start_ts != UINT64_MAX) {
     ++congestion_events_;
-    if (events_.on_congestion) events_.on_congestion(*this);
+    if (events_.on_event) events_.on_event(*this, "congestion");
   }
   recovery_started_ = cstat.congestion_recovery_start_ts;
   // pto_count goes back to 0 when an acknowledgement arrives: count its rises.
   for (size_t i = pto_count_; i < cstat.pto_count; ++i) {
     ++probe_timeouts_;
-    if (events_.on_probe_timeout) events_.on_probe_timeout(*this);
+    if (events_.on_event) events_.on_event(*this, "probe_timeout");
   }
   pto_count_ = cstat.pto_count;
 }

@@ -84,12 +84,11 @@ class QuicConnection final : public FdHandler {
     // Server: a connection ID now routes to this connection, or no longer does.
     std::function<void(QuicConnection& self, const ngtcp2_cid& cid)> on_cid_added;
     std::function<void(QuicConnection& self, const ngtcp2_cid& cid)> on_cid_removed;
-    // The peer moved to a new address and the path was validated (NAT rebinding, migration).
-    std::function<void(QuicConnection& self)> on_migrated;
-    // The loss signals ngtcp2 exposes (it counts no lost packets): a new congestion recovery
-    // episode (loss or ECN-CE), a probe timeout.
-    std::function<void(QuicConnection& self)> on_congestion;
-    std::function<void(QuicConnection& self)> on_probe_timeout;
+    // Something worth counting happened (alknet_quic_events_total's names): "migration" (the
+    // peer moved to a new address and the path was validated: NAT rebinding, migration), and
+    // the loss signals ngtcp2 exposes (it counts no lost packets): "congestion" (a new recovery
+    // episode: loss or ECN-CE) and "probe_timeout".
+    std::function<void(QuicConnection& self, std::string_view event)> on_event;
   };
 
   static absl::StatusOr<std::unique_ptr<QuicConnection>> Accept(EventLoop& loop, PacketSink& sink,

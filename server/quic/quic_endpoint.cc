@@ -182,9 +182,7 @@ void QuicEndpoint::Accept(const SockAddr& remote, uint8_t ecn, std::span<const u
   events.on_cid_removed = [this](QuicConnection&, const ngtcp2_cid& cid) {
     by_cid_.erase(KeyView(cid.data, cid.datalen));
   };
-  events.on_migrated = [this](QuicConnection&) { Count("migration"); };
-  events.on_congestion = [this](QuicConnection&) { Count("congestion"); };
-  events.on_probe_timeout = [this](QuicConnection&) { Count("probe_timeout"); };
+  events.on_event = [this](QuicConnection&, std::string_view event) { Count(event); };
   events.on_closed = [this](QuicConnection& conn, const absl::Status& why) {
     auto it = connections_.find(&conn);
     if (it != connections_.end() && !it->second.handshaking && hooks_.ended) hooks_.ended(conn.stats());

@@ -168,8 +168,7 @@ absl::StatusOr<std::unique_ptr<DatagramListener>> QuicTransport::BindDatagram(co
     }
     sockets = *std::move(taken);
     if (!sockets.empty()) {
-      quic::SockAddr local = quic::LocalAddress(sockets[0].get());
-      address.port = DescribeSockaddr(local.get(), local.len).port;
+      address.port = LocalOf(sockets[0].get()).port;
       logger_.Info("engine", "adopted inherited UDP sockets",
                    {{"address", EndpointUrl{"quic", address}.ToString()},
                     {"sockets", absl::StrCat(sockets.size())}});
@@ -178,10 +177,7 @@ absl::StatusOr<std::unique_ptr<DatagramListener>> QuicTransport::BindDatagram(co
   for (int k = static_cast<int>(sockets.size()); k < workers; ++k) {
     absl::StatusOr<UniqueFd> socket = quic::BindUdp(address, label);
     if (!socket.ok()) return socket.status();
-    if (k == 0) {  // port 0: the others join the port the first one got
-      quic::SockAddr local = quic::LocalAddress(socket->get());
-      address.port = DescribeSockaddr(local.get(), local.len).port;
-    }
+    if (k == 0) address.port = LocalOf(socket->get()).port;  // port 0: the others join it
     sockets.push_back(*std::move(socket));
   }
   if (sockets.size() > 1 && !quic::SteerByConnectionId(sockets[0].get(), static_cast<int>(sockets.size()))) {
