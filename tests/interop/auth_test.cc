@@ -100,11 +100,7 @@ TEST_F(AuthTest, Fail2banFilterMatchesEveryRejectedAuthAndNoAcceptedOne) {
     EXPECT_EQ(EchoThrough(known, "", {"-b", "127.0.0.6"}).out, "ping\n");
   }
   // Every auth line is in the log before it is handed to fail2ban-regex.
-  auto count = [](const std::string& log, const std::string& needle) {
-    int n = 0;
-    for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) ++n;
-    return n;
-  };
+  auto count = CountOccurrences;
   for (int i = 0; i < 100 && count(agent_->Log(), "auth: result=accepted") < 3; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

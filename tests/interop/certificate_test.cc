@@ -122,10 +122,7 @@ class CertificateTest : public ::testing::Test {
 
   // How many "... channel refused ... reason=<reason>" lines the log has.
   int CountInLog(const std::string& needle) const {
-    const std::string log = agent_->Log();
-    int count = 0;
-    for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) ++count;
-    return count;
+    return CountOccurrences(agent_->Log(), needle);
   }
 
   // Loads `key` and its certificate into a fresh ssh-agent that ssh then uses (the stock client

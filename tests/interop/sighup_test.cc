@@ -28,12 +28,7 @@ class SighupTest : public ::testing::Test {
   }
 
   size_t Count(std::string_view needle) const {
-    std::string log = agent_->Log();
-    size_t count = 0;
-    for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) {
-      ++count;
-    }
-    return count;
+    return static_cast<size_t>(CountOccurrences(agent_->Log(), needle));
   }
 
   // Sends SIGHUP and waits until the reload's last step (the trusted CA files) has logged.

@@ -314,13 +314,8 @@ TEST_F(UpgradeTest, QuicListenersMoveToTheNewProcess) {
                     "ProxyCommand=" + std::string(ALKNET_AGENT_BINARY) +
                         " proxy quic://127.0.0.1:%p --tls-fingerprint " + tls_fingerprint,
                     "-N", "127.0.0.1"});
-  auto logins = [this] {
-    size_t count = 0;
-    std::string log = Log();
-    for (size_t at = log.find("user=tester"); at != std::string::npos; at = log.find("user=tester", at + 1)) ++count;
-    return count;
-  };
-  const size_t logins_before = logins();
+  auto logins = [this] { return CountOccurrences(Log(), "user=tester"); };
+  const int logins_before = logins();
   BackgroundProcess held(held_argv, dir_.path(), "held-quic");
   auto deadline = Clock::now() + std::chrono::seconds(30);
   while (logins() == logins_before && Clock::now() < deadline) {

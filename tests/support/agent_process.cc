@@ -270,6 +270,12 @@ std::string LogValue(const std::string& log, const std::string& key) {
   return log.substr(at, end == std::string::npos ? std::string::npos : end - at);
 }
 
+int CountOccurrences(std::string_view text, std::string_view needle) {
+  int count = 0;
+  for (size_t at = text.find(needle); at != std::string_view::npos; at = text.find(needle, at + 1)) ++count;
+  return count;
+}
+
 uint16_t ListeningPort(const std::string& log, std::string_view scheme) {
   const std::string marker = "listening address=" + std::string(scheme) + "://127.0.0.1:";
   size_t at = log.find(marker);

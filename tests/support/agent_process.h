@@ -95,6 +95,8 @@ std::string Loopback(uint16_t port);
 // The value after `key` in a log ("sha256=AB:..." -> "AB:..."), up to the next space or newline;
 // "" without `key`.
 std::string LogValue(const std::string& log, const std::string& key);
+// How many times `needle` occurs in `text` (overlapping ones too): log lines of one kind.
+int CountOccurrences(std::string_view text, std::string_view needle);
 // The port of the agent's first "listening address=SCHEME://127.0.0.1:PORT" line; 0 without one.
 uint16_t ListeningPort(const std::string& log, std::string_view scheme);
 // curl through a SOCKS5 proxy on 127.0.0.1:socks, the name resolved by the proxy's far side.

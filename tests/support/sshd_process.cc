@@ -95,10 +95,7 @@ bool ClientProcess::WaitForLog(std::string_view needle, std::chrono::millisecond
 }
 
 int ClientProcess::CountInLog(std::string_view needle) const {
-  std::string log = Log();
-  int count = 0;
-  for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) ++count;
-  return count;
+  return CountOccurrences(Log(), needle);
 }
 
 }  // namespace alknet::testing
