@@ -34,7 +34,8 @@ constexpr CommandSpec kCommands[] = {
     {"proxy", "tls://HOST:PORT|quic://HOST:PORT|tcp://HOST:PORT [transport flags...]",
      "bridge stdin/stdout to one connection over the transport, for a stock ssh: "
      "ssh -o ProxyCommand='alknet-agent proxy tls://%h:%p --tls-fingerprint AB:CD:...' host "
-     "(quic://: UDP). Takes connect's TLS flags, --proxy (not with quic://) and --handshake-timeout"},
+     "(quic://: UDP). Takes connect's TLS flags, --quic-max-udp-payload, --proxy (not with quic://) "
+     "and --handshake-timeout"},
     {"health", "",
      "ask the running agent's /healthz (metrics.listen of the same config) and exit 0 if it answers "
      "200, else 1 (container HEALTHCHECK; needs no shell or curl)"},
@@ -76,8 +77,8 @@ std::string Wrapped(std::string_view text, size_t indent, size_t width = 72) {
 
 // The upstream flags `proxy` takes: how to reach and check the transport, nothing of SSH.
 bool AppliesToProxy(const config::UpstreamFieldSpec& field) {
-  return absl::StartsWith(Sv(field.key), "tls_") || field.key == "proxy" ||
-         field.key == "handshake_timeout";
+  return absl::StartsWith(Sv(field.key), "tls_") || absl::StartsWith(Sv(field.key), "quic_") ||
+         field.key == "proxy" || field.key == "handshake_timeout";
 }
 
 absl::Status MissingValue(std::string_view flag) {
@@ -157,6 +158,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
       return absl::OkStatus();
     };
 
+    const bool dials = result.command == "connect" || result.command == "proxy";
     if (name == "--help" || name == "-h") {
       if (absl::Status status = no_value(); !status.ok()) return status;
       result.help = true;
@@ -175,11 +177,12 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
       if (value->empty()) return absl::InvalidArgumentError("flag '--config' needs a file name");
       result.config_file = *std::move(value);
     } else if (const config::UpstreamFieldSpec* upstream_field = config::FindUpstreamFieldByFlag(name);
-               upstream_field != nullptr) {
+               upstream_field != nullptr && (dials || config::FindFieldByFlag(name) == nullptr)) {
+      // (A flag both roles have, --quic-max-udp-payload, is the upstream's on connect and proxy.)
       if (result.command == "proxy" && !AppliesToProxy(*upstream_field)) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "flag '", Sv(name), "' does not apply to 'proxy' (it takes --tls-*, --proxy and "
-            "--handshake-timeout; ssh itself authenticates)"));
+            "flag '", Sv(name), "' does not apply to 'proxy' (it takes --tls-*, --quic-*, --proxy "
+            "and --handshake-timeout; ssh itself authenticates)"));
       }
       if (result.command != "connect" && result.command != "proxy") {
         return absl::InvalidArgumentError(

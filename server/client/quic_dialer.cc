@@ -20,6 +20,7 @@ class QuicClientStream final : public DialedStream, public FdHandler, public qui
     verify_.fingerprint = upstream.tls_fingerprint;
     verify_.insecure = upstream.tls_insecure;
     settings_.handshake_timeout = upstream.handshake_timeout;
+    settings_.max_udp_payload = static_cast<size_t>(upstream.quic_max_udp_payload);
     server_ = upstream.server.address;
   }
 

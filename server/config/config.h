@@ -67,6 +67,9 @@ struct QuicConfig {
   // twice this per connection at worst; enough for one session to fill a fast link.
   int64_t stream_window = 16 * 1024 * 1024;
   absl::Duration idle_timeout = absl::Seconds(60);
+  // 0: 1200-byte datagrams, path MTU discovery up to 1452. N: the paths are known to carry
+  // N-byte UDP payloads (loopback, jumbo frames); packets up to N, no discovery.
+  int max_udp_payload = 0;
 };
 
 struct LogConfig {
@@ -185,6 +188,7 @@ struct UpstreamConfig {
   std::string tls_fingerprint;         // tls://: pinned leaf SHA-256, "AB:CD:..." (normalized)
   bool tls_insecure = false;           // tls://: no certificate check at all
   absl::Duration handshake_timeout = absl::Seconds(15);   // TCP + proxy + SSH + auth
+  int quic_max_udp_payload = 0;        // quic://: as QuicConfig::max_udp_payload
   absl::Duration keepalive_interval = absl::Seconds(15);
   absl::Duration keepalive_timeout = absl::Seconds(45);   // silent peer -> reconnect
   absl::Duration request_timeout = absl::Seconds(10);     // a SOCKS/-L request waiting to open
@@ -241,6 +245,10 @@ inline constexpr IntRange kMaxSessionsRange{0, 1000000};
 inline constexpr IntRange kMaxChannelsPerSessionRange{1, 100000};
 inline constexpr IntRange kTlsConnectionCapRange{1, 100000};  // tls.*max_handshakes, web_*
 inline constexpr IntRange kQuicRetryThresholdRange{0, 100000};  // quic.retry_threshold
+// quic.max_udp_payload and an upstream's quic_max_udp_payload: 0, or QUIC's minimum datagram
+// (1200) up to IPv4's largest UDP payload.
+inline constexpr IntRange kQuicMaxUdpPayloadRange{0, 65507};
+inline constexpr int kQuicMinUdpPayload = 1200;
 inline constexpr IntRange kRateBurstRange{0, 1000000};             // rate_limits.*_burst
 inline constexpr IntRange kPerKeyCapRange{0, 1000000};             // rate_limits.max_*_per_key
 inline constexpr IntRange kPenaltyMaxSourcesRange{1, 10000000};     // penalties.max_sources

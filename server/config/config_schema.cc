@@ -257,8 +257,8 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 76>& Table() {
-  static const std::array<FieldDef, 76> table = {{
+const std::array<FieldDef, 77>& Table() {
+  static const std::array<FieldDef, 77> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
@@ -471,6 +471,23 @@ const std::array<FieldDef, 76>& Table() {
        },
        nullptr,
        [](const AgentConfig& c) { return std::vector<std::string>{FormatByteSize(c.quic.stream_window)}; }},
+      {{"quic.max_udp_payload", "--quic-max-udp-payload", FieldKind::kScalar,
+        "0 (datagrams of 1200 bytes, path MTU discovery up to 1452) or 1200..65507: the "
+        "largest UDP payload quic:// sends, for paths known to carry it (loopback, jumbo "
+        "frames; default 0)"},
+       [](AgentConfig& c, std::string_view v) -> absl::Status {
+         int bytes = 0;
+         if (absl::Status status = ParseInt(v, kQuicMaxUdpPayloadRange, bytes); !status.ok()) {
+           return status;
+         }
+         if (bytes != 0 && bytes < kQuicMinUdpPayload) {
+           return Bad(absl::StrCat("'", Shown(v), "' is below QUIC's 1200-byte minimum (0: discover)"));
+         }
+         c.quic.max_udp_payload = bytes;
+         return absl::OkStatus();
+       },
+       nullptr,
+       [](const AgentConfig& c) { return std::vector<std::string>{absl::StrCat(c.quic.max_udp_payload)}; }},
       {{"quic.idle_timeout", "--quic-idle-timeout", FieldKind::kScalar,
         "a QUIC connection silent this long is closed, >0 and <=1h (default 1m)"},
        ALKNET_DURATION_FIELD(quic.idle_timeout, kQuicIdleTimeoutRange)},

@@ -228,8 +228,8 @@ std::vector<std::string> Forwards(const std::vector<ForwardSpec>& forwards) {
   [](UpstreamConfig& u, std::string_view v) { return ParseBoundedDuration(v, max, u.member); }, \
       nullptr, [](const UpstreamConfig& u) { return One(config::FormatDuration(u.member)); }
 
-const std::array<UpstreamFieldDef, 22>& Table() {
-  static const std::array<UpstreamFieldDef, 22> table = {{
+const std::array<UpstreamFieldDef, 23>& Table() {
+  static const std::array<UpstreamFieldDef, 23> table = {{
       {{"name", "--name", FieldKind::kScalar, true,
         "label of this upstream in logs and metrics, [A-Za-z0-9_.:-]{1,64} "
         "(default the server's host:port)"},
@@ -319,6 +319,24 @@ const std::array<UpstreamFieldDef, 22>& Table() {
         "false)"},
        [](UpstreamConfig& u, std::string_view v) { return ParseBool(v, u.tls_insecure); }, nullptr,
        [](const UpstreamConfig& u) { return One(u.tls_insecure ? "true" : "false"); }},
+      {{"quic_max_udp_payload", "--quic-max-udp-payload", FieldKind::kScalar, true,
+        "quic:// only: 0 (datagrams of 1200 bytes, path MTU discovery up to 1452) or "
+        "1200..65507: the largest UDP payload sent, for a path known to carry it (loopback, "
+        "jumbo frames; default 0)"},
+       [](UpstreamConfig& u, std::string_view v) -> absl::Status {
+         int bytes = 0;
+         if (absl::Status status = ParseIntRange(v, kQuicMaxUdpPayloadRange.min,
+                                                 kQuicMaxUdpPayloadRange.max, bytes);
+             !status.ok()) {
+           return status;
+         }
+         if (bytes != 0 && bytes < kQuicMinUdpPayload) {
+           return Bad(absl::StrCat("'", Shown(v), "' is below QUIC's 1200-byte minimum (0: discover)"));
+         }
+         u.quic_max_udp_payload = bytes;
+         return absl::OkStatus();
+       },
+       nullptr, [](const UpstreamConfig& u) { return One(absl::StrCat(u.quic_max_udp_payload)); }},
       {{"handshake_timeout", "--handshake-timeout", FieldKind::kScalar, true,
         "TCP connect, proxy, SSH handshake and authentication must finish within this, "
         ">0 and <=5m (default 15s)"},
@@ -472,6 +490,9 @@ absl::Status ValidateUpstreamTls(const UpstreamConfig& u) {
     for (const auto& [field, set] : tls_fields) {
       if (set) return error(field, "applies to a tls:// or quic:// server only");
     }
+  }
+  if (u.server.scheme != "quic" && u.quic_max_udp_payload != 0) {
+    return error("quic_max_udp_payload", "applies to a quic:// server only");
   }
   if (u.server.scheme == "quic" && u.proxy) {
     return error("proxy", "a quic:// server is reached over UDP, never through a proxy");

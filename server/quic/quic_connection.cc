@@ -37,7 +37,8 @@ constexpr ngtcp2_duration kMaxAckDelay = 2 * NGTCP2_MILLISECONDS;
 // The application error with which extra streams are refused and a failed bridge resets.
 constexpr uint64_t kStreamRefused = 0x101;
 
-// Windows grow up to the configured stream window; the handshake is bounded.
+// Windows grow up to the configured stream window; the handshake is bounded; packets are as
+// large as a known path allows.
 ngtcp2_settings NgtcpSettings(const QuicSettings& settings) {
   ngtcp2_settings s;
   ngtcp2_settings_default(&s);
@@ -45,6 +46,11 @@ ngtcp2_settings NgtcpSettings(const QuicSettings& settings) {
   s.max_stream_window = settings.stream_window;
   s.max_window = settings.stream_window + settings.stream_window / 2;
   s.handshake_timeout = ToNgtcp2(settings.handshake_timeout);
+  if (settings.max_udp_payload != 0) {
+    s.max_tx_udp_payload_size = settings.max_udp_payload;
+    s.no_tx_udp_payload_size_shaping = 1;
+    s.no_pmtud = 1;
+  }
   return s;
 }
 

@@ -30,6 +30,10 @@ struct QuicSettings {
   uint64_t stream_window = 16 * 1024 * 1024;
   absl::Duration idle_timeout = absl::Seconds(60);
   absl::Duration handshake_timeout = absl::Seconds(10);
+  // 0: datagrams of 1200 bytes, raised by path MTU discovery up to 1452. Otherwise the path is
+  // known to carry UDP payloads of this size (loopback, a jumbo-frame LAN): packets are sent up
+  // to it (or the peer's max_udp_payload_size, if smaller) without discovery.
+  size_t max_udp_payload = 0;
 };
 
 // Counters a connection reports when it ends (metrics, logs).

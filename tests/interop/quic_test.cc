@@ -104,6 +104,9 @@ class UdpRelay {
     ++rebinds_;
   }
   uint64_t forwarded() const { return forwarded_.load(); }
+  // The largest datagram seen towards the agent and back.
+  size_t largest_to_agent() const { return largest_[1].load(); }
+  size_t largest_from_agent() const { return largest_[0].load(); }
 
  private:
   struct Held {
@@ -147,6 +150,9 @@ class UdpRelay {
         ssize_t n = recvfrom(fds[side].fd, buffer, sizeof(buffer), 0,
                              reinterpret_cast<sockaddr*>(&from), &len);
         if (n <= 0) continue;
+        size_t size = static_cast<size_t>(n);
+        std::atomic<size_t>& largest = largest_[side == 0 ? 1 : 0];
+        if (size > largest.load()) largest = size;
         if (side == 0) {
           client_ = from;
           have_client_ = true;
@@ -171,6 +177,7 @@ class UdpRelay {
   std::vector<int> retired_;
   std::atomic<int> rebinds_{0};
   std::atomic<uint64_t> forwarded_{0};
+  std::atomic<size_t> largest_[2] = {0, 0};  // [0] from the agent, [1] to it
   sockaddr_in client_{};
   bool have_client_ = false;
   std::atomic<bool> stop_{false};
@@ -395,6 +402,35 @@ TEST_F(QuicTest, ANatRebindingMidTransferKeepsTheSession) {
   EXPECT_TRUE(exact) << "32 MiB across NAT rebindings were not byte-exact";
   EXPECT_GE(MetricValue("alknet_quic_events_total{event=\"migration\"}"), 1);
   EXPECT_EQ(client.CountInLog("upstream connection lost"), 0) << client.Log();
+}
+
+// quic.max_udp_payload (and the client's --quic-max-udp-payload) on a path known to carry it:
+// loopback takes 60000-byte datagrams both ways, byte-exact. A client without the setting sends
+// none over 1452 (path MTU discovery's ceiling) while the agent still sends its large ones.
+TEST_F(QuicTest, AKnownPathCarriesLargeDatagramsEachWay) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent({"--quic-max-udp-payload", "60000"}));
+  EchoServer echo;
+  UdpRelay large(quic_port_);
+  ClientProcess client(dir_, ClientArgs(large.port(), echo.port(), {"--quic-max-udp-payload", "60000"}));
+  ASSERT_TRUE(client.WaitForLog("upstream connected")) << client.Log() << agent_->Log();
+  int fd = ConnectTcp(client.local_ports()[0]);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(16 << 20, 46))) << "16 MiB in large datagrams were not byte-exact";
+  close(fd);
+  EXPECT_GT(large.largest_to_agent(), 1452u);
+  EXPECT_LE(large.largest_to_agent(), 60000u);
+  EXPECT_GT(large.largest_from_agent(), 1452u);
+  EXPECT_LE(large.largest_from_agent(), 60000u);
+
+  UdpRelay standard(quic_port_);
+  ClientProcess discovering(dir_, ClientArgs(standard.port(), echo.port()), "discovering");
+  ASSERT_TRUE(discovering.WaitForLog("upstream connected")) << discovering.Log();
+  fd = ConnectTcp(discovering.local_ports()[0]);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(EchoRoundTrip(fd, PatternBytes(4 << 20, 47)));
+  close(fd);
+  EXPECT_LE(standard.largest_to_agent(), 1452u);  // the client discovers; the agent's setting is its own
+  EXPECT_GT(standard.largest_from_agent(), 1452u);
 }
 
 // Acceptance 3: with 5% of packets dropped on input (an nftables rule in a network namespace of

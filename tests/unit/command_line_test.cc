@@ -152,8 +152,8 @@ INSTANTIATE_TEST_SUITE_P(
         ParseErrorCase{"ProxyWithoutServer", {"proxy"},
                        "proxy needs the server: tls://HOST:PORT, quic://HOST:PORT or tcp://HOST:PORT"},
         ParseErrorCase{"ProxyTakesNoSshFlags", {"proxy", "tls://h:443", "--identity", "k"},
-                       "flag '--identity' does not apply to 'proxy' (it takes --tls-*, --proxy and "
-                       "--handshake-timeout; ssh itself authenticates)"},
+                       "flag '--identity' does not apply to 'proxy' (it takes --tls-*, --quic-*, "
+                       "--proxy and --handshake-timeout; ssh itself authenticates)"},
         ParseErrorCase{"ProxyOneServer", {"proxy", "tls://h:443", "tls://i:443"},
                        "unexpected argument 'tls://i:443'"}),
     [](const testing::TestParamInfo<ParseErrorCase>& info) { return info.param.name; });
@@ -189,6 +189,33 @@ TEST(BuildProxyTargetTest, RefusesWhatAnUpstreamWouldRefuse) {
   EXPECT_EQ(error({"proxy", "tls://h:443", "--tls-insecure", "--tls-fingerprint", kPin}),
             "proxy: tls_insecure: tls_insecure and tls_fingerprint are exclusive");
   EXPECT_EQ(error({"proxy", "udp://h:1"}).rfind("proxy: ", 0), 0u);
+}
+
+// --quic-max-udp-payload is a flag of both roles: the listeners' on serve, the upstream's on
+// connect and proxy; only a quic:// server takes it.
+TEST(BuildProxyTargetTest, QuicMaxUdpPayloadBelongsToTheCommandsRole) {
+  absl::StatusOr<CommandLine> proxy =
+      Parse({"proxy", "quic://h:443", "--quic-max-udp-payload", "65000"});
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  absl::StatusOr<config::UpstreamConfig> target = BuildProxyTarget(*proxy);
+  ASSERT_TRUE(target.ok()) << target.status();
+  EXPECT_EQ(target->quic_max_udp_payload, 65000);
+
+  absl::StatusOr<AgentConfig> serve = Build({"serve", "--quic-max-udp-payload", "9000"});
+  ASSERT_TRUE(serve.ok()) << serve.status();
+  EXPECT_EQ(serve->quic.max_udp_payload, 9000);
+  EXPECT_TRUE(serve->upstreams.empty());
+
+  absl::StatusOr<CommandLine> over_tls =
+      Parse({"proxy", "tls://h:443", "--quic-max-udp-payload", "9000"});
+  ASSERT_TRUE(over_tls.ok()) << over_tls.status();
+  EXPECT_EQ(Message(BuildProxyTarget(*over_tls).status()),
+            "proxy: quic_max_udp_payload: applies to a quic:// server only");
+  absl::StatusOr<CommandLine> too_small =
+      Parse({"proxy", "quic://h:443", "--quic-max-udp-payload", "1199"});
+  ASSERT_TRUE(too_small.ok()) << too_small.status();
+  EXPECT_EQ(Message(BuildProxyTarget(*too_small).status()),
+            "--quic-max-udp-payload: '1199' is below QUIC's 1200-byte minimum (0: discover)");
 }
 
 // ---- BuildConfig ----
