@@ -34,7 +34,7 @@ constexpr CommandSpec kCommands[] = {
     {"proxy", "tls://HOST:PORT|quic://HOST:PORT|tcp://HOST:PORT [transport flags...]",
      "bridge stdin/stdout to one connection over the transport, for a stock ssh: "
      "ssh -o ProxyCommand='alknet-agent proxy tls://%h:%p --tls-fingerprint AB:CD:...' host "
-     "(quic://: UDP). Takes connect's TLS flags, --quic-max-udp-payload, --proxy (not with quic://) "
+     "(quic://: UDP). Takes connect's TLS flags, its --quic-* flags, --proxy (not with quic://) "
      "and --handshake-timeout"},
     {"health", "",
      "ask the running agent's /healthz (metrics.listen of the same config) and exit 0 if it answers "

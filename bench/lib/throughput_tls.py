@@ -93,17 +93,27 @@ def main():
     # QUIC_MAX_UDP_PAYLOAD=N: the agent and its proxy send datagrams up to N bytes (the loopback
     # carries 65507), as TCP's segments are up to 64 KiB here; 0 (default): 1200, discovery to 1452.
     quic_payload = bl.env_int("QUIC_MAX_UDP_PAYLOAD", 0)
-    payload_flag = ("--quic-max-udp-payload", str(quic_payload)) if quic_payload else ()
+    quic_flags = ("--quic-max-udp-payload", str(quic_payload)) if quic_payload else ()
+    # QUIC_CC=bbr|cubic: the congestion control of the agent and its proxy (default: the agent's).
+    quic_cc = os.environ.get("QUIC_CC", "")
+    if quic_cc:
+        quic_flags += ("--quic-congestion-control", quic_cc)
 
     with bl.Bench("throughput-tls") as bench:
         bench.start_agent(extra=("--listen", "tls://127.0.0.1:0", "--listen", "quic://127.0.0.1:0",
-                                 "--metrics-listen", "off") + payload_flag)
+                                 "--metrics-listen", "off") + quic_flags)
         tls_port = agent_port(bench, "tls")
         quic_port = agent_port(bench, "quic")
         quic_proxy = (f"{bl.agent_binary()} proxy quic://127.0.0.1:%p --tls-fingerprint {agent_pin(bench)} "
-                      + " ".join(payload_flag))
+                      + " ".join(quic_flags))
         bench.start_sshd()
         stunnel, stunnel_port = start_stunnel(bench)
+        if os.environ.get("BENCH_IN_NETNS") and os.environ.get("LOSS_SCOPE", "transport") != "all":
+            # The lossy link is the servers' transport hop (bench/throughput_tls made the set).
+            ports = ", ".join(str(p) for p in (bench.agent_port, tls_port, quic_port, stunnel_port))
+            subprocess.run(["nft", "add", "element", "inet", "bench_loss", "transport_ports",
+                            "{ " + ports + " }"], check=True)
+            print(f"loss on the transport hop only: ports {ports}")
         proto = bench.endpoint("proto")
         closer = bench.endpoint("closer")
         proxy = proxy_command(client)
@@ -113,7 +123,8 @@ def main():
         foreign = bl.ForeignLoad()
         print(f"size={size_mb} MiB per transfer, runs={runs}, agent workers="
               f"{os.environ.get('WORKERS', '2')}, client kex={bench.kex}, TLS client: {proxy}, "
-              f"quic max UDP payload: {quic_payload or 'discovered (1200..1452)'}")
+              f"quic max UDP payload: {quic_payload or 'discovered (1200..1452)'}, "
+              f"quic congestion control: {quic_cc or 'default'}")
         # route label -> (port, ProxyCommand or None, pids whose CPU is the server's)
         routes = {
             "alknet-tls": (tls_port, proxy, lambda: bl.cpu_seconds(bench.agent.pid)),

@@ -21,6 +21,9 @@ class QuicClientStream final : public DialedStream, public FdHandler, public qui
     verify_.insecure = upstream.tls_insecure;
     settings_.handshake_timeout = upstream.handshake_timeout;
     settings_.max_udp_payload = static_cast<size_t>(upstream.quic_max_udp_payload);
+    settings_.congestion = upstream.quic_congestion_control == config::QuicCongestion::kCubic
+                               ? quic::QuicSettings::Congestion::kCubic
+                               : quic::QuicSettings::Congestion::kBbr;
     server_ = upstream.server.address;
   }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/strings.h"
 #include "server/config/duration.h"
@@ -102,7 +103,23 @@ bool AgentConfig::operator==(const AgentConfig& other) const {
          log == other.log && metrics == other.metrics && tls == other.tls &&
          upstreams == other.upstreams && forwarding == other.forwarding &&
          admin == other.admin && ssh == other.ssh && penalties == other.penalties &&
-         state == other.state;
+         state == other.state && quic == other.quic;
+}
+
+absl::Status ParseQuicCongestion(std::string_view text, QuicCongestion& out) {
+  if (text == "bbr") {
+    out = QuicCongestion::kBbr;
+  } else if (text == "cubic") {
+    out = QuicCongestion::kCubic;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("'", absl::CHexEscape(Sv(text.substr(0, 100))),
+                                                   "' is not bbr or cubic"));
+  }
+  return absl::OkStatus();
+}
+
+std::string_view QuicCongestionName(QuicCongestion congestion) {
+  return congestion == QuicCongestion::kCubic ? "cubic" : "bbr";
 }
 
 absl::Status CheckRange(int value, IntRange range) {

@@ -257,8 +257,8 @@ std::vector<std::string> Strings(const std::vector<T>& values) {
         return std::vector<std::string>{config::FormatDuration(c.member)};                     \
       }
 
-const std::array<FieldDef, 77>& Table() {
-  static const std::array<FieldDef, 77> table = {{
+const std::array<FieldDef, 78>& Table() {
+  static const std::array<FieldDef, 78> table = {{
       {{"state_dir", "--state-dir", FieldKind::kScalar,
         "directory for the generated host key and other state (default ./var)"},
        [](AgentConfig& c, std::string_view v) { return ParsePath(v, c.state_dir); },
@@ -488,6 +488,14 @@ const std::array<FieldDef, 77>& Table() {
        },
        nullptr,
        [](const AgentConfig& c) { return std::vector<std::string>{absl::StrCat(c.quic.max_udp_payload)}; }},
+      {{"quic.congestion_control", "--quic-congestion-control", FieldKind::kScalar,
+        "quic:// congestion control: bbr (paced to the measured bottleneck; random loss is not "
+        "congestion) or cubic (default bbr)"},
+       [](AgentConfig& c, std::string_view v) { return ParseQuicCongestion(v, c.quic.congestion_control); },
+       nullptr,
+       [](const AgentConfig& c) {
+         return std::vector<std::string>{std::string(QuicCongestionName(c.quic.congestion_control))};
+       }},
       {{"quic.idle_timeout", "--quic-idle-timeout", FieldKind::kScalar,
         "a QUIC connection silent this long is closed, >0 and <=1h (default 1m)"},
        ALKNET_DURATION_FIELD(quic.idle_timeout, kQuicIdleTimeoutRange)},

@@ -228,8 +228,8 @@ std::vector<std::string> Forwards(const std::vector<ForwardSpec>& forwards) {
   [](UpstreamConfig& u, std::string_view v) { return ParseBoundedDuration(v, max, u.member); }, \
       nullptr, [](const UpstreamConfig& u) { return One(config::FormatDuration(u.member)); }
 
-const std::array<UpstreamFieldDef, 23>& Table() {
-  static const std::array<UpstreamFieldDef, 23> table = {{
+const std::array<UpstreamFieldDef, 24>& Table() {
+  static const std::array<UpstreamFieldDef, 24> table = {{
       {{"name", "--name", FieldKind::kScalar, true,
         "label of this upstream in logs and metrics, [A-Za-z0-9_.:-]{1,64} "
         "(default the server's host:port)"},
@@ -337,6 +337,11 @@ const std::array<UpstreamFieldDef, 23>& Table() {
          return absl::OkStatus();
        },
        nullptr, [](const UpstreamConfig& u) { return One(absl::StrCat(u.quic_max_udp_payload)); }},
+      {{"quic_congestion_control", "--quic-congestion-control", FieldKind::kScalar, true,
+        "quic:// only: congestion control of what this client sends, bbr or cubic (default bbr)"},
+       [](UpstreamConfig& u, std::string_view v) { return ParseQuicCongestion(v, u.quic_congestion_control); },
+       nullptr,
+       [](const UpstreamConfig& u) { return One(std::string(QuicCongestionName(u.quic_congestion_control))); }},
       {{"handshake_timeout", "--handshake-timeout", FieldKind::kScalar, true,
         "TCP connect, proxy, SSH handshake and authentication must finish within this, "
         ">0 and <=5m (default 15s)"},
@@ -493,6 +498,9 @@ absl::Status ValidateUpstreamTls(const UpstreamConfig& u) {
   }
   if (u.server.scheme != "quic" && u.quic_max_udp_payload != 0) {
     return error("quic_max_udp_payload", "applies to a quic:// server only");
+  }
+  if (u.server.scheme != "quic" && u.quic_congestion_control != QuicCongestion::kBbr) {
+    return error("quic_congestion_control", "applies to a quic:// server only");
   }
   if (u.server.scheme == "quic" && u.proxy) {
     return error("proxy", "a quic:// server is reached over UDP, never through a proxy");

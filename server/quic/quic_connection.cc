@@ -38,7 +38,7 @@ constexpr ngtcp2_duration kMaxAckDelay = 2 * NGTCP2_MILLISECONDS;
 constexpr uint64_t kStreamRefused = 0x101;
 
 // Windows grow up to the configured stream window; the handshake is bounded; packets are as
-// large as a known path allows.
+// large as a known path allows; the configured congestion control.
 ngtcp2_settings NgtcpSettings(const QuicSettings& settings) {
   ngtcp2_settings s;
   ngtcp2_settings_default(&s);
@@ -46,6 +46,8 @@ ngtcp2_settings NgtcpSettings(const QuicSettings& settings) {
   s.max_stream_window = settings.stream_window;
   s.max_window = settings.stream_window + settings.stream_window / 2;
   s.handshake_timeout = ToNgtcp2(settings.handshake_timeout);
+  s.cc_algo = settings.congestion == QuicSettings::Congestion::kCubic ? NGTCP2_CC_ALGO_CUBIC
+                                                                      : NGTCP2_CC_ALGO_BBR;
   if (settings.max_udp_payload != 0) {
     s.max_tx_udp_payload_size = settings.max_udp_payload;
     s.no_tx_udp_payload_size_shaping = 1;

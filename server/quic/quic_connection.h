@@ -34,6 +34,10 @@ struct QuicSettings {
   // known to carry UDP payloads of this size (loopback, a jumbo-frame LAN): packets are sent up
   // to it (or the peer's max_udp_payload_size, if smaller) without discovery.
   size_t max_udp_payload = 0;
+  // Congestion control: BBR (default) paces to the measured bottleneck and does not read random
+  // loss as congestion; CUBIC shrinks its window by 30% on every loss episode.
+  enum class Congestion { kBbr, kCubic };
+  Congestion congestion = Congestion::kBbr;
 };
 
 // Counters a connection reports when it ends (metrics, logs).

@@ -78,6 +78,9 @@ class QuicFactory final : public ServerTransportFactory {
     options.settings.stream_window = static_cast<uint64_t>(config.quic.stream_window);
     options.settings.idle_timeout = config.quic.idle_timeout;
     options.settings.max_udp_payload = static_cast<size_t>(config.quic.max_udp_payload);
+    options.settings.congestion = config.quic.congestion_control == config::QuicCongestion::kCubic
+                                      ? quic::QuicSettings::Congestion::kCubic
+                                      : quic::QuicSettings::Congestion::kBbr;
     options.settings.handshake_timeout = config.limits.login_grace_time;
     options.retry = config.quic.retry == config::QuicRetry::kAlways  ? quic::RetryMode::kAlways
                     : config.quic.retry == config::QuicRetry::kNever ? quic::RetryMode::kNever

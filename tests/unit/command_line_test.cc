@@ -191,20 +191,25 @@ TEST(BuildProxyTargetTest, RefusesWhatAnUpstreamWouldRefuse) {
   EXPECT_EQ(error({"proxy", "udp://h:1"}).rfind("proxy: ", 0), 0u);
 }
 
-// --quic-max-udp-payload is a flag of both roles: the listeners' on serve, the upstream's on
-// connect and proxy; only a quic:// server takes it.
-TEST(BuildProxyTargetTest, QuicMaxUdpPayloadBelongsToTheCommandsRole) {
+// The --quic-* flags belong to both roles: the listeners' on serve, the upstream's on connect
+// and proxy; only a quic:// server takes them.
+TEST(BuildProxyTargetTest, QuicFlagsBelongToTheCommandsRole) {
   absl::StatusOr<CommandLine> proxy =
-      Parse({"proxy", "quic://h:443", "--quic-max-udp-payload", "65000"});
+      Parse({"proxy", "quic://h:443", "--quic-max-udp-payload", "65000", "--quic-congestion-control", "cubic"});
   ASSERT_TRUE(proxy.ok()) << proxy.status();
   absl::StatusOr<config::UpstreamConfig> target = BuildProxyTarget(*proxy);
   ASSERT_TRUE(target.ok()) << target.status();
   EXPECT_EQ(target->quic_max_udp_payload, 65000);
+  EXPECT_EQ(target->quic_congestion_control, config::QuicCongestion::kCubic);
 
-  absl::StatusOr<AgentConfig> serve = Build({"serve", "--quic-max-udp-payload", "9000"});
+  absl::StatusOr<AgentConfig> serve =
+      Build({"serve", "--quic-max-udp-payload", "9000", "--quic-congestion-control=cubic"});
   ASSERT_TRUE(serve.ok()) << serve.status();
   EXPECT_EQ(serve->quic.max_udp_payload, 9000);
+  EXPECT_EQ(serve->quic.congestion_control, config::QuicCongestion::kCubic);
   EXPECT_TRUE(serve->upstreams.empty());
+  EXPECT_EQ(Message(Build({"serve", "--quic-congestion-control", "reno"}).status()),
+            "--quic-congestion-control: quic.congestion_control: 'reno' is not bbr or cubic");
 
   absl::StatusOr<CommandLine> over_tls =
       Parse({"proxy", "tls://h:443", "--quic-max-udp-payload", "9000"});

@@ -99,7 +99,7 @@ TEST(SchemaTest, EveryFieldHasUniquePathFlagAndHelp) {
     EXPECT_EQ(FindFieldByYamlPath(field.yaml_path), &field);
     EXPECT_EQ(FindFieldByFlag(field.flag), &field);
   }
-  EXPECT_EQ(Fields().size(), 77u);
+  EXPECT_EQ(Fields().size(), 78u);
   EXPECT_EQ(FindFieldByYamlPath("limits"), nullptr);
   EXPECT_EQ(FindFieldByFlag("--config"), nullptr);
 }
@@ -565,6 +565,7 @@ TEST(ToYamlTest, RendersTheSchemaLayout) {
             "  retry_threshold: 16\n"
             "  stream_window: 16MiB\n"
             "  max_udp_payload: 0\n"
+            "  congestion_control: bbr\n"
             "  idle_timeout: 1m\n"
             "metrics:\n"
             "  listen: 127.0.0.1:9464\n"
