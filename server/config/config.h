@@ -72,7 +72,7 @@ struct QuicConfig {
   // N-byte UDP payloads (loopback, jumbo frames); packets up to N, no discovery.
   int max_udp_payload = 0;
   // bbr (default): paced to the measured bottleneck, random loss is not read as congestion
-  // (5% loss: 2-3x cubic's throughput, bench/README); cubic: the classic loss-driven window.
+  // (5% loss: 2.5-3.8x cubic's throughput, bench/README); cubic: the classic loss-driven window.
   QuicCongestion congestion_control = QuicCongestion::kBbr;
   bool operator==(const QuicConfig&) const = default;
 };
