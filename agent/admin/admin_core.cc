@@ -282,9 +282,9 @@ void AdminCore::Reload(const config::AgentConfig& config) {
     if (config.listen != config_.listen || config.host_keys != config_.host_keys ||
         config.workers != config_.workers || config.admin != config_.admin ||
         config.metrics != config_.metrics || config.state_dir != config_.state_dir ||
-        config.ssh != config_.ssh || config.tls != config_.tls) {
-      logger_.Warn("agent", "SIGHUP: changed listeners, host keys, workers, metrics, admin, tls or "
-                            "ssh algorithm settings take effect only after a restart");
+        config.ssh != config_.ssh || config.tls != config_.tls || config.quic != config_.quic) {
+      logger_.Warn("agent", "SIGHUP: changed listeners, host keys, workers, metrics, admin, tls, "
+                            "quic or ssh algorithm settings take effect only after a restart");
     }
     state::v1::State merged = state_;
     next = MergeConfigPolicy(config, *merged.mutable_policy(), logger_);
