@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/strings.h"
 #include "server/config/duration.h"
@@ -104,6 +105,27 @@ bool AgentConfig::operator==(const AgentConfig& other) const {
          upstreams == other.upstreams && forwarding == other.forwarding &&
          admin == other.admin && ssh == other.ssh && penalties == other.penalties &&
          state == other.state && quic == other.quic;
+}
+
+absl::Status ParseQuicMaxUdpPayload(std::string_view text, int& out) {
+  constexpr int kMin = 1200;   // QUIC's smallest datagram
+  constexpr int kMax = 65507;  // IPv4's largest UDP payload
+  std::string shown = absl::CHexEscape(Sv(text.substr(0, 100)));
+  int value = 0;
+  bool digits = !text.empty() && text.size() <= 9 &&
+                std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (!digits || !absl::SimpleAtoi(Sv(text), &value)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", shown, "' is not an integer"));
+  }
+  if (value > kMax) {
+    return absl::InvalidArgumentError(absl::StrCat("'", shown, "' is out of range (0..", kMax, ")"));
+  }
+  if (value != 0 && value < kMin) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", shown, "' is below QUIC's ", kMin, "-byte minimum (0: discover)"));
+  }
+  out = value;
+  return absl::OkStatus();
 }
 
 absl::Status ParseQuicCongestion(std::string_view text, QuicCongestion& out) {

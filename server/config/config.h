@@ -253,8 +253,7 @@ inline constexpr IntRange kTlsConnectionCapRange{1, 100000};  // tls.*max_handsh
 inline constexpr IntRange kQuicRetryThresholdRange{0, 100000};  // quic.retry_threshold
 // quic.max_udp_payload and an upstream's quic_max_udp_payload: 0, or QUIC's minimum datagram
 // (1200) up to IPv4's largest UDP payload.
-inline constexpr IntRange kQuicMaxUdpPayloadRange{0, 65507};
-inline constexpr int kQuicMinUdpPayload = 1200;
+absl::Status ParseQuicMaxUdpPayload(std::string_view text, int& out);
 // quic.congestion_control and an upstream's quic_congestion_control: "bbr" or "cubic".
 absl::Status ParseQuicCongestion(std::string_view text, QuicCongestion& out);
 std::string_view QuicCongestionName(QuicCongestion congestion);

@@ -475,17 +475,7 @@ const std::array<FieldDef, 78>& Table() {
         "0 (datagrams of 1200 bytes, path MTU discovery up to 1452) or 1200..65507: the "
         "largest UDP payload quic:// sends, for paths known to carry it (loopback, jumbo "
         "frames; default 0)"},
-       [](AgentConfig& c, std::string_view v) -> absl::Status {
-         int bytes = 0;
-         if (absl::Status status = ParseInt(v, kQuicMaxUdpPayloadRange, bytes); !status.ok()) {
-           return status;
-         }
-         if (bytes != 0 && bytes < kQuicMinUdpPayload) {
-           return Bad(absl::StrCat("'", Shown(v), "' is below QUIC's 1200-byte minimum (0: discover)"));
-         }
-         c.quic.max_udp_payload = bytes;
-         return absl::OkStatus();
-       },
+       [](AgentConfig& c, std::string_view v) { return ParseQuicMaxUdpPayload(v, c.quic.max_udp_payload); },
        nullptr,
        [](const AgentConfig& c) { return std::vector<std::string>{absl::StrCat(c.quic.max_udp_payload)}; }},
       {{"quic.congestion_control", "--quic-congestion-control", FieldKind::kScalar,

@@ -323,19 +323,7 @@ const std::array<UpstreamFieldDef, 24>& Table() {
         "quic:// only: 0 (datagrams of 1200 bytes, path MTU discovery up to 1452) or "
         "1200..65507: the largest UDP payload sent, for a path known to carry it (loopback, "
         "jumbo frames; default 0)"},
-       [](UpstreamConfig& u, std::string_view v) -> absl::Status {
-         int bytes = 0;
-         if (absl::Status status = ParseIntRange(v, kQuicMaxUdpPayloadRange.min,
-                                                 kQuicMaxUdpPayloadRange.max, bytes);
-             !status.ok()) {
-           return status;
-         }
-         if (bytes != 0 && bytes < kQuicMinUdpPayload) {
-           return Bad(absl::StrCat("'", Shown(v), "' is below QUIC's 1200-byte minimum (0: discover)"));
-         }
-         u.quic_max_udp_payload = bytes;
-         return absl::OkStatus();
-       },
+       [](UpstreamConfig& u, std::string_view v) { return ParseQuicMaxUdpPayload(v, u.quic_max_udp_payload); },
        nullptr, [](const UpstreamConfig& u) { return One(absl::StrCat(u.quic_max_udp_payload)); }},
       {{"quic_congestion_control", "--quic-congestion-control", FieldKind::kScalar, true,
         "quic:// only: congestion control of what this client sends, bbr or cubic (default bbr)"},

@@ -382,6 +382,17 @@ INSTANTIATE_TEST_SUITE_P(
         BuildErrorCase{"OutOfRange",
                        {"--max-startups=0"},
                        "--max-startups: limits.max_startups: '0' is out of range (1..100000)"},
+        BuildErrorCase{"QuicPayloadNotAnInteger",
+                       {"--quic-max-udp-payload", "9k"},
+                       "--quic-max-udp-payload: quic.max_udp_payload: '9k' is not an integer"},
+        BuildErrorCase{"QuicPayloadTooLarge",
+                       {"--quic-max-udp-payload", "65508"},
+                       "--quic-max-udp-payload: quic.max_udp_payload: '65508' is out of range "
+                       "(0..65507)"},
+        BuildErrorCase{"QuicPayloadTooSmall",
+                       {"--quic-max-udp-payload", "1199"},
+                       "--quic-max-udp-payload: quic.max_udp_payload: '1199' is below QUIC's "
+                       "1200-byte minimum (0: discover)"},
         BuildErrorCase{"BadDuration",
                        {"--login-grace-time", "soon"},
                        "--login-grace-time: limits.login_grace_time: invalid duration 'soon': "
