@@ -178,7 +178,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
       result.config_file = *std::move(value);
     } else if (const config::UpstreamFieldSpec* upstream_field = config::FindUpstreamFieldByFlag(name);
                upstream_field != nullptr && (dials || config::FindFieldByFlag(name) == nullptr)) {
-      // (A flag both roles have, --quic-max-udp-payload, is the upstream's on connect and proxy.)
+      // (The --quic-* flags both roles have are the upstream's on connect and proxy.)
       if (result.command == "proxy" && !AppliesToProxy(*upstream_field)) {
         return absl::InvalidArgumentError(absl::StrCat(
             "flag '", Sv(name), "' does not apply to 'proxy' (it takes --tls-*, --quic-*, --proxy "
