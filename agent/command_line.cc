@@ -184,7 +184,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
             "flag '", Sv(name), "' does not apply to 'proxy' (it takes --tls-*, --quic-*, --proxy "
             "and --handshake-timeout; ssh itself authenticates)"));
       }
-      if (result.command != "connect" && result.command != "proxy") {
+      if (!dials) {
         return absl::InvalidArgumentError(
             absl::StrCat("flag '", Sv(name), "' belongs to the 'connect' command (see --help)"));
       }
