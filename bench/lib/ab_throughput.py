@@ -45,7 +45,8 @@ def start_agent(bench, label, binary, workers):
             [binary, "--state-dir", bench.path(f"agent-state-{label}"), "--listen",
              "tcp://127.0.0.1:0", "--authorized-keys", bench.path("authorized_keys"),
              "--workers", str(workers), "--metrics-listen", "127.0.0.1:0",
-             "--forwarding-allow-loopback", "true",  # loopback targets (ADR 0014) "--log-level", os.environ.get("AGENT_LOG_LEVEL", "info")],
+             "--forwarding-allow-loopback", "true",  # loopback targets (ADR 0014)
+             "--log-level", os.environ.get("AGENT_LOG_LEVEL", "info")],
             f"alknet-agent-{label}", stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             env=env)
     pattern = re.compile(r"engine: listening address=tcp://127\.0\.0\.1:(\d+)")

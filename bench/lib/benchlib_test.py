@@ -132,5 +132,31 @@ class MemoryDelta(unittest.TestCase):
             self.assertEqual(scale.tree_pss_kib(10), 325)
 
 
+class ScriptsParse(unittest.TestCase):
+    """Every bench script at least parses: most run only by hand, so a syntax error would
+    otherwise surface only when someone next measures (ab_throughput.py once did)."""
+
+    BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def test_python_modules_compile(self):
+        lib = os.path.join(self.BENCH, "lib")
+        for name in sorted(os.listdir(lib)):
+            if name.endswith(".py"):
+                with self.subTest(module=name), open(os.path.join(lib, name)) as f:
+                    compile(f.read(), name, "exec")
+
+    def test_shell_scripts_parse(self):
+        import subprocess
+        scripts = [os.path.join(self.BENCH, "lib", "common.sh")]
+        for name in sorted(os.listdir(self.BENCH)):
+            path = os.path.join(self.BENCH, name)
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                scripts.append(path)
+        for path in scripts:
+            with self.subTest(script=os.path.basename(path)):
+                result = subprocess.run(["bash", "-n", path], capture_output=True, text=True)
+                self.assertEqual(result.returncode, 0, result.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
