@@ -19,8 +19,6 @@ it is stopped with SIGINT after the transfer and its output kept under PROFILE_D
 """
 
 import os
-import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -171,16 +169,10 @@ def main():
                         pids = server_pids(proc)
                         out = os.path.join(profile_dir,
                                            f"{label}-{cipher.split('@')[0]}-{direction}")
-                        cmd = profile.format(out=out, pids=",".join(map(str, pids)),
-                                             pid_args=" ".join(f"-p {p}" for p in pids))
-                        prof = subprocess.Popen(shlex.split(cmd), stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.DEVNULL)
-                        time.sleep(1.0)
                         s0, c0 = server_cpu(proc), bl.cpu_seconds(ssh.pid)
-                        secs, got, ok = fn(lport, size, timeout=stall)
+                        secs, got, ok = bl.profiled(profile, out, pids,
+                                                    lambda: fn(lport, size, timeout=stall))
                         s1, c1 = server_cpu(proc), bl.cpu_seconds(ssh.pid)
-                        prof.send_signal(signal.SIGINT)
-                        prof.wait(timeout=120)
                         print(f"  profiled {label:8} {cipher:24} {direction:8} "
                               f"{size / MIB / secs:7.1f} MiB/s server cpu {s1 - s0:5.2f} s "
                               f"client cpu {c1 - c0:5.2f} s -> {out}", flush=True)

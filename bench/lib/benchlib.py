@@ -146,6 +146,23 @@ def children_cpu_seconds():
 # ----------------------------------------------------------------------------------- helpers
 
 
+def profiled(profile, out, pids, transfer):
+    """Runs `transfer()` once with the PROFILE command attached to `pids`: `profile` is a
+    command template ({out}: output path, {pids}: comma-separated, {pid_args}: '-p A -p B'),
+    started a second before the transfer and stopped with SIGINT after it. Returns what
+    `transfer()` returned."""
+    import shlex
+    cmd = profile.format(out=out, pids=",".join(map(str, pids)),
+                         pid_args=" ".join(f"-p {p}" for p in pids))
+    prof = subprocess.Popen(shlex.split(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    try:
+        return transfer()
+    finally:
+        prof.send_signal(signal.SIGINT)
+        prof.wait(timeout=120)
+
+
 def median(values):
     return statistics.median(values)
 

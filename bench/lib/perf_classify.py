@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Reads `perf script -F ip,sym,dso` of a `perf record -g` file on stdin; prints self time by category
-(the syscall a kernel sample happened in, libcrypto, libc memcpy, libssh, ...). See bench/README.md."""
+(the syscall a kernel sample happened in, libcrypto, libc memcpy, libssh, ...). See bench/README.md.
+An optional argument, the profiled process's CPU seconds per GiB moved, adds each category's
+share of it in s/GiB."""
 import re, sys, collections
 cats = collections.Counter(); total = 0
 sysre = re.compile(r'(?:__x64_sys_|__do_sys_|__se_sys_)(\w+)')
@@ -57,6 +59,9 @@ for line in sys.stdin:
     sym = re.sub(r'\+0x[0-9a-f]+$', '', m.group(1))
     frames.append((sym, m.group(2)))
 flush()
+cpu_per_gib = float(sys.argv[1]) if len(sys.argv) > 1 else None
 print(f'samples {total}')
 for k, v in cats.most_common():
-    if v * 1000 >= total * 5: print(f'{100.0*v/total:6.1f}%  {k}')
+    if v * 1000 >= total * 5:
+        cost = f'  {cpu_per_gib * v / total:5.2f} s/GiB' if cpu_per_gib is not None else ''
+        print(f'{100.0*v/total:6.1f}%{cost}  {k}')

@@ -88,6 +88,11 @@ def main():
     ciphers = os.environ.get("CIPHERS", "aes128-gcm@openssh.com").split()
     directions = os.environ.get("DIRECTIONS", "download upload").split()
     client = os.environ.get("TLS_CLIENT", "socat")
+    # PROFILE: as in ab_throughput.py, a command ('perf record -g -o {out}.perf.data -p {pids}')
+    # attached to the route's server processes for one extra transfer per route and direction;
+    # outputs under PROFILE_DIR, named ROUTE-CIPHER-DIRECTION.
+    profile = os.environ.get("PROFILE", "")
+    profile_dir = os.environ.get("PROFILE_DIR", "/tmp/alknet-profile")
     size = size_mb * MIB
 
     # QUIC_MAX_UDP_PAYLOAD=N: the agent and its proxy send datagrams up to N bytes (the loopback
@@ -125,19 +130,21 @@ def main():
               f"{os.environ.get('WORKERS', '2')}, client kex={bench.kex}, TLS client: {proxy}, "
               f"quic max UDP payload: {quic_payload or 'discovered (1200..1452)'}, "
               f"quic congestion control: {quic_cc or 'default'}")
-        # route label -> (port, ProxyCommand or None, pids whose CPU is the server's)
+        # route label -> (port, ProxyCommand or None, the server's CPU seconds, its pids)
+        agent_pids = lambda: [bench.agent.pid]  # noqa: E731
         routes = {
-            "alknet-tls": (tls_port, proxy, lambda: bl.cpu_seconds(bench.agent.pid)),
+            "alknet-tls": (tls_port, proxy, lambda: bl.cpu_seconds(bench.agent.pid), agent_pids),
             "stunnel+sshd": (stunnel_port, proxy,
-                             lambda: bl.cpu_seconds(stunnel.pid) + bl.tree_cpu_seconds(bench.sshd.pid)),
-            "alknet-tcp": (bench.agent_port, None, lambda: bl.cpu_seconds(bench.agent.pid)),
-            "alknet-quic": (quic_port, quic_proxy, lambda: bl.cpu_seconds(bench.agent.pid)),
+                             lambda: bl.cpu_seconds(stunnel.pid) + bl.tree_cpu_seconds(bench.sshd.pid),
+                             lambda: [stunnel.pid] + bl.descendants_of(bench.sshd.pid)),
+            "alknet-tcp": (bench.agent_port, None, lambda: bl.cpu_seconds(bench.agent.pid), agent_pids),
+            "alknet-quic": (quic_port, quic_proxy, lambda: bl.cpu_seconds(bench.agent.pid), agent_pids),
         }
         results = {}  # (cipher, direction, route) -> [(MiB/s, server cpu s per GiB)]
         problems = []
         for cipher in ciphers:
             tunnels = {}
-            for label, (port, proxy_cmd, _cpu) in routes.items():
+            for label, (port, proxy_cmd, _cpu, _pids) in routes.items():
                 # What this route negotiates: SSH kex and cipher, and for the TLS routes the TLS
                 # version and suite, as the same TLS client reports them (a verbose probe).
                 if label == "alknet-quic":  # the verbose TLS probe knows socat/openssl only
@@ -163,6 +170,17 @@ def main():
                     if got != warmup_mb * MIB or not ok:
                         problems.append(f"{label} {cipher} {direction} warm-up: received {got} "
                                         f"of {warmup_mb * MIB} bytes, pattern ok={ok}")
+                if profile:  # one extra transfer per route with the profiler attached
+                    os.makedirs(profile_dir, exist_ok=True)
+                    for label, (lport, _ssh) in tunnels.items():
+                        out = os.path.join(profile_dir, f"{label}-{cipher.split('@')[0]}-{direction}")
+                        cpu = routes[label][2]
+                        s0 = cpu()
+                        secs, got, ok = bl.profiled(profile, out, routes[label][3](),
+                                                    lambda: fn(lport, size, timeout=stall))
+                        print(f"  profiled {label:12} {cipher:24} {direction:8} "
+                              f"{size / MIB / secs:7.1f} MiB/s server cpu {cpu() - s0:5.2f} s -> {out}",
+                              flush=True)
                 for run in range(runs):
                     order = list(tunnels.items())
                     if run % 2:

@@ -36,7 +36,7 @@ absl::Status ClientEngine::Start() {
     status_server_ = *std::move(status_server);
     absl::Status started = status_server_->Start(
         *loop_, {.metrics = [this] {
-                   return prometheus::TextSerializer().Serialize(metrics_.registry().Collect());
+                   return prometheus::TextSerializer().Serialize(metrics_.Collect());
                  },
                  .healthy = [this] { return Healthy(); },
                  .ready = [this] { return Ready(); }});

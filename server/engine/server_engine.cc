@@ -539,7 +539,7 @@ bool ServerEngine::Healthy() const {
 
 std::string ServerEngine::RenderMetrics() {
   metrics_.SetUnauthenticated(limiter_.unauthenticated());
-  return prometheus::TextSerializer().Serialize(metrics_.registry().Collect());
+  return prometheus::TextSerializer().Serialize(metrics_.Collect());
 }
 
 std::vector<EndpointUrl> ServerEngine::bound_endpoints() const {

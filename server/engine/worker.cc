@@ -63,7 +63,8 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(int index, Logger& logger
 Worker::Worker(int index, Logger& logger, auth::KeyStore& keys, std::unique_ptr<EventLoop> loop,
                Resolver& resolver, EngineMetrics& metrics, SessionLimits limits)
     : index_(index), logger_(logger), loop_(std::move(loop)), connector_(*loop_, resolver),
-      environment_{*loop_, logger, keys, connector_, *scratch_, metrics, limits} {}
+      byte_tally_(metrics.NewByteTally()),
+      environment_{*loop_, logger, keys, connector_, *scratch_, metrics, byte_tally_, limits} {}
 
 int64_t Worker::millis_since_heartbeat() const { return heartbeat_.millis_since(); }
 

@@ -97,6 +97,7 @@ class Worker {
   ssh_bind bind_ = nullptr;
   std::unique_ptr<RelayScratch> scratch_ = std::make_unique<RelayScratch>();
   OutboundConnector connector_;
+  ByteTally& byte_tally_;
   SessionEnvironment environment_;
   absl::flat_hash_map<SshServerSession*, std::unique_ptr<SshServerSession>> sessions_;
   LateAdmission late_admission_;

@@ -86,8 +86,9 @@ EngineMetrics::EngineMetrics(std::shared_ptr<prometheus::Registry> registry,
       sessions_total_[t][r] = &sessions_total.Add(
           {{"transport", s(kTransportNames[t])}, {"result", s(kSessionResults[r])}});
     }
+    auto& row = byte_series_.emplace_back();
     for (size_t d = 0; d < kDirections.size(); ++d) {
-      bytes_[t][d] = &bytes.Add({{"transport", s(kTransportNames[t])}, {"direction", s(kDirections[d])}});
+      row[d] = &bytes.Add({{"transport", s(kTransportNames[t])}, {"direction", s(kDirections[d])}});
     }
   }
 
@@ -165,11 +166,32 @@ EngineMetrics::EngineMetrics(std::shared_ptr<prometheus::Registry> registry,
       .Help("Authenticated sessions of operator-labelled keys.").Register(*registry_);
   for (const auto& [fingerprint, label] : key_labels) {
     if (key_series_.size() >= kMaxKeyLabels) break;
-    key_series_[fingerprint] = KeySeries{
-        &key_bytes.Add({{"key", label}, {"direction", "upstream"}}),
-        &key_bytes.Add({{"key", label}, {"direction", "downstream"}}),
-        &key_sessions.Add({{"key", label}})};
+    if (key_series_.contains(fingerprint)) continue;
+    key_series_[fingerprint] = KeySeries{byte_series_.size(), &key_sessions.Add({{"key", label}})};
+    byte_series_.push_back({&key_bytes.Add({{"key", label}, {"direction", "upstream"}}),
+                            &key_bytes.Add({{"key", label}, {"direction", "downstream"}})});
   }
+  folded_.assign(byte_series_.size(), {});
+}
+
+ByteTally& EngineMetrics::NewByteTally() {
+  std::lock_guard<std::mutex> lock(tallies_mutex_);
+  return *tallies_.emplace_back(std::make_unique<ByteTally>(byte_series_.size()));
+}
+
+std::vector<prometheus::MetricFamily> EngineMetrics::Collect() {
+  {
+    std::lock_guard<std::mutex> lock(tallies_mutex_);
+    for (size_t series = 0; series < byte_series_.size(); ++series) {
+      for (size_t d = 0; d < ByteTally::kDirections; ++d) {
+        uint64_t total = 0;
+        for (const auto& tally : tallies_) total += tally->value(series, d);
+        byte_series_[series][d]->Increment(static_cast<double>(total - folded_[series][d]));
+        folded_[series][d] = total;
+      }
+    }
+  }
+  return registry_->Collect();
 }
 
 void EngineMetrics::SetStateStoreUp(bool up) {
@@ -230,14 +252,15 @@ void EngineMetrics::ForwardingRuleRejected(std::string_view rule) {
   rejections_family_->Add({{"reason", "forwarding_policy"}, {"rule", std::string(rule)}}).Increment();
 }
 
-ByteCounters EngineMetrics::BytesFor(TransportLabel transport, std::string_view key_fingerprint) {
+ByteCounters EngineMetrics::BytesFor(ByteTally& tally, TransportLabel transport,
+                                     std::string_view key_fingerprint) {
   ByteCounters counters;
-  counters.upstream = bytes_[Index(transport)][Index(Direction::kUpstream)];
-  counters.downstream = bytes_[Index(transport)][Index(Direction::kDownstream)];
+  counters.upstream = tally.cell(Index(transport), Index(Direction::kUpstream));
+  counters.downstream = tally.cell(Index(transport), Index(Direction::kDownstream));
   auto it = key_series_.find(std::string(key_fingerprint));
   if (it != key_series_.end()) {
-    counters.key_upstream = it->second.upstream;
-    counters.key_downstream = it->second.downstream;
+    counters.key_upstream = tally.cell(it->second.tally_series, Index(Direction::kUpstream));
+    counters.key_downstream = tally.cell(it->second.tally_series, Index(Direction::kDownstream));
   }
   return counters;
 }

@@ -6,6 +6,7 @@
 #include <array>
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,6 +18,7 @@
 #include <prometheus/registry.h>
 
 #include "absl/container/flat_hash_map.h"
+#include "server/metrics/byte_tally.h"
 
 namespace alknet {
 
@@ -46,12 +48,12 @@ enum class RejectReason {
 
 std::string_view RejectReasonName(RejectReason reason);
 
-// Counters a relay bumps per chunk: pointers into the registry, resolved once per channel.
+// Cells a relay adds to per chunk (ByteTally::Add): its worker's, resolved once per channel.
 struct ByteCounters {
-  prometheus::Counter* upstream = nullptr;
-  prometheus::Counter* downstream = nullptr;
-  prometheus::Counter* key_upstream = nullptr;    // null unless the key is labelled
-  prometheus::Counter* key_downstream = nullptr;
+  ByteTally::Cell* upstream = nullptr;
+  ByteTally::Cell* downstream = nullptr;
+  ByteTally::Cell* key_upstream = nullptr;    // null unless the key is labelled
+  ByteTally::Cell* key_downstream = nullptr;
 };
 
 class EngineMetrics {
@@ -63,6 +65,8 @@ class EngineMetrics {
                 std::string_view version);
 
   prometheus::Registry& registry() { return *registry_; }
+  // Every family, with the workers' byte tallies folded in first: what a scrape serves.
+  std::vector<prometheus::MetricFamily> Collect();
   std::shared_ptr<prometheus::Registry> shared_registry() { return registry_; }
 
   void SessionStarted(TransportLabel transport);
@@ -76,7 +80,10 @@ class EngineMetrics {
   // alknet_rejections_total{reason="forwarding_policy",rule=NAME}: a forwarding rule (or
   // "default") refused a channel or -R listener. Names come from the policy, never a destination.
   void ForwardingRuleRejected(std::string_view rule);
-  ByteCounters BytesFor(TransportLabel transport, std::string_view key_fingerprint);
+  // A worker's own byte tally (thread-safe; it lives as long as this object).
+  ByteTally& NewByteTally();
+  // The cells of `tally` that a channel of this transport and key adds its bytes to.
+  ByteCounters BytesFor(ByteTally& tally, TransportLabel transport, std::string_view key_fingerprint);
   // Per-key sessions gauge (no-op for unlabelled keys).
   void KeySessionDelta(std::string_view key_fingerprint, int delta);
   void SetUnauthenticated(int count) { unauthenticated_->Set(count); }
@@ -116,7 +123,6 @@ class EngineMetrics {
   std::array<prometheus::Gauge*, static_cast<size_t>(ChannelKind::kCount)> channels_active_{};
   std::array<Row<static_cast<size_t>(ChannelResult::kCount)>, static_cast<size_t>(ChannelKind::kCount)>
       channels_opened_{};
-  std::array<Row<static_cast<size_t>(Direction::kCount)>, kTransports> bytes_{};
   prometheus::Histogram* connect_seconds_ = nullptr;
   Row<static_cast<size_t>(RejectReason::kCount)> rejections_{};
   prometheus::Family<prometheus::Counter>* rejections_family_ = nullptr;
@@ -132,11 +138,15 @@ class EngineMetrics {
   prometheus::Histogram* quic_cwnd_ = nullptr;
 
   struct KeySeries {
-    prometheus::Counter* upstream;
-    prometheus::Counter* downstream;
+    size_t tally_series;  // its row in every ByteTally (after the transports')
     prometheus::Gauge* sessions;
   };
   absl::flat_hash_map<std::string, KeySeries> key_series_;  // fixed after construction
+  // Byte counters, one row per transport then one per labelled key: what the tallies fold into.
+  std::vector<std::array<prometheus::Counter*, ByteTally::kDirections>> byte_series_;
+  std::mutex tallies_mutex_;
+  std::vector<std::unique_ptr<ByteTally>> tallies_;  // guarded by tallies_mutex_
+  std::vector<std::array<uint64_t, ByteTally::kDirections>> folded_;  // guarded by tallies_mutex_
 };
 
 }  // namespace alknet

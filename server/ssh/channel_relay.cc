@@ -36,21 +36,15 @@ ChannelRelay::ChannelRelay(EventLoop& loop, RelayOwner& owner, RelayScratch& scr
 void ChannelRelay::CountToTarget(size_t bytes) {
   counters_.to_target += bytes;
   if (tally_) tally_->to_target += bytes;
-  if (byte_counters_.upstream != nullptr) byte_counters_.upstream->Increment(static_cast<double>(bytes));
-  if (byte_counters_.key_upstream != nullptr) {
-    byte_counters_.key_upstream->Increment(static_cast<double>(bytes));
-  }
+  ByteTally::Add(byte_counters_.upstream, bytes);
+  ByteTally::Add(byte_counters_.key_upstream, bytes);
 }
 
 void ChannelRelay::CountFromTarget(size_t bytes) {
   counters_.from_target += bytes;
   if (tally_) tally_->from_target += bytes;
-  if (byte_counters_.downstream != nullptr) {
-    byte_counters_.downstream->Increment(static_cast<double>(bytes));
-  }
-  if (byte_counters_.key_downstream != nullptr) {
-    byte_counters_.key_downstream->Increment(static_cast<double>(bytes));
-  }
+  ByteTally::Add(byte_counters_.downstream, bytes);
+  ByteTally::Add(byte_counters_.key_downstream, bytes);
 }
 
 ChannelRelay::~ChannelRelay() { Close(); }

@@ -738,7 +738,8 @@ void SshServerSession::HandleGlobalRequest(ssh_message message) {
 
 void SshServerSession::StartRelay(ssh_channel channel, UniqueFd fd, ChannelKind kind) {
   auto relay = std::make_unique<ChannelRelay>(env_.loop, *this, env_.scratch, channel, std::move(fd),
-                                              env_.metrics.BytesFor(transport_label_, key_fingerprint_));
+                                              env_.metrics.BytesFor(env_.byte_tally, transport_label_,
+                                                                     key_fingerprint_));
   relay->set_kind(kind);
   if (key_lease_ != nullptr) relay->set_throttle(key_lease_->shared(), &env_.rate_limiter->clock());
   if (!relays_.Start(std::move(relay))) {

@@ -62,6 +62,7 @@ struct SessionEnvironment {
   OutboundConnector& connector;
   RelayScratch& scratch;
   EngineMetrics& metrics;
+  ByteTally& byte_tally;  // the worker's: its relays count their bytes here
   SessionLimits limits;
   // The admin API's Unix socket: "alknet-admin" channels of admin-role keys connect here
   // (empty: no admin API, such channels are refused).

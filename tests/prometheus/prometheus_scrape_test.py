@@ -444,6 +444,19 @@ def drive_traffic(h):
     check(result.returncode == 0 and result.stdout == payload,
           "ssh -W echo round trip with the good key (rc=%d, %d bytes back) %s"
           % (result.returncode, len(result.stdout), result.stderr.decode(errors="replace").strip()))
+    # The workers' byte tallies are folded in at scrape time (issue 17): the round trip's bytes
+    # are counted exactly, per transport and for the labelled key.
+    seen = {}
+
+    def bytes_counted():
+        samples = parse_samples(h.scrape())
+        for family, labels in (("alknet_forwarded_bytes_total", {"transport": "tcp"}),
+                               ("alknet_key_forwarded_bytes_total", {"key": "alice"})):
+            for direction in ("upstream", "downstream"):
+                seen[family, direction] = sample_value(samples, family, direction=direction, **labels)
+        return all(v == len(payload) for v in seen.values())
+    check(wait_for(bytes_counted, 5), "forwarded bytes counted exactly, %d each way, per transport "
+          "and for the labelled key: %s" % (len(payload), seen))
     # 2. A failed login with a key the agent does not know.
     result = h.ssh_run(h.bad_key, ["-W", "127.0.0.1:%d" % h.echo.port], b"x")
     check(result.returncode != 0, "login with an unknown key fails (rc=%d)" % result.returncode)
