@@ -267,30 +267,17 @@ int QuicConnection::OnStreamOpen(ngtcp2_conn*, int64_t stream_id, void* user_dat
   return 0;
 }
 
-int QuicConnection::OnRecvStreamData(ngtcp2_conn* conn, uint32_t flags, int64_t stream_id, uint64_t,
+// Stream data is gathered in in_ and written to the SSH side once per batch of datagrams
+// (DrainToPlain, from Flush) or per 64 KiB: a few large sends instead of one per packet.
+// Flow-control credit goes back only as SSH takes the bytes, so in_ stays within the window.
+int QuicConnection::OnRecvStreamData(ngtcp2_conn*, uint32_t flags, int64_t stream_id, uint64_t,
                                      const uint8_t* data, size_t datalen, void* user_data, void*) {
   auto* self = static_cast<QuicConnection*>(user_data);
   if (stream_id != self->stream_id_) return 0;  // a refused stream: its data is dropped
-  size_t written = 0;
-  if (self->in_.empty() && self->plain_.valid() && !self->plain_shut_) {
-    while (written < datalen) {
-      ssize_t n = send(self->plain_.get(), data + written, datalen - written, MSG_NOSIGNAL);
-      if (n > 0) {
-        written += static_cast<size_t>(n);
-      } else if (n < 0 && errno == EINTR) {
-        continue;
-      } else {
-        if (n < 0 && errno != EAGAIN) written = datalen;  // SSH is gone: drop, it ends by EOF
-        break;
-      }
-    }
-  }
-  if (written < datalen) self->in_.Append({data + written, datalen - written});
-  if (written > 0) {
-    ngtcp2_conn_extend_max_stream_offset(conn, stream_id, written);
-    ngtcp2_conn_extend_max_offset(conn, written);
-  }
+  self->in_.Append({data, datalen});
   if ((flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0) self->peer_fin_ = true;
+  // A full chunk goes at once: in_ then stays within the chunks StreamBuffer keeps for reuse.
+  if (self->in_.size() >= StreamBuffer::kChunk) self->DrainToPlain();
   return 0;
 }
 
@@ -404,8 +391,7 @@ void QuicConnection::AfterRead(bool flush) {
       return;
     }
   }
-  DrainToPlain();
-  if (closed_ || !flush) return;
+  if (closed_ || !flush) return;  // else the caller calls Flush() after its batch
   Flush();
 }
 
@@ -457,7 +443,7 @@ void QuicConnection::ReadPlain() {
 
 void QuicConnection::DrainToPlain() {
   uint64_t written = 0;
-  while (!in_.empty() && !plain_shut_) {
+  while (!in_.empty() && plain_.valid() && !plain_shut_) {
     std::span<const uint8_t> part = in_.At(in_.begin());
     ssize_t n = send(plain_.get(), part.data(), part.size(), MSG_NOSIGNAL);
     if (n > 0) {
@@ -512,6 +498,7 @@ void QuicConnection::NoteLossSignals() {
 
 void QuicConnection::Flush() {
   if (closed_) return;
+  DrainToPlain();  // what the packets read since the last flush brought for SSH, in few writes
   NoteLossSignals();  // after every batch of packets read and every timer: where loss is found
   if (send_blocked_) return;
   ngtcp2_tstamp ts = Now();
