@@ -6,6 +6,7 @@ command lines both use, reads process CPU and memory from /proc, and cleans ever
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -151,7 +152,6 @@ def profiled(profile, out, pids, transfer):
     command template ({out}: output path, {pids}: comma-separated, {pid_args}: '-p A -p B'),
     started a second before the transfer and stopped with SIGINT after it. Returns what
     `transfer()` returned."""
-    import shlex
     cmd = profile.format(out=out, pids=",".join(map(str, pids)),
                          pid_args=" ".join(f"-p {p}" for p in pids))
     prof = subprocess.Popen(shlex.split(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -24,7 +24,6 @@ class ByteTally {
   uint64_t value(size_t series, size_t direction) const {
     return cells_[series][direction].load(std::memory_order_relaxed);
   }
-  size_t series() const { return cells_.size(); }
 
   // Only the owning loop thread adds to a cell; readers on other threads see a whole value.
   static void Add(Cell* cell, uint64_t bytes) {

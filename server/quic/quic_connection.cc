@@ -416,11 +416,9 @@ absl::Status QuicConnection::OpenPlainSide(int64_t) {
 
 void QuicConnection::OnFdEvents(uint32_t events) {
   if (closed_) return;
-  if ((events & EPOLLOUT) != 0) DrainToPlain();
-  if (closed_) return;
   if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) ReadPlain();
   if (closed_) return;
-  Flush();
+  Flush();  // also writes what waited for EPOLLOUT to the SSH side (DrainToPlain)
 }
 
 void QuicConnection::ReadPlain() {
