@@ -1,8 +1,11 @@
 // The proxy command: one event loop on the main thread; the scheme's dialer, then StdioBridge.
 #include "agent/proxy_runner.h"
 
+#include <signal.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <functional>
 #include <iostream>
 #include <memory>
 
@@ -13,8 +16,47 @@
 #include "server/loop/event_loop.h"
 
 namespace alknet::agent {
+namespace {
+
+// SIGHUP (ssh ends its ProxyCommand so), SIGTERM and SIGINT, read on the loop: the proxy then
+// ends like at EOF, closing the transport cleanly (QUIC: CONNECTION_CLOSE), so the server
+// ends the session at once instead of at its idle timeout.
+class StopSignals final : public FdHandler {
+ public:
+  // Blocks them in the calling thread and every thread it starts afterwards.
+  StopSignals() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int signal_number : {SIGHUP, SIGTERM, SIGINT}) sigaddset(&set, signal_number);
+    sigprocmask(SIG_BLOCK, &set, nullptr);
+    fd_ = UniqueFd(signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
+  }
+  void Watch(EventLoop& loop, std::function<void()> on_signal) {
+    on_signal_ = std::move(on_signal);
+    if (fd_.valid()) loop.SetInterest(fd_.get(), events_, EPOLLIN, this);
+  }
+  void Unwatch(EventLoop& loop) {
+    if (fd_.valid() && events_ != 0) loop.Unwatch(fd_.get());
+    events_ = 0;
+  }
+  void OnFdEvents(uint32_t) override {
+    signalfd_siginfo info;
+    while (read(fd_.get(), &info, sizeof(info)) == sizeof(info)) {
+    }
+    on_signal_();
+  }
+
+ private:
+  std::function<void()> on_signal_;
+  UniqueFd fd_;
+  uint32_t events_ = 0;
+};
+
+}  // namespace
 
 int RunProxy(const config::UpstreamConfig& target, Logger& logger) {
+  // Before any thread starts (the resolver's), so that none of them takes the signal.
+  StopSignals stop_signals;
   const std::string server = target.server.address.ToString();
   const StreamDialer* dialer = FindStreamDialer(target.server.scheme);
   auto loop = EventLoop::Create();
@@ -35,6 +77,7 @@ int RunProxy(const config::UpstreamConfig& target, Logger& logger) {
     exit_code = status.ok() ? 0 : 1;
     (*loop)->Stop();
   };
+  stop_signals.Watch(**loop, [&] { end(absl::OkStatus()); });
   // The dialer's own deadline (handshake_timeout) covers connect, proxy and the handshake.
   std::unique_ptr<DialedStream> stream = dialer->Dial(
       {**loop, logger, connector}, target, "proxy", [&](absl::StatusOr<UniqueFd> fd) {
@@ -48,6 +91,7 @@ int RunProxy(const config::UpstreamConfig& target, Logger& logger) {
         bridge->Start();
       });
   (*loop)->Run();
+  stop_signals.Unwatch(**loop);
   bridge.reset();
   stream->Close();
   stream.reset();

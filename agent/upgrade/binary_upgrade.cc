@@ -105,7 +105,8 @@ absl::StatusOr<pid_t> RunBinaryUpgrade(const UpgradeCommand& command,
     env_strings.emplace_back(text);
   }
   env_strings.push_back(absl::StrCat("LISTEN_FDS=", n));
-  std::vector<std::string> names(listen_fds.size(), "alknet-upgrade");
+  std::vector<std::string> names;
+  for (const auto& [fd, name] : listen_fds) names.push_back(name);
   env_strings.push_back(absl::StrCat("LISTEN_FDNAMES=", absl::StrJoin(names, ":")));
   env_strings.push_back(absl::StrCat(kUpgradeFdVariable, "=", 3 + n, ",", 3 + n + 1));
   env_strings.push_back("LISTEN_PID=" + std::string(20, '\0'));
@@ -117,7 +118,7 @@ absl::StatusOr<pid_t> RunBinaryUpgrade(const UpgradeCommand& command,
   for (const std::string& arg : command.argv) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
   std::vector<int> sources;
-  for (const auto& [fd, url] : listen_fds) sources.push_back(fd);
+  for (const auto& [fd, name] : listen_fds) sources.push_back(fd);
   sources.push_back(theirs.get());  // -> 3+n: control
   sources.push_back(STDERR_FILENO);  // -> 3+n+1: our own stderr, for after the handover
   sources.push_back(err_write.get());  // -> 2

@@ -41,7 +41,8 @@ struct UpgradeHooks {
   std::function<void()> retake;
 };
 
-// Starts the new process and blocks until it reports ready (its pid) or fails: it exits, or
+// Starts the new process with `listen_fds` (descriptor, LISTEN_FDNAMES name) as fds 3, 4, ...
+// and blocks until it reports ready (its pid) or fails: it exits, or
 // says nothing for `timeout` (it is killed). Its stderr passes through this process's stderr
 // line by line until it is ready (it then writes to this process's original stderr itself);
 // on failure the error names its exit and its last stderr lines.

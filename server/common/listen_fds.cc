@@ -11,6 +11,7 @@
 #include <cstring>
 #include <memory>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -23,6 +24,7 @@ namespace alknet {
 namespace {
 // More than any sane unit passes; a larger number is a broken environment, not a request.
 constexpr int kMaxListenFds = 1024;
+constexpr char kUpgradeLinkPrefix[] = "alknet-link-";
 
 // Same family, address and (unless `want_port` is 0) port.
 bool SameAddress(const sockaddr_storage& have, const sockaddr* want, uint16_t want_port) {
@@ -42,6 +44,8 @@ bool SameAddress(const sockaddr_storage& have, const sockaddr* want, uint16_t wa
   return false;
 }
 }  // namespace
+
+std::string UpgradeLinkFdName(int socket_fd) { return absl::StrCat(kUpgradeLinkPrefix, socket_fd); }
 
 absl::StatusOr<ListenFdsSpec> ParseListenFds(const char* listen_pid, const char* listen_fds,
                                              const char* listen_fdnames, pid_t self) {
@@ -102,10 +106,15 @@ absl::StatusOr<InheritedSockets> InheritedSockets::FromEnvironment() {
                          getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len2) == 0 &&
                          listening != 0;
     bool bound_udp = type == SOCK_DGRAM && LocalOf(fd).port != 0;
-    if (!listening_tcp && !bound_udp) {
+    sockaddr_storage family{};
+    socklen_t family_len = sizeof(family);
+    bool upgrade_link = type == SOCK_SEQPACKET && absl::StartsWith(spec->names[i], kUpgradeLinkPrefix) &&
+                        getsockname(fd, reinterpret_cast<sockaddr*>(&family), &family_len) == 0 &&
+                        family.ss_family == AF_UNIX;
+    if (!listening_tcp && !bound_udp && !upgrade_link) {
       return absl::InvalidArgumentError(
           absl::StrCat("LISTEN_FDS: inherited fd ", fd, " (name ", spec->names[i],
-                       ") is not a listening TCP socket or a bound UDP socket"));
+                       ") is not a listening TCP socket, a bound UDP socket or an upgrade link"));
     }
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
@@ -160,6 +169,17 @@ absl::StatusOr<std::vector<UniqueFd>> InheritedSockets::TakeMatching(const HostP
     if (!taken.empty()) return taken;
   }
   return taken;
+}
+
+std::optional<UniqueFd> InheritedSockets::TakeUpgradeLink(int socket_fd) {
+  const std::string name = UpgradeLinkFdName(socket_fd);
+  for (auto it = sockets_.begin(); it != sockets_.end(); ++it) {
+    if (it->type != SOCK_SEQPACKET || it->name != name) continue;
+    UniqueFd link = std::move(it->fd);
+    sockets_.erase(it);
+    return link;
+  }
+  return std::nullopt;
 }
 
 std::string InheritedSockets::DescribeRemaining() const {

@@ -18,6 +18,11 @@ namespace alknet {
 
 // The first inherited descriptor, as in sd_listen_fds(3).
 inline constexpr int kListenFdsStart = 3;
+// LISTEN_FDNAMES of a binary upgrade's sockets.
+inline constexpr char kUpgradeFdName[] = "alknet-upgrade";
+// The name of a quic:// worker's upgrade link (a unix SOCK_SEQPACKET socket): it belongs to
+// the UDP socket inherited as `socket_fd`.
+std::string UpgradeLinkFdName(int socket_fd);
 
 // What the three variables say. `count` 0 means "nothing for us" (unset, or LISTEN_PID names
 // another process: ignored, as sd_listen_fds does). Pure: no descriptor is touched.
@@ -37,14 +42,16 @@ class InheritedSockets {
   struct Socket {
     UniqueFd fd;
     std::string name;
-    int type = SOCK_STREAM;  // SOCK_STREAM (listening TCP) or SOCK_DGRAM (bound UDP, quic://)
+    // SOCK_STREAM (listening TCP), SOCK_DGRAM (bound UDP, quic://) or SOCK_SEQPACKET (an
+    // upgrade link, named by UpgradeLinkFdName)
+    int type = SOCK_STREAM;
   };
   InheritedSockets() = default;
   explicit InheritedSockets(std::vector<Socket> sockets) : sockets_(std::move(sockets)) {}
 
   // Reads LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES from the environment, unsets them (children
-  // must not see them), checks each descriptor is a listening TCP socket or a bound UDP one
-  // (quic://, from a binary upgrade) and marks it close-on-exec.
+  // must not see them), checks each descriptor is a listening TCP socket, a bound UDP one
+  // (quic://, from a binary upgrade) or an upgrade link, and marks it close-on-exec.
   static absl::StatusOr<InheritedSockets> FromEnvironment();
 
   // The inherited socket bound to `address` (host resolved as a passive address, "*" every
@@ -54,6 +61,9 @@ class InheritedSockets {
   // quic:// listener's per-worker sockets, worker 0 first. Empty when there is none.
   absl::StatusOr<std::vector<UniqueFd>> TakeAllDatagram(const HostPort& address,
                                                         std::string_view label);
+
+  // The upgrade link that came with the UDP socket inherited as `socket_fd`, or nullopt.
+  std::optional<UniqueFd> TakeUpgradeLink(int socket_fd);
 
   bool empty() const { return sockets_.empty(); }
   size_t size() const { return sockets_.size(); }

@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "server/common/listen_fds.h"
 #include "server/config/rate_units.h"
 #include "server/common/strings.h"
 #include "server/ssh/host_key.h"
@@ -379,10 +380,14 @@ void ServerEngine::Shutdown(absl::Duration grace) {
 std::vector<std::pair<int, std::string>> ServerEngine::listen_fds() const {
   std::vector<std::pair<int, std::string>> fds;
   for (const auto& listener : listeners_) {
-    if (listener->fd() >= 0) fds.emplace_back(listener->fd(), listener->bound().ToString());
+    if (listener->fd() >= 0) fds.emplace_back(listener->fd(), kUpgradeFdName);
   }
   for (const auto& listener : datagram_listeners_) {
-    for (int fd : listener->fds()) fds.emplace_back(fd, listener->bound().ToString());
+    for (DatagramListener::Handover handover : listener->fds()) {
+      int inherited_as = kListenFdsStart + static_cast<int>(fds.size());
+      fds.emplace_back(handover.socket, kUpgradeFdName);
+      if (handover.link >= 0) fds.emplace_back(handover.link, UpgradeLinkFdName(inherited_as));
+    }
   }
   return fds;
 }

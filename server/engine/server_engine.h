@@ -48,8 +48,9 @@ class ServerEngine {
   // Binds every listener and starts the workers. Any bind failure fails the whole start.
   absl::Status Start();
 
-  // The listening sockets with their URLs, for handing them to a new binary (binary upgrade):
-  // TCP listeners, then each quic:// listener's UDP sockets, worker 0 first. Valid until
+  // The listening sockets with their LISTEN_FDNAMES names, for handing them to a new binary
+  // (binary upgrade), in the order they must be inherited: TCP listeners, then each quic://
+  // listener's UDP sockets, worker 0 first, each followed by its upgrade link. Valid until
   // StopAccepting() or Shutdown(). Call from the controlling thread.
   std::vector<std::pair<int, std::string>> listen_fds() const;
   // Binary upgrade, once the new process serves: closes this process's listeners (the sockets

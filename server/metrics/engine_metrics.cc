@@ -6,9 +6,9 @@
 namespace alknet {
 namespace {
 
-constexpr std::array<std::string_view, 7> kQuicEventNames = {
+constexpr std::array<std::string_view, 8> kQuicEventNames = {
     "handshake", "handshake_failed", "retry", "stateless_reset", "migration", "congestion",
-    "probe_timeout"};
+    "probe_timeout", "upgrade_relayed"};
 constexpr std::array<std::string_view, static_cast<size_t>(TransportLabel::kCount)> kTransportNames = {
     "tcp", "tls", "quic", "other"};
 constexpr std::array<std::string_view, static_cast<size_t>(SessionResult::kCount)> kSessionResults = {
@@ -125,7 +125,8 @@ EngineMetrics::EngineMetrics(std::shared_ptr<prometheus::Registry> registry,
 
   auto& quic_events = BuildCounter().Name("alknet_quic_events_total")
       .Help("QUIC endpoint events: handshake, handshake_failed, retry, stateless_reset, migration, "
-            "congestion (a recovery episode: loss or ECN-CE), probe_timeout.")
+            "congestion (a recovery episode: loss or ECN-CE), probe_timeout, upgrade_relayed (a packet "
+            "passed to the process before or after this one in a binary upgrade).")
       .Register(*registry_);
   for (size_t i = 0; i < kQuicEventNames.size(); ++i) {
     quic_events_[i] = &quic_events.Add({{"event", s(kQuicEventNames[i])}});

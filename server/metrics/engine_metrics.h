@@ -132,7 +132,7 @@ class EngineMetrics {
   prometheus::Family<prometheus::Counter>* upstream_reconnects_ = nullptr;
   prometheus::Gauge* state_store_up_ = nullptr;
   prometheus::Counter* state_store_outages_ = nullptr;
-  static constexpr size_t kQuicEvents = 7;
+  static constexpr size_t kQuicEvents = 8;
   std::array<prometheus::Counter*, kQuicEvents> quic_events_{};
   prometheus::Histogram* quic_rtt_ = nullptr;
   prometheus::Histogram* quic_cwnd_ = nullptr;

@@ -155,13 +155,19 @@ ngtcp2_tstamp QuicNow() {
   return static_cast<uint64_t>(ts.tv_sec) * NGTCP2_SECONDS + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-void MakeRoutedCid(uint8_t worker_index, uint8_t worker_count, ngtcp2_cid* cid) {
+void MakeRoutedCid(const CidRoute& route, ngtcp2_cid* cid) {
   uint8_t data[QuicConnection::kCidLength];
   gnutls_rnd(GNUTLS_RND_NONCE, data, sizeof(data));
-  uint8_t count = std::max<uint8_t>(worker_count, 1);
-  data[0] = static_cast<uint8_t>((data[0] / count) * count + worker_index);
-  if (data[0] % count != worker_index % count) data[0] = worker_index;  // the sum wrapped past 255
+  uint8_t count = std::max<uint8_t>(route.worker_count, 1);
+  data[0] = static_cast<uint8_t>((data[0] / count) * count + route.worker_index);
+  if (data[0] % count != route.worker_index % count) data[0] = route.worker_index;  // wrapped past 255
+  for (int i = 0; i < 4; ++i) data[1 + i] = static_cast<uint8_t>(route.epoch >> (24 - 8 * i));
   ngtcp2_cid_init(cid, data, sizeof(data));
+}
+
+std::optional<uint32_t> CidEpoch(std::span<const uint8_t> cid) {
+  if (cid.size() != QuicConnection::kCidLength) return std::nullopt;
+  return (uint32_t{cid[1]} << 24) | (uint32_t{cid[2]} << 16) | (uint32_t{cid[3]} << 8) | uint32_t{cid[4]};
 }
 
 absl::StatusOr<std::unique_ptr<QuicConnection>> QuicConnection::Accept(
@@ -169,8 +175,7 @@ absl::StatusOr<std::unique_ptr<QuicConnection>> QuicConnection::Accept(
     const SockAddr& remote, const QuicSettings& settings, Events events) {
   std::unique_ptr<QuicConnection> c(new QuicConnection(loop, sink, settings, std::move(events)));
   c->server_ = true;
-  c->worker_index_ = accept.worker_index;
-  c->worker_count_ = std::max<uint8_t>(accept.worker_count, 1);
+  c->route_ = accept.route;
   std::memcpy(c->reset_secret_.data(), accept.reset_secret.data(),
               std::min(accept.reset_secret.size(), c->reset_secret_.size()));
   c->local_ = local;
@@ -641,7 +646,8 @@ void QuicConnection::OnTimer() {
 // ---- the end ----
 
 void QuicConnection::Close() {
-  if (closed_) return;
+  if (closed_ || closing_) return;
+  closing_ = true;  // the Flush below ends in Close() when the stream is done: not again
   if (plain_.valid() && handshake_completed_) {
     ReadPlain();  // what the SSH side wrote last goes out first (best effort)
     Flush();

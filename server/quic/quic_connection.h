@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -54,9 +55,19 @@ class QuicConnection;
 // ngtcp2's clock: nanoseconds of CLOCK_MONOTONIC (the event loop's steady_clock).
 ngtcp2_tstamp QuicNow();
 
-// A random connection ID of kCidLength bytes whose first byte, modulo `worker_count`, is
-// `worker_index`: the worker that owns the connection (the reuseport program steers by it).
-void MakeRoutedCid(uint8_t worker_index, uint8_t worker_count, ngtcp2_cid* cid);
+// Where a server's connection IDs lead: the worker that owns the connection (the first byte,
+// modulo `worker_count`, is `worker_index`: the reuseport program steers by it) and the
+// process (bytes 1-4 are its epoch, random per listener: during a binary upgrade the old and
+// the new process pass each other the packets of connections they do not own).
+struct CidRoute {
+  uint8_t worker_index = 0;
+  uint8_t worker_count = 1;
+  uint32_t epoch = 0;
+};
+// A random connection ID of kCidLength bytes routed as `route` says.
+void MakeRoutedCid(const CidRoute& route, ngtcp2_cid* cid);
+// The epoch of a connection ID made by MakeRoutedCid; nullopt for another length.
+std::optional<uint32_t> CidEpoch(std::span<const uint8_t> cid);
 
 // Where a connection's packets go: the server endpoint's shared socket or the client's own.
 class PacketSink {
@@ -72,8 +83,7 @@ class PacketSink {
 struct ServerAccept {
   gnutls_certificate_credentials_t credentials;
   std::span<const uint8_t> reset_secret;  // stateless reset tokens
-  uint8_t worker_index = 0;               // connection IDs' first byte % worker_count
-  uint8_t worker_count = 1;
+  CidRoute route;                          // of every connection ID it issues
   const ngtcp2_pkt_hd* initial;           // the client's first Initial
   const ngtcp2_cid* original_dcid;        // after a validated Retry: the DCID before it
 };
@@ -161,7 +171,7 @@ class QuicConnection final : public FdHandler {
   static int OnPathValidation(ngtcp2_conn*, uint32_t flags, const ngtcp2_path* path,
                               ngtcp2_path_validation_result res, void* user_data);
 
-  void MakeCid(ngtcp2_cid* cid) const { MakeRoutedCid(worker_index_, worker_count_, cid); }
+  void MakeCid(ngtcp2_cid* cid) const { MakeRoutedCid(route_, cid); }
   absl::Status OpenPlainSide(int64_t stream_id);
   void AfterRead(bool flush);
   void ReadPlain();
@@ -187,13 +197,13 @@ class QuicConnection final : public FdHandler {
   Credentials client_credentials_;  // client only
   Session session_;
   std::array<uint8_t, 32> reset_secret_{};
-  uint8_t worker_index_ = 0;
-  uint8_t worker_count_ = 1;
+  CidRoute route_;  // server: of the connection IDs it issues
   SockAddr local_;
   SockAddr remote_;
 
   bool handshake_completed_ = false;
   bool closed_ = false;
+  bool closing_ = false;  // inside Close(): its last Flush() must not close again
   uint64_t migrations_ = 0;
   uint64_t datagrams_sent_ = 0;
   // Loss signals (NoteLossSignals): what ngtcp2 reported when last looked at, and the counts.

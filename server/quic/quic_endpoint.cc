@@ -1,4 +1,5 @@
-// The per-worker QUIC endpoint: routing by connection ID, Retry, admission, stateless resets.
+// The per-worker QUIC endpoint: routing by connection ID, Retry, admission, stateless resets,
+// upgrade links.
 #include "server/quic/quic_endpoint.h"
 
 #include <gnutls/crypto.h>
@@ -8,11 +9,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/common/strings.h"
+#include "server/quic/upgrade_relay.h"
 
 namespace alknet::quic {
 namespace {
 
 constexpr int kResetsPerSecond = 100;
+// Messages read from an upgrade link per wake-up, like the socket's batch.
+constexpr size_t kLinkBatch = 256;
 // How long a Retry token is good for.
 constexpr ngtcp2_duration kRetryTokenLifetime = 10 * NGTCP2_SECONDS;
 
@@ -29,20 +33,71 @@ absl::string_view KeyView(const uint8_t* data, size_t length) {
 }  // namespace
 
 QuicEndpoint::QuicEndpoint(EventLoop& loop, UniqueFd socket, EndpointOptions options,
-                           EndpointHooks hooks, Logger& logger)
+                           EndpointHooks hooks, Logger& logger, UpgradeLinks links)
     : loop_(loop), socket_(std::move(socket)), options_(std::move(options)), hooks_(std::move(hooks)),
-      logger_(logger), local_(LocalAddress(socket_.get())) {}
+      logger_(logger), local_(LocalAddress(socket_.get())), successor_(std::move(links.successor)),
+      predecessor_(std::move(links.predecessor)) {}
 
 QuicEndpoint::~QuicEndpoint() {
   if (socket_.valid() && socket_events_ != 0) loop_.Unwatch(socket_.get());
+  CloseLink(Source::kSuccessor);
+  CloseLink(Source::kPredecessor);
 }
 
 void QuicEndpoint::Start() {
   loop_.SetInterest(socket_.get(), socket_events_, EPOLLIN, this);
+  if (successor_.valid()) {
+    loop_.SetInterest(successor_.get(), successor_reader_.events, EPOLLIN, &successor_reader_);
+  }
+  if (predecessor_.valid()) {
+    loop_.SetInterest(predecessor_.get(), predecessor_reader_.events, EPOLLIN, &predecessor_reader_);
+    if (SendRelayHello(predecessor_.get(), options_.epoch) == RelaySend::kGone) {
+      CloseLink(Source::kPredecessor);
+    }
+  }
+}
+
+void QuicEndpoint::CloseLink(Source source) {
+  UniqueFd& link = source == Source::kSuccessor ? successor_ : predecessor_;
+  LinkReader& reader = source == Source::kSuccessor ? successor_reader_ : predecessor_reader_;
+  if (!link.valid()) return;
+  if (reader.events != 0) loop_.Unwatch(link.get());
+  reader.events = 0;
+  link.reset();
+}
+
+void QuicEndpoint::ReadLink(Source source) {
+  UniqueFd& link = source == Source::kSuccessor ? successor_ : predecessor_;
+  if (!link.valid()) return;
+  bool open = true;
+  ReadBatch([&] {
+    std::span<char> scratch = loop_.Scratch();
+    open = ReceiveRelayed(link.get(), {reinterpret_cast<uint8_t*>(scratch.data()), scratch.size()},
+                          kLinkBatch, [&](const RelayMessage& message) {
+                            if (message.kind == RelayMessage::Kind::kHello) {
+                              if (source == Source::kSuccessor) successor_epoch_ = message.epoch;
+                              return;
+                            }
+                            OnDatagram(message.remote, message.ecn, message.packet, source);
+                          });
+  });
+  if (!open) CloseLink(source);  // that process has exited
+}
+
+void QuicEndpoint::ReadBatch(const std::function<void()>& read) {
+  batching_ = true;
+  read();
+  batching_ = false;
+  for (QuicConnection* conn : touched_) {
+    if (connections_.contains(conn) && !conn->closed()) conn->Flush();
+  }
+  touched_.clear();
 }
 
 void QuicEndpoint::Close() {
   accepting_ = false;
+  CloseLink(Source::kSuccessor);
+  CloseLink(Source::kPredecessor);
   std::vector<QuicConnection*> all;
   for (auto& [conn, entry] : connections_) all.push_back(conn);
   for (QuicConnection* conn : all) conn->Close();  // on_closed removes each
@@ -71,15 +126,10 @@ void QuicEndpoint::OnFdEvents(uint32_t events) {
   }
   if ((events & EPOLLIN) != 0 && socket_.valid() && read_interest_ != 0) {
     // A bounded batch per wake-up, so one busy socket cannot starve the loop's other work.
-    batching_ = true;
-    ReceiveDatagrams(socket_.get(), loop_.Scratch(), 256, [this](const Datagram& d) {
-      OnDatagram(*d.remote, d.ecn, d.data);
+    ReadBatch([this] {
+      ReceiveDatagrams(socket_.get(), loop_.Scratch(), 256,
+                       [this](const Datagram& d) { OnDatagram(*d.remote, d.ecn, d.data); });
     });
-    batching_ = false;
-    for (QuicConnection* conn : touched_) {
-      if (connections_.contains(conn) && !conn->closed()) conn->Flush();
-    }
-    touched_.clear();
   }
   if (socket_.valid()) {
     uint32_t write_interest = waiting_writable_.empty() ? 0u : static_cast<uint32_t>(EPOLLOUT);
@@ -87,7 +137,8 @@ void QuicEndpoint::OnFdEvents(uint32_t events) {
   }
 }
 
-void QuicEndpoint::OnDatagram(const SockAddr& remote, uint8_t ecn, std::span<const uint8_t> data) {
+void QuicEndpoint::OnDatagram(const SockAddr& remote, uint8_t ecn, std::span<const uint8_t> data,
+                              Source source) {
   if (data.empty()) return;  // ngtcp2_pkt_decode_version_cid asserts on an empty datagram
   ngtcp2_version_cid vc;
   int rv = ngtcp2_pkt_decode_version_cid(&vc, data.data(), data.size(), QuicConnection::kCidLength);
@@ -107,16 +158,42 @@ void QuicEndpoint::OnDatagram(const SockAddr& remote, uint8_t ecn, std::span<con
   // Not ours. Without reuseport steering a packet can reach the wrong worker: its connection
   // ID names the owner.
   int owner = vc.dcidlen > 0 ? vc.dcid[0] % options_.worker_count : options_.worker_index;
-  if (owner != options_.worker_index && hooks_.forward) {
+  if (owner != options_.worker_index && hooks_.forward && source == Source::kSocket) {
     hooks_.forward(owner, Key(data.data(), data.size()), remote, ecn);
     return;
   }
+  // QUIC v1 long header packet types: 0 Initial and 1 0-RTT may open a connection (the
+  // client chose their connection ID); Handshake packets and short headers name ours.
   bool long_header = (data[0] & 0x80) != 0;
-  if (!long_header) {
-    SendStatelessReset({vc.dcid, vc.dcidlen}, remote, data.size());
+  if (long_header && ((data[0] & 0x30) >> 4) <= 1) {
+    if (source == Source::kSocket) Accept(remote, ecn, data);
     return;
   }
-  Accept(remote, ecn, data);
+  if (PassOn({vc.dcid, vc.dcidlen}, remote, ecn, data, source)) return;
+  if (!long_header) SendStatelessReset({vc.dcid, vc.dcidlen}, remote, data.size());
+}
+
+bool QuicEndpoint::PassOn(std::span<const uint8_t> dcid, const SockAddr& remote, uint8_t ecn,
+                          std::span<const uint8_t> data, Source source) {
+  std::optional<uint32_t> epoch = CidEpoch(dcid);
+  if (!epoch || *epoch == options_.epoch) return false;  // one of ours, gone
+  // The successor's own connections (read here before this process stopped reading), else
+  // an older process's: the predecessor has them or passes them further back.
+  Source to = successor_epoch_ == epoch && source != Source::kSuccessor ? Source::kSuccessor
+                                                                          : Source::kPredecessor;
+  UniqueFd& link = to == Source::kSuccessor ? successor_ : predecessor_;
+  if (to == source || !link.valid()) return false;
+  switch (SendRelayPacket(link.get(), remote, ecn, data)) {
+    case RelaySend::kSent:
+      Count("upgrade_relayed");
+      return true;
+    case RelaySend::kDropped:
+      return true;
+    case RelaySend::kGone:
+      CloseLink(to);
+      return false;
+  }
+  return false;
 }
 
 void QuicEndpoint::Accept(const SockAddr& remote, uint8_t ecn, std::span<const uint8_t> data) {
@@ -195,12 +272,7 @@ void QuicEndpoint::Accept(const SockAddr& remote, uint8_t ecn, std::span<const u
     }
     Remove(&conn);
   };
-  ServerAccept accept{options_.credentials,
-                      options_.secret,
-                      static_cast<uint8_t>(options_.worker_index),
-                      static_cast<uint8_t>(options_.worker_count),
-                      &hd,
-                      validated};
+  ServerAccept accept{options_.credentials, options_.secret, Route(), &hd, validated};
   new_cids_.clear();
   absl::StatusOr<std::unique_ptr<QuicConnection>> made =
       QuicConnection::Accept(loop_, *this, accept, local_, remote, options_.settings, std::move(events));
@@ -242,8 +314,7 @@ void QuicEndpoint::Remove(QuicConnection* conn) {
 
 void QuicEndpoint::SendRetry(const ngtcp2_pkt_hd& hd, const SockAddr& remote) {
   ngtcp2_cid retry_scid;
-  MakeRoutedCid(static_cast<uint8_t>(options_.worker_index), static_cast<uint8_t>(options_.worker_count),
-                &retry_scid);
+  MakeRoutedCid(Route(), &retry_scid);
   uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN];
   ngtcp2_ssize token_len = ngtcp2_crypto_generate_retry_token(
       token, options_.secret.data(), options_.secret.size(), hd.version, remote.get(), remote.len,

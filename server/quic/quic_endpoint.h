@@ -1,11 +1,13 @@
 // The server's QUIC endpoint on one worker loop: one UDP socket of the listener's SO_REUSEPORT
 // group, the connections this worker owns (found by connection ID), Retry address validation,
-// stateless resets, and the hand-over of each SSH stream to the worker's SSH layer.
+// stateless resets, the hand-over of each SSH stream to the worker's SSH layer, and the links
+// to the processes before and after it in a binary upgrade.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -28,6 +30,9 @@ struct EndpointOptions {
   std::span<const uint8_t> secret;
   int worker_index = 0;
   int worker_count = 1;
+  // Bytes 1-4 of every connection ID this endpoint issues: random per listener, so the
+  // processes of a binary upgrade tell each other's connections apart.
+  uint32_t epoch = 0;
   QuicSettings settings;
   RetryMode retry = RetryMode::kAuto;
   // kAuto: Retry once this worker has this many handshakes in progress.
@@ -45,31 +50,46 @@ struct EndpointHooks {
   std::function<void(ConnectedStream stream, std::shared_ptr<void> admission)> deliver;
   // A packet whose connection belongs to worker `owner` (no reuseport steering here).
   std::function<void(int owner, std::string packet, SockAddr remote, uint8_t ecn)> forward;
-  // Counters: "handshake", "handshake_failed", "retry", "stateless_reset", "migration".
+  // Counters: "handshake", "handshake_failed", "retry", "stateless_reset", "migration",
+  // "upgrade_relayed" (and the connection's loss signals).
   std::function<void(std::string_view event)> count;
   // A connection that completed its handshake ended, with its last statistics.
   std::function<void(const QuicStats& stats)> ended;
 };
 
+// The upgrade relay (upgrade_relay.h) of this endpoint's worker: packets of connections of the
+// process that replaced this one (`successor`, this end of the pair whose other end the
+// listener passes on at an upgrade), or of the process this one replaced (`predecessor`,
+// inherited). Either may be empty.
+struct UpgradeLinks {
+  UniqueFd successor;
+  UniqueFd predecessor;
+};
+
 class QuicEndpoint final : public FdHandler, public PacketSink {
  public:
   QuicEndpoint(EventLoop& loop, UniqueFd socket, EndpointOptions options, EndpointHooks hooks,
-               Logger& logger);
+               Logger& logger, UpgradeLinks links = {});
   ~QuicEndpoint() override;
 
-  // On the loop: starts reading the socket.
+  // On the loop: starts reading the socket and the upgrade links (and says hello to the
+  // predecessor, so that it passes on the packets of this process's connections it reads).
   void Start();
   // On the loop: new connections are turned away; running ones go on (binary upgrade, drain).
   void StopAccepting() { accepting_ = false; }
   // Another process reads the socket now (binary upgrade): no more reads here; the socket
-  // still sends what this endpoint's connections write.
+  // still sends what this endpoint's connections write, and their packets come over the
+  // successor link.
   void StopReading();
   // On the loop: closes every connection (CONNECTION_CLOSE) and the socket.
   void Close();
 
   // A datagram from `remote` (the socket's own, or forwarded by another worker's endpoint).
   // Public for the fuzzer, which feeds it garbage.
-  void OnDatagram(const SockAddr& remote, uint8_t ecn, std::span<const uint8_t> data);
+  // Where a datagram came from: a packet passed on by an upgrade link never goes back to it.
+  enum class Source { kSocket, kSuccessor, kPredecessor };
+  void OnDatagram(const SockAddr& remote, uint8_t ecn, std::span<const uint8_t> data,
+                  Source source = Source::kSocket);
 
   int fd() const { return socket_.get(); }
   size_t connection_count() const { return connections_.size(); }
@@ -89,12 +109,37 @@ class QuicEndpoint final : public FdHandler, public PacketSink {
     bool handshaking = true;
   };
 
+  // Reads one upgrade link (when it is readable).
+  class LinkReader final : public FdHandler {
+   public:
+    LinkReader(QuicEndpoint& endpoint, Source source) : endpoint_(endpoint), source_(source) {}
+    void OnFdEvents(uint32_t) override { endpoint_.ReadLink(source_); }
+    uint32_t events = 0;
+
+   private:
+    QuicEndpoint& endpoint_;
+    Source source_;
+  };
+
+  // Reads a bounded batch with `read` (which calls OnDatagram per packet), then flushes every
+  // connection the batch reached once.
+  void ReadBatch(const std::function<void()>& read);
+  void ReadLink(Source source);
+  void CloseLink(Source source);
+  // A packet of a connection this process does not have: passed to the upgrade link whose
+  // process issued its connection ID, if any (true: taken, or dropped on a full link).
+  bool PassOn(std::span<const uint8_t> dcid, const SockAddr& remote, uint8_t ecn,
+              std::span<const uint8_t> data, Source source);
   void Accept(const SockAddr& remote, uint8_t ecn, std::span<const uint8_t> data);
   void SendRetry(const ngtcp2_pkt_hd& hd, const SockAddr& remote);
   void SendStatelessReset(std::span<const uint8_t> dcid, const SockAddr& remote, size_t received);
   void SendVersionNegotiation(const ngtcp2_version_cid& vc, const SockAddr& remote);
   void SendRaw(std::span<const uint8_t> packet, const SockAddr& remote);
   void Remove(QuicConnection* conn);
+  CidRoute Route() const {
+    return {static_cast<uint8_t>(options_.worker_index), static_cast<uint8_t>(options_.worker_count),
+            options_.epoch};
+  }
   void Count(std::string_view event) {
     if (hooks_.count) hooks_.count(event);
   }
@@ -116,6 +161,11 @@ class QuicEndpoint final : public FdHandler, public PacketSink {
   // While a batch of datagrams is read: the connections they reached, flushed once at its end.
   bool batching_ = false;
   std::vector<QuicConnection*> touched_;
+  UniqueFd successor_;
+  UniqueFd predecessor_;
+  LinkReader successor_reader_{*this, Source::kSuccessor};
+  LinkReader predecessor_reader_{*this, Source::kPredecessor};
+  std::optional<uint32_t> successor_epoch_;  // from its hello
   // Stateless resets sent this second (at most kResetsPerSecond: never an amplifier).
   int64_t reset_second_ = 0;
   int resets_this_second_ = 0;

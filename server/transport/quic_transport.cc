@@ -13,6 +13,7 @@
 #include "server/common/errno_status.h"
 #include "server/common/listen_fds.h"
 #include "server/quic/udp_socket.h"
+#include "server/quic/upgrade_relay.h"
 #include "server/transport/tls_context.h"
 
 namespace alknet {
@@ -20,11 +21,17 @@ namespace {
 
 class QuicListener final : public DatagramListener {
  public:
-  QuicListener(EndpointUrl bound, std::vector<UniqueFd> sockets, quic::EndpointOptions options,
+  // `links[k]`: worker k's upgrade links (the successor end here, the predecessor's when
+  // inherited); `successor_ends[k]` the other end of its successor pair, for an upgrade.
+  QuicListener(EndpointUrl bound, std::vector<UniqueFd> sockets, std::vector<quic::UpgradeLinks> links,
+               std::vector<UniqueFd> successor_ends, quic::EndpointOptions options,
                const QuicTransportOptions& transport, Logger& logger)
-      : bound_(std::move(bound)), sockets_(std::move(sockets)), options_(std::move(options)),
+      : bound_(std::move(bound)), sockets_(std::move(sockets)), links_(std::move(links)),
+        successor_ends_(std::move(successor_ends)), options_(std::move(options)),
         count_(transport.count), ended_(transport.ended), logger_(logger) {
-    for (const UniqueFd& socket : sockets_) fds_.push_back(socket.get());
+    for (size_t k = 0; k < sockets_.size(); ++k) {
+      fds_.push_back({sockets_[k].get(), k < successor_ends_.size() ? successor_ends_[k].get() : -1});
+    }
   }
 
   ~QuicListener() override {
@@ -62,7 +69,7 @@ class QuicListener final : public DatagramListener {
       };
       endpoints_.push_back(std::make_unique<quic::QuicEndpoint>(*loops[k], std::move(sockets_[k]),
                                                                 std::move(options), std::move(hooks),
-                                                                logger_));
+                                                                logger_, std::move(links_[k])));
     }
     for (int k = 0; k < count; ++k) {
       loops_[k]->Post([endpoint = endpoints_[k].get()] { endpoint->Start(); });
@@ -73,7 +80,7 @@ class QuicListener final : public DatagramListener {
   void StopAccepting() override {
     OnEveryLoop([](quic::QuicEndpoint& endpoint) { endpoint.StopAccepting(); });
   }
-  std::vector<int> fds() const override { return fds_; }
+  std::vector<Handover> fds() const override { return fds_; }
   void HandOver() override {
     OnEveryLoop([](quic::QuicEndpoint& endpoint) { endpoint.StopReading(); });
   }
@@ -96,7 +103,9 @@ class QuicListener final : public DatagramListener {
 
   EndpointUrl bound_;
   std::vector<UniqueFd> sockets_;  // moved into the endpoints by Start
-  std::vector<int> fds_;           // the same sockets, for fds()
+  std::vector<quic::UpgradeLinks> links_;  // likewise
+  std::vector<UniqueFd> successor_ends_;   // kept for a binary upgrade to pass on
+  std::vector<Handover> fds_;              // the sockets and successor ends, for fds()
   quic::EndpointOptions options_;
   std::function<void(std::string_view)> count_;
   std::function<void(double, double)> ended_;
@@ -180,6 +189,21 @@ absl::StatusOr<std::unique_ptr<DatagramListener>> QuicTransport::BindDatagram(co
     if (k == 0) address.port = LocalOf(socket->get()).port;  // port 0: the others join it
     sockets.push_back(*std::move(socket));
   }
+  // Each worker's upgrade links: the pair a successor would get one end of, and the link to
+  // the process this one replaced, if it passed one.
+  std::vector<quic::UpgradeLinks> links(sockets.size());
+  std::vector<UniqueFd> successor_ends;
+  for (size_t k = 0; k < sockets.size(); ++k) {
+    absl::StatusOr<std::array<UniqueFd, 2>> pair = quic::MakeRelayPair();
+    if (!pair.ok()) return pair.status();
+    links[k].successor = std::move((*pair)[0]);
+    successor_ends.push_back(std::move((*pair)[1]));
+    if (inherited != nullptr) {
+      if (std::optional<UniqueFd> link = inherited->TakeUpgradeLink(sockets[k].get())) {
+        links[k].predecessor = *std::move(link);
+      }
+    }
+  }
   if (sockets.size() > 1 && !quic::SteerByConnectionId(sockets[0].get(), static_cast<int>(sockets.size()))) {
     logger_.Warn("quic", "no reuseport steering: misdelivered packets are passed between workers",
                  {{"address", url.ToString()}});
@@ -192,8 +216,10 @@ absl::StatusOr<std::unique_ptr<DatagramListener>> QuicTransport::BindDatagram(co
   endpoint.retry = options_.retry;
   endpoint.retry_threshold = options_.retry_threshold;
   endpoint.listen_url = bound.ToString();
-  return std::unique_ptr<DatagramListener>(
-      new QuicListener(bound, std::move(sockets), std::move(endpoint), options_, logger_));
+  gnutls_rnd(GNUTLS_RND_NONCE, &endpoint.epoch, sizeof(endpoint.epoch));
+  return std::unique_ptr<DatagramListener>(new QuicListener(bound, std::move(sockets), std::move(links),
+                                                            std::move(successor_ends), std::move(endpoint),
+                                                            options_, logger_));
 }
 
 }  // namespace alknet

@@ -51,11 +51,17 @@ class DatagramListener {
   virtual absl::Status Start(const std::vector<EventLoop*>& loops, DatagramHooks hooks) = 0;
   // New connections are turned away, running ones go on. Blocks until every loop took it.
   virtual void StopAccepting() = 0;
-  // The sockets, worker 0 first, for a binary upgrade to inherit (valid while this lives).
-  virtual std::vector<int> fds() const = 0;
-  // A binary upgrade's new process reads the sockets now: stop reading them (this process's
-  // connections end when the new one answers their packets with stateless resets). Blocks
-  // until every loop took it.
+  // What a binary upgrade's new process inherits for worker k (valid while this lives): the
+  // socket, and the upgrade link (-1: none) over which it passes back the packets of this
+  // process's connections, worker 0 first.
+  struct Handover {
+    int socket;
+    int link;
+  };
+  virtual std::vector<Handover> fds() const = 0;
+  // A binary upgrade's new process reads the sockets now: stop reading them. This process's
+  // connections go on, their packets passed back over the upgrade links, until they end.
+  // Blocks until every loop took it.
   virtual void HandOver() = 0;
   // Closes every connection (QUIC: CONNECTION_CLOSE, so clients know at once) and the sockets.
   // Blocks until every loop did it; the loops must still run.

@@ -1,7 +1,10 @@
 // libFuzzer entry: any datagram reaching a QUIC endpoint (header decode, version negotiation,
-// Retry token checks, connection set-up and ngtcp2's packet reading) must never crash, leak or
-// hang. The first byte picks the Retry mode; the rest is the datagram.
+// Retry token checks, connection set-up, ngtcp2's packet reading, passing packets on to the
+// upgrade links) must never crash, leak or hang, nor any message arriving on an upgrade link.
+// The first byte picks the Retry mode and whether the rest is a datagram from the socket or
+// a message from the successor's or the predecessor's link.
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -16,6 +19,7 @@
 #include "server/quic/quic_endpoint.h"
 #include "server/quic/quic_tls.h"
 #include "server/quic/udp_socket.h"
+#include "server/quic/upgrade_relay.h"
 #include "server/transport/tls_context.h"
 
 namespace {
@@ -54,8 +58,18 @@ struct World {
       options.secret = secret;
       options.retry = retry;
       options.retry_threshold = 4;
+      options.epoch = 0x01020304;
+      // Both links, their far ends held here unread: what the endpoint passes on queues up to
+      // the link's buffer, then is dropped.
+      auto successor = alknet::quic::MakeRelayPair();
+      auto predecessor = alknet::quic::MakeRelayPair();
+      if (!successor.ok() || !predecessor.ok()) abort();
+      far_ends = {std::move((*successor)[1]), std::move((*predecessor)[1])};
+      alknet::quic::UpgradeLinks links{std::move((*successor)[0]), std::move((*predecessor)[0])};
       endpoint = std::make_unique<alknet::quic::QuicEndpoint>(*loop, *std::move(socket), options,
-                                                              alknet::quic::EndpointHooks{}, logger);
+                                                              alknet::quic::EndpointHooks{}, logger,
+                                                              std::move(links));
+      endpoint->Start();
       mode = retry;
       uses = 0;
     }
@@ -69,6 +83,7 @@ struct World {
   std::array<uint8_t, 32> secret{};
   alknet::quic::SockAddr remote;
   std::unique_ptr<alknet::quic::QuicEndpoint> endpoint;
+  std::array<alknet::UniqueFd, 2> far_ends;
   alknet::quic::RetryMode mode = alknet::quic::RetryMode::kNever;
   int uses = 0;
 };
@@ -81,7 +96,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   alknet::quic::RetryMode retry = data[0] % 3 == 0   ? alknet::quic::RetryMode::kNever
                                   : data[0] % 3 == 1 ? alknet::quic::RetryMode::kAlways
                                                      : alknet::quic::RetryMode::kAuto;
-  world->Endpoint(retry).OnDatagram(world->remote, 0, {data + 1, size - 1});
+  alknet::quic::QuicEndpoint& endpoint = world->Endpoint(retry);
+  std::span<const uint8_t> rest(data + 1, size - 1);
+  switch (data[0] / 3 % 3) {
+    case 0:
+      endpoint.OnDatagram(world->remote, 0, rest);
+      break;
+    default:
+      // A message on the successor's (1) or the predecessor's (2) link, read by the endpoint's
+      // loop as in a binary upgrade. (An empty one would read as the link closing.)
+      if (!rest.empty()) {
+        send(world->far_ends[data[0] / 3 % 3 - 1].get(), rest.data(), rest.size(), MSG_DONTWAIT);
+      }
+      break;
+  }
   world->loop->RunOnce(absl::ZeroDuration());
   return 0;
 }

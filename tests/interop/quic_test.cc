@@ -303,6 +303,36 @@ TEST_F(QuicTest, StockSshThroughTheProxyCommandIsByteExact) {
   EXPECT_TRUE(result.out == payload) << "64 MiB through ssh -W over quic were not byte-exact";
 }
 
+// A client that ends its stream cleanly (no SSH at all: any unauthenticated peer can) gets the
+// connection closed at once, and both ends live on: until 2026-12-06 QuicConnection::Close
+// flushed, the flush found the stream done and called Close again, until the stack ran out,
+// in the agent's worker and in `alknet-agent proxy` alike. And ssh ends its ProxyCommand with
+// SIGHUP: the proxy then closes the connection too, so the agent ends the session at once
+// instead of at the 60 s idle timeout.
+TEST_F(QuicTest, AStreamEndedCleanlyClosesTheConnectionAndBothEndsLiveOn) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  const std::vector<std::string> proxy = {ALKNET_AGENT_BINARY, "proxy", "quic://" + Loopback(quic_port_),
+                                          "--tls-fingerprint", fingerprint_};
+  for (int i = 0; i < 3; ++i) {
+    CommandResult ended = RunCommand(proxy, "", std::chrono::seconds(30));
+    EXPECT_EQ(ended.exit_code, 0) << ended.err;
+    EXPECT_EQ(ended.out.rfind("SSH-2.0-", 0), 0u) << ended.out;
+  }
+  ASSERT_TRUE(agent_->process().running()) << agent_->Log();
+
+  std::vector<std::string> argv = SshArgs(quic_port_, key_);
+  argv.insert(argv.end(), {"-o", absl::StrCat("ProxyCommand=", ALKNET_AGENT_BINARY,
+                                              " proxy quic://127.0.0.1:%p --tls-fingerprint ", fingerprint_),
+                           "-N", "127.0.0.1"});
+  BackgroundProcess ssh(argv, dir_.path(), "ssh-held");
+  ASSERT_TRUE(agent_->WaitForLog("result=accepted", std::chrono::seconds(30))) << agent_->Log();
+  ssh.Signal(SIGTERM);
+  ASSERT_TRUE(ssh.Wait(std::chrono::seconds(10)).has_value());
+  EXPECT_TRUE(agent_->WaitForLog("session: closed", std::chrono::seconds(20)))
+      << "the session outlived its proxy (idle timeout 60 s)\n" << agent_->Log() << ssh.Stderr();
+  EXPECT_TRUE(agent_->process().running());
+}
+
 // Acceptance 2: Debian's gtlsclient offers h3 only; the agent refuses it with
 // no_application_protocol (crypto error 0x178) and stays healthy.
 TEST_F(QuicTest, GtlsclientOfferingH3GetsNoApplicationProtocol) {

@@ -293,47 +293,72 @@ class UpgradeTest : public ::testing::Test {
 };
 
 // quic:// listeners go with the upgrade: the new process adopts the same UDP sockets (same
-// reuseport group, same steering) and the old one stops reading them. Before this, the new
-// process bound sockets of its own into the old one's group, the steering program kept every
-// packet on the old process's sockets, and the old process, no longer accepting, turned every
-// new QUIC client away until it exited (up to limits.upgrade_drain).
-TEST_F(UpgradeTest, QuicListenersMoveToTheNewProcess) {
+// reuseport group, same steering) and serves new QUIC clients, and the old process keeps its
+// QUIC tunnels: the new process reads their packets and passes them back over the worker's
+// upgrade link (their connection IDs carry the old process's epoch); the old one sends on its
+// copy of the socket. (Before, the new process answered them with stateless resets, and
+// before that it bound sockets of its own that the steering program never chose.)
+TEST_F(UpgradeTest, QuicTunnelsSurviveAndNewQuicClientsReachTheNewProcess) {
   ASSERT_NO_FATAL_FAILURE(StartAgent({"--listen", "quic://127.0.0.1:0"}));
+  const pid_t old_pid = agent_->pid();
   const std::string marker = "listening address=quic://127.0.0.1:";
   ASSERT_TRUE(WaitForLog(marker)) << Log();
   const auto quic_port = static_cast<uint16_t>(std::atoi(Log().c_str() + Log().find(marker) + marker.size()));
   const std::string tls_fingerprint = LogValue(Log(), "sha256=");
   ASSERT_FALSE(tls_fingerprint.empty()) << Log();
   ASSERT_TRUE(LogsInOverQuic(quic_port, tls_fingerprint)) << Log();
-  // A session open over QUIC across the upgrade: its packets reach the new process, which does
-  // not know its connection IDs and answers with a stateless reset, so the proxy and ssh exit
-  // (well before the 60 s idle timeout) instead of hanging.
-  std::vector<std::string> held_argv = SshArgs(quic_port, user_);
-  held_argv.insert(held_argv.end(),
-                   {"-o", "ServerAliveInterval=1", "-o",
-                    "ProxyCommand=" + std::string(ALKNET_AGENT_BINARY) +
-                        " proxy quic://127.0.0.1:%p --tls-fingerprint " + tls_fingerprint,
-                    "-N", "127.0.0.1"});
-  auto logins = [this] { return CountOccurrences(Log(), "user=tester"); };
-  const int logins_before = logins();
-  BackgroundProcess held(held_argv, dir_.path(), "held-quic");
+  // A busy tunnel over QUIC: stock ssh -L through `alknet-agent proxy quic://`.
+  uint16_t local = 0;
+  std::unique_ptr<BackgroundProcess> tunnel_ssh = StartLocalForward(
+      quic_port, user_, echo_.port(), dir_.path(), "quic-tunnel", &local,
+      {"-o", "ProxyCommand=" + std::string(ALKNET_AGENT_BINARY) + " proxy quic://127.0.0.1:%p --tls-fingerprint " +
+                 tls_fingerprint});
+  ASSERT_NE(tunnel_ssh, nullptr) << Log();
+  BusyTunnel tunnel(local);
   auto deadline = Clock::now() + std::chrono::seconds(30);
-  while (logins() == logins_before && Clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  while (tunnel.checked() < 64 * 4096 && tunnel.error().empty() && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  ASSERT_GT(logins(), logins_before) << Log();
-  ASSERT_TRUE(held.running());
+  ASSERT_GE(tunnel.checked(), 64u * 4096) << tunnel.error() << "\n" << Log();
 
   InstallCopy(binary_);
   agent_->Signal(SIGUSR2);
   ASSERT_TRUE(WaitForLog("handed over; keeping this process's sessions")) << Log();
   EXPECT_THAT(Log(), HasSubstr("adopted inherited UDP sockets"));
+  const uint64_t checked_at_handover = tunnel.checked();
   for (int i = 0; i < 5; ++i) {
     EXPECT_TRUE(LogsInOverQuic(quic_port, tls_fingerprint)) << "login " << i << " after the upgrade\n" << Log();
   }
   EXPECT_TRUE(LogsIn());  // tcp:// as before
-  EXPECT_TRUE(held.Wait(std::chrono::seconds(30)).has_value())
-      << "the QUIC session of the old process neither survived nor ended";
+  // The tunnel keeps moving the right bytes after the handover (4 MiB more, both ways).
+  deadline = Clock::now() + std::chrono::seconds(60);
+  while (tunnel.checked() < checked_at_handover + 1024 * 4096 && tunnel.error().empty() &&
+         Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(tunnel.error(), "") << Log();
+  EXPECT_GE(tunnel.checked(), checked_at_handover + 1024 * 4096) << Log();
+  EXPECT_TRUE(tunnel_ssh->running());
+  // Its packets went through the new process, which passed them back (its metrics, on the
+  // address it logged last).
+  const std::string metrics_marker = "metrics: listening address=";
+  const size_t at = Log().rfind(metrics_marker);
+  ASSERT_NE(at, std::string::npos) << Log();
+  const std::string url = Log().substr(at + metrics_marker.size(), Log().find_first_of(" \n", at + metrics_marker.size()) -
+                                                                     (at + metrics_marker.size()));
+  const std::string metrics = RunCommand({"curl", "-sS", "--max-time", "10", url + "/metrics"}).out;
+  const std::string relayed = "alknet_quic_events_total{event=\"upgrade_relayed\"} ";
+  ASSERT_NE(metrics.find(relayed), std::string::npos) << metrics;
+  EXPECT_GT(std::atof(metrics.c_str() + metrics.find(relayed) + relayed.size()), 1000.0);
+  std::printf("quic upgrade: %llu bytes checked through the tunnel before the handover, %llu after\n",
+              static_cast<unsigned long long>(checked_at_handover),
+              static_cast<unsigned long long>(tunnel.checked() - checked_at_handover));
+  // It was the old process's session: once it ends, the old process has nothing left and exits.
+  tunnel.Stop();
+  tunnel_ssh->Signal(SIGTERM);
+  tunnel_ssh->Wait(std::chrono::seconds(10));
+  EXPECT_TRUE(agent_->Wait(std::chrono::seconds(60)).has_value())
+      << "the old process " << old_pid << " did not exit after its QUIC session ended\n" << Log();
 }
 
 TEST_F(UpgradeTest, HandsOverWithoutBreakingTunnelsOrRefusingConnections) {

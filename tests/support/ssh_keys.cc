@@ -41,11 +41,12 @@ std::vector<std::string> SshArgs(uint16_t port, const TestKey& key) {
 std::unique_ptr<BackgroundProcess> StartSshForward(
     uint16_t agent_port, const TestKey& key, const std::string& flag,
     const std::function<std::string(uint16_t)>& spec_for, const std::string& log_dir,
-    std::string_view name, uint16_t* local) {
+    std::string_view name, uint16_t* local, const std::vector<std::string>& ssh_options) {
   std::string why;
   auto ssh = StartListening(
       [&](uint16_t port) {
         std::vector<std::string> argv = SshArgs(agent_port, key);
+        argv.insert(argv.end(), ssh_options.begin(), ssh_options.end());
         argv.insert(argv.end(), {"-N", flag, spec_for(port), "127.0.0.1"});
         return argv;
       },
@@ -56,13 +57,14 @@ std::unique_ptr<BackgroundProcess> StartSshForward(
 
 std::unique_ptr<BackgroundProcess> StartLocalForward(uint16_t agent_port, const TestKey& key,
                                                      uint16_t target_port, const std::string& log_dir,
-                                                     std::string_view name, uint16_t* local) {
+                                                     std::string_view name, uint16_t* local,
+                                                     const std::vector<std::string>& ssh_options) {
   return StartSshForward(
       agent_port, key, "-L",
       [&](uint16_t port) {
         return std::to_string(port) + ":127.0.0.1:" + std::to_string(target_port);
       },
-      log_dir, name, local);
+      log_dir, name, local, ssh_options);
 }
 
 FarAgent StartFarAgent(const TempDir& dir, const TestKey& key) {

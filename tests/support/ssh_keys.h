@@ -27,14 +27,16 @@ std::vector<std::string> SshArgs(uint16_t port, const TestKey& key);
 // `ssh -N <flag> <spec_for(local)>` to 127.0.0.1:agent_port, where `local` is a picked port that
 // this ssh itself listens on when the call returns (flag "-L" or "-D"; StartListening retries
 // when ssh cannot bind). Sets *local; on failure adds a test failure and returns nullptr.
+// `ssh_options` go before -N ("-o", "ProxyCommand=...").
 std::unique_ptr<BackgroundProcess> StartSshForward(
     uint16_t agent_port, const TestKey& key, const std::string& flag,
     const std::function<std::string(uint16_t)>& spec_for, const std::string& log_dir,
-    std::string_view name, uint16_t* local);
+    std::string_view name, uint16_t* local, const std::vector<std::string>& ssh_options = {});
 // `ssh -N -L local:127.0.0.1:target_port`, as StartSshForward.
 std::unique_ptr<BackgroundProcess> StartLocalForward(uint16_t agent_port, const TestKey& key,
                                                      uint16_t target_port, const std::string& log_dir,
-                                                     std::string_view name, uint16_t* local);
+                                                     std::string_view name, uint16_t* local,
+                                                     const std::vector<std::string>& ssh_options = {});
 
 // An agent that authorizes `key` alone (authorized_keys in `dir`): the far end a client role
 // connects to. `agent` is null if it did not start (a test failure is added).

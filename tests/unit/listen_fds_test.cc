@@ -133,5 +133,23 @@ TEST(ListenFdsTest, DatagramSocketsAreTakenTogetherAndApartFromStreamOnes) {
   EXPECT_TRUE(none->empty());
 }
 
+// A quic:// worker's upgrade link goes to whoever takes the UDP socket it was named after,
+// and to nobody else.
+TEST(ListenFdsTest, AnUpgradeLinkIsTakenByTheSocketItIsNamedAfter) {
+  int pair[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
+  UniqueFd far_end(pair[1]);
+  std::vector<InheritedSockets::Socket> sockets;
+  sockets.push_back({UniqueFd(pair[0]), UpgradeLinkFdName(7), SOCK_SEQPACKET});
+  InheritedSockets inherited(std::move(sockets));
+  EXPECT_EQ(UpgradeLinkFdName(7), "alknet-link-7");
+  EXPECT_FALSE(inherited.TakeUpgradeLink(8).has_value());
+  std::optional<UniqueFd> link = inherited.TakeUpgradeLink(7);
+  ASSERT_TRUE(link.has_value());
+  EXPECT_EQ(link->get(), pair[0]);
+  EXPECT_TRUE(inherited.empty());
+  EXPECT_FALSE(inherited.TakeUpgradeLink(7).has_value());
+}
+
 }  // namespace
 }  // namespace alknet
