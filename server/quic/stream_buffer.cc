@@ -18,7 +18,7 @@ std::span<uint8_t> StreamBuffer::WritableTail(size_t limit) {
       chunks_.push_back(std::move(spares_.back()));
       spares_.pop_back();
     } else {
-      chunks_.push_back(std::make_unique<uint8_t[]>(kChunk));
+      chunks_.push_back(std::make_unique_for_overwrite<uint8_t[]>(kChunk));  // no zeroing: written before read
     }
   }
   return {ChunkFor(end_) + in_chunk, std::min(kChunk - in_chunk, limit)};
