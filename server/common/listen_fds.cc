@@ -45,7 +45,9 @@ bool SameAddress(const sockaddr_storage& have, const sockaddr* want, uint16_t wa
 }
 }  // namespace
 
-std::string UpgradeLinkFdName(int socket_fd) { return absl::StrCat(kUpgradeLinkPrefix, socket_fd); }
+std::string UpgradeLinkFdName(int socket_fd, uint32_t epoch) {
+  return absl::StrCat(kUpgradeLinkPrefix, socket_fd, "-", absl::Hex(epoch, absl::kZeroPad8));
+}
 
 absl::StatusOr<ListenFdsSpec> ParseListenFds(const char* listen_pid, const char* listen_fds,
                                              const char* listen_fdnames, pid_t self) {
@@ -171,11 +173,16 @@ absl::StatusOr<std::vector<UniqueFd>> InheritedSockets::TakeMatching(const HostP
   return taken;
 }
 
-std::optional<UniqueFd> InheritedSockets::TakeUpgradeLink(int socket_fd) {
-  const std::string name = UpgradeLinkFdName(socket_fd);
+std::optional<InheritedSockets::UpgradeLink> InheritedSockets::TakeUpgradeLink(int socket_fd) {
+  const std::string prefix = absl::StrCat(kUpgradeLinkPrefix, socket_fd, "-");
   for (auto it = sockets_.begin(); it != sockets_.end(); ++it) {
-    if (it->type != SOCK_SEQPACKET || it->name != name) continue;
-    UniqueFd link = std::move(it->fd);
+    uint32_t epoch = 0;
+    if (it->type != SOCK_SEQPACKET || !absl::StartsWith(it->name, prefix) ||
+        it->name.size() != prefix.size() + 8 ||
+        !absl::SimpleHexAtoi(absl::string_view(it->name).substr(prefix.size()), &epoch)) {
+      continue;
+    }
+    UpgradeLink link{std::move(it->fd), epoch};
     sockets_.erase(it);
     return link;
   }

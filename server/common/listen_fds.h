@@ -21,8 +21,9 @@ inline constexpr int kListenFdsStart = 3;
 // LISTEN_FDNAMES of a binary upgrade's sockets.
 inline constexpr char kUpgradeFdName[] = "alknet-upgrade";
 // The name of a quic:// worker's upgrade link (a unix SOCK_SEQPACKET socket): it belongs to
-// the UDP socket inherited as `socket_fd`.
-std::string UpgradeLinkFdName(int socket_fd);
+// the UDP socket inherited as `socket_fd`, and the process at its other end issues connection
+// IDs of `epoch` ("alknet-link-4-0a0b0c0d").
+std::string UpgradeLinkFdName(int socket_fd, uint32_t epoch);
 
 // What the three variables say. `count` 0 means "nothing for us" (unset, or LISTEN_PID names
 // another process: ignored, as sd_listen_fds does). Pure: no descriptor is touched.
@@ -62,8 +63,13 @@ class InheritedSockets {
   absl::StatusOr<std::vector<UniqueFd>> TakeAllDatagram(const HostPort& address,
                                                         std::string_view label);
 
-  // The upgrade link that came with the UDP socket inherited as `socket_fd`, or nullopt.
-  std::optional<UniqueFd> TakeUpgradeLink(int socket_fd);
+  // The upgrade link that came with the UDP socket inherited as `socket_fd`, and the epoch its
+  // name gives, or nullopt.
+  struct UpgradeLink {
+    UniqueFd fd;
+    uint32_t epoch = 0;
+  };
+  std::optional<UpgradeLink> TakeUpgradeLink(int socket_fd);
 
   bool empty() const { return sockets_.empty(); }
   size_t size() const { return sockets_.size(); }

@@ -386,7 +386,7 @@ std::vector<std::pair<int, std::string>> ServerEngine::listen_fds() const {
     for (DatagramListener::Handover handover : listener->fds()) {
       int inherited_as = kListenFdsStart + static_cast<int>(fds.size());
       fds.emplace_back(handover.socket, kUpgradeFdName);
-      if (handover.link >= 0) fds.emplace_back(handover.link, UpgradeLinkFdName(inherited_as));
+      if (handover.link >= 0) fds.emplace_back(handover.link, UpgradeLinkFdName(inherited_as, handover.epoch));
     }
   }
   return fds;

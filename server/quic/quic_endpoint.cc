@@ -15,8 +15,10 @@ namespace alknet::quic {
 namespace {
 
 constexpr int kResetsPerSecond = 100;
-// Messages read from an upgrade link per wake-up, like the socket's batch.
+// Messages read from an upgrade link per wake-up, like the socket's batch; the largest one (a
+// 64 KiB datagram with its header).
 constexpr size_t kLinkBatch = 256;
+constexpr size_t kLinkMessageMax = 65536 + 64;
 // How long a Retry token is good for.
 constexpr ngtcp2_duration kRetryTokenLifetime = 10 * NGTCP2_SECONDS;
 
@@ -36,7 +38,7 @@ QuicEndpoint::QuicEndpoint(EventLoop& loop, UniqueFd socket, EndpointOptions opt
                            EndpointHooks hooks, Logger& logger, UpgradeLinks links)
     : loop_(loop), socket_(std::move(socket)), options_(std::move(options)), hooks_(std::move(hooks)),
       logger_(logger), local_(LocalAddress(socket_.get())), successor_(std::move(links.successor)),
-      predecessor_(std::move(links.predecessor)) {}
+      predecessor_(std::move(links.predecessor)), predecessor_epoch_(links.predecessor_epoch) {}
 
 QuicEndpoint::~QuicEndpoint() {
   if (socket_.valid() && socket_events_ != 0) loop_.Unwatch(socket_.get());
@@ -67,21 +69,25 @@ void QuicEndpoint::CloseLink(Source source) {
 }
 
 void QuicEndpoint::ReadLink(Source source) {
-  UniqueFd& link = source == Source::kSuccessor ? successor_ : predecessor_;
-  if (!link.valid()) return;
   bool open = true;
-  ReadBatch([&] {
-    std::span<char> scratch = loop_.Scratch();
-    open = ReceiveRelayed(link.get(), {reinterpret_cast<uint8_t*>(scratch.data()), scratch.size()},
-                          kLinkBatch, [&](const RelayMessage& message) {
-                            if (message.kind == RelayMessage::Kind::kHello) {
-                              if (source == Source::kSuccessor) successor_epoch_ = message.epoch;
-                              return;
-                            }
-                            OnDatagram(message.remote, message.ecn, message.packet, source);
-                          });
-  });
+  ReadBatch([&] { open = DrainLink(source); });
   if (!open) CloseLink(source);  // that process has exited
+}
+
+bool QuicEndpoint::DrainLink(Source source) {
+  UniqueFd& link = source == Source::kSuccessor ? successor_ : predecessor_;
+  if (!link.valid()) return true;
+  // Its own buffer, not the loop's scratch: a packet read from the socket (in the scratch) may
+  // be what made PassOn drain the successor's link.
+  if (link_buffer_ == nullptr) link_buffer_ = std::make_unique_for_overwrite<uint8_t[]>(kLinkMessageMax);
+  return ReceiveRelayed(link.get(), {link_buffer_.get(), kLinkMessageMax}, kLinkBatch,
+                        [&](const RelayMessage& message) {
+                          if (message.kind == RelayMessage::Kind::kHello) {
+                            if (source == Source::kSuccessor) successor_epoch_ = message.epoch;
+                            return;
+                          }
+                          OnDatagram(message.remote, message.ecn, message.packet, source);
+                        });
 }
 
 void QuicEndpoint::ReadBatch(const std::function<void()>& read) {
@@ -166,17 +172,35 @@ void QuicEndpoint::OnDatagram(const SockAddr& remote, uint8_t ecn, std::span<con
   // client chose their connection ID); Handshake packets and short headers name ours.
   bool long_header = (data[0] & 0x80) != 0;
   if (long_header && ((data[0] & 0x30) >> 4) <= 1) {
-    if (source == Source::kSocket) Accept(remote, ecn, data);
+    if (source != Source::kSocket) return;
+    // Once the server answered, the client's Initials name the connection ID it chose: a
+    // handshake the other process of an upgrade began goes on there.
+    std::span<const uint8_t> dcid(vc.dcid, vc.dcidlen);
+    if (IssuedByTheOtherProcess(dcid) && PassOn(dcid, remote, ecn, data, source)) return;
+    Accept(remote, ecn, data);
     return;
   }
   if (PassOn({vc.dcid, vc.dcidlen}, remote, ecn, data, source)) return;
   if (!long_header) SendStatelessReset({vc.dcid, vc.dcidlen}, remote, data.size());
 }
 
+void QuicEndpoint::LearnSuccessorEpoch() {
+  if (!successor_epoch_ && successor_.valid() && !DrainLink(Source::kSuccessor)) CloseLink(Source::kSuccessor);
+}
+
+bool QuicEndpoint::IssuedByTheOtherProcess(std::span<const uint8_t> dcid) {
+  std::optional<uint32_t> epoch = CidEpoch(dcid);
+  if (!epoch || *epoch == options_.epoch) return false;
+  if (epoch == predecessor_epoch_) return true;
+  LearnSuccessorEpoch();
+  return epoch == successor_epoch_;
+}
+
 bool QuicEndpoint::PassOn(std::span<const uint8_t> dcid, const SockAddr& remote, uint8_t ecn,
                           std::span<const uint8_t> data, Source source) {
   std::optional<uint32_t> epoch = CidEpoch(dcid);
   if (!epoch || *epoch == options_.epoch) return false;  // one of ours, gone
+  if (source == Source::kSocket) LearnSuccessorEpoch();
   // The successor's own connections (read here before this process stopped reading), else
   // an older process's: the predecessor has them or passes them further back.
   Source to = successor_epoch_ == epoch && source != Source::kSuccessor ? Source::kSuccessor

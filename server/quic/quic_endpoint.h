@@ -60,10 +60,11 @@ struct EndpointHooks {
 // The upgrade relay (upgrade_relay.h) of this endpoint's worker: packets of connections of the
 // process that replaced this one (`successor`, this end of the pair whose other end the
 // listener passes on at an upgrade), or of the process this one replaced (`predecessor`,
-// inherited). Either may be empty.
+// inherited, with the epoch of its connection IDs). Either may be empty.
 struct UpgradeLinks {
   UniqueFd successor;
   UniqueFd predecessor;
+  std::optional<uint32_t> predecessor_epoch;
 };
 
 class QuicEndpoint final : public FdHandler, public PacketSink {
@@ -125,6 +126,13 @@ class QuicEndpoint final : public FdHandler, public PacketSink {
   // connection the batch reached once.
   void ReadBatch(const std::function<void()>& read);
   void ReadLink(Source source);
+  // Reads what waits on a link (hellos, and datagrams to OnDatagram); false once it closed.
+  bool DrainLink(Source source);
+  // A successor that started a moment ago: its hello may still wait on the link, behind the
+  // packet being decided on.
+  void LearnSuccessorEpoch();
+  // The connection ID names the process before or after this one in an upgrade.
+  bool IssuedByTheOtherProcess(std::span<const uint8_t> dcid);
   void CloseLink(Source source);
   // A packet of a connection this process does not have: passed to the upgrade link whose
   // process issued its connection ID, if any (true: taken, or dropped on a full link).
@@ -165,7 +173,9 @@ class QuicEndpoint final : public FdHandler, public PacketSink {
   UniqueFd predecessor_;
   LinkReader successor_reader_{*this, Source::kSuccessor};
   LinkReader predecessor_reader_{*this, Source::kPredecessor};
-  std::optional<uint32_t> successor_epoch_;  // from its hello
+  std::optional<uint32_t> successor_epoch_;    // from its hello
+  std::optional<uint32_t> predecessor_epoch_;  // from the link's name
+  std::unique_ptr<uint8_t[]> link_buffer_;      // one link message, made on first use
   // Stateless resets sent this second (at most kResetsPerSecond: never an amplifier).
   int64_t reset_second_ = 0;
   int resets_this_second_ = 0;

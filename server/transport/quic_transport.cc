@@ -30,7 +30,8 @@ class QuicListener final : public DatagramListener {
         successor_ends_(std::move(successor_ends)), options_(std::move(options)),
         count_(transport.count), ended_(transport.ended), logger_(logger) {
     for (size_t k = 0; k < sockets_.size(); ++k) {
-      fds_.push_back({sockets_[k].get(), k < successor_ends_.size() ? successor_ends_[k].get() : -1});
+      fds_.push_back({sockets_[k].get(), k < successor_ends_.size() ? successor_ends_[k].get() : -1,
+                      options_.epoch});
     }
   }
 
@@ -199,8 +200,9 @@ absl::StatusOr<std::unique_ptr<DatagramListener>> QuicTransport::BindDatagram(co
     links[k].successor = std::move((*pair)[0]);
     successor_ends.push_back(std::move((*pair)[1]));
     if (inherited != nullptr) {
-      if (std::optional<UniqueFd> link = inherited->TakeUpgradeLink(sockets[k].get())) {
-        links[k].predecessor = *std::move(link);
+      if (std::optional<InheritedSockets::UpgradeLink> link = inherited->TakeUpgradeLink(sockets[k].get())) {
+        links[k].predecessor = std::move(link->fd);
+        links[k].predecessor_epoch = link->epoch;
       }
     }
   }
@@ -216,7 +218,15 @@ absl::StatusOr<std::unique_ptr<DatagramListener>> QuicTransport::BindDatagram(co
   endpoint.retry = options_.retry;
   endpoint.retry_threshold = options_.retry_threshold;
   endpoint.listen_url = bound.ToString();
-  gnutls_rnd(GNUTLS_RND_NONCE, &endpoint.epoch, sizeof(endpoint.epoch));
+  auto taken = [&](uint32_t epoch) {  // by the process this one replaced (2^-32)
+    for (const quic::UpgradeLinks& link : links) {
+      if (link.predecessor_epoch == epoch) return true;
+    }
+    return false;
+  };
+  do {
+    gnutls_rnd(GNUTLS_RND_NONCE, &endpoint.epoch, sizeof(endpoint.epoch));
+  } while (taken(endpoint.epoch));
   return std::unique_ptr<DatagramListener>(new QuicListener(bound, std::move(sockets), std::move(links),
                                                             std::move(successor_ends), std::move(endpoint),
                                                             options_, logger_));

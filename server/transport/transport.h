@@ -53,10 +53,11 @@ class DatagramListener {
   virtual void StopAccepting() = 0;
   // What a binary upgrade's new process inherits for worker k (valid while this lives): the
   // socket, and the upgrade link (-1: none) over which it passes back the packets of this
-  // process's connections, worker 0 first.
+  // process's connections, whose IDs carry `epoch`; worker 0 first.
   struct Handover {
     int socket;
     int link;
+    uint32_t epoch;
   };
   virtual std::vector<Handover> fds() const = 0;
   // A binary upgrade's new process reads the sockets now: stop reading them. This process's

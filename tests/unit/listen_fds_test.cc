@@ -134,21 +134,29 @@ TEST(ListenFdsTest, DatagramSocketsAreTakenTogetherAndApartFromStreamOnes) {
 }
 
 // A quic:// worker's upgrade link goes to whoever takes the UDP socket it was named after,
-// and to nobody else.
+// with the epoch its name carries, and to nobody else; a mangled name is nobody's.
 TEST(ListenFdsTest, AnUpgradeLinkIsTakenByTheSocketItIsNamedAfter) {
-  int pair[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
-  UniqueFd far_end(pair[1]);
   std::vector<InheritedSockets::Socket> sockets;
-  sockets.push_back({UniqueFd(pair[0]), UpgradeLinkFdName(7), SOCK_SEQPACKET});
+  std::vector<int> fds;
+  for (const std::string& name : {UpgradeLinkFdName(7, 0x0a0b0c0d), std::string("alknet-link-9-xyz"),
+                                  std::string("alknet-link-11-0a0b0c0d0e")}) {
+    int pair[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
+    close(pair[1]);
+    fds.push_back(pair[0]);
+    sockets.push_back({UniqueFd(pair[0]), name, SOCK_SEQPACKET});
+  }
   InheritedSockets inherited(std::move(sockets));
-  EXPECT_EQ(UpgradeLinkFdName(7), "alknet-link-7");
+  EXPECT_EQ(UpgradeLinkFdName(7, 0x0a0b0c0d), "alknet-link-7-0a0b0c0d");
   EXPECT_FALSE(inherited.TakeUpgradeLink(8).has_value());
-  std::optional<UniqueFd> link = inherited.TakeUpgradeLink(7);
+  EXPECT_FALSE(inherited.TakeUpgradeLink(9).has_value());
+  EXPECT_FALSE(inherited.TakeUpgradeLink(11).has_value());
+  std::optional<InheritedSockets::UpgradeLink> link = inherited.TakeUpgradeLink(7);
   ASSERT_TRUE(link.has_value());
-  EXPECT_EQ(link->get(), pair[0]);
-  EXPECT_TRUE(inherited.empty());
+  EXPECT_EQ(link->fd.get(), fds[0]);
+  EXPECT_EQ(link->epoch, 0x0a0b0c0du);
   EXPECT_FALSE(inherited.TakeUpgradeLink(7).has_value());
+  EXPECT_EQ(inherited.size(), 2u);
 }
 
 }  // namespace
