@@ -130,6 +130,18 @@ class QuicUpgradeLinkTest : public ::testing::Test {
     while (!done() && std::chrono::steady_clock::now() < deadline) loop_->RunOnce(absl::Milliseconds(10));
     return done();
   }
+  // Runs the loop until `size` bytes came out of fd() (-1 until it exists: a server stream is
+  // delivered with its first bytes); what came, or less after 10 s.
+  std::string ReceiveOnLoop(const std::function<int()>& fd, size_t size) {
+    std::string got;
+    RunUntil([&] {
+      char buffer[64];
+      ssize_t n = fd() < 0 ? -1 : recv(fd(), buffer, sizeof(buffer), MSG_DONTWAIT);
+      if (n > 0) got.append(buffer, static_cast<size_t>(n));
+      return got.size() >= size;
+    });
+    return got;
+  }
 
   std::string dir_;
   Logger logger_{LogLevel::kError, LogFormat::kText};
@@ -170,26 +182,11 @@ TEST_F(QuicUpgradeLinkTest, AHandshakeAndAStreamTheOldEndpointBeganGoOnThroughTh
   // one; the first bytes open the stream on the server's side.
   const std::string hello = "SSH-2.0-test\r\n";
   ASSERT_EQ(send(client.plain(), hello.data(), hello.size(), MSG_NOSIGNAL), static_cast<ssize_t>(hello.size()));
-  std::string got;
-  ASSERT_TRUE(RunUntil([&] {
-    if (!old_.stream.valid()) return false;
-    char buffer[64];
-    ssize_t n = recv(old_.stream.get(), buffer, sizeof(buffer), MSG_DONTWAIT);
-    if (n > 0) got.append(buffer, static_cast<size_t>(n));
-    return got.size() >= hello.size();
-  }));
-  EXPECT_EQ(got, hello);
+  ASSERT_EQ(ReceiveOnLoop([&] { return old_.stream.get(); }, hello.size()), hello);
   const std::string answer = "SSH-2.0-server\r\n";
   ASSERT_EQ(send(old_.stream.get(), answer.data(), answer.size(), MSG_NOSIGNAL),
             static_cast<ssize_t>(answer.size()));
-  got.clear();
-  ASSERT_TRUE(RunUntil([&] {
-    char buffer[64];
-    ssize_t n = recv(client.plain(), buffer, sizeof(buffer), MSG_DONTWAIT);
-    if (n > 0) got.append(buffer, static_cast<size_t>(n));
-    return got.size() >= answer.size();
-  }));
-  EXPECT_EQ(got, answer);
+  EXPECT_EQ(ReceiveOnLoop([&] { return client.plain(); }, answer.size()), answer);
   EXPECT_FALSE(client.closed());
   EXPECT_EQ(new_.admitted, 0);
   EXPECT_EQ(new_.endpoint->connection_count(), 0u);
@@ -218,15 +215,8 @@ TEST_F(QuicUpgradeLinkTest, TheNewEndpointsPacketsReadByTheOldOneGoForward) {
   old_.endpoint->Start();
   const std::string hello = "SSH-2.0-test\r\n";
   ASSERT_EQ(send(client.plain(), hello.data(), hello.size(), MSG_NOSIGNAL), static_cast<ssize_t>(hello.size()));
-  std::string got;
-  ASSERT_TRUE(RunUntil([&] {
-    if (!new_.stream.valid()) return false;
-    char buffer[64];
-    ssize_t n = recv(new_.stream.get(), buffer, sizeof(buffer), MSG_DONTWAIT);
-    if (n > 0) got.append(buffer, static_cast<size_t>(n));
-    return got.size() >= hello.size();
-  })) << "relayed by the old endpoint: " << old_.relayed;
-  EXPECT_EQ(got, hello);
+  EXPECT_EQ(ReceiveOnLoop([&] { return new_.stream.get(); }, hello.size()), hello)
+      << "relayed by the old endpoint: " << old_.relayed;
   EXPECT_GT(old_.relayed, 0);
   EXPECT_EQ(old_.admitted, 0);
   EXPECT_FALSE(client.closed());  // no stateless reset from the old endpoint
