@@ -85,10 +85,10 @@ class QuicEndpoint final : public FdHandler, public PacketSink {
   // On the loop: closes every connection (CONNECTION_CLOSE) and the socket.
   void Close();
 
-  // A datagram from `remote` (the socket's own, or forwarded by another worker's endpoint).
-  // Public for the fuzzer, which feeds it garbage.
   // Where a datagram came from: a packet passed on by an upgrade link never goes back to it.
   enum class Source { kSocket, kSuccessor, kPredecessor };
+  // A datagram from `remote` (the socket's own, forwarded by another worker's endpoint, or
+  // passed on by an upgrade link). Public for the fuzzer, which feeds it garbage.
   void OnDatagram(const SockAddr& remote, uint8_t ecn, std::span<const uint8_t> data,
                   Source source = Source::kSocket);
 
