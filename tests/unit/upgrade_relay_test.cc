@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -85,7 +86,8 @@ TEST(UpgradeRelayTest, MalformedMessagesAreRefused) {
   long_address[2] = 200;  // more than any sockaddr: never copied past the storage
   EXPECT_TRUE(refused(long_address));
   std::vector<uint8_t> wrong_family = good;
-  reinterpret_cast<sockaddr_in*>(wrong_family.data() + 3)->sin_family = AF_INET6;
+  const sa_family_t v6 = AF_INET6;  // the bytes are unaligned: copied, not assigned
+  std::memcpy(wrong_family.data() + 3 + offsetof(sockaddr_in, sin_family), &v6, sizeof(v6));
   EXPECT_TRUE(refused(wrong_family));
   std::vector<uint8_t> truncated_v6 = good;
   truncated_v6[2] = sizeof(sockaddr_in6);  // says v6, carries a v4 address and one byte
