@@ -60,6 +60,24 @@ def wait_until(predicate, timeout, what):
     raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
 
 
+def agent_port_and_pin(bench, scheme):
+    """The port of the agent's `scheme`:// listener (tls, quic) and its certificate's SHA-256 pin,
+    from the agent's log, waited for up to 15 s."""
+    listen = re.compile(rf"engine: listening address={scheme}://127\.0\.0\.1:(\d+)")
+    pin = re.compile(r"sha256=([0-9A-F:]{95})")
+    found = {}
+
+    def ready():
+        text = open(bench.agent_log).read()
+        m, p = listen.search(text), pin.search(text)
+        if m and p:
+            found["port"], found["pin"] = int(m.group(1)), p.group(1)
+        return bool(found)
+
+    wait_until(ready, 15, f"alknet-agent {scheme}:// listener and its certificate pin")
+    return found["port"], found["pin"]
+
+
 # ----------------------------------------------------------------------------------- /proc
 
 

@@ -9,7 +9,6 @@ Environment: SIZE_MB (512), RUNS (3), CIPHER (aes128-gcm@openssh.com), DIRECTION
 """
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -20,22 +19,6 @@ import endpoints  # noqa: E402
 
 MIB = 1 << 20
 GIB = 1 << 30
-
-
-def agent_tls_port_and_pin(bench):
-    listen = re.compile(r"engine: listening address=tls://127\.0\.0\.1:(\d+)")
-    pin = re.compile(r"sha256=([0-9A-F:]{95})")
-    found = {}
-
-    def ready():
-        text = open(bench.agent_log).read()
-        m, p = listen.search(text), pin.search(text)
-        if m and p:
-            found["port"], found["pin"] = int(m.group(1)), p.group(1)
-        return bool(found)
-
-    bl.wait_until(ready, 15, "alknet-agent tls:// listener and its certificate pin")
-    return found["port"], found["pin"]
 
 
 def main():
@@ -49,7 +32,7 @@ def main():
 
     with bl.Bench("proxy") as bench:
         bench.start_agent(extra=("--listen", "tls://127.0.0.1:0", "--metrics-listen", "off"))
-        tls_port, pin = agent_tls_port_and_pin(bench)
+        tls_port, pin = bl.agent_port_and_pin(bench, "tls")
         proto = bench.endpoint("proto")
         routes = {
             "alknet proxy": f"{bl.agent_binary()} proxy tls://127.0.0.1:%p --tls-fingerprint {pin}",

@@ -23,22 +23,6 @@ import endpoints  # noqa: E402
 MIB = 1 << 20
 
 
-def quic_port_and_pin(bench):
-    listen = re.compile(r"engine: listening address=quic://127\.0\.0\.1:(\d+)")
-    pin = re.compile(r"sha256=([0-9A-F:]{95})")
-    found = {}
-
-    def ready():
-        text = open(bench.agent_log).read()
-        m, p = listen.search(text), pin.search(text)
-        if m and p:
-            found["port"], found["pin"] = int(m.group(1)), p.group(1)
-        return bool(found)
-
-    bl.wait_until(ready, 15, "alknet-agent quic:// listener and its certificate pin")
-    return found["port"], found["pin"]
-
-
 def main():
     size_mb = bl.env_int("SIZE_MB", 256)
     runs = bl.env_int("RUNS", 3)
@@ -46,11 +30,10 @@ def main():
     stall = float(os.environ.get("STALL_TIMEOUT", "120"))
     directions = os.environ.get("DIRECTIONS", "download upload").split()
     size = size_mb * MIB
-    new_pid = None
 
     with bl.Bench("quic_upgrade") as bench:
         bench.start_agent(workers=2, extra=("--listen", "quic://127.0.0.1:0", "--metrics-listen", "off"))
-        port, pin = quic_port_and_pin(bench)
+        port, pin = bl.agent_port_and_pin(bench, "quic")
         proto = bench.endpoint("proto")
         proxy = f"{bl.agent_binary()} proxy quic://127.0.0.1:%p --tls-fingerprint {pin}"
         print("== QUIC tunnels across a binary upgrade: stock ssh -N -L through alknet-agent proxy "
@@ -72,9 +55,16 @@ def main():
         results = {}  # (direction, route) -> [MiB/s]
         problems = []
 
+        def transfer(direction):
+            return endpoints.download if direction == "download" else endpoints.upload
+
+        def warm_up(route, lport, direction):
+            _secs, got, ok = transfer(direction)(lport, warmup_mb * MIB, verify=True, timeout=stall)
+            if got != warmup_mb * MIB or not ok:
+                problems.append(f"{route} warm-up {direction}: received {got} bytes, pattern ok={ok}")
+
         def measure(route, lport, direction, run):
-            fn = endpoints.download if direction == "download" else endpoints.upload
-            secs, got, ok = fn(lport, size, timeout=stall)
+            secs, got, ok = transfer(direction)(lport, size, timeout=stall)
             if got != size or not ok:
                 problems.append(f"{route} {direction} run {run + 1}: received {got} of {size} bytes")
                 return
@@ -84,10 +74,7 @@ def main():
 
         old = tunnel("old")
         for direction in directions:
-            fn = endpoints.download if direction == "download" else endpoints.upload
-            _secs, got, ok = fn(old, warmup_mb * MIB, verify=True, timeout=stall)
-            if got != warmup_mb * MIB or not ok:
-                problems.append(f"warm-up {direction}: received {got} bytes, pattern ok={ok}")
+            warm_up("old process, before", old, direction)
             for run in range(runs):
                 measure("old process, before", old, direction, run)
 
@@ -98,10 +85,7 @@ def main():
         fresh = tunnel("new")
         routes = {"old process, relayed": old, "new process": fresh}
         for direction in directions:
-            fn = endpoints.download if direction == "download" else endpoints.upload
-            _secs, got, ok = fn(old, warmup_mb * MIB, verify=True, timeout=stall)
-            if got != warmup_mb * MIB or not ok:
-                problems.append(f"relayed warm-up {direction}: received {got} bytes, pattern ok={ok}")
+            warm_up("old process, relayed", old, direction)
             for run in range(runs):
                 order = list(routes.items()) if run % 2 == 0 else list(reversed(routes.items()))
                 for route, lport in order:
