@@ -37,8 +37,11 @@ absl::string_view KeyView(const uint8_t* data, size_t length) {
 QuicEndpoint::QuicEndpoint(EventLoop& loop, UniqueFd socket, EndpointOptions options,
                            EndpointHooks hooks, Logger& logger, UpgradeLinks links)
     : loop_(loop), socket_(std::move(socket)), options_(std::move(options)), hooks_(std::move(hooks)),
-      logger_(logger), local_(LocalAddress(socket_.get())), successor_(std::move(links.successor)),
-      predecessor_(std::move(links.predecessor)), predecessor_epoch_(links.predecessor_epoch) {}
+      logger_(logger), local_(LocalAddress(socket_.get())) {
+  successor_.fd = std::move(links.successor);
+  predecessor_.fd = std::move(links.predecessor);
+  predecessor_.epoch = links.predecessor_epoch;
+}
 
 QuicEndpoint::~QuicEndpoint() {
   if (socket_.valid() && socket_events_ != 0) loop_.Unwatch(socket_.get());
@@ -48,24 +51,20 @@ QuicEndpoint::~QuicEndpoint() {
 
 void QuicEndpoint::Start() {
   loop_.SetInterest(socket_.get(), socket_events_, EPOLLIN, this);
-  if (successor_.valid()) {
-    loop_.SetInterest(successor_.get(), successor_reader_.events, EPOLLIN, &successor_reader_);
+  for (Link* link : {&successor_, &predecessor_}) {
+    if (link->fd.valid()) loop_.SetInterest(link->fd.get(), link->events, EPOLLIN, link);
   }
-  if (predecessor_.valid()) {
-    loop_.SetInterest(predecessor_.get(), predecessor_reader_.events, EPOLLIN, &predecessor_reader_);
-    if (SendRelayHello(predecessor_.get(), options_.epoch) == RelaySend::kGone) {
-      CloseLink(Source::kPredecessor);
-    }
+  if (predecessor_.fd.valid() && SendRelayHello(predecessor_.fd.get(), options_.epoch) == RelaySend::kGone) {
+    CloseLink(Source::kPredecessor);
   }
 }
 
 void QuicEndpoint::CloseLink(Source source) {
-  UniqueFd& link = source == Source::kSuccessor ? successor_ : predecessor_;
-  LinkReader& reader = source == Source::kSuccessor ? successor_reader_ : predecessor_reader_;
-  if (!link.valid()) return;
-  if (reader.events != 0) loop_.Unwatch(link.get());
-  reader.events = 0;
-  link.reset();
+  Link& link = LinkFor(source);
+  if (!link.fd.valid()) return;
+  if (link.events != 0) loop_.Unwatch(link.fd.get());
+  link.events = 0;
+  link.fd.reset();
 }
 
 void QuicEndpoint::ReadLink(Source source) {
@@ -75,15 +74,15 @@ void QuicEndpoint::ReadLink(Source source) {
 }
 
 bool QuicEndpoint::DrainLink(Source source) {
-  UniqueFd& link = source == Source::kSuccessor ? successor_ : predecessor_;
-  if (!link.valid()) return true;
+  Link& link = LinkFor(source);
+  if (!link.fd.valid()) return true;
   // Its own buffer, not the loop's scratch: a packet read from the socket (in the scratch) may
   // be what made PassOn drain the successor's link.
   if (link_buffer_ == nullptr) link_buffer_ = std::make_unique_for_overwrite<uint8_t[]>(kLinkMessageMax);
-  return ReceiveRelayed(link.get(), {link_buffer_.get(), kLinkMessageMax}, kLinkBatch,
+  return ReceiveRelayed(link.fd.get(), {link_buffer_.get(), kLinkMessageMax}, kLinkBatch,
                         [&](const RelayMessage& message) {
                           if (message.kind == RelayMessage::Kind::kHello) {
-                            if (source == Source::kSuccessor) successor_epoch_ = message.epoch;
+                            if (source == Source::kSuccessor) link.epoch = message.epoch;
                             return;
                           }
                           OnDatagram(message.remote, message.ecn, message.packet, source);
@@ -185,15 +184,15 @@ void QuicEndpoint::OnDatagram(const SockAddr& remote, uint8_t ecn, std::span<con
 }
 
 void QuicEndpoint::LearnSuccessorEpoch() {
-  if (!successor_epoch_ && successor_.valid() && !DrainLink(Source::kSuccessor)) CloseLink(Source::kSuccessor);
+  if (!successor_.epoch && successor_.fd.valid() && !DrainLink(Source::kSuccessor)) CloseLink(Source::kSuccessor);
 }
 
 bool QuicEndpoint::IssuedByTheOtherProcess(std::span<const uint8_t> dcid) {
   std::optional<uint32_t> epoch = CidEpoch(dcid);
   if (!epoch || *epoch == options_.epoch) return false;
-  if (epoch == predecessor_epoch_) return true;
+  if (epoch == predecessor_.epoch) return true;
   LearnSuccessorEpoch();
-  return epoch == successor_epoch_;
+  return epoch == successor_.epoch;
 }
 
 bool QuicEndpoint::PassOn(std::span<const uint8_t> dcid, const SockAddr& remote, uint8_t ecn,
@@ -203,11 +202,11 @@ bool QuicEndpoint::PassOn(std::span<const uint8_t> dcid, const SockAddr& remote,
   if (source == Source::kSocket) LearnSuccessorEpoch();
   // The successor's own connections (read here before this process stopped reading), else
   // an older process's: the predecessor has them or passes them further back.
-  Source to = successor_epoch_ == epoch && source != Source::kSuccessor ? Source::kSuccessor
+  Source to = successor_.epoch == epoch && source != Source::kSuccessor ? Source::kSuccessor
                                                                           : Source::kPredecessor;
-  UniqueFd& link = to == Source::kSuccessor ? successor_ : predecessor_;
-  if (to == source || !link.valid()) return false;
-  switch (SendRelayPacket(link.get(), remote, ecn, data)) {
+  Link& link = LinkFor(to);
+  if (to == source || !link.fd.valid()) return false;
+  switch (SendRelayPacket(link.fd.get(), remote, ecn, data)) {
     case RelaySend::kSent:
       Count("upgrade_relayed");
       return true;

@@ -110,17 +110,18 @@ class QuicEndpoint final : public FdHandler, public PacketSink {
     bool handshaking = true;
   };
 
-  // Reads one upgrade link (when it is readable).
-  class LinkReader final : public FdHandler {
-   public:
-    LinkReader(QuicEndpoint& endpoint, Source source) : endpoint_(endpoint), source_(source) {}
-    void OnFdEvents(uint32_t) override { endpoint_.ReadLink(source_); }
+  // One upgrade link: its socket (read when readable), and the epoch of the process at its
+  // other end (the predecessor's from the link's name, the successor's from its hello).
+  struct Link final : public FdHandler {
+    Link(QuicEndpoint& owner, Source side) : endpoint(owner), source(side) {}
+    void OnFdEvents(uint32_t) override { endpoint.ReadLink(source); }
+    QuicEndpoint& endpoint;
+    const Source source;
+    UniqueFd fd;
     uint32_t events = 0;
-
-   private:
-    QuicEndpoint& endpoint_;
-    Source source_;
+    std::optional<uint32_t> epoch;
   };
+  Link& LinkFor(Source source) { return source == Source::kSuccessor ? successor_ : predecessor_; }
 
   // Reads a bounded batch with `read` (which calls OnDatagram per packet), then flushes every
   // connection the batch reached once.
@@ -169,13 +170,9 @@ class QuicEndpoint final : public FdHandler, public PacketSink {
   // While a batch of datagrams is read: the connections they reached, flushed once at its end.
   bool batching_ = false;
   std::vector<QuicConnection*> touched_;
-  UniqueFd successor_;
-  UniqueFd predecessor_;
-  LinkReader successor_reader_{*this, Source::kSuccessor};
-  LinkReader predecessor_reader_{*this, Source::kPredecessor};
-  std::optional<uint32_t> successor_epoch_;    // from its hello
-  std::optional<uint32_t> predecessor_epoch_;  // from the link's name
-  std::unique_ptr<uint8_t[]> link_buffer_;      // one link message, made on first use
+  Link successor_{*this, Source::kSuccessor};
+  Link predecessor_{*this, Source::kPredecessor};
+  std::unique_ptr<uint8_t[]> link_buffer_;  // one link message, made on first use
   // Stateless resets sent this second (at most kResetsPerSecond: never an amplifier).
   int64_t reset_second_ = 0;
   int resets_this_second_ = 0;
