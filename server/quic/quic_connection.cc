@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "server/common/big_endian.h"
 #include "server/common/strings.h"
 #include "server/common/errno_status.h"
 #include "server/quic/quic_status.h"
@@ -161,13 +162,13 @@ void MakeRoutedCid(const CidRoute& route, ngtcp2_cid* cid) {
   uint8_t count = std::max<uint8_t>(route.worker_count, 1);
   data[0] = static_cast<uint8_t>((data[0] / count) * count + route.worker_index);
   if (data[0] % count != route.worker_index % count) data[0] = route.worker_index;  // wrapped past 255
-  for (int i = 0; i < 4; ++i) data[1 + i] = static_cast<uint8_t>(route.epoch >> (24 - 8 * i));
+  StoreBigEndian32(route.epoch, data + 1);
   ngtcp2_cid_init(cid, data, sizeof(data));
 }
 
 std::optional<uint32_t> CidEpoch(std::span<const uint8_t> cid) {
   if (cid.size() != QuicConnection::kCidLength) return std::nullopt;
-  return (uint32_t{cid[1]} << 24) | (uint32_t{cid[2]} << 16) | (uint32_t{cid[3]} << 8) | uint32_t{cid[4]};
+  return LoadBigEndian32(cid.data() + 1);
 }
 
 absl::StatusOr<std::unique_ptr<QuicConnection>> QuicConnection::Accept(

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "server/common/big_endian.h"
 #include "server/common/errno_status.h"
 
 namespace alknet::quic {
@@ -50,8 +51,8 @@ absl::StatusOr<std::array<UniqueFd, 2>> MakeRelayPair() {
 }
 
 RelaySend SendRelayHello(int fd, uint32_t epoch) {
-  uint8_t message[5] = {kHello, static_cast<uint8_t>(epoch >> 24), static_cast<uint8_t>(epoch >> 16),
-                        static_cast<uint8_t>(epoch >> 8), static_cast<uint8_t>(epoch)};
+  uint8_t message[5] = {kHello};
+  StoreBigEndian32(epoch, message + 1);
   return SendParts(fd, message, {});
 }
 
@@ -69,8 +70,7 @@ std::optional<RelayMessage> DecodeRelayMessage(std::span<const uint8_t> message)
   RelayMessage decoded;
   if (message.size() == 5 && message[0] == kHello) {
     decoded.kind = RelayMessage::Kind::kHello;
-    decoded.epoch = (uint32_t{message[1]} << 24) | (uint32_t{message[2]} << 16) |
-                    (uint32_t{message[3]} << 8) | uint32_t{message[4]};
+    decoded.epoch = LoadBigEndian32(message.data() + 1);
     return decoded;
   }
   if (message.size() < kPacketHeader || message[0] != kPacket) return std::nullopt;
